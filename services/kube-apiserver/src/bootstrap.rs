@@ -1,0 +1,58 @@
+//! What exists in every cluster from the start: the system namespaces and the
+//! `kubernetes` Service with endpoints pointing at this apiserver.
+
+use serde_json::json;
+
+use crate::endpoints::ApiServer;
+use crate::registry::store::{Target, WriteOptions};
+
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Creates the system namespaces and the `kubernetes` service if missing and
+/// points its endpoints at this server. Safe to run on every start.
+pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
+    let store = &server.store;
+    let opts = WriteOptions::default();
+    let nsd = server.resources.lookup("", "v1", "namespaces").cloned().ok_or_else(|| anyhow::anyhow!("no namespaces"))?;
+    for ns in SYSTEM_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match store.create(&nsd, "", obj, &opts, |_| Ok(())).await {
+            Ok(_) => tracing::info!(namespace = ns, "created system namespace"),
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => anyhow::bail!("creating namespace {ns}: {e}"),
+        }
+    }
+    let ip = server.allocator.as_ref().map(|a| a.first_ip().to_string());
+    let svcd = server.resources.lookup("", "v1", "services").cloned().ok_or_else(|| anyhow::anyhow!("no services"))?;
+    let mut svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "sessionAffinity": "None", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": server.config.secure_port}]},
+    });
+    if store.get(&svcd, "default", "kubernetes").await.is_err() {
+        if let Some(ip) = &ip {
+            svc["spec"]["clusterIP"] = json!(ip);
+        }
+        let svc = crate::admission::mutate_on_create(server, &svcd, svc).await?;
+        match store.create(&svcd, "default", svc, &opts, |_| Ok(())).await {
+            Ok(_) | Err(apimachinery::status::ApiError { reason: "AlreadyExists", .. }) => {}
+            Err(e) => anyhow::bail!("creating the kubernetes service: {e}"),
+        }
+    }
+    let epd = server.resources.lookup("", "v1", "endpoints").cloned().ok_or_else(|| anyhow::anyhow!("no endpoints"))?;
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": server.config.advertise_address}], "ports": [{"name": "https", "port": server.config.secure_port, "protocol": "TCP"}]}],
+    });
+    let e2 = endpoints.clone();
+    let r = store.update(&epd, "default", "kubernetes", Target::Main, &opts, move |_| Ok(e2.clone()), |_, _| Ok(())).await;
+    if let Err(e) = r {
+        if e.is_not_found() {
+            store.create(&epd, "default", endpoints, &opts, |_| Ok(())).await.map_err(|e| anyhow::anyhow!("creating kubernetes endpoints: {e}"))?;
+        } else {
+            anyhow::bail!("updating kubernetes endpoints: {e}");
+        }
+    }
+    Ok(())
+}

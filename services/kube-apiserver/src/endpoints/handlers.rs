@@ -1,0 +1,748 @@
+//! The generic resource handler: one code path for every kind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apimachinery::status::{success_status, ApiError};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+use super::negotiation::{self, BodyFormat, Output};
+use super::request::RequestInfo;
+use super::{error_response, value_response, ApiServer, Body};
+use crate::cache::CachedObject;
+use crate::registry::store::{DeleteOptions, FieldValidation, ListOptions, Target, WriteOptions, Written};
+use crate::registry::{meta, ObjectAttrs, ResourceDescriptor};
+
+type Query = HashMap<String, String>;
+
+/// Per-request facts the handlers pass around.
+struct Ctx {
+    server: Arc<ApiServer>,
+    d: Arc<ResourceDescriptor>,
+    info: RequestInfo,
+    query: Query,
+    output: Output,
+}
+
+pub async fn handle(server: Arc<ApiServer>, req: Request<hyper::body::Incoming>, info: RequestInfo, query: Query) -> Response<Body> {
+    let Some(d) = server.resources.lookup(&info.group, &info.version, &info.resource).cloned() else {
+        return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    };
+    if !d.namespaced && info.namespace.is_some() {
+        return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    }
+    let output = negotiation::output(req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let ctx = Ctx { server, d, info, query, output };
+    match dispatch(&ctx, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn dispatch(ctx: &Ctx, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
+    let sub = ctx.info.subresource.as_deref();
+    let subs = ctx.d.subresources;
+    let supported = match sub {
+        None => true,
+        Some("status") => subs.status,
+        Some("scale") => subs.scale.is_some(),
+        Some("binding") => subs.binding,
+        Some("eviction") => subs.eviction,
+        Some("finalize") => subs.finalize,
+        Some(_) => false,
+    };
+    if !supported {
+        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    }
+    let ns = ctx.info.namespace.clone().unwrap_or_default();
+    if ctx.d.namespaced && ns.is_empty() && !matches!(ctx.info.verb, "list" | "watch") {
+        return Err(ApiError::bad_request("the server could not find the requested resource (namespace is required)"));
+    }
+    match ctx.info.verb {
+        "get" => get(ctx, &ns).await,
+        "list" => list(ctx).await,
+        "watch" => super::watch::serve(&ctx.server, &ctx.d, &ctx.info, &ctx.query, ctx.output).await,
+        "create" => {
+            let body = read_body(ctx, req).await?;
+            match sub {
+                Some("binding") => bind(ctx, &ns, body).await,
+                Some("eviction") => evict(ctx, &ns, body).await,
+                None if ctx.info.name.is_none() => create(ctx, &ns, body).await,
+                _ => Err(ApiError::method_not_supported(&ctx.d.qualified(), "create")),
+            }
+        }
+        "update" => {
+            let body = read_body(ctx, req).await?;
+            update(ctx, &ns, body).await
+        }
+        "patch" => {
+            let body = read_body(ctx, req).await?;
+            patch(ctx, &ns, body).await
+        }
+        "delete" => {
+            let body = read_body(ctx, req).await?;
+            delete(ctx, &ns, body).await
+        }
+        "deletecollection" => {
+            let body = read_body(ctx, req).await?;
+            delete_collection(ctx, &ns, body).await
+        }
+        _ => Err(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
+    }
+}
+
+/// The request body with its format; over the limit is 413.
+struct RequestBody {
+    format: BodyFormat,
+    bytes: Bytes,
+}
+
+async fn read_body(ctx: &Ctx, req: Request<hyper::body::Incoming>) -> Result<RequestBody, ApiError> {
+    let limit = ctx.server.config.max_request_body_bytes;
+    let ct = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
+    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+        if len > limit {
+            return Err(ApiError::request_entity_too_large(format!("limit is {limit}")));
+        }
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), limit);
+    let bytes = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return Err(ApiError::request_entity_too_large(format!("limit is {limit}")));
+            }
+            return Err(ApiError::bad_request(format!("reading the request body: {e}")));
+        }
+    };
+    let format = if bytes.is_empty() { BodyFormat::Json } else { negotiation::body_format(ct.as_deref())? };
+    Ok(RequestBody { format, bytes })
+}
+
+fn decode_body(body: &RequestBody) -> Result<Value, ApiError> {
+    if body.bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    if body.format == BodyFormat::Protobuf {
+        return kube_protobuf::decode(&body.bytes).map_err(|e| ApiError::bad_request(format!("decoding protobuf: {e}")));
+    }
+    negotiation::decode_object(body.format, &body.bytes)
+}
+
+fn write_options(ctx: &Ctx) -> Result<WriteOptions, ApiError> {
+    Ok(WriteOptions {
+        dry_run: dry_run(&ctx.query)?,
+        field_validation: FieldValidation::parse(ctx.query.get("fieldValidation").map(String::as_str).unwrap_or(""))?,
+    })
+}
+
+fn dry_run(q: &Query) -> Result<bool, ApiError> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!("Invalid dryRun value: {other:?}; the only supported value is \"All\""))),
+    }
+}
+
+// === responses ===
+
+fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            r.headers_mut().append("Warning", v);
+        }
+    }
+    r
+}
+
+fn object_response(ctx: &Ctx, code: StatusCode, obj: &Value) -> Response<Body> {
+    match ctx.output {
+        Output::Table => value_response(code, &table(ctx, &[obj])),
+        Output::PartialMetadata => value_response(code, &partial_metadata(obj)),
+        Output::Yaml => yaml_response(code, obj),
+        Output::Protobuf => match kube_protobuf::encode(obj) {
+            Ok(bytes) => {
+                let mut r = Response::new(Body::full(Bytes::from(bytes)));
+                *r.status_mut() = code;
+                r.headers_mut()
+                    .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.kubernetes.protobuf"));
+                r
+            }
+            Err(_) => value_response(code, obj),
+        },
+        Output::Json => value_response(code, obj),
+    }
+}
+
+fn yaml_response(code: StatusCode, obj: &Value) -> Response<Body> {
+    let text = serde_yaml::to_string(obj).unwrap_or_default();
+    let mut r = Response::new(Body::full(Bytes::from(text)));
+    *r.status_mut() = code;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+    r
+}
+
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// A `meta.k8s.io/v1` Table for these objects with the kind's columns.
+fn table(ctx: &Ctx, objects: &[&Value]) -> Value {
+    let include = ctx.query.get("includeObject").map(String::as_str).unwrap_or("Metadata").to_string();
+    let t = printers::table(ctx.d.group, ctx.d.kind, objects, Value::Null, |o: &Value| match include.as_str() {
+        "None" => Value::Null,
+        "Object" => o.clone(),
+        _ => partial_metadata(o),
+    }, jiff::Timestamp::now());
+    t
+}
+
+pub fn table_for(d: &ResourceDescriptor, objects: &[&Value], include: &str, with_columns: bool) -> Value {
+    let mut t = printers::table(d.group, d.kind, objects, Value::Null, |o: &Value| match include {
+        "None" => Value::Null,
+        "Object" => o.clone(),
+        _ => partial_metadata(o),
+    }, jiff::Timestamp::now());
+    if !with_columns {
+        t["columnDefinitions"] = Value::Null;
+    }
+    t
+}
+
+// === get ===
+
+async fn get(ctx: &Ctx, ns: &str) -> Result<Response<Body>, ApiError> {
+    let name = ctx.info.name.as_deref().unwrap_or_default();
+    let store = &ctx.server.store;
+    if ctx.info.subresource.as_deref() == Some("scale") {
+        let obj = store.get(&ctx.d, ns, name).await?;
+        return Ok(value_response(StatusCode::OK, &scale_of(&ctx.d, &obj)));
+    }
+    let rv = ctx.query.get("resourceVersion").map(String::as_str).unwrap_or("");
+    if rv == "0" && ctx.output == Output::Json {
+        let bytes = store.get_cached(&ctx.d, ns, name).await?;
+        return Ok(super::json_response(StatusCode::OK, bytes));
+    }
+    let obj = store.get(&ctx.d, ns, name).await?;
+    Ok(object_response(ctx, StatusCode::OK, &obj))
+}
+
+// === list ===
+
+/// Builds the list filter from label and field selectors.
+pub fn list_filter(
+    d: &ResourceDescriptor,
+    query: &Query,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Result<Option<Arc<dyn Fn(&ObjectAttrs) -> bool + Send + Sync>>, ApiError> {
+    use apimachinery::selector::{field::FieldSelector, label::LabelSelector};
+    let labels = match query.get("labelSelector").map(String::as_str).unwrap_or("") {
+        "" => None,
+        s => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?),
+    };
+    let fields = match query.get("fieldSelector").map(String::as_str).unwrap_or("") {
+        "" => None,
+        s => {
+            let f = FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            for field in f.field_names() {
+                let ok = field == "metadata.name"
+                    || (field == "metadata.namespace" && d.namespaced)
+                    || d.selectable_fields.contains(&field);
+                if !ok {
+                    return Err(ApiError::bad_request(format!(
+                        "\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                    )));
+                }
+            }
+            Some(f)
+        }
+    };
+    let ns = namespace.map(String::from);
+    let name = name.map(String::from);
+    if labels.is_none() && fields.is_none() && name.is_none() {
+        return Ok(None);
+    }
+    let _ = ns;
+    Ok(Some(Arc::new(move |a: &ObjectAttrs| {
+        if let Some(n) = &name {
+            if &a.name != n {
+                return false;
+            }
+        }
+        if let Some(l) = &labels {
+            if !l.matches(&a.labels) {
+                return false;
+            }
+        }
+        if let Some(f) = &fields {
+            if !f.matches(|field| a.field(field)) {
+                return false;
+            }
+        }
+        true
+    })))
+}
+
+async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let opts = ListOptions {
+        resource_version: ctx.query.get("resourceVersion").cloned(),
+        resource_version_match: ctx.query.get("resourceVersionMatch").cloned(),
+        limit: match ctx.query.get("limit").map(String::as_str) {
+            None | Some("") => 0,
+            Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
+        },
+        continue_token: ctx.query.get("continue").filter(|c| !c.is_empty()).cloned(),
+        filter: list_filter(&ctx.d, &ctx.query, ctx.info.namespace.as_deref(), None)?,
+    };
+    let result = ctx.server.store.list(&ctx.d, ctx.info.namespace.as_deref(), &opts).await?;
+    let mut meta = json!({"resourceVersion": result.resource_version.to_string()});
+    if let Some(c) = &result.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(r) = result.remaining {
+        meta["remainingItemCount"] = json!(r);
+    }
+    match ctx.output {
+        Output::Json | Output::Protobuf => Ok(super::json_response(StatusCode::OK, list_bytes(&ctx.d, &meta, &result.items))),
+        Output::Yaml | Output::Table | Output::PartialMetadata => {
+            let items: Vec<Value> = result.items.iter().map(|o| o.value()).collect();
+            if ctx.output == Output::Table {
+                let refs: Vec<&Value> = items.iter().collect();
+                let mut t = table(ctx, &refs);
+                t["metadata"] = meta;
+                return Ok(value_response(StatusCode::OK, &t));
+            }
+            if ctx.output == Output::PartialMetadata {
+                let list = json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                    "items": items.iter().map(partial_metadata).collect::<Vec<_>>(),
+                });
+                return Ok(value_response(StatusCode::OK, &list));
+            }
+            let list = json!({"kind": ctx.d.list_kind(), "apiVersion": ctx.d.api_version(), "metadata": meta, "items": items});
+            Ok(yaml_response(StatusCode::OK, &list))
+        }
+    }
+}
+
+/// Concatenates the cached item bytes into a list body: no re-encoding.
+fn list_bytes(d: &ResourceDescriptor, meta: &Value, items: &[Arc<CachedObject>]) -> Bytes {
+    let head = format!(
+        "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+        d.list_kind(),
+        d.api_version(),
+        meta
+    );
+    let size = head.len() + items.iter().map(|i| i.json.len() + 1).sum::<usize>() + 2;
+    let mut buf = Vec::with_capacity(size);
+    buf.extend_from_slice(head.as_bytes());
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(&item.json);
+    }
+    buf.extend_from_slice(b"]}");
+    Bytes::from(buf)
+}
+
+// === admission ===
+
+/// Namespace lifecycle: no new objects in a missing or terminating namespace.
+async fn admit_namespace(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
+    if !ctx.d.namespaced {
+        return Ok(());
+    }
+    let nsd = ctx
+        .server
+        .resources
+        .lookup("", "v1", "namespaces")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
+    let obj = match ctx.server.store.cache(&nsd).get(&nsd.key(&ctx.server.store.root, "", ns)) {
+        Some(o) => o.value(),
+        None => ctx.server.store.get(&nsd, "", ns).await?,
+    };
+    if meta::is_terminating(&obj) || obj["status"]["phase"] == "Terminating" {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            ctx.d.plural,
+            ctx.info.name.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+// === create ===
+
+async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
+    let obj = decode_body(&body)?;
+    let opts = write_options(ctx)?;
+    if ctx.d.namespaced {
+        admit_namespace(ctx, ns).await.map_err(|e| {
+            if e.is_not_found() {
+                ApiError::not_found(&apimachinery::status::Qualified::new("", "namespaces"), ns)
+            } else {
+                e
+            }
+        })?;
+    }
+    let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, obj).await?;
+    let result = ctx.server.store.create(&ctx.d, ns, obj.clone(), &opts, |_| Ok(())).await;
+    if result.is_err() || opts.dry_run {
+        crate::admission::release(&ctx.server, &ctx.d, &obj).await;
+    }
+    let w = result?;
+    Ok(with_warnings(object_response(ctx, StatusCode::CREATED, &w.object), &w.warnings))
+}
+
+// === update ===
+
+fn target(ctx: &Ctx) -> Target {
+    match ctx.info.subresource.as_deref() {
+        Some("status") => Target::Status,
+        Some("finalize") => Target::All,
+        _ => Target::Main,
+    }
+}
+
+async fn update(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
+    let name = ctx.info.name.clone().ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "update"))?;
+    let input = decode_body(&body)?;
+    let opts = write_options(ctx)?;
+    if ctx.info.subresource.as_deref() == Some("scale") {
+        let replicas = input["spec"]["replicas"].as_i64().unwrap_or(0);
+        let pinned = meta::resource_version(&input).map(String::from);
+        return scale_to(ctx, ns, &name, replicas, pinned, &opts).await;
+    }
+    let finalize = ctx.info.subresource.as_deref() == Some("finalize");
+    let w = ctx
+        .server
+        .store
+        .update(&ctx.d, ns, &name, target(ctx), &opts, |current| {
+            if finalize {
+                // Only spec.finalizers changes through /finalize.
+                let mut next = current.cloned().unwrap_or(Value::Null);
+                next["spec"]["finalizers"] = input["spec"]["finalizers"].clone();
+                if let Some(rv) = meta::resource_version(&input) {
+                    meta::metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+                }
+                return Ok(next);
+            }
+            Ok(input.clone())
+        }, |_, _| Ok(()))
+        .await?;
+    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
+}
+
+// === patch ===
+
+async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
+    use apimachinery::patch;
+    let name = ctx.info.name.clone().ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "patch"))?;
+    if body.bytes.is_empty() {
+        return Err(ApiError::bad_request("the body of the request was empty"));
+    }
+    let format = body.format;
+    let patch_doc: Value = match format {
+        BodyFormat::ApplyPatch => negotiation::decode_object(format, &body.bytes)?,
+        BodyFormat::JsonPatch | BodyFormat::MergePatch | BodyFormat::StrategicMergePatch => {
+            serde_json::from_slice(&body.bytes).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+        }
+        _ => {
+            return Err(ApiError::unsupported_media_type(match format {
+                BodyFormat::Yaml => "application/yaml",
+                BodyFormat::Protobuf => "application/vnd.kubernetes.protobuf",
+                _ => "application/json",
+            }))
+        }
+    };
+    let opts = write_options(ctx)?;
+    let definition = ctx.d.definition;
+    let apply = |doc: &Value| -> Result<Value, ApiError> {
+        let out = match format {
+            BodyFormat::JsonPatch => patch::json_patch(doc, &patch_doc),
+            BodyFormat::MergePatch | BodyFormat::ApplyPatch => Ok(patch::merge_patch(doc, &patch_doc)),
+            _ => match patch::BuiltinPatchMeta::new(definition) {
+                Some(m) => patch::strategic_merge_patch(doc, &patch_doc, &m),
+                None => patch::strategic_merge_patch(doc, &patch_doc, &patch::NoPatchMeta),
+            },
+        };
+        out.map_err(|e| ApiError::new(422, "Invalid", format!("the patch could not be applied: {e}")))
+    };
+    if ctx.info.subresource.as_deref() == Some("scale") {
+        let obj = ctx.server.store.get(&ctx.d, ns, &name).await?;
+        let scale = apply(&scale_of(&ctx.d, &obj))?;
+        let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
+        return scale_to(ctx, ns, &name, replicas, None, &opts).await;
+    }
+    let is_apply = format == BodyFormat::ApplyPatch;
+    if is_apply && ctx.query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requests require fieldManager to be set"));
+    }
+    let store = &ctx.server.store;
+    let result = store
+        .update(&ctx.d, ns, &name, target(ctx), &opts, |current| match current {
+            Some(cur) => {
+                let mut patched = apply(cur)?;
+                // A patch without a resourceVersion must not pin one.
+                let patch_rv = patch_doc["metadata"]["resourceVersion"].as_str();
+                if patch_rv.is_none() {
+                    meta::metadata_mut(&mut patched).remove("resourceVersion");
+                }
+                Ok(patched)
+            }
+            None => Err(ApiError::not_found(&ctx.d.qualified(), &name)),
+        }, |_, _| Ok(()))
+        .await;
+    let w: Written = match result {
+        Err(e) if e.is_not_found() && is_apply => {
+            // Server-side apply of a missing object creates it.
+            let mut obj = patch_doc.clone();
+            meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
+            admit_namespace(ctx, ns).await?;
+            store.create(&ctx.d, ns, obj, &opts, |_| Ok(())).await?
+        }
+        other => other?,
+    };
+    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
+}
+
+// === scale ===
+
+fn scale_of(d: &ResourceDescriptor, obj: &Value) -> Value {
+    let Some(s) = d.subresources.scale else { return Value::Null };
+    let selector = obj.pointer(s.selector).cloned().unwrap_or(Value::Null);
+    let selector_str = match &selector {
+        Value::Object(m) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => {
+            apimachinery::selector::label::LabelSelector::from_json(&selector).map(|s| s.to_string()).unwrap_or_default()
+        }
+        // ReplicationController selectors are plain maps.
+        Value::Object(m) => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","),
+        _ => String::new(),
+    };
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"],
+            "namespace": obj["metadata"]["namespace"],
+            "uid": obj["metadata"]["uid"],
+            "resourceVersion": obj["metadata"]["resourceVersion"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": obj.pointer(s.spec_replicas).cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": obj.pointer(s.status_replicas).cloned().unwrap_or(json!(0)),
+            "selector": selector_str,
+        },
+    })
+}
+
+async fn scale_to(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    replicas: i64,
+    pinned: Option<String>,
+    opts: &WriteOptions,
+) -> Result<Response<Body>, ApiError> {
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            name,
+            &[apimachinery::status::FieldError::invalid_json("spec.replicas", &json!(replicas), "must be greater than or equal to 0")],
+        ));
+    }
+    let Some(s) = ctx.d.subresources.scale else {
+        return Err(ApiError::method_not_supported(&ctx.d.qualified(), "scale"));
+    };
+    let w = ctx
+        .server
+        .store
+        .update(&ctx.d, ns, name, Target::Main, opts, |current| {
+            let mut next = current.cloned().unwrap_or(Value::Null);
+            if let Some(slot) = next.pointer_mut(s.spec_replicas) {
+                *slot = json!(replicas);
+            } else {
+                next["spec"]["replicas"] = json!(replicas);
+            }
+            match &pinned {
+                Some(rv) => meta::metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv)),
+                None => meta::metadata_mut(&mut next).remove("resourceVersion"),
+            };
+            Ok(next)
+        }, |_, _| Ok(()))
+        .await?;
+    Ok(value_response(StatusCode::OK, &scale_of(&ctx.d, &w.object)))
+}
+
+// === binding and eviction ===
+
+async fn bind(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
+    let binding = decode_body(&body)?;
+    let name = ctx.info.name.clone().unwrap_or_default();
+    let node = binding["target"]["name"].as_str().unwrap_or_default().to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid("", "Binding", &name, &[apimachinery::status::FieldError::required("target.name", "")]));
+    }
+    let opts = write_options(ctx)?;
+    let d = &ctx.d;
+    ctx.server
+        .store
+        .update(d, ns, &name, Target::All, &opts, |current| {
+            let mut pod = current.cloned().unwrap_or(Value::Null);
+            if meta::is_terminating(&pod) {
+                return Err(ApiError::conflict(&d.qualified(), &name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            if let Some(existing) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict(
+                    &d.qualified(),
+                    &name,
+                    &format!("pod {name} is already assigned to node \"{existing}\""),
+                ));
+            }
+            if let Some(uid) = binding["metadata"]["uid"].as_str() {
+                if pod["metadata"]["uid"].as_str() != Some(uid) {
+                    return Err(ApiError::conflict(&d.qualified(), &name, "Precondition failed: UID mismatch"));
+                }
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()}));
+            pod["status"]["conditions"] = json!(conditions);
+            meta::metadata_mut(&mut pod).remove("resourceVersion");
+            Ok(pod)
+        }, |_, _| Ok(()))
+        .await?;
+    Ok(value_response(StatusCode::CREATED, &success_status(json!({"name": name, "kind": "pods"}))))
+}
+
+async fn evict(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
+    let eviction = decode_body(&body)?;
+    let name = ctx.info.name.clone().unwrap_or_default();
+    let pod = ctx.server.store.get(&ctx.d, ns, &name).await?;
+    let labels: std::collections::BTreeMap<String, String> = pod["metadata"]["labels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default();
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    // Finished or terminating pods may always go.
+    if phase != "Succeeded" && phase != "Failed" && !meta::is_terminating(&pod) {
+        if let Some(pdbs) = ctx.server.resources.lookup("policy", "v1", "poddisruptionbudgets").cloned() {
+            let (items, _) = ctx.server.store.cache(&pdbs).snapshot(&pdbs.key_prefix(&ctx.server.store.root, Some(ns)));
+            for pdb in items {
+                let pdb = pdb.value();
+                let Ok(sel) = apimachinery::selector::label::LabelSelector::from_json(&pdb["spec"]["selector"]) else { continue };
+                if sel.is_empty() || !sel.matches(&labels) {
+                    continue;
+                }
+                if pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) < 1 {
+                    return Err(ApiError::too_many_requests(
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                        10,
+                    ));
+                }
+            }
+        }
+    }
+    let opts = delete_options(&eviction["deleteOptions"], &ctx.query)?;
+    ctx.server.store.delete(&ctx.d, ns, &name, &opts).await?;
+    Ok(value_response(StatusCode::CREATED, &success_status(json!({"name": name, "kind": "pods"}))))
+}
+
+// === delete ===
+
+fn delete_options(body: &Value, q: &Query) -> Result<DeleteOptions, ApiError> {
+    let mut o = DeleteOptions {
+        grace_period_seconds: body["gracePeriodSeconds"].as_i64(),
+        propagation_policy: body["propagationPolicy"].as_str().map(String::from),
+        orphan_dependents: body["orphanDependents"].as_bool(),
+        precondition_uid: body["preconditions"]["uid"].as_str().map(String::from),
+        precondition_resource_version: body["preconditions"]["resourceVersion"].as_str().map(String::from),
+        dry_run: body["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All")),
+    };
+    if let Some(g) = q.get("gracePeriodSeconds") {
+        o.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
+    }
+    if let Some(p) = q.get("propagationPolicy") {
+        o.propagation_policy = Some(p.clone());
+    }
+    if let Some(p) = q.get("orphanDependents") {
+        o.orphan_dependents = Some(p == "true");
+    }
+    o.dry_run |= dry_run(q)?;
+    Ok(o)
+}
+
+fn delete_body(body: &RequestBody) -> Result<Value, ApiError> {
+    if body.bytes.is_empty() {
+        return Ok(json!({}));
+    }
+    negotiation::decode_object(
+        if body.format == BodyFormat::Yaml { BodyFormat::Yaml } else { BodyFormat::Json },
+        &body.bytes,
+    )
+}
+
+async fn delete(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
+    let name = ctx.info.name.clone().unwrap_or_default();
+    if ctx.info.subresource.is_some() {
+        return Err(ApiError::method_not_supported(&ctx.d.qualified(), "delete"));
+    }
+    let opts = delete_options(&delete_body(&body)?, &ctx.query)?;
+    let deleted = ctx.server.store.delete(&ctx.d, ns, &name, &opts).await?;
+    if deleted.removed && !opts.dry_run {
+        crate::admission::release(&ctx.server, &ctx.d, &deleted.object).await;
+    }
+    if deleted.removed {
+        let status = success_status(json!({
+            "name": name,
+            "group": ctx.d.group,
+            "kind": ctx.d.plural,
+            "uid": deleted.object["metadata"]["uid"],
+        }));
+        // Upstream answers the deleted object for most kinds; kubectl handles both.
+        let _ = status;
+        return Ok(object_response(ctx, StatusCode::OK, &deleted.object));
+    }
+    Ok(object_response(ctx, StatusCode::OK, &deleted.object))
+}
+
+async fn delete_collection(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
+    let opts = delete_options(&delete_body(&body)?, &ctx.query)?;
+    let list_opts = ListOptions { filter: list_filter(&ctx.d, &ctx.query, ctx.info.namespace.as_deref(), None)?, ..Default::default() };
+    let ns_opt = if ctx.d.namespaced { Some(ns).filter(|n| !n.is_empty()) } else { None };
+    let result = ctx.server.store.list(&ctx.d, ns_opt, &list_opts).await?;
+    let mut items = Vec::new();
+    for item in &result.items {
+        let name = item.attrs.name.clone();
+        match ctx.server.store.delete(&ctx.d, &item.attrs.namespace, &name, &opts).await {
+            Ok(d) => items.push(d.object),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let list = json!({
+        "kind": ctx.d.list_kind(),
+        "apiVersion": ctx.d.api_version(),
+        "metadata": {"resourceVersion": result.resource_version.to_string()},
+        "items": items,
+    });
+    Ok(value_response(StatusCode::OK, &list))
+}

@@ -1,0 +1,151 @@
+//! The REST endpoints: one generic handler for every resource, plus
+//! discovery, OpenAPI, health, version and metrics.
+
+pub mod body;
+pub mod discovery;
+mod handlers;
+pub mod negotiation;
+pub mod openapi;
+pub mod request;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use apimachinery::status::ApiError;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+
+pub use body::Body;
+
+use crate::metrics::Metrics;
+use crate::registry::store::Store;
+use crate::registry::ResourceTable;
+
+/// Everything a request handler needs.
+pub struct ApiServer {
+    pub store: Arc<Store>,
+    pub resources: Arc<ResourceTable>,
+    pub openapi: openapi::OpenApi,
+    pub metrics: Metrics,
+    pub allocator: Option<crate::allocator::Allocator>,
+    pub config: ServerInfo,
+}
+
+/// Facts reported by `/version` and discovery.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub advertise_address: String,
+    pub secure_port: u16,
+    pub max_request_body_bytes: usize,
+}
+
+pub const GIT_VERSION: &str = concat!("v1.33.0+rustkube-", env!("CARGO_PKG_VERSION"));
+
+pub fn json_response(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Body::full(body.into()));
+    *r.status_mut() = code;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn value_response(code: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    json_response(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = value_response(code, &e.to_status());
+    if let Some(secs) = e.retry_after {
+        r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+fn text_response(code: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::full(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = code;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// The top of the handler chain: non-resource paths, then resources.
+pub async fn serve(server: Arc<ApiServer>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (verb, resource, response) = route(&server, req).await;
+    let code = response.status().as_u16();
+    server.metrics.observe_request(&verb, &resource, code, start.elapsed());
+    tracing::debug!(%method, %path, code, elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
+    response
+}
+
+async fn route(server: &Arc<ApiServer>, req: Request<hyper::body::Incoming>) -> (String, String, Response<Body>) {
+    let path = req.uri().path().to_string();
+    let nonresource = |r: Response<Body>| ("get".to_string(), String::new(), r);
+    match path.as_str() {
+        "/healthz" | "/livez" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" => {
+            return nonresource(text_response(StatusCode::OK, "ok"))
+        }
+        "/readyz" | "/healthz/etcd" | "/readyz/etcd" | "/livez/etcd" => {
+            let ok = server.store.caches_ready() && server.store.storage.current_revision().await.is_ok();
+            let r = if ok {
+                text_response(StatusCode::OK, "ok")
+            } else {
+                text_response(StatusCode::INTERNAL_SERVER_ERROR, "[-]etcd failed: reason withheld\nreadyz check failed")
+            };
+            return nonresource(r);
+        }
+        "/version" | "/version/" => {
+            return nonresource(value_response(StatusCode::OK, &version_info()));
+        }
+        "/metrics" => {
+            let mut r = Response::new(Body::full(Bytes::from(server.metrics.render(&server.store))));
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            return nonresource(r);
+        }
+        _ => {}
+    }
+    if path == "/api" || path == "/apis" || path == "/api/" || path == "/apis/" {
+        return nonresource(discovery::root(server, &req));
+    }
+    if path.starts_with("/openapi/") {
+        return nonresource(server.openapi.serve(server, &req));
+    }
+    let query = request::parse_query(req.uri().query());
+    match request::parse(req.method(), &path, &query) {
+        Some(info) => {
+            let verb = info.verb.to_string();
+            let resource = match &info.subresource {
+                Some(s) => format!("{}/{s}", info.resource),
+                None => info.resource.clone(),
+            };
+            let r = handlers::handle(server.clone(), req, info, query).await;
+            (verb, resource, r)
+        }
+        None => {
+            if let Some(r) = discovery::group_or_version(server, &path) {
+                return nonresource(r);
+            }
+            nonresource(error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource")))
+        }
+    }
+}
+
+pub fn version_info() -> serde_json::Value {
+    serde_json::json!({
+        "major": "1",
+        "minor": "33",
+        "emulationMajor": "1",
+        "emulationMinor": "33",
+        "gitVersion": GIT_VERSION,
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a }),
+    })
+}

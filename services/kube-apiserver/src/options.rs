@@ -1,0 +1,102 @@
+//! Command-line flags, named and valued as upstream's kube-apiserver.
+
+use clap::Parser;
+
+/// kube-apiserver validates and configures data for the API objects and serves
+/// the Kubernetes API over etcd.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "kube-apiserver", version = crate::endpoints::GIT_VERSION)]
+pub struct Options {
+    /// List of etcd servers to connect with (scheme://ip:port), comma separated.
+    #[arg(long = "etcd-servers", value_delimiter = ',', required = true)]
+    pub etcd_servers: Vec<String>,
+    /// The prefix to prepend to all resource paths in etcd.
+    #[arg(long = "etcd-prefix", default_value = "/registry")]
+    pub etcd_prefix: String,
+    /// SSL Certificate Authority file used to secure etcd communication.
+    #[arg(long = "etcd-cafile")]
+    pub etcd_cafile: Option<String>,
+    /// SSL certification file used to secure etcd communication.
+    #[arg(long = "etcd-certfile")]
+    pub etcd_certfile: Option<String>,
+    /// SSL key file used to secure etcd communication.
+    #[arg(long = "etcd-keyfile")]
+    pub etcd_keyfile: Option<String>,
+    /// The port on which to serve HTTPS with authentication and authorization.
+    #[arg(long = "secure-port", default_value_t = 6443)]
+    pub secure_port: u16,
+    /// The IP address on which to listen for the --secure-port port.
+    #[arg(long = "bind-address", default_value = "0.0.0.0")]
+    pub bind_address: String,
+    /// The IP address on which to advertise the apiserver to members of the cluster.
+    #[arg(long = "advertise-address")]
+    pub advertise_address: Option<String>,
+    /// File containing the default x509 Certificate for HTTPS.
+    #[arg(long = "tls-cert-file")]
+    pub tls_cert_file: Option<String>,
+    /// File containing the default x509 private key matching --tls-cert-file.
+    #[arg(long = "tls-private-key-file")]
+    pub tls_private_key_file: Option<String>,
+    /// The directory where self-signed TLS certs are written when none are given.
+    #[arg(long = "cert-dir", default_value = "/var/run/kubernetes")]
+    pub cert_dir: String,
+    /// A CIDR notation IP range from which to assign service cluster IPs.
+    #[arg(long = "service-cluster-ip-range", default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    /// A port range to reserve for services with NodePort visibility.
+    #[arg(long = "service-node-port-range", default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Admission plugins to enable in addition to the default ones.
+    #[arg(long = "enable-admission-plugins", value_delimiter = ',')]
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plugins to disable.
+    #[arg(long = "disable-admission-plugins", value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
+    /// Ordered list of plug-ins to do authorization on secure port.
+    #[arg(long = "authorization-mode", value_delimiter = ',', default_value = "AlwaysAllow")]
+    pub authorization_mode: Vec<String>,
+    /// Limit on the request body size, in bytes (upstream: 3 MiB).
+    #[arg(long = "max-request-bytes", default_value_t = 3 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Number for the log level verbosity.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+}
+
+impl Options {
+    /// `RUST_LOG`-style filter from `--v`.
+    pub fn log_filter(&self) -> &'static str {
+        match self.verbosity {
+            0..=1 => "info",
+            2..=4 => "kube_apiserver=debug,info",
+            _ => "debug",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_flag_spellings_parse() {
+        let o = Options::try_parse_from([
+            "kube-apiserver",
+            "--etcd-servers=http://127.0.0.1:2379,http://127.0.0.2:2379",
+            "--secure-port",
+            "7443",
+            "--authorization-mode=RBAC,AlwaysAllow",
+            "--v=2",
+        ])
+        .unwrap();
+        assert_eq!(o.etcd_servers.len(), 2);
+        assert_eq!(o.secure_port, 7443);
+        assert_eq!(o.authorization_mode, vec!["RBAC", "AlwaysAllow"]);
+    }
+
+    #[test]
+    fn unknown_flags_are_errors_that_name_the_flag() {
+        let e = Options::try_parse_from(["kube-apiserver", "--etcd-servers=x", "--no-such-flag=1"]).unwrap_err();
+        assert!(e.to_string().contains("--no-such-flag"), "{e}");
+    }
+}

@@ -1,0 +1,295 @@
+//! etcd v3 over gRPC: the only place in the project that talks to etcd.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    Identity, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+
+use super::{KeyValue, ListPage, StorageError, WatchChange};
+
+/// How to reach etcd (`--etcd-servers`, `--etcd-cafile`, ...).
+#[derive(Clone, Debug, Default)]
+pub struct EtcdConfig {
+    pub servers: Vec<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub request_timeout: Duration,
+}
+
+/// A connected etcd client. Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdStorage {
+    client: Client,
+    timeout: Duration,
+}
+
+fn to_kv(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: Bytes::copy_from_slice(kv.value()),
+        mod_revision: kv.mod_revision(),
+        create_revision: kv.create_revision(),
+    }
+}
+
+/// Maps etcd's "compacted" and "future revision" gRPC errors to typed ones.
+fn map_etcd_error(e: etcd_client::Error, requested: i64) -> StorageError {
+    if let etcd_client::Error::GRpcStatus(status) = &e {
+        let msg = status.message();
+        if msg.contains("required revision has been compacted") {
+            return StorageError::Compacted { requested, compacted: 0 };
+        }
+        if msg.contains("required revision is a future revision") {
+            return StorageError::FutureRevision(requested);
+        }
+    }
+    StorageError::Etcd(e)
+}
+
+/// The smallest key greater than every key with this prefix.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl EtcdStorage {
+    /// Connects to the endpoints; the client balances and fails over between them.
+    pub async fn connect(config: &EtcdConfig) -> Result<Self, StorageError> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(30), Duration::from_secs(10))
+            .with_keep_alive_while_idle(true);
+        if config.ca_file.is_some() || config.cert_file.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &config.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    StorageError::Etcd(etcd_client::Error::InvalidArgs(format!("reading --etcd-cafile {ca}: {e}")))
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+                let read = |p: &str| {
+                    std::fs::read(p).map_err(|e| {
+                        StorageError::Etcd(etcd_client::Error::InvalidArgs(format!("reading {p}: {e}")))
+                    })
+                };
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(tls);
+        }
+        let client = Client::connect(&config.servers, Some(options)).await?;
+        let timeout = if config.request_timeout.is_zero() { Duration::from_secs(15) } else { config.request_timeout };
+        Ok(EtcdStorage { client, timeout })
+    }
+
+    async fn timed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, etcd_client::Error> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(etcd_client::Error::WatchError(format!("request timed out after {:?}", self.timeout))),
+        }
+    }
+
+    /// The store's current revision.
+    pub async fn current_revision(&self) -> Result<i64, StorageError> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .timed(kv.get("/", Some(GetOptions::new().with_count_only().with_serializable())))
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// A linearizable read of the store's current revision.
+    pub async fn linearized_revision(&self) -> Result<i64, StorageError> {
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.get("\0", Some(GetOptions::new().with_count_only()))).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.get(key, None)).await?;
+        Ok(resp.kvs().first().map(to_kv))
+    }
+
+    /// Creates the key only if absent; returns the new revision.
+    pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StorageError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(StorageError::KeyExists(key.to_string()));
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Replaces the key if its mod revision is still `expected`; returns the new revision.
+    pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64, StorageError> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(self.conflict(key, resp.op_responses()));
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Deletes the key if its mod revision is still `expected`; returns the revision of the delete.
+    pub async fn delete(&self, key: &str, expected: i64) -> Result<i64, StorageError> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::delete(key, None::<DeleteOptions>)])
+            .or_else([TxnOp::get(key, None)]);
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(self.conflict(key, resp.op_responses()));
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    fn conflict(&self, key: &str, ops: Vec<TxnOpResponse>) -> StorageError {
+        let current = ops.into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().map(to_kv),
+            _ => None,
+        });
+        match current {
+            None => StorageError::KeyNotFound(key.to_string()),
+            current => StorageError::Conflict { key: key.to_string(), current },
+        }
+    }
+
+    /// Reads keys under `prefix` from `start` (inclusive), at `revision` (0 = latest).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        limit: i64,
+        revision: i64,
+    ) -> Result<ListPage, StorageError> {
+        let from = start.unwrap_or(prefix);
+        let mut options = GetOptions::new()
+            .with_range(prefix_end(prefix))
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        if limit > 0 {
+            options = options.with_limit(limit);
+        }
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.get(from, Some(options))).await.map_err(|e| map_etcd_error(e, revision))?;
+        let items: Vec<KeyValue> = resp.kvs().iter().map(to_kv).collect();
+        let remaining = (resp.count() - items.len() as i64).max(0);
+        Ok(ListPage {
+            revision: resp.header().map(|h| h.revision()).unwrap_or(0),
+            more: resp.more(),
+            remaining,
+            items,
+        })
+    }
+
+    /// Counts keys under `prefix` (for `apiserver_storage_objects`).
+    pub async fn count(&self, prefix: &str) -> Result<i64, StorageError> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .timed(kv.get(prefix, Some(GetOptions::new().with_range(prefix_end(prefix)).with_count_only())))
+            .await?;
+        Ok(resp.count())
+    }
+
+    /// Watches keys under `prefix` from `start_revision` (inclusive), with previous values.
+    pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<EtcdWatch, StorageError> {
+        let options = WatchOptions::new()
+            .with_range(prefix_end(prefix))
+            .with_prev_key()
+            .with_progress_notify()
+            .with_start_revision(start_revision);
+        let mut client = self.client.watch_client();
+        let stream = client.watch(prefix, Some(options)).await?;
+        Ok(EtcdWatch { stream, start_revision })
+    }
+}
+
+/// A live etcd watch on a prefix.
+pub struct EtcdWatch {
+    stream: etcd_client::WatchStream,
+    start_revision: i64,
+}
+
+impl EtcdWatch {
+    /// Asks etcd to report its progress (a revision) as soon as possible.
+    pub async fn request_progress(&mut self) -> Result<(), StorageError> {
+        Ok(self.stream.request_progress().await?)
+    }
+
+    /// The next batch of changes; `Ok(None)` when the stream ended.
+    pub async fn next(&mut self) -> Result<Option<Vec<WatchChange>>, StorageError> {
+        loop {
+            let Some(resp) = self.stream.message().await? else {
+                return Ok(None);
+            };
+            if resp.compact_revision() > 0 {
+                return Err(StorageError::Compacted {
+                    requested: self.start_revision,
+                    compacted: resp.compact_revision(),
+                });
+            }
+            if resp.canceled() {
+                return Err(StorageError::Etcd(etcd_client::Error::WatchError(format!(
+                    "watch canceled: {}",
+                    resp.cancel_reason()
+                ))));
+            }
+            let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            if resp.events().is_empty() {
+                if resp.created() {
+                    continue;
+                }
+                return Ok(Some(vec![WatchChange::Progress { revision: header_rev }]));
+            }
+            let mut changes = Vec::with_capacity(resp.events().len());
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let prev = ev.prev_kv().map(to_kv);
+                match ev.event_type() {
+                    EventType::Put => changes.push(WatchChange::Put { kv: to_kv(kv), prev }),
+                    EventType::Delete => changes.push(WatchChange::Delete {
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                        revision: kv.mod_revision(),
+                        prev,
+                    }),
+                }
+            }
+            return Ok(Some(changes));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(prefix_end("/registry/pods/"), b"/registry/pods0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+}
