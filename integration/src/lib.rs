@@ -1,1 +1,344 @@
+//! The integration-test harness: real etcd from the Debian package on free
+//! ports in a temporary directory, the real service binaries, and stock
+//! kubectl (1.33 and 1.32) pointed at them. Everything a harness starts is
+//! killed and removed when its handle drops, so tests run in parallel.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The kubectl versions every kubectl-driven test runs against.
+pub const KUBECTL_VERSIONS: &[&str] = &["1.33", "1.32"];
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// The folder of the built binaries (`target/<profile>`), found from the test binary.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("RUSTKUBE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// The path of stock kubectl of one version (`kubectl.1.33`).
+pub fn kubectl_path(version: &str) -> PathBuf {
+    let base = Command::new("sh")
+        .arg("-c")
+        .arg("dirname \"$(readlink -f \"$(command -v kubectl)\")\"")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    PathBuf::from(base).join(format!("kubectl.{version}"))
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{what} did not become ready within {limit:?}")
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+        .is_ok()
+}
+
+/// A real etcd member, alone, on free ports.
+pub struct Etcd {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub client_url: String,
+}
+
+impl Etcd {
+    pub fn start() -> Result<Etcd> {
+        let dir = tempfile::tempdir()?;
+        let client = free_port();
+        let peer = free_port();
+        let client_url = format!("http://127.0.0.1:{client}");
+        let log = std::fs::File::create(dir.path().join("etcd.log"))?;
+        let child = Command::new("etcd")
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
+            .arg(format!("--initial-cluster=test=http://127.0.0.1:{peer}"))
+            .arg("--log-level=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting etcd (apt-get install etcd-server)")?;
+        let etcd = Etcd {
+            child,
+            dir,
+            client_url,
+        };
+        wait_for("etcd", Duration::from_secs(20), || port_open(client))?;
+        Ok(etcd)
+    }
+
+    /// Runs etcdctl against this member.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.client_url))
+            .args(args)
+            .output()?)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running kube-apiserver binary with an admin kubeconfig.
+pub struct ApiServer {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+    etcd_url: String,
+    extra_args: Vec<String>,
+}
+
+impl ApiServer {
+    pub fn start(etcd: &Etcd) -> Result<ApiServer> {
+        Self::start_with(etcd, &[])
+    }
+
+    pub fn start_with(etcd: &Etcd, extra_args: &[&str]) -> Result<ApiServer> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let kubeconfig = dir.path().join("admin.conf");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: admin\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n"
+            ),
+        )?;
+        let mut s = ApiServer {
+            child: None,
+            dir,
+            port,
+            kubeconfig,
+            etcd_url: etcd.client_url.clone(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        s.launch()?;
+        Ok(s)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("apiserver.log"))?;
+        let child = Command::new(binary("kube-apiserver"))
+            .arg(format!("--etcd-servers={}", self.etcd_url))
+            .arg(format!("--secure-port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!(
+                "--cert-dir={}",
+                self.dir.path().join("certs").display()
+            ))
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary("kube-apiserver").display()))?;
+        self.child = Some(child);
+        let url = format!("{}/readyz", self.url());
+        wait_for("kube-apiserver", Duration::from_secs(30), || {
+            curl(&["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .map(|o| o.stdout == b"200")
+                .unwrap_or(false)
+        })
+        .with_context(|| format!("log:\n{}", self.log()))
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    }
+
+    /// Kills the server (SIGKILL: nothing is flushed on purpose).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same server again on the same port.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.launch()
+    }
+
+    /// Runs stock kubectl of `version` against this server.
+    pub fn kubectl(&self, version: &str, args: &[&str]) -> Output {
+        self.kubectl_stdin(version, args, None)
+    }
+
+    pub fn kubectl_stdin(&self, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(kubectl_path(version));
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut run = || -> std::io::Result<Output> {
+            let mut child = cmd.spawn()?;
+            if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                use std::io::Write;
+                pipe.write_all(input.as_bytes())?;
+            }
+            child.wait_with_output()
+        };
+        run().unwrap_or_else(|e| Output {
+            status: std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
+            stdout: Vec::new(),
+            stderr: format!("running kubectl.{version}: {e}").into_bytes(),
+        })
+    }
+
+    /// A raw HTTPS request with curl: (status code, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, String)> {
+        let body_file = self.dir.path().join(format!("body-{}", free_port()));
+        let out_file = self.dir.path().join(format!("out-{}", free_port()));
+        let url = format!("{}{path}", self.url());
+        let mut args: Vec<String> = vec![
+            "-sk".into(),
+            "-X".into(),
+            method.into(),
+            "-o".into(),
+            out_file.display().to_string(),
+            "-w".into(),
+            "%{http_code}".into(),
+            "-H".into(),
+            "Authorization: Bearer admin".into(),
+        ];
+        if let Some(ct) = content_type {
+            args.push("-H".into());
+            args.push(format!("Content-Type: {ct}"));
+        }
+        if let Some(b) = body {
+            std::fs::write(&body_file, b)?;
+            args.push("--data-binary".into());
+            args.push(format!("@{}", body_file.display()));
+        }
+        args.push(url);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = curl(&refs)?;
+        let code: u16 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let text = std::fs::read_to_string(&out_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&body_file);
+        let _ = std::fs::remove_file(&out_file);
+        Ok((code, text))
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn curl(args: &[&str]) -> Result<Output> {
+    Command::new("curl")
+        .args(args)
+        .output()
+        .context("running curl")
+}
+
+/// etcd plus one apiserver: what most tests need.
+pub struct ControlPlane {
+    pub apiserver: ApiServer,
+    pub etcd: Etcd,
+}
+
+impl ControlPlane {
+    pub fn start() -> Result<ControlPlane> {
+        let etcd = Etcd::start()?;
+        let apiserver = ApiServer::start(&etcd)?;
+        Ok(ControlPlane { apiserver, etcd })
+    }
+}
+
+/// Output as text, for assertions with context.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts kubectl succeeded and returns its stdout.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(o.status.success(), "kubectl failed: {}", text(&o));
+    stdout(&o)
+}
+
+/// Asserts kubectl failed and returns its combined output.
+#[track_caller]
+pub fn fails(o: Output) -> String {
+    assert!(
+        !o.status.success(),
+        "kubectl unexpectedly succeeded: {}",
+        text(&o)
+    );
+    text(&o)
+}

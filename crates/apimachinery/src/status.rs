@@ -65,10 +65,19 @@ impl FieldErrorKind {
 
 impl FieldError {
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError { kind: FieldErrorKind::Required, field: field.into(), value: None, detail: detail.into() }
+        FieldError {
+            kind: FieldErrorKind::Required,
+            field: field.into(),
+            value: None,
+            detail: detail.into(),
+        }
     }
 
-    pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display + std::fmt::Debug, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display + std::fmt::Debug,
+        detail: impl Into<String>,
+    ) -> Self {
         FieldError {
             kind: FieldErrorKind::Invalid,
             field: field.into(),
@@ -78,15 +87,27 @@ impl FieldError {
     }
 
     /// An invalid value shown as a JSON value (numbers unquoted, as upstream prints ints).
-    pub fn invalid_json(field: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
+    pub fn invalid_json(
+        field: impl Into<String>,
+        value: &Value,
+        detail: impl Into<String>,
+    ) -> Self {
         let shown = match value {
             Value::String(s) => format!("{s:?}"),
             other => other.to_string(),
         };
-        FieldError { kind: FieldErrorKind::Invalid, field: field.into(), value: Some(shown), detail: detail.into() }
+        FieldError {
+            kind: FieldErrorKind::Invalid,
+            field: field.into(),
+            value: Some(shown),
+            detail: detail.into(),
+        }
     }
 
-    pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display + std::fmt::Debug) -> Self {
+    pub fn duplicate(
+        field: impl Into<String>,
+        value: impl std::fmt::Display + std::fmt::Debug,
+    ) -> Self {
         FieldError {
             kind: FieldErrorKind::Duplicate,
             field: field.into(),
@@ -95,7 +116,11 @@ impl FieldError {
         }
     }
 
-    pub fn not_supported(field: impl Into<String>, value: impl std::fmt::Display + std::fmt::Debug, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display + std::fmt::Debug,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
         FieldError {
             kind: FieldErrorKind::NotSupported,
@@ -106,7 +131,12 @@ impl FieldError {
     }
 
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError { kind: FieldErrorKind::Forbidden, field: field.into(), value: None, detail: detail.into() }
+        FieldError {
+            kind: FieldErrorKind::Forbidden,
+            field: field.into(),
+            value: None,
+            detail: detail.into(),
+        }
     }
 
     /// Upstream's `field.Error.Error()`: `spec.x: Invalid value: "v": detail`.
@@ -151,7 +181,10 @@ pub struct Qualified {
 
 impl Qualified {
     pub fn new(group: impl Into<String>, resource: impl Into<String>) -> Self {
-        Qualified { group: group.into(), resource: resource.into() }
+        Qualified {
+            group: group.into(),
+            resource: resource.into(),
+        }
     }
 
     /// `deployments.apps` or `pods`.
@@ -178,7 +211,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -187,13 +226,21 @@ impl ApiError {
     }
 
     pub fn not_found(what: &Qualified, name: &str) -> Self {
-        ApiError::new(404, "NotFound", format!("{} \"{}\" not found", what.to_string_qualified(), name))
-            .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", what.to_string_qualified(), name),
+        )
+        .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
     }
 
     pub fn already_exists(what: &Qualified, name: &str) -> Self {
-        ApiError::new(409, "AlreadyExists", format!("{} \"{}\" already exists", what.to_string_qualified(), name))
-            .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", what.to_string_qualified(), name),
+        )
+        .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
     }
 
     /// The optimistic-concurrency conflict every client retries on.
@@ -201,7 +248,12 @@ impl ApiError {
         ApiError::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{}\": {}", what.to_string_qualified(), name, why),
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                what.to_string_qualified(),
+                name,
+                why
+            ),
         )
         .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
     }
@@ -216,7 +268,11 @@ impl ApiError {
 
     /// 422 with one cause per field error; `kind` is the object's Kind.
     pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
-        let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let messages: Vec<String> = errors.iter().map(FieldError::message).collect();
         let summary = if messages.len() == 1 {
             messages[0].clone()
@@ -231,8 +287,12 @@ impl ApiError {
                 field: e.field.clone(),
             })
             .collect();
-        ApiError::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {summary}"))
-            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{qualified_kind} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -251,7 +311,10 @@ impl ApiError {
         ApiError::new(
             405,
             "MethodNotAllowed",
-            format!("{action} is not supported on resources of kind {:?}", what.to_string_qualified()),
+            format!(
+                "{action} is not supported on resources of kind {:?}",
+                what.to_string_qualified()
+            ),
         )
     }
 
@@ -283,7 +346,11 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        ApiError::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {

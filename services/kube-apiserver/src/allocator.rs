@@ -21,11 +21,19 @@ pub struct Allocator {
 
 /// Parses `10.96.0.0/12`.
 pub fn parse_cidr(cidr: &str) -> Result<(u32, u32), String> {
-    let (addr, bits) = cidr.split_once('/').ok_or_else(|| format!("invalid CIDR {cidr:?}"))?;
-    let addr: Ipv4Addr = addr.parse().map_err(|e| format!("invalid CIDR {cidr:?}: {e}"))?;
-    let bits: u32 = bits.parse().map_err(|e| format!("invalid CIDR {cidr:?}: {e}"))?;
+    let (addr, bits) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("invalid CIDR {cidr:?}"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|e| format!("invalid CIDR {cidr:?}: {e}"))?;
+    let bits: u32 = bits
+        .parse()
+        .map_err(|e| format!("invalid CIDR {cidr:?}: {e}"))?;
     if !(8..=30).contains(&bits) {
-        return Err(format!("invalid CIDR {cidr:?}: prefix must be between /8 and /30"));
+        return Err(format!(
+            "invalid CIDR {cidr:?}: prefix must be between /8 and /30"
+        ));
     }
     let size = 1u32 << (32 - bits);
     Ok((u32::from(addr) & !(size - 1), size))
@@ -33,9 +41,17 @@ pub fn parse_cidr(cidr: &str) -> Result<(u32, u32), String> {
 
 /// Parses `30000-32767`.
 pub fn parse_port_range(r: &str) -> Result<(u16, u16), String> {
-    let (a, b) = r.split_once('-').ok_or_else(|| format!("invalid port range {r:?}"))?;
-    let a: u16 = a.trim().parse().map_err(|e| format!("invalid port range {r:?}: {e}"))?;
-    let b: u16 = b.trim().parse().map_err(|e| format!("invalid port range {r:?}: {e}"))?;
+    let (a, b) = r
+        .split_once('-')
+        .ok_or_else(|| format!("invalid port range {r:?}"))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|e| format!("invalid port range {r:?}: {e}"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|e| format!("invalid port range {r:?}: {e}"))?;
     if a > b {
         return Err(format!("invalid port range {r:?}"));
     }
@@ -49,9 +65,20 @@ fn random_u32() -> u32 {
 }
 
 impl Allocator {
-    pub fn new(storage: EtcdStorage, root: String, cidr: &str, ports: &str) -> Result<Self, String> {
+    pub fn new(
+        storage: EtcdStorage,
+        root: String,
+        cidr: &str,
+        ports: &str,
+    ) -> Result<Self, String> {
         let (base, size) = parse_cidr(cidr)?;
-        Ok(Allocator { storage, root, base, size, ports: parse_port_range(ports)? })
+        Ok(Allocator {
+            storage,
+            root,
+            base,
+            size,
+            ports: parse_port_range(ports)?,
+        })
     }
 
     /// The first usable address: the `kubernetes` service's.
@@ -82,13 +109,26 @@ impl Allocator {
 
     /// Fills `spec.clusterIP(s)` and node ports of a new Service.
     pub async fn allocate_for(&self, svc: &mut Value) -> Result<(), ApiError> {
-        let name = svc["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let owner = format!("{}/{}", svc["metadata"]["namespace"].as_str().unwrap_or_default(), name);
-        let t = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
+        let name = svc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let owner = format!(
+            "{}/{}",
+            svc["metadata"]["namespace"].as_str().unwrap_or_default(),
+            name
+        );
+        let t = svc["spec"]["type"]
+            .as_str()
+            .unwrap_or("ClusterIP")
+            .to_string();
         if t == "ExternalName" {
             return Ok(());
         }
-        let requested = svc["spec"]["clusterIP"].as_str().unwrap_or_default().to_string();
+        let requested = svc["spec"]["clusterIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if requested != "None" {
             let ip = if requested.is_empty() {
                 let mut got = None;
@@ -100,17 +140,32 @@ impl Allocator {
                         break;
                     }
                 }
-                got.ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?
+                got.ok_or_else(|| {
+                    ApiError::internal("failed to allocate a serviceIP: range is full")
+                })?
             } else {
                 let invalid = |detail: String| {
-                    ApiError::invalid("", "Service", &name, &[FieldError::invalid("spec.clusterIPs", format!("[]string{{\"{requested}\"}}"), detail)])
+                    ApiError::invalid(
+                        "",
+                        "Service",
+                        &name,
+                        &[FieldError::invalid(
+                            "spec.clusterIPs",
+                            format!("[]string{{\"{requested}\"}}"),
+                            detail,
+                        )],
+                    )
                 };
-                let ip: Ipv4Addr = requested.parse().map_err(|_| invalid("must be a valid IP address".into()))?;
+                let ip: Ipv4Addr = requested
+                    .parse()
+                    .map_err(|_| invalid("must be a valid IP address".into()))?;
                 if !self.in_range(ip) {
                     return Err(invalid(format!("failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range.")));
                 }
                 if !self.claim(&self.ip_key(ip), &owner).await? {
-                    return Err(invalid(format!("failed to allocate IP {ip}: provided IP is already allocated")));
+                    return Err(invalid(format!(
+                        "failed to allocate IP {ip}: provided IP is already allocated"
+                    )));
                 }
                 ip
             };
@@ -137,14 +192,25 @@ impl Allocator {
                             break;
                         }
                     }
-                    got.ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?
+                    got.ok_or_else(|| {
+                        ApiError::internal("failed to allocate a nodePort: range is full")
+                    })?
                 } else {
                     let field = format!("spec.ports[{i}].nodePort");
                     if want < self.ports.0 || want > self.ports.1 {
                         return Err(ApiError::invalid("", "Service", &name, &[FieldError::invalid_json(field, &json!(want), format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.ports.0, self.ports.1))]));
                     }
                     if !self.claim(&self.port_key(want), &owner).await? {
-                        return Err(ApiError::invalid("", "Service", &name, &[FieldError::invalid_json(field, &json!(want), "provided port is already allocated")]));
+                        return Err(ApiError::invalid(
+                            "",
+                            "Service",
+                            &name,
+                            &[FieldError::invalid_json(
+                                field,
+                                &json!(want),
+                                "provided port is already allocated",
+                            )],
+                        ));
                     }
                     want
                 };
@@ -156,7 +222,10 @@ impl Allocator {
 
     /// Frees what a Service held (on delete, or when its create failed).
     pub async fn release(&self, svc: &Value) {
-        if let Some(ip) = svc["spec"]["clusterIP"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) {
+        if let Some(ip) = svc["spec"]["clusterIP"]
+            .as_str()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+        {
             let key = self.ip_key(ip);
             if let Ok(Some(kv)) = self.storage.get(&key).await {
                 let _ = self.storage.delete(&key, kv.mod_revision).await;
@@ -179,7 +248,10 @@ mod tests {
 
     #[test]
     fn cidrs_and_port_ranges_parse_as_upstream_flags() {
-        assert_eq!(parse_cidr("10.96.0.0/12").unwrap(), (u32::from(Ipv4Addr::new(10, 96, 0, 0)), 1 << 20));
+        assert_eq!(
+            parse_cidr("10.96.0.0/12").unwrap(),
+            (u32::from(Ipv4Addr::new(10, 96, 0, 0)), 1 << 20)
+        );
         assert!(parse_cidr("10.96.0.0").is_err());
         assert_eq!(parse_port_range("30000-32767").unwrap(), (30000, 32767));
         assert!(parse_port_range("5-1").is_err());

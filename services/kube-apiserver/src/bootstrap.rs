@@ -6,14 +6,19 @@ use serde_json::json;
 use crate::endpoints::ApiServer;
 use crate::registry::store::{Target, WriteOptions};
 
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the system namespaces and the `kubernetes` service if missing and
 /// points its endpoints at this server. Safe to run on every start.
 pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
     let store = &server.store;
     let opts = WriteOptions::default();
-    let nsd = server.resources.lookup("", "v1", "namespaces").cloned().ok_or_else(|| anyhow::anyhow!("no namespaces"))?;
+    let nsd = server
+        .resources
+        .lookup("", "v1", "namespaces")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no namespaces"))?;
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match store.create(&nsd, "", obj, &opts, |_| Ok(())).await {
@@ -23,7 +28,11 @@ pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
         }
     }
     let ip = server.allocator.as_ref().map(|a| a.first_ip().to_string());
-    let svcd = server.resources.lookup("", "v1", "services").cloned().ok_or_else(|| anyhow::anyhow!("no services"))?;
+    let svcd = server
+        .resources
+        .lookup("", "v1", "services")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no services"))?;
     let mut svc = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -35,21 +44,42 @@ pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
         }
         let svc = crate::admission::mutate_on_create(server, &svcd, svc).await?;
         match store.create(&svcd, "default", svc, &opts, |_| Ok(())).await {
-            Ok(_) | Err(apimachinery::status::ApiError { reason: "AlreadyExists", .. }) => {}
+            Ok(_)
+            | Err(apimachinery::status::ApiError {
+                reason: "AlreadyExists",
+                ..
+            }) => {}
             Err(e) => anyhow::bail!("creating the kubernetes service: {e}"),
         }
     }
-    let epd = server.resources.lookup("", "v1", "endpoints").cloned().ok_or_else(|| anyhow::anyhow!("no endpoints"))?;
+    let epd = server
+        .resources
+        .lookup("", "v1", "endpoints")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no endpoints"))?;
     let endpoints = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": server.config.advertise_address}], "ports": [{"name": "https", "port": server.config.secure_port, "protocol": "TCP"}]}],
     });
     let e2 = endpoints.clone();
-    let r = store.update(&epd, "default", "kubernetes", Target::Main, &opts, move |_| Ok(e2.clone()), |_, _| Ok(())).await;
+    let r = store
+        .update(
+            &epd,
+            "default",
+            "kubernetes",
+            Target::Main,
+            &opts,
+            move |_| Ok(e2.clone()),
+            |_, _| Ok(()),
+        )
+        .await;
     if let Err(e) = r {
         if e.is_not_found() {
-            store.create(&epd, "default", endpoints, &opts, |_| Ok(())).await.map_err(|e| anyhow::anyhow!("creating kubernetes endpoints: {e}"))?;
+            store
+                .create(&epd, "default", endpoints, &opts, |_| Ok(()))
+                .await
+                .map_err(|e| anyhow::anyhow!("creating kubernetes endpoints: {e}"))?;
         } else {
             anyhow::bail!("updating kubernetes endpoints: {e}");
         }

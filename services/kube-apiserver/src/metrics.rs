@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use crate::registry::store::Store;
 
-const BUCKETS: &[f64] = &[0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0];
+const BUCKETS: &[f64] = &[
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -27,10 +30,16 @@ impl Metrics {
     pub fn observe_request(&self, verb: &str, resource: &str, code: u16, elapsed: Duration) {
         let verb = verb.to_uppercase();
         if let Ok(mut r) = self.requests.lock() {
-            *r.entry((verb.clone(), resource.to_string(), code)).or_default() += 1;
+            *r.entry((verb.clone(), resource.to_string(), code))
+                .or_default() += 1;
         }
         if let Ok(mut d) = self.durations.lock() {
-            let h = d.entry((verb, resource.to_string())).or_insert_with(|| Histogram { counts: vec![0; BUCKETS.len()], ..Default::default() });
+            let h = d
+                .entry((verb, resource.to_string()))
+                .or_insert_with(|| Histogram {
+                    counts: vec![0; BUCKETS.len()],
+                    ..Default::default()
+                });
             let secs = elapsed.as_secs_f64();
             for (i, b) in BUCKETS.iter().enumerate() {
                 if secs <= *b {
@@ -63,7 +72,12 @@ impl Metrics {
         }
         out.push_str("# HELP apiserver_storage_objects Number of stored objects at the time of last check split by kind.\n# TYPE apiserver_storage_objects gauge\n");
         for c in store.caches() {
-            let _ = writeln!(out, "apiserver_storage_objects{{resource=\"{}\"}} {}", c.resource.group_resource(), c.len());
+            let _ = writeln!(
+                out,
+                "apiserver_storage_objects{{resource=\"{}\"}} {}",
+                c.resource.group_resource(),
+                c.len()
+            );
         }
         out
     }

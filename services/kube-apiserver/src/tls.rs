@@ -44,10 +44,18 @@ fn self_signed(cert_dir: &str, sans: &[String]) -> anyhow::Result<(Vec<u8>, Vec<
     if let (Ok(c), Ok(k)) = (std::fs::read(&cert_path), std::fs::read(&key_path)) {
         return Ok((c, k));
     }
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "kubernetes".to_string(), "kubernetes.default".to_string(), "kubernetes.default.svc".to_string(), "kubernetes.default.svc.cluster.local".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+        "kubernetes.default.svc.cluster.local".to_string(),
+    ];
     names.extend(sans.iter().cloned());
     names.dedup();
-    let certified = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
+    let certified = rcgen::generate_simple_self_signed(names)
+        .context("generating a self-signed certificate")?;
     let cert = certified.cert.pem().into_bytes();
     let key = certified.signing_key.serialize_pem().into_bytes();
     if std::fs::create_dir_all(cert_dir).is_ok() {

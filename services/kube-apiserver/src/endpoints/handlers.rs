@@ -13,7 +13,9 @@ use super::negotiation::{self, BodyFormat, Output};
 use super::request::RequestInfo;
 use super::{error_response, value_response, ApiServer, Body};
 use crate::cache::CachedObject;
-use crate::registry::store::{DeleteOptions, FieldValidation, ListOptions, Target, WriteOptions, Written};
+use crate::registry::store::{
+    DeleteOptions, FieldValidation, ListOptions, Target, WriteOptions, Written,
+};
 use crate::registry::{meta, ObjectAttrs, ResourceDescriptor};
 
 type Query = HashMap<String, String>;
@@ -27,22 +29,55 @@ struct Ctx {
     output: Output,
 }
 
-pub async fn handle(server: Arc<ApiServer>, req: Request<hyper::body::Incoming>, info: RequestInfo, query: Query) -> Response<Body> {
-    let Some(d) = server.resources.lookup(&info.group, &info.version, &info.resource).cloned() else {
-        return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+pub async fn handle(
+    server: Arc<ApiServer>,
+    req: Request<hyper::body::Incoming>,
+    info: RequestInfo,
+    query: Query,
+) -> Response<Body> {
+    // The body is read before anything can fail, so every error reaches a
+    // client that has finished sending instead of a reset stream.
+    let output = negotiation::output(
+        req.headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let body = match read_body(server.config.max_request_body_bytes, req).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let Some(d) = server
+        .resources
+        .lookup(&info.group, &info.version, &info.resource)
+        .cloned()
+    else {
+        return error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     };
     if !d.namespaced && info.namespace.is_some() {
-        return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
-    let output = negotiation::output(req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let ctx = Ctx { server, d, info, query, output };
-    match dispatch(&ctx, req).await {
+    let ctx = Ctx {
+        server,
+        d,
+        info,
+        query,
+        output,
+    };
+    match dispatch(&ctx, body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
 }
 
-async fn dispatch(ctx: &Ctx, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch(ctx: &Ctx, body: RequestBody) -> Result<Response<Body>, ApiError> {
     let sub = ctx.info.subresource.as_deref();
     let subs = ctx.d.subresources;
     let supported = match sub {
@@ -55,42 +90,39 @@ async fn dispatch(ctx: &Ctx, req: Request<hyper::body::Incoming>) -> Result<Resp
         Some(_) => false,
     };
     if !supported {
-        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     let ns = ctx.info.namespace.clone().unwrap_or_default();
     if ctx.d.namespaced && ns.is_empty() && !matches!(ctx.info.verb, "list" | "watch") {
-        return Err(ApiError::bad_request("the server could not find the requested resource (namespace is required)"));
+        return Err(ApiError::bad_request(
+            "the server could not find the requested resource (namespace is required)",
+        ));
     }
     match ctx.info.verb {
         "get" => get(ctx, &ns).await,
         "list" => list(ctx).await,
-        "watch" => super::watch::serve(&ctx.server, &ctx.d, &ctx.info, &ctx.query, ctx.output).await,
-        "create" => {
-            let body = read_body(ctx, req).await?;
-            match sub {
-                Some("binding") => bind(ctx, &ns, body).await,
-                Some("eviction") => evict(ctx, &ns, body).await,
-                None if ctx.info.name.is_none() => create(ctx, &ns, body).await,
-                _ => Err(ApiError::method_not_supported(&ctx.d.qualified(), "create")),
-            }
+        "watch" => {
+            super::watch::serve(&ctx.server, &ctx.d, &ctx.info, &ctx.query, ctx.output).await
         }
-        "update" => {
-            let body = read_body(ctx, req).await?;
-            update(ctx, &ns, body).await
-        }
-        "patch" => {
-            let body = read_body(ctx, req).await?;
-            patch(ctx, &ns, body).await
-        }
-        "delete" => {
-            let body = read_body(ctx, req).await?;
-            delete(ctx, &ns, body).await
-        }
-        "deletecollection" => {
-            let body = read_body(ctx, req).await?;
-            delete_collection(ctx, &ns, body).await
-        }
-        _ => Err(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
+        "create" => match sub {
+            Some("binding") => bind(ctx, &ns, body).await,
+            Some("eviction") => evict(ctx, &ns, body).await,
+            None if ctx.info.name.is_none() => create(ctx, &ns, body).await,
+            _ => Err(ApiError::method_not_supported(&ctx.d.qualified(), "create")),
+        },
+        "update" => update(ctx, &ns, body).await,
+        "patch" => patch(ctx, &ns, body).await,
+        "delete" => delete(ctx, &ns, body).await,
+        "deletecollection" => delete_collection(ctx, &ns, body).await,
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
@@ -100,25 +132,44 @@ struct RequestBody {
     bytes: Bytes,
 }
 
-async fn read_body(ctx: &Ctx, req: Request<hyper::body::Incoming>) -> Result<RequestBody, ApiError> {
-    let limit = ctx.server.config.max_request_body_bytes;
-    let ct = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
-    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
-        if len > limit {
-            return Err(ApiError::request_entity_too_large(format!("limit is {limit}")));
+/// Reads the body up to the limit. Past it, the rest is drained (bounded) so
+/// the client reads the 413 instead of a reset connection.
+async fn read_body(
+    limit: usize,
+    req: Request<hyper::body::Incoming>,
+) -> Result<RequestBody, ApiError> {
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    let ct = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
         }
     }
-    let limited = http_body_util::Limited::new(req.into_body(), limit);
-    let bytes = match limited.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                return Err(ApiError::request_entity_too_large(format!("limit is {limit}")));
-            }
-            return Err(ApiError::bad_request(format!("reading the request body: {e}")));
-        }
+    if seen > limit {
+        return Err(ApiError::request_entity_too_large(format!(
+            "limit is {limit}"
+        )));
+    }
+    let bytes = buf.freeze();
+    let format = if bytes.is_empty() {
+        BodyFormat::Json
+    } else {
+        negotiation::body_format(ct.as_deref())?
     };
-    let format = if bytes.is_empty() { BodyFormat::Json } else { negotiation::body_format(ct.as_deref())? };
     Ok(RequestBody { format, bytes })
 }
 
@@ -127,7 +178,8 @@ fn decode_body(body: &RequestBody) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     if body.format == BodyFormat::Protobuf {
-        return kube_protobuf::decode(&body.bytes).map_err(|e| ApiError::bad_request(format!("decoding protobuf: {e}")));
+        return kube_protobuf::decode(&body.bytes)
+            .map_err(|e| ApiError::bad_request(format!("decoding protobuf: {e}")));
     }
     negotiation::decode_object(body.format, &body.bytes)
 }
@@ -135,7 +187,12 @@ fn decode_body(body: &RequestBody) -> Result<Value, ApiError> {
 fn write_options(ctx: &Ctx) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run: dry_run(&ctx.query)?,
-        field_validation: FieldValidation::parse(ctx.query.get("fieldValidation").map(String::as_str).unwrap_or(""))?,
+        field_validation: FieldValidation::parse(
+            ctx.query
+                .get("fieldValidation")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )?,
     })
 }
 
@@ -143,7 +200,9 @@ fn dry_run(q: &Query) -> Result<bool, ApiError> {
     match q.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!("Invalid dryRun value: {other:?}; the only supported value is \"All\""))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid dryRun value: {other:?}; the only supported value is \"All\""
+        ))),
     }
 }
 
@@ -168,8 +227,10 @@ fn object_response(ctx: &Ctx, code: StatusCode, obj: &Value) -> Response<Body> {
             Ok(bytes) => {
                 let mut r = Response::new(Body::full(Bytes::from(bytes)));
                 *r.status_mut() = code;
-                r.headers_mut()
-                    .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.kubernetes.protobuf"));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
+                );
                 r
             }
             Err(_) => value_response(code, obj),
@@ -182,7 +243,10 @@ fn yaml_response(code: StatusCode, obj: &Value) -> Response<Body> {
     let text = serde_yaml::to_string(obj).unwrap_or_default();
     let mut r = Response::new(Body::full(Bytes::from(text)));
     *r.status_mut() = code;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/yaml"),
+    );
     r
 }
 
@@ -196,21 +260,45 @@ pub fn partial_metadata(obj: &Value) -> Value {
 
 /// A `meta.k8s.io/v1` Table for these objects with the kind's columns.
 fn table(ctx: &Ctx, objects: &[&Value]) -> Value {
-    let include = ctx.query.get("includeObject").map(String::as_str).unwrap_or("Metadata").to_string();
-    let t = printers::table(ctx.d.group, ctx.d.kind, objects, Value::Null, |o: &Value| match include.as_str() {
-        "None" => Value::Null,
-        "Object" => o.clone(),
-        _ => partial_metadata(o),
-    }, jiff::Timestamp::now());
+    let include = ctx
+        .query
+        .get("includeObject")
+        .map(String::as_str)
+        .unwrap_or("Metadata")
+        .to_string();
+    let t = printers::table(
+        ctx.d.group,
+        ctx.d.kind,
+        objects,
+        Value::Null,
+        |o: &Value| match include.as_str() {
+            "None" => Value::Null,
+            "Object" => o.clone(),
+            _ => partial_metadata(o),
+        },
+        jiff::Timestamp::now(),
+    );
     t
 }
 
-pub fn table_for(d: &ResourceDescriptor, objects: &[&Value], include: &str, with_columns: bool) -> Value {
-    let mut t = printers::table(d.group, d.kind, objects, Value::Null, |o: &Value| match include {
-        "None" => Value::Null,
-        "Object" => o.clone(),
-        _ => partial_metadata(o),
-    }, jiff::Timestamp::now());
+pub fn table_for(
+    d: &ResourceDescriptor,
+    objects: &[&Value],
+    include: &str,
+    with_columns: bool,
+) -> Value {
+    let mut t = printers::table(
+        d.group,
+        d.kind,
+        objects,
+        Value::Null,
+        |o: &Value| match include {
+            "None" => Value::Null,
+            "Object" => o.clone(),
+            _ => partial_metadata(o),
+        },
+        jiff::Timestamp::now(),
+    );
     if !with_columns {
         t["columnDefinitions"] = Value::Null;
     }
@@ -226,7 +314,11 @@ async fn get(ctx: &Ctx, ns: &str) -> Result<Response<Body>, ApiError> {
         let obj = store.get(&ctx.d, ns, name).await?;
         return Ok(value_response(StatusCode::OK, &scale_of(&ctx.d, &obj)));
     }
-    let rv = ctx.query.get("resourceVersion").map(String::as_str).unwrap_or("");
+    let rv = ctx
+        .query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
     if rv == "0" && ctx.output == Output::Json {
         let bytes = store.get_cached(&ctx.d, ns, name).await?;
         return Ok(super::json_response(StatusCode::OK, bytes));
@@ -243,11 +335,14 @@ pub fn list_filter(
     query: &Query,
     namespace: Option<&str>,
     name: Option<&str>,
-) -> Result<Option<Arc<dyn Fn(&ObjectAttrs) -> bool + Send + Sync>>, ApiError> {
+) -> Result<Option<crate::registry::ObjectFilter>, ApiError> {
     use apimachinery::selector::{field::FieldSelector, label::LabelSelector};
     let labels = match query.get("labelSelector").map(String::as_str).unwrap_or("") {
         "" => None,
-        s => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?),
+        s => Some(
+            LabelSelector::parse(s)
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+        ),
     };
     let fields = match query.get("fieldSelector").map(String::as_str).unwrap_or("") {
         "" => None,
@@ -298,12 +393,18 @@ async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         resource_version_match: ctx.query.get("resourceVersionMatch").cloned(),
         limit: match ctx.query.get("limit").map(String::as_str) {
             None | Some("") => 0,
-            Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
+            Some(l) => l
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
         },
         continue_token: ctx.query.get("continue").filter(|c| !c.is_empty()).cloned(),
         filter: list_filter(&ctx.d, &ctx.query, ctx.info.namespace.as_deref(), None)?,
     };
-    let result = ctx.server.store.list(&ctx.d, ctx.info.namespace.as_deref(), &opts).await?;
+    let result = ctx
+        .server
+        .store
+        .list(&ctx.d, ctx.info.namespace.as_deref(), &opts)
+        .await?;
     let mut meta = json!({"resourceVersion": result.resource_version.to_string()});
     if let Some(c) = &result.continue_token {
         meta["continue"] = json!(c);
@@ -312,7 +413,10 @@ async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         meta["remainingItemCount"] = json!(r);
     }
     match ctx.output {
-        Output::Json | Output::Protobuf => Ok(super::json_response(StatusCode::OK, list_bytes(&ctx.d, &meta, &result.items))),
+        Output::Json | Output::Protobuf => Ok(super::json_response(
+            StatusCode::OK,
+            list_bytes(&ctx.d, &meta, &result.items),
+        )),
         Output::Yaml | Output::Table | Output::PartialMetadata => {
             let items: Vec<Value> = result.items.iter().map(|o| o.value()).collect();
             if ctx.output == Output::Table {
@@ -370,7 +474,12 @@ async fn admit_namespace(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
         .lookup("", "v1", "namespaces")
         .cloned()
         .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
-    let obj = match ctx.server.store.cache(&nsd).get(&nsd.key(&ctx.server.store.root, "", ns)) {
+    let obj = match ctx
+        .server
+        .store
+        .cache(&nsd)
+        .get(&nsd.key(&ctx.server.store.root, "", ns))
+    {
         Some(o) => o.value(),
         None => ctx.server.store.get(&nsd, "", ns).await?,
     };
@@ -399,12 +508,19 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         })?;
     }
     let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, obj).await?;
-    let result = ctx.server.store.create(&ctx.d, ns, obj.clone(), &opts, |_| Ok(())).await;
+    let result = ctx
+        .server
+        .store
+        .create(&ctx.d, ns, obj.clone(), &opts, |_| Ok(()))
+        .await;
     if result.is_err() || opts.dry_run {
         crate::admission::release(&ctx.server, &ctx.d, &obj).await;
     }
     let w = result?;
-    Ok(with_warnings(object_response(ctx, StatusCode::CREATED, &w.object), &w.warnings))
+    Ok(with_warnings(
+        object_response(ctx, StatusCode::CREATED, &w.object),
+        &w.warnings,
+    ))
 }
 
 // === update ===
@@ -418,7 +534,11 @@ fn target(ctx: &Ctx) -> Target {
 }
 
 async fn update(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
-    let name = ctx.info.name.clone().ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "update"))?;
+    let name = ctx
+        .info
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "update"))?;
     let input = decode_body(&body)?;
     let opts = write_options(ctx)?;
     if ctx.info.subresource.as_deref() == Some("scale") {
@@ -430,28 +550,47 @@ async fn update(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
     let w = ctx
         .server
         .store
-        .update(&ctx.d, ns, &name, target(ctx), &opts, |current| {
-            if finalize {
-                // Only spec.finalizers changes through /finalize.
-                let mut next = current.cloned().unwrap_or(Value::Null);
-                next["spec"]["finalizers"] = input["spec"]["finalizers"].clone();
-                if let Some(rv) = meta::resource_version(&input) {
-                    meta::metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+        .update(
+            &ctx.d,
+            ns,
+            &name,
+            target(ctx),
+            &opts,
+            |current| {
+                if finalize {
+                    // Only spec.finalizers changes through /finalize.
+                    let mut next = current.cloned().unwrap_or(Value::Null);
+                    next["spec"]["finalizers"] = input["spec"]["finalizers"].clone();
+                    if let Some(rv) = meta::resource_version(&input) {
+                        meta::metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+                    }
+                    return Ok(next);
                 }
-                return Ok(next);
-            }
-            Ok(input.clone())
-        }, |_, _| Ok(()))
+                Ok(input.clone())
+            },
+            |_, _| Ok(()),
+        )
         .await?;
-    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
+    let code = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_warnings(
+        object_response(ctx, code, &w.object),
+        &w.warnings,
+    ))
 }
 
 // === patch ===
 
 async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
     use apimachinery::patch;
-    let name = ctx.info.name.clone().ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "patch"))?;
+    let name = ctx
+        .info
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "patch"))?;
     if body.bytes.is_empty() {
         return Err(ApiError::bad_request("the body of the request was empty"));
     }
@@ -459,7 +598,8 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
     let patch_doc: Value = match format {
         BodyFormat::ApplyPatch => negotiation::decode_object(format, &body.bytes)?,
         BodyFormat::JsonPatch | BodyFormat::MergePatch | BodyFormat::StrategicMergePatch => {
-            serde_json::from_slice(&body.bytes).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+            serde_json::from_slice(&body.bytes)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
         }
         _ => {
             return Err(ApiError::unsupported_media_type(match format {
@@ -474,13 +614,21 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
     let apply = |doc: &Value| -> Result<Value, ApiError> {
         let out = match format {
             BodyFormat::JsonPatch => patch::json_patch(doc, &patch_doc),
-            BodyFormat::MergePatch | BodyFormat::ApplyPatch => Ok(patch::merge_patch(doc, &patch_doc)),
+            BodyFormat::MergePatch | BodyFormat::ApplyPatch => {
+                Ok(patch::merge_patch(doc, &patch_doc))
+            }
             _ => match patch::BuiltinPatchMeta::new(definition) {
                 Some(m) => patch::strategic_merge_patch(doc, &patch_doc, &m),
                 None => patch::strategic_merge_patch(doc, &patch_doc, &patch::NoPatchMeta),
             },
         };
-        out.map_err(|e| ApiError::new(422, "Invalid", format!("the patch could not be applied: {e}")))
+        out.map_err(|e| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("the patch could not be applied: {e}"),
+            )
+        })
     };
     if ctx.info.subresource.as_deref() == Some("scale") {
         let obj = ctx.server.store.get(&ctx.d, ns, &name).await?;
@@ -490,22 +638,32 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
     }
     let is_apply = format == BodyFormat::ApplyPatch;
     if is_apply && ctx.query.get("fieldManager").is_none_or(|m| m.is_empty()) {
-        return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requests require fieldManager to be set"));
+        return Err(ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml requests require fieldManager to be set",
+        ));
     }
     let store = &ctx.server.store;
     let result = store
-        .update(&ctx.d, ns, &name, target(ctx), &opts, |current| match current {
-            Some(cur) => {
-                let mut patched = apply(cur)?;
-                // A patch without a resourceVersion must not pin one.
-                let patch_rv = patch_doc["metadata"]["resourceVersion"].as_str();
-                if patch_rv.is_none() {
-                    meta::metadata_mut(&mut patched).remove("resourceVersion");
+        .update(
+            &ctx.d,
+            ns,
+            &name,
+            target(ctx),
+            &opts,
+            |current| match current {
+                Some(cur) => {
+                    let mut patched = apply(cur)?;
+                    // A patch without a resourceVersion must not pin one.
+                    let patch_rv = patch_doc["metadata"]["resourceVersion"].as_str();
+                    if patch_rv.is_none() {
+                        meta::metadata_mut(&mut patched).remove("resourceVersion");
+                    }
+                    Ok(patched)
                 }
-                Ok(patched)
-            }
-            None => Err(ApiError::not_found(&ctx.d.qualified(), &name)),
-        }, |_, _| Ok(()))
+                None => Err(ApiError::not_found(&ctx.d.qualified(), &name)),
+            },
+            |_, _| Ok(()),
+        )
         .await;
     let w: Written = match result {
         Err(e) if e.is_not_found() && is_apply => {
@@ -517,21 +675,36 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
         }
         other => other?,
     };
-    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
+    let code = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_warnings(
+        object_response(ctx, code, &w.object),
+        &w.warnings,
+    ))
 }
 
 // === scale ===
 
 fn scale_of(d: &ResourceDescriptor, obj: &Value) -> Value {
-    let Some(s) = d.subresources.scale else { return Value::Null };
+    let Some(s) = d.subresources.scale else {
+        return Value::Null;
+    };
     let selector = obj.pointer(s.selector).cloned().unwrap_or(Value::Null);
     let selector_str = match &selector {
         Value::Object(m) if m.contains_key("matchLabels") || m.contains_key("matchExpressions") => {
-            apimachinery::selector::label::LabelSelector::from_json(&selector).map(|s| s.to_string()).unwrap_or_default()
+            apimachinery::selector::label::LabelSelector::from_json(&selector)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
         }
         // ReplicationController selectors are plain maps.
-        Value::Object(m) => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(","),
         _ => String::new(),
     };
     json!({
@@ -565,29 +738,42 @@ async fn scale_to(
             "autoscaling",
             "Scale",
             name,
-            &[apimachinery::status::FieldError::invalid_json("spec.replicas", &json!(replicas), "must be greater than or equal to 0")],
+            &[apimachinery::status::FieldError::invalid_json(
+                "spec.replicas",
+                &json!(replicas),
+                "must be greater than or equal to 0",
+            )],
         ));
     }
     let Some(s) = ctx.d.subresources.scale else {
         return Err(ApiError::method_not_supported(&ctx.d.qualified(), "scale"));
     };
-    let w = ctx
-        .server
-        .store
-        .update(&ctx.d, ns, name, Target::Main, opts, |current| {
-            let mut next = current.cloned().unwrap_or(Value::Null);
-            if let Some(slot) = next.pointer_mut(s.spec_replicas) {
-                *slot = json!(replicas);
-            } else {
-                next["spec"]["replicas"] = json!(replicas);
-            }
-            match &pinned {
-                Some(rv) => meta::metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv)),
-                None => meta::metadata_mut(&mut next).remove("resourceVersion"),
-            };
-            Ok(next)
-        }, |_, _| Ok(()))
-        .await?;
+    let w =
+        ctx.server
+            .store
+            .update(
+                &ctx.d,
+                ns,
+                name,
+                Target::Main,
+                opts,
+                |current| {
+                    let mut next = current.cloned().unwrap_or(Value::Null);
+                    if let Some(slot) = next.pointer_mut(s.spec_replicas) {
+                        *slot = json!(replicas);
+                    } else {
+                        next["spec"]["replicas"] = json!(replicas);
+                    }
+                    match &pinned {
+                        Some(rv) => meta::metadata_mut(&mut next)
+                            .insert("resourceVersion".into(), json!(rv)),
+                        None => meta::metadata_mut(&mut next).remove("resourceVersion"),
+                    };
+                    Ok(next)
+                },
+                |_, _| Ok(()),
+            )
+            .await?;
     Ok(value_response(StatusCode::OK, &scale_of(&ctx.d, &w.object)))
 }
 
@@ -596,9 +782,20 @@ async fn scale_to(
 async fn bind(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
     let binding = decode_body(&body)?;
     let name = ctx.info.name.clone().unwrap_or_default();
-    let node = binding["target"]["name"].as_str().unwrap_or_default().to_string();
+    let node = binding["target"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid("", "Binding", &name, &[apimachinery::status::FieldError::required("target.name", "")]));
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            &name,
+            &[apimachinery::status::FieldError::required(
+                "target.name",
+                "",
+            )],
+        ));
     }
     let opts = write_options(ctx)?;
     let d = &ctx.d;
@@ -630,7 +827,10 @@ async fn bind(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, 
             Ok(pod)
         }, |_, _| Ok(()))
         .await?;
-    Ok(value_response(StatusCode::CREATED, &success_status(json!({"name": name, "kind": "pods"}))))
+    Ok(value_response(
+        StatusCode::CREATED,
+        &success_status(json!({"name": name, "kind": "pods"})),
+    ))
 }
 
 async fn evict(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
@@ -639,16 +839,33 @@ async fn evict(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
     let pod = ctx.server.store.get(&ctx.d, ns, &name).await?;
     let labels: std::collections::BTreeMap<String, String> = pod["metadata"]["labels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
         .unwrap_or_default();
     let phase = pod["status"]["phase"].as_str().unwrap_or_default();
     // Finished or terminating pods may always go.
     if phase != "Succeeded" && phase != "Failed" && !meta::is_terminating(&pod) {
-        if let Some(pdbs) = ctx.server.resources.lookup("policy", "v1", "poddisruptionbudgets").cloned() {
-            let (items, _) = ctx.server.store.cache(&pdbs).snapshot(&pdbs.key_prefix(&ctx.server.store.root, Some(ns)));
+        if let Some(pdbs) = ctx
+            .server
+            .resources
+            .lookup("policy", "v1", "poddisruptionbudgets")
+            .cloned()
+        {
+            let (items, _) = ctx
+                .server
+                .store
+                .cache(&pdbs)
+                .snapshot(&pdbs.key_prefix(&ctx.server.store.root, Some(ns)));
             for pdb in items {
                 let pdb = pdb.value();
-                let Ok(sel) = apimachinery::selector::label::LabelSelector::from_json(&pdb["spec"]["selector"]) else { continue };
+                let Ok(sel) = apimachinery::selector::label::LabelSelector::from_json(
+                    &pdb["spec"]["selector"],
+                ) else {
+                    continue;
+                };
                 if sel.is_empty() || !sel.matches(&labels) {
                     continue;
                 }
@@ -663,7 +880,10 @@ async fn evict(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
     }
     let opts = delete_options(&eviction["deleteOptions"], &ctx.query)?;
     ctx.server.store.delete(&ctx.d, ns, &name, &opts).await?;
-    Ok(value_response(StatusCode::CREATED, &success_status(json!({"name": name, "kind": "pods"}))))
+    Ok(value_response(
+        StatusCode::CREATED,
+        &success_status(json!({"name": name, "kind": "pods"})),
+    ))
 }
 
 // === delete ===
@@ -674,11 +894,18 @@ fn delete_options(body: &Value, q: &Query) -> Result<DeleteOptions, ApiError> {
         propagation_policy: body["propagationPolicy"].as_str().map(String::from),
         orphan_dependents: body["orphanDependents"].as_bool(),
         precondition_uid: body["preconditions"]["uid"].as_str().map(String::from),
-        precondition_resource_version: body["preconditions"]["resourceVersion"].as_str().map(String::from),
-        dry_run: body["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All")),
+        precondition_resource_version: body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(String::from),
+        dry_run: body["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "All")),
     };
     if let Some(g) = q.get("gracePeriodSeconds") {
-        o.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
+        o.grace_period_seconds = Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?,
+        );
     }
     if let Some(p) = q.get("propagationPolicy") {
         o.propagation_policy = Some(p.clone());
@@ -695,7 +922,11 @@ fn delete_body(body: &RequestBody) -> Result<Value, ApiError> {
         return Ok(json!({}));
     }
     negotiation::decode_object(
-        if body.format == BodyFormat::Yaml { BodyFormat::Yaml } else { BodyFormat::Json },
+        if body.format == BodyFormat::Yaml {
+            BodyFormat::Yaml
+        } else {
+            BodyFormat::Json
+        },
         &body.bytes,
     )
 }
@@ -724,15 +955,31 @@ async fn delete(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
     Ok(object_response(ctx, StatusCode::OK, &deleted.object))
 }
 
-async fn delete_collection(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
+async fn delete_collection(
+    ctx: &Ctx,
+    ns: &str,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
     let opts = delete_options(&delete_body(&body)?, &ctx.query)?;
-    let list_opts = ListOptions { filter: list_filter(&ctx.d, &ctx.query, ctx.info.namespace.as_deref(), None)?, ..Default::default() };
-    let ns_opt = if ctx.d.namespaced { Some(ns).filter(|n| !n.is_empty()) } else { None };
+    let list_opts = ListOptions {
+        filter: list_filter(&ctx.d, &ctx.query, ctx.info.namespace.as_deref(), None)?,
+        ..Default::default()
+    };
+    let ns_opt = if ctx.d.namespaced {
+        Some(ns).filter(|n| !n.is_empty())
+    } else {
+        None
+    };
     let result = ctx.server.store.list(&ctx.d, ns_opt, &list_opts).await?;
     let mut items = Vec::new();
     for item in &result.items {
         let name = item.attrs.name.clone();
-        match ctx.server.store.delete(&ctx.d, &item.attrs.namespace, &name, &opts).await {
+        match ctx
+            .server
+            .store
+            .delete(&ctx.d, &item.attrs.namespace, &name, &opts)
+            .await
+        {
             Ok(d) => items.push(d.object),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),

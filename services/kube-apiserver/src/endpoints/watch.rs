@@ -16,9 +16,9 @@ use super::negotiation::Output;
 use super::request::RequestInfo;
 use super::{ApiServer, Body};
 use crate::cache::{encode_line, Broadcast, CacheError, CachedObject, EventType, WatchEvent};
-use crate::registry::{ObjectAttrs, ResourceDescriptor};
+use crate::registry::ResourceDescriptor;
 
-type Filter = Arc<dyn Fn(&ObjectAttrs) -> bool + Send + Sync>;
+type Filter = crate::registry::ObjectFilter;
 
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -31,7 +31,13 @@ struct Shape {
 }
 
 impl Shape {
-    fn line(&self, event_type: &str, ev: Option<&WatchEvent>, obj: &CachedObject, first: &mut bool) -> Bytes {
+    fn line(
+        &self,
+        event_type: &str,
+        ev: Option<&WatchEvent>,
+        obj: &CachedObject,
+        first: &mut bool,
+    ) -> Bytes {
         match self.output {
             Output::Table | Output::PartialMetadata => {
                 let value = obj.value();
@@ -63,13 +69,22 @@ pub async fn serve(
 ) -> Result<Response<Body>, ApiError> {
     let filter = list_filter(d, query, info.namespace.as_deref(), info.name.as_deref())?;
     let namespace = info.namespace.clone().filter(|_| d.namespaced);
-    let rv = query.get("resourceVersion").map(String::as_str).unwrap_or("");
+    let rv = query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
     let send_initial = match query.get("sendInitialEvents").map(String::as_str) {
         Some("true") => true,
         Some("false") | None => false,
-        Some(other) => return Err(ApiError::bad_request(format!("invalid sendInitialEvents: {other}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid sendInitialEvents: {other}"
+            )))
+        }
     };
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
     if send_initial && !bookmarks {
         return Err(ApiError::invalid(
             "meta.k8s.io",
@@ -83,18 +98,25 @@ pub async fn serve(
     }
     let timeout = match query.get("timeoutSeconds").map(String::as_str) {
         Some(t) if !t.is_empty() => Duration::from_secs(
-            t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
         ),
         // Upstream picks a random timeout in [min-request-timeout, 2x).
         _ => Duration::from_secs(1800 + u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 7),
     };
     let after: Option<i64> = match rv {
         "" | "0" => None,
-        s => Some(s.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?),
+        s => Some(
+            s.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?,
+        ),
     };
     let shape = Shape {
         output,
-        include: query.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into()),
+        include: query
+            .get("includeObject")
+            .cloned()
+            .unwrap_or_else(|| "Metadata".into()),
         d: d.clone(),
     };
     let cache = server.store.cache(d).clone();
@@ -113,8 +135,13 @@ pub async fn serve(
         Output::Table | Output::PartialMetadata => "application/json",
         _ => "application/json",
     };
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     let sub = match subscribe_from {
         Some(rv) if rv > cache.revision() => {
             // A version the cache has not seen yet: wait for it (bounded).
@@ -134,22 +161,46 @@ pub async fn serve(
             let prefix = d.key_prefix(&server.store.root, namespace.as_deref());
             let d2 = d.clone();
             tokio::spawn(async move {
-                if let Err(e) = stream_from_etcd(storage, d2, prefix, requested, filter, shape, tx.clone(), timeout).await {
+                if let Err(e) = stream_from_etcd(
+                    storage,
+                    d2,
+                    prefix,
+                    requested,
+                    filter,
+                    shape,
+                    tx.clone(),
+                    timeout,
+                )
+                .await
+                {
                     let status = e.to_status();
-                    let line = encode_line("ERROR", &serde_json::to_vec(&status).unwrap_or_default());
+                    let line =
+                        encode_line("ERROR", &serde_json::to_vec(&status).unwrap_or_default());
                     let _ = tx.send(line).await;
                 }
             });
             return Ok(response);
         }
         Err(e @ CacheError::TooLarge { .. }) => return Err(ApiError::timeout(e.to_string())),
-        Err(e @ CacheError::NotReady(_)) => return Err(ApiError::too_many_requests(e.to_string(), 1)),
+        Err(e @ CacheError::NotReady(_)) => {
+            return Err(ApiError::too_many_requests(e.to_string(), 1))
+        }
     };
     let prefix = d.key_prefix(&server.store.root, namespace.as_deref());
     let d2 = d.clone();
     tokio::spawn(async move {
-        let mut w = Watcher { tx, filter, prefix, shape, bookmarks, first: true, last_rv: sub.revision, d: d2 };
-        w.run(sub.initial, sub.receiver, send_initial, timeout).await;
+        let mut w = Watcher {
+            tx,
+            filter,
+            prefix,
+            shape,
+            bookmarks,
+            first: true,
+            last_rv: sub.revision,
+            d: d2,
+        };
+        w.run(sub.initial, sub.receiver, send_initial, timeout)
+            .await;
     });
     Ok(response)
 }
@@ -194,7 +245,8 @@ impl Watcher {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj = json!({"kind": self.d.kind, "apiVersion": self.d.api_version(), "metadata": meta});
+        let obj =
+            json!({"kind": self.d.kind, "apiVersion": self.d.api_version(), "metadata": meta});
         encode_line("BOOKMARK", &serde_json::to_vec(&obj).unwrap_or_default())
     }
 
@@ -272,7 +324,10 @@ async fn stream_from_etcd(
 ) -> Result<(), ApiError> {
     use crate::cache::Cacher;
     use crate::storage::{KeyValue, StorageError, WatchChange};
-    let mut w = storage.watch(&prefix, after + 1).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut w = storage
+        .watch(&prefix, after + 1)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut first = true;
     let matches = |o: &CachedObject| filter.as_ref().is_none_or(|f| f(&o.attrs));
@@ -286,7 +341,9 @@ async fn stream_from_etcd(
             Ok(Some(b)) => b,
             Ok(None) => return Ok(()),
             Err(StorageError::Compacted { .. }) => {
-                return Err(ApiError::expired(format!("too old resource version: {after}")));
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {after}"
+                )));
             }
             Err(e) => return Err(ApiError::internal(e.to_string())),
         };
@@ -294,14 +351,29 @@ async fn stream_from_etcd(
             let (t, obj, prev) = match change {
                 WatchChange::Progress { .. } => continue,
                 WatchChange::Put { kv, prev } => {
-                    let Some(obj) = Cacher::to_cached(&d, &kv) else { continue };
+                    let Some(obj) = Cacher::to_cached(&d, &kv) else {
+                        continue;
+                    };
                     let prev = prev.and_then(|p| Cacher::to_cached(&d, &p));
-                    (if prev.is_some() { EventType::Modified } else { EventType::Added }, obj, prev)
+                    (
+                        if prev.is_some() {
+                            EventType::Modified
+                        } else {
+                            EventType::Added
+                        },
+                        obj,
+                        prev,
+                    )
                 }
                 WatchChange::Delete { revision, prev, .. } => {
                     let Some(p) = prev else { continue };
-                    let kv = KeyValue { mod_revision: revision, ..p.clone() };
-                    let Some(obj) = Cacher::to_cached(&d, &kv) else { continue };
+                    let kv = KeyValue {
+                        mod_revision: revision,
+                        ..p.clone()
+                    };
+                    let Some(obj) = Cacher::to_cached(&d, &kv) else {
+                        continue;
+                    };
                     (EventType::Deleted, obj, Cacher::to_cached(&d, &p))
                 }
             };

@@ -87,12 +87,16 @@ pub struct Typed<S: KindStrategy> {
 
 impl<S: KindStrategy> Typed<S> {
     pub fn new(kind: S) -> Self {
-        Typed { kind, _object: PhantomData }
+        Typed {
+            kind,
+            _object: PhantomData,
+        }
     }
 }
 
 fn decode<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
-    serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("error decoding object: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(format!("error decoding object: {e}")))
 }
 
 fn encode<T: Serialize>(t: &T) -> Value {
@@ -106,7 +110,11 @@ pub fn unknown_fields(input: &Value, known: &Value, path: &str, out: &mut Vec<St
     match (input, known) {
         (Value::Object(i), Value::Object(k)) => {
             for (key, v) in i {
-                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 match k.get(key) {
                     Some(kv) => unknown_fields(v, kv, &child, out),
                     // null, empty lists/maps and false serialize away; they are not unknown.
@@ -154,7 +162,10 @@ impl<S: KindStrategy> Strategy for Typed<S> {
                 m.insert("kind".into(), k);
             }
         }
-        Ok(Normalized { object, unknown_fields: unknown })
+        Ok(Normalized {
+            object,
+            unknown_fields: unknown,
+        })
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {
@@ -178,14 +189,25 @@ impl<S: KindStrategy> Strategy for Typed<S> {
     fn validate(&self, obj: &Value) -> FieldErrors {
         match serde_json::from_value::<S::Object>(obj.clone()) {
             Ok(t) => self.kind.validate(&t),
-            Err(e) => vec![apimachinery::status::FieldError::invalid("", "", e.to_string())],
+            Err(e) => vec![apimachinery::status::FieldError::invalid(
+                "",
+                "",
+                e.to_string(),
+            )],
         }
     }
 
     fn validate_update(&self, new: &Value, old: &Value) -> FieldErrors {
-        match (serde_json::from_value::<S::Object>(new.clone()), serde_json::from_value::<S::Object>(old.clone())) {
+        match (
+            serde_json::from_value::<S::Object>(new.clone()),
+            serde_json::from_value::<S::Object>(old.clone()),
+        ) {
             (Ok(n), Ok(o)) => self.kind.validate_update(&n, &o),
-            (Err(e), _) | (_, Err(e)) => vec![apimachinery::status::FieldError::invalid("", "", e.to_string())],
+            (Err(e), _) | (_, Err(e)) => vec![apimachinery::status::FieldError::invalid(
+                "",
+                "",
+                e.to_string(),
+            )],
         }
     }
 
@@ -235,6 +257,9 @@ mod tests {
         let known = json!({"spec":{"containers":[{"name":"a"}]}});
         let mut out = Vec::new();
         unknown_fields(&input, &known, "", &mut out);
-        assert_eq!(out, vec!["spec.containers[0].bar".to_string(), "spec.foo".to_string()]);
+        assert_eq!(
+            out,
+            vec!["spec.containers[0].bar".to_string(), "spec.foo".to_string()]
+        );
     }
 }

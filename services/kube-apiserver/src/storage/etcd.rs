@@ -41,7 +41,10 @@ fn map_etcd_error(e: etcd_client::Error, requested: i64) -> StorageError {
     if let etcd_client::Error::GRpcStatus(status) = &e {
         let msg = status.message();
         if msg.contains("required revision has been compacted") {
-            return StorageError::Compacted { requested, compacted: 0 };
+            return StorageError::Compacted {
+                requested,
+                compacted: 0,
+            };
         }
         if msg.contains("required revision is a future revision") {
             return StorageError::FutureRevision(requested);
@@ -73,14 +76,18 @@ impl EtcdStorage {
             let mut tls = TlsOptions::new();
             if let Some(ca) = &config.ca_file {
                 let pem = std::fs::read(ca).map_err(|e| {
-                    StorageError::Etcd(etcd_client::Error::InvalidArgs(format!("reading --etcd-cafile {ca}: {e}")))
+                    StorageError::Etcd(etcd_client::Error::InvalidArgs(format!(
+                        "reading --etcd-cafile {ca}: {e}"
+                    )))
                 })?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
             if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
                 let read = |p: &str| {
                     std::fs::read(p).map_err(|e| {
-                        StorageError::Etcd(etcd_client::Error::InvalidArgs(format!("reading {p}: {e}")))
+                        StorageError::Etcd(etcd_client::Error::InvalidArgs(format!(
+                            "reading {p}: {e}"
+                        )))
                     })
                 };
                 tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
@@ -88,7 +95,11 @@ impl EtcdStorage {
             options = options.with_tls(tls);
         }
         let client = Client::connect(&config.servers, Some(options)).await?;
-        let timeout = if config.request_timeout.is_zero() { Duration::from_secs(15) } else { config.request_timeout };
+        let timeout = if config.request_timeout.is_zero() {
+            Duration::from_secs(15)
+        } else {
+            config.request_timeout
+        };
         Ok(EtcdStorage { client, timeout })
     }
 
@@ -98,7 +109,10 @@ impl EtcdStorage {
     ) -> Result<T, etcd_client::Error> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(etcd_client::Error::WatchError(format!("request timed out after {:?}", self.timeout))),
+            Err(_) => Err(etcd_client::Error::WatchError(format!(
+                "request timed out after {:?}",
+                self.timeout
+            ))),
         }
     }
 
@@ -106,7 +120,10 @@ impl EtcdStorage {
     pub async fn current_revision(&self) -> Result<i64, StorageError> {
         let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get("/", Some(GetOptions::new().with_count_only().with_serializable())))
+            .timed(kv.get(
+                "/",
+                Some(GetOptions::new().with_count_only().with_serializable()),
+            ))
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
@@ -114,7 +131,9 @@ impl EtcdStorage {
     /// A linearizable read of the store's current revision.
     pub async fn linearized_revision(&self) -> Result<i64, StorageError> {
         let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get("\0", Some(GetOptions::new().with_count_only()))).await?;
+        let resp = self
+            .timed(kv.get("\0", Some(GetOptions::new().with_count_only())))
+            .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
@@ -138,7 +157,12 @@ impl EtcdStorage {
     }
 
     /// Replaces the key if its mod revision is still `expected`; returns the new revision.
-    pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64, StorageError> {
+    pub async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: i64,
+    ) -> Result<i64, StorageError> {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, value, None)])
@@ -172,7 +196,10 @@ impl EtcdStorage {
         });
         match current {
             None => StorageError::KeyNotFound(key.to_string()),
-            current => StorageError::Conflict { key: key.to_string(), current },
+            current => StorageError::Conflict {
+                key: key.to_string(),
+                current,
+            },
         }
     }
 
@@ -195,7 +222,10 @@ impl EtcdStorage {
             options = options.with_revision(revision);
         }
         let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get(from, Some(options))).await.map_err(|e| map_etcd_error(e, revision))?;
+        let resp = self
+            .timed(kv.get(from, Some(options)))
+            .await
+            .map_err(|e| map_etcd_error(e, revision))?;
         let items: Vec<KeyValue> = resp.kvs().iter().map(to_kv).collect();
         let remaining = (resp.count() - items.len() as i64).max(0);
         Ok(ListPage {
@@ -210,13 +240,26 @@ impl EtcdStorage {
     pub async fn count(&self, prefix: &str) -> Result<i64, StorageError> {
         let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get(prefix, Some(GetOptions::new().with_range(prefix_end(prefix)).with_count_only())))
+            .timed(
+                kv.get(
+                    prefix,
+                    Some(
+                        GetOptions::new()
+                            .with_range(prefix_end(prefix))
+                            .with_count_only(),
+                    ),
+                ),
+            )
             .await?;
         Ok(resp.count())
     }
 
     /// Watches keys under `prefix` from `start_revision` (inclusive), with previous values.
-    pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<EtcdWatch, StorageError> {
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        start_revision: i64,
+    ) -> Result<EtcdWatch, StorageError> {
         let options = WatchOptions::new()
             .with_range(prefix_end(prefix))
             .with_prev_key()
@@ -224,7 +267,10 @@ impl EtcdStorage {
             .with_start_revision(start_revision);
         let mut client = self.client.watch_client();
         let stream = client.watch(prefix, Some(options)).await?;
-        Ok(EtcdWatch { stream, start_revision })
+        Ok(EtcdWatch {
+            stream,
+            start_revision,
+        })
     }
 }
 
@@ -263,14 +309,19 @@ impl EtcdWatch {
                 if resp.created() {
                     continue;
                 }
-                return Ok(Some(vec![WatchChange::Progress { revision: header_rev }]));
+                return Ok(Some(vec![WatchChange::Progress {
+                    revision: header_rev,
+                }]));
             }
             let mut changes = Vec::with_capacity(resp.events().len());
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let prev = ev.prev_kv().map(to_kv);
                 match ev.event_type() {
-                    EventType::Put => changes.push(WatchChange::Put { kv: to_kv(kv), prev }),
+                    EventType::Put => changes.push(WatchChange::Put {
+                        kv: to_kv(kv),
+                        prev,
+                    }),
                     EventType::Delete => changes.push(WatchChange::Delete {
                         key: String::from_utf8_lossy(kv.key()).into_owned(),
                         revision: kv.mod_revision(),

@@ -19,9 +19,14 @@ pub enum StorageError {
     KeyNotFound(String),
     /// The compare on mod revision failed; carries the current value, if any.
     #[error("precondition failed for key {key}")]
-    Conflict { key: String, current: Option<KeyValue> },
+    Conflict {
+        key: String,
+        current: Option<KeyValue>,
+    },
     /// The requested revision has been compacted.
-    #[error("the requested revision {requested} has been compacted (compacted revision {compacted})")]
+    #[error(
+        "the requested revision {requested} has been compacted (compacted revision {compacted})"
+    )]
     Compacted { requested: i64, compacted: i64 },
     #[error("the requested revision {0} is in the future")]
     FutureRevision(i64),
@@ -55,8 +60,15 @@ pub struct ListPage {
 /// One change seen by a watch.
 #[derive(Clone, Debug)]
 pub enum WatchChange {
-    Put { kv: KeyValue, prev: Option<KeyValue> },
-    Delete { key: String, revision: i64, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
+    Delete {
+        key: String,
+        revision: i64,
+        prev: Option<KeyValue>,
+    },
     /// No change, but the store has reached this revision (progress notify).
     Progress { revision: i64 },
 }
