@@ -139,6 +139,8 @@ pub struct Cacher {
     sender: broadcast::Sender<Broadcast>,
     revision_tx: watch::Sender<i64>,
     ready_tx: watch::Sender<bool>,
+    /// Asks the etcd watch for a progress report now (a reader waits for a revision).
+    progress_wanted: tokio::sync::Notify,
 }
 
 const DEFAULT_CAPACITY: usize = 1024;
@@ -161,6 +163,7 @@ impl Cacher {
             sender,
             revision_tx: watch::channel(0).0,
             ready_tx: watch::channel(false).0,
+            progress_wanted: tokio::sync::Notify::new(),
         })
     }
 
@@ -264,6 +267,9 @@ impl Cacher {
                 _ = progress.tick() => {
                     w.request_progress().await?;
                 }
+                _ = self.progress_wanted.notified() => {
+                    w.request_progress().await?;
+                }
             }
         }
     }
@@ -350,6 +356,10 @@ impl Cacher {
         limit: Duration,
     ) -> Result<(), CacheError> {
         let mut rx = self.revision_tx.subscribe();
+        if *rx.borrow() >= revision {
+            return Ok(());
+        }
+        self.progress_wanted.notify_one();
         let reached = tokio::time::timeout(limit, rx.wait_for(|r| *r >= revision))
             .await
             .is_ok_and(|r| r.is_ok());

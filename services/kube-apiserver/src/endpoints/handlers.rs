@@ -323,7 +323,12 @@ async fn get(ctx: &Ctx, ns: &str) -> Result<Response<Body>, ApiError> {
         let bytes = store.get_cached(&ctx.d, ns, name).await?;
         return Ok(super::json_response(StatusCode::OK, bytes));
     }
-    let obj = store.get(&ctx.d, ns, name).await?;
+    let bytes = store.get_consistent(&ctx.d, ns, name).await?;
+    if ctx.output == Output::Json {
+        return Ok(super::json_response(StatusCode::OK, bytes));
+    }
+    let obj: Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(object_response(ctx, StatusCode::OK, &obj))
 }
 

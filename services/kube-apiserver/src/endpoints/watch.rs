@@ -21,6 +21,8 @@ use crate::registry::ResourceDescriptor;
 type Filter = crate::registry::ObjectFilter;
 
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
+/// Most events written to a watcher in one chunk.
+const MAX_BATCH: usize = 256;
 
 /// How one watcher wants its events shaped.
 #[derive(Clone)]
@@ -128,8 +130,8 @@ pub async fn serve(
     // sendInitialEvents with a version: state as of that version (we serve
     // the current state, which is not older), then the end bookmark.
     let subscribe_from = if send_initial { None } else { after };
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let mut response = Response::new(Body::Stream(rx));
+    let (tx, rx) = mpsc::channel::<Vec<Bytes>>(16);
+    let mut response = Response::new(Body::Stream(rx, Default::default()));
     *response.status_mut() = StatusCode::OK;
     let ct = match output {
         Output::Table | Output::PartialMetadata => "application/json",
@@ -176,7 +178,7 @@ pub async fn serve(
                     let status = e.to_status();
                     let line =
                         encode_line("ERROR", &serde_json::to_vec(&status).unwrap_or_default());
-                    let _ = tx.send(line).await;
+                    let _ = tx.send(vec![line]).await;
                 }
             });
             return Ok(response);
@@ -206,7 +208,7 @@ pub async fn serve(
 }
 
 struct Watcher {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     filter: Option<Filter>,
     prefix: String,
     shape: Shape,
@@ -251,7 +253,11 @@ impl Watcher {
     }
 
     async fn send(&self, b: Bytes) -> bool {
-        self.tx.send(b).await.is_ok()
+        self.tx.send(vec![b]).await.is_ok()
+    }
+
+    async fn send_batch(&self, batch: Vec<Bytes>) -> bool {
+        self.tx.send(batch).await.is_ok()
     }
 
     async fn run(
@@ -290,19 +296,42 @@ impl Watcher {
                         return;
                     }
                 }
-                msg = rx.recv() => match msg {
-                    Ok(Broadcast::Event(ev)) => {
-                        self.last_rv = self.last_rv.max(ev.resource_version);
-                        if let Some(line) = self.project(&ev) {
-                            if !self.send(line).await {
+                msg = rx.recv() => {
+                    // Everything already queued goes out as one chunk: one
+                    // write (and one TLS record) instead of one per event.
+                    let mut batch: Vec<Bytes> = Vec::new();
+                    let mut next = Some(msg);
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            Ok(Broadcast::Event(ev)) => {
+                                self.last_rv = self.last_rv.max(ev.resource_version);
+                                if let Some(line) = self.project(&ev) {
+                                    batch.push(line);
+                                }
+                            }
+                            Ok(Broadcast::Progress(rv)) => progress_rv = rv,
+                            // Too slow or the cache was rebuilt: end; the client resumes from its last version.
+                            Ok(Broadcast::Reset)
+                            | Err(broadcast::error::RecvError::Lagged(_))
+                            | Err(broadcast::error::RecvError::Closed) => {
+                                if !batch.is_empty() {
+                                    let _ = self.send_batch(batch).await;
+                                }
                                 return;
                             }
                         }
+                        if batch.len() < MAX_BATCH {
+                            next = match rx.try_recv() {
+                                Ok(m) => Some(Ok(m)),
+                                Err(broadcast::error::TryRecvError::Empty) => None,
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
+                                Err(broadcast::error::TryRecvError::Closed) => Some(Err(broadcast::error::RecvError::Closed)),
+                            };
+                        }
                     }
-                    Ok(Broadcast::Progress(rv)) => progress_rv = rv,
-                    // Too slow or the cache was rebuilt: end; the client resumes from its last version.
-                    Ok(Broadcast::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    if !batch.is_empty() && !self.send_batch(batch).await {
+                        return;
+                    }
                 }
             }
         }
@@ -319,7 +348,7 @@ async fn stream_from_etcd(
     after: i64,
     filter: Option<Filter>,
     shape: Shape,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     timeout: Duration,
 ) -> Result<(), ApiError> {
     use crate::cache::Cacher;
@@ -388,7 +417,7 @@ async fn stream_from_etcd(
                 _ => continue,
             };
             let line = shape.line(name, None, &obj, &mut first);
-            if tx.send(line).await.is_err() {
+            if tx.send(vec![line]).await.is_err() {
                 return Ok(());
             }
         }

@@ -118,6 +118,7 @@ const MAX_UPDATE_RETRIES: usize = 16;
 /// The generic registry store.
 pub struct Store {
     pub storage: EtcdStorage,
+    barrier: Arc<crate::storage::RevisionBarrier>,
     pub root: String,
     pub resources: Arc<ResourceTable>,
     caches: HashMap<(String, String), Arc<Cacher>>,
@@ -248,8 +249,10 @@ impl Store {
                 )
             })
             .collect();
+        let barrier = crate::storage::RevisionBarrier::start(storage.clone());
         Store {
             storage,
+            barrier,
             root,
             resources,
             caches,
@@ -303,6 +306,33 @@ impl Store {
             Some(kv) => decode_kv(&kv),
             None => Err(ApiError::not_found(&d.qualified(), name)),
         }
+    }
+
+    /// A consistent get served from the watch cache once it has caught up
+    /// with etcd's current revision; falls back to etcd.
+    pub async fn get_consistent(
+        &self,
+        d: &ResourceDescriptor,
+        ns: &str,
+        name: &str,
+    ) -> Result<Bytes, ApiError> {
+        let cache = self.cache(d);
+        if cache.is_ready() {
+            if let Some(rev) = self.barrier.current().await {
+                if cache
+                    .wait_for_revision(rev, Duration::from_secs(3))
+                    .await
+                    .is_ok()
+                {
+                    return match cache.get(&self.key(d, ns, name)) {
+                        Some(o) => Ok(o.json.clone()),
+                        None => Err(ApiError::not_found(&d.qualified(), name)),
+                    };
+                }
+            }
+        }
+        let v = self.get(d, ns, name).await?;
+        Ok(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
     }
 
     /// A get with `resourceVersion=0`: any cached version will do.
@@ -808,9 +838,8 @@ impl Store {
         // consistent reads once the cache has caught up with etcd.
         if cache.is_ready() {
             let wanted = match requested {
-                Some(0) => Some(0),
                 Some(n) => Some(n),
-                None => self.storage.linearized_revision().await.ok(),
+                None => self.barrier.current().await,
             };
             if let Some(wanted) = wanted {
                 if cache

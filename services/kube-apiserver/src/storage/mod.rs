@@ -4,8 +4,10 @@
 //! Values are the objects' JSON bytes; `metadata.resourceVersion` is never
 //! trusted from the stored bytes, it is the key's mod revision.
 
+mod barrier;
 mod etcd;
 
+pub use barrier::RevisionBarrier;
 pub use etcd::{EtcdConfig, EtcdStorage};
 
 use bytes::Bytes;
