@@ -285,6 +285,69 @@ impl ApiServer {
     }
 }
 
+impl ApiServer {
+    /// A JSON request: (status code, parsed body or Null).
+    pub fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let ct = if method == "PATCH" {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
+        let (code, text) = self
+            .request(method, path, Some(ct), bytes.as_deref())
+            .unwrap_or((0, String::new()));
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// A request with extra headers: (status code, body, response headers).
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+    ) -> Result<(u16, Vec<u8>, String)> {
+        let out_file = self.dir.path().join(format!("out-{}", free_port()));
+        let hdr_file = self.dir.path().join(format!("hdr-{}", free_port()));
+        let url = format!("{}{path}", self.url());
+        let mut args: Vec<String> = vec![
+            "-sk".into(),
+            "-X".into(),
+            method.into(),
+            "-o".into(),
+            out_file.display().to_string(),
+            "-D".into(),
+            hdr_file.display().to_string(),
+            "-w".into(),
+            "%{http_code}".into(),
+        ];
+        for h in headers {
+            args.push("-H".into());
+            args.push(h.to_string());
+        }
+        args.push(url);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = curl(&refs)?;
+        let code: u16 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let body = std::fs::read(&out_file).unwrap_or_default();
+        let hdrs = std::fs::read_to_string(&hdr_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&out_file);
+        let _ = std::fs::remove_file(&hdr_file);
+        Ok((code, body, hdrs))
+    }
+}
+
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.kill();

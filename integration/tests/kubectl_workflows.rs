@@ -460,7 +460,7 @@ fn concurrent_conflicting_updates_let_exactly_one_win() {
         let handles: Vec<_> = (0..6)
             .map(|i| {
                 let mut obj = base.clone();
-                obj["data"]["v"] = serde_json::json!(i.to_string());
+                obj["data"]["v"] = serde_json::json!((i + 1).to_string()); // never the current value: a no-op write succeeds without a version change
                 let body = obj.to_string();
                 let version = KUBECTL_VERSIONS[i % 2];
                 s.spawn(move || {

@@ -74,6 +74,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let root = options.etcd_prefix.trim_end_matches('/').to_string();
     let resources = Arc::new(ResourceTable::new(resources::builtin()));
     let store = Arc::new(Store::new(etcd.clone(), root.clone(), resources.clone()));
+    store.detect_storage_features().await;
     store.start_caches();
     tokio::time::timeout(Duration::from_secs(60), store.wait_caches_ready())
         .await

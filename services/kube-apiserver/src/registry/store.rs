@@ -119,6 +119,9 @@ const MAX_UPDATE_RETRIES: usize = 16;
 pub struct Store {
     pub storage: EtcdStorage,
     barrier: Arc<crate::storage::RevisionBarrier>,
+    /// Whether etcd's progress notifications can be trusted for consistent
+    /// reads from the cache (etcd ≥ 3.4.31 / ≥ 3.5.13; etcd-io/etcd#15220).
+    consistent_reads_from_cache: std::sync::atomic::AtomicBool,
     pub root: String,
     pub resources: Arc<ResourceTable>,
     caches: HashMap<(String, String), Arc<Cacher>>,
@@ -253,6 +256,7 @@ impl Store {
         Store {
             storage,
             barrier,
+            consistent_reads_from_cache: std::sync::atomic::AtomicBool::new(false),
             root,
             resources,
             caches,
@@ -317,22 +321,57 @@ impl Store {
         name: &str,
     ) -> Result<Bytes, ApiError> {
         let cache = self.cache(d);
+        let key = self.key(d, ns, name);
         if cache.is_ready() {
-            if let Some(rev) = self.barrier.current().await {
-                if cache
-                    .wait_for_revision(rev, Duration::from_secs(3))
+            if self.reads_from_cache() {
+                if let Some(rev) = self.barrier.current().await {
+                    if cache
+                        .wait_for_revision(rev, Duration::from_secs(3))
+                        .await
+                        .is_ok()
+                    {
+                        return match cache.get(&key) {
+                            Some(o) => Ok(o.json.clone()),
+                            None => Err(ApiError::not_found(&d.qualified(), name)),
+                        };
+                    }
+                }
+            } else {
+                // Without trustworthy progress notifications: ask etcd for the
+                // key's mod revision only, and use the cached bytes when they
+                // are that version.
+                match self
+                    .storage
+                    .mod_revision(&key)
                     .await
-                    .is_ok()
+                    .map_err(|e| map_storage(d, name, e))?
                 {
-                    return match cache.get(&self.key(d, ns, name)) {
-                        Some(o) => Ok(o.json.clone()),
-                        None => Err(ApiError::not_found(&d.qualified(), name)),
-                    };
+                    None => return Err(ApiError::not_found(&d.qualified(), name)),
+                    Some(rev) => {
+                        if let Some(o) = cache.get(&key).filter(|o| o.resource_version == rev) {
+                            return Ok(o.json.clone());
+                        }
+                    }
                 }
             }
         }
         let v = self.get(d, ns, name).await?;
         Ok(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+    }
+
+    /// Decides from etcd's version whether consistent reads may be served
+    /// from the watch cache.
+    pub async fn detect_storage_features(&self) {
+        let version = self.storage.version().await.unwrap_or_default();
+        let ok = progress_notify_is_reliable(&version);
+        self.consistent_reads_from_cache
+            .store(ok, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(etcd = %version, consistent_reads_from_cache = ok, "storage features");
+    }
+
+    fn reads_from_cache(&self) -> bool {
+        self.consistent_reads_from_cache
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A get with `resourceVersion=0`: any cached version will do.
@@ -736,7 +775,11 @@ impl Store {
                         );
                         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                     }
-                    m.insert("finalizers".into(), json!(finalizers));
+                    if finalizers.is_empty() {
+                        m.remove("finalizers");
+                    } else {
+                        m.insert("finalizers".into(), json!(finalizers));
+                    }
                     d.strategy.mark_terminating(&mut obj);
                     if opts.dry_run {
                         return Ok(Deleted {
@@ -839,7 +882,8 @@ impl Store {
         if cache.is_ready() {
             let wanted = match requested {
                 Some(n) => Some(n),
-                None => self.barrier.current().await,
+                None if self.reads_from_cache() => self.barrier.current().await,
+                None => None,
             };
             if let Some(wanted) = wanted {
                 if cache
@@ -879,7 +923,10 @@ impl Store {
                     ),
                     e => map_storage(d, "", e),
                 })?;
-            revision = page.revision;
+            // A continued list reports the revision it is pinned to.
+            if revision == 0 {
+                revision = page.revision;
+            }
             let n = page.items.len();
             for (i, kv) in page.items.iter().enumerate() {
                 if limit > 0 && items.len() as i64 == limit {
@@ -935,6 +982,23 @@ impl Store {
         after: Option<i64>,
     ) -> Result<Subscription, CacheError> {
         self.cache(d).subscribe(after)
+    }
+}
+
+/// etcd fixed its requested progress notifications (etcd-io/etcd#15220 and
+/// the follow-up for watches without events) in 3.4.31 and 3.5.13.
+pub fn progress_notify_is_reliable(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, patch) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    match (major, minor) {
+        (3, 4) => patch >= 31,
+        (3, 5) => patch >= 13,
+        (3, m) => m >= 6,
+        (m, _) => m > 3,
     }
 }
 
@@ -1026,6 +1090,16 @@ impl KindHint for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consistent_reads_from_cache_need_a_fixed_etcd() {
+        assert!(!progress_notify_is_reliable("3.4.23"));
+        assert!(progress_notify_is_reliable("3.4.31"));
+        assert!(!progress_notify_is_reliable("3.5.12"));
+        assert!(progress_notify_is_reliable("3.5.13"));
+        assert!(progress_notify_is_reliable("3.6.0"));
+        assert!(!progress_notify_is_reliable(""));
+    }
 
     #[test]
     fn continue_tokens_round_trip() {

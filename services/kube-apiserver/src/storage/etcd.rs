@@ -1,5 +1,7 @@
 //! etcd v3 over gRPC: the only place in the project that talks to etcd.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,10 +23,24 @@ pub struct EtcdConfig {
 }
 
 /// A connected etcd client. Cheap to clone.
+///
+/// One client per endpoint: tonic's balancer keeps routing to a dead endpoint,
+/// so failover is ours. A request that finds its endpoint unavailable (nothing
+/// was sent) moves to the next one; the working endpoint stays current.
 #[derive(Clone)]
 pub struct EtcdStorage {
-    client: Client,
+    clients: Arc<Vec<Client>>,
+    current: Arc<AtomicUsize>,
     timeout: Duration,
+}
+
+/// Whether an error means the request never reached a server.
+fn unreachable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
 }
 
 fn to_kv(kv: &etcd_client::KeyValue) -> KeyValue {
@@ -94,13 +110,58 @@ impl EtcdStorage {
             }
             options = options.with_tls(tls);
         }
-        let client = Client::connect(&config.servers, Some(options)).await?;
+        let mut clients = Vec::new();
+        for server in &config.servers {
+            clients.push(Client::connect([server.as_str()], Some(options.clone())).await?);
+        }
+        if clients.is_empty() {
+            return Err(StorageError::Etcd(etcd_client::Error::InvalidArgs(
+                "--etcd-servers is empty".into(),
+            )));
+        }
         let timeout = if config.request_timeout.is_zero() {
             Duration::from_secs(15)
         } else {
             config.request_timeout
         };
-        Ok(EtcdStorage { client, timeout })
+        Ok(EtcdStorage {
+            clients: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
+            timeout,
+        })
+    }
+
+    /// Runs `op` against the current endpoint, moving on to the next ones
+    /// while endpoints are unreachable.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.clients.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            match self.timed(op(self.clients[idx].clone())).await {
+                Ok(v) => {
+                    if idx != start {
+                        self.current.store(idx, Ordering::Relaxed);
+                        tracing::warn!(endpoint = idx, "etcd: failed over to another endpoint");
+                    }
+                    return Ok(v);
+                }
+                Err(e) if unreachable(&e) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoint".into())))
+    }
+
+    /// The version etcd reports (`3.4.23`).
+    pub async fn version(&self) -> Result<String, StorageError> {
+        let status = self.call(|mut c| async move { c.status().await }).await?;
+        Ok(status.version().to_string())
     }
 
     async fn timed<T>(
@@ -118,29 +179,44 @@ impl EtcdStorage {
 
     /// The store's current revision.
     pub async fn current_revision(&self) -> Result<i64, StorageError> {
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get(
-                "/",
-                Some(GetOptions::new().with_count_only().with_serializable()),
-            ))
+            .call(|c| async move {
+                let options = GetOptions::new().with_count_only().with_serializable();
+                c.kv_client().get("/", Some(options)).await
+            })
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     /// A linearizable read of the store's current revision.
     pub async fn linearized_revision(&self) -> Result<i64, StorageError> {
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get("\0", Some(GetOptions::new().with_count_only())))
+            .call(|c| async move {
+                c.kv_client()
+                    .get("\0", Some(GetOptions::new().with_count_only()))
+                    .await
+            })
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get(key, None)).await?;
+        let resp = self
+            .call(|c| async move { c.kv_client().get(key, None).await })
+            .await?;
         Ok(resp.kvs().first().map(to_kv))
+    }
+
+    /// The key's mod revision, without its value (a cheap freshness check).
+    pub async fn mod_revision(&self, key: &str) -> Result<Option<i64>, StorageError> {
+        let resp = self
+            .call(|c| async move {
+                c.kv_client()
+                    .get(key, Some(GetOptions::new().with_keys_only()))
+                    .await
+            })
+            .await?;
+        Ok(resp.kvs().first().map(|kv| kv.mod_revision()))
     }
 
     /// Creates the key only if absent; returns the new revision.
@@ -148,8 +224,12 @@ impl EtcdStorage {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.txn(txn)).await?;
+        let resp = self
+            .call(|c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
             return Err(StorageError::KeyExists(key.to_string()));
         }
@@ -167,8 +247,12 @@ impl EtcdStorage {
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, value, None)])
             .or_else([TxnOp::get(key, None)]);
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.txn(txn)).await?;
+        let resp = self
+            .call(|c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
             return Err(self.conflict(key, resp.op_responses()));
         }
@@ -181,8 +265,12 @@ impl EtcdStorage {
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::delete(key, None::<DeleteOptions>)])
             .or_else([TxnOp::get(key, None)]);
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.txn(txn)).await?;
+        let resp = self
+            .call(|c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
             return Err(self.conflict(key, resp.op_responses()));
         }
@@ -221,9 +309,11 @@ impl EtcdStorage {
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get(from, Some(options)))
+            .call(|c| {
+                let options = options.clone();
+                async move { c.kv_client().get(from, Some(options)).await }
+            })
             .await
             .map_err(|e| map_etcd_error(e, revision))?;
         let items: Vec<KeyValue> = resp.kvs().iter().map(to_kv).collect();
@@ -238,18 +328,13 @@ impl EtcdStorage {
 
     /// Counts keys under `prefix` (for `apiserver_storage_objects`).
     pub async fn count(&self, prefix: &str) -> Result<i64, StorageError> {
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(
-                kv.get(
-                    prefix,
-                    Some(
-                        GetOptions::new()
-                            .with_range(prefix_end(prefix))
-                            .with_count_only(),
-                    ),
-                ),
-            )
+            .call(|c| async move {
+                let options = GetOptions::new()
+                    .with_range(prefix_end(prefix))
+                    .with_count_only();
+                c.kv_client().get(prefix, Some(options)).await
+            })
             .await?;
         Ok(resp.count())
     }
@@ -265,8 +350,12 @@ impl EtcdStorage {
             .with_prev_key()
             .with_progress_notify()
             .with_start_revision(start_revision);
-        let mut client = self.client.watch_client();
-        let stream = client.watch(prefix, Some(options)).await?;
+        let stream = self
+            .call(|c| {
+                let options = options.clone();
+                async move { c.watch_client().watch(prefix, Some(options)).await }
+            })
+            .await?;
         Ok(EtcdWatch {
             stream,
             start_revision,
