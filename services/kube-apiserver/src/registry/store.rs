@@ -119,6 +119,7 @@ const MAX_UPDATE_RETRIES: usize = 16;
 pub struct Store {
     pub storage: EtcdStorage,
     barrier: Arc<crate::storage::RevisionBarrier>,
+    key_revisions: Arc<crate::storage::KeyRevisionBatcher>,
     /// Whether etcd's progress notifications can be trusted for consistent
     /// reads from the cache (etcd ≥ 3.4.31 / ≥ 3.5.13; etcd-io/etcd#15220).
     consistent_reads_from_cache: std::sync::atomic::AtomicBool,
@@ -253,9 +254,11 @@ impl Store {
             })
             .collect();
         let barrier = crate::storage::RevisionBarrier::start(storage.clone());
+        let key_revisions = crate::storage::KeyRevisionBatcher::start(storage.clone());
         Store {
             storage,
             barrier,
+            key_revisions,
             consistent_reads_from_cache: std::sync::atomic::AtomicBool::new(false),
             root,
             resources,
@@ -340,18 +343,14 @@ impl Store {
                 // Without trustworthy progress notifications: ask etcd for the
                 // key's mod revision only, and use the cached bytes when they
                 // are that version.
-                match self
-                    .storage
-                    .mod_revision(&key)
-                    .await
-                    .map_err(|e| map_storage(d, name, e))?
-                {
-                    None => return Err(ApiError::not_found(&d.qualified(), name)),
-                    Some(rev) => {
+                match self.key_revisions.mod_revision(&key).await {
+                    Ok(None) => return Err(ApiError::not_found(&d.qualified(), name)),
+                    Ok(Some(rev)) => {
                         if let Some(o) = cache.get(&key).filter(|o| o.resource_version == rev) {
                             return Ok(o.json.clone());
                         }
                     }
+                    Err(()) => {}
                 }
             }
         }
@@ -893,6 +892,25 @@ impl Store {
                 {
                     let (items, revision) = cache.snapshot(&prefix);
                     return Ok(page_from_snapshot(items, revision, &prefix, opts));
+                }
+            } else if requested.is_none() {
+                // Consistent without progress notifications: the snapshot is
+                // served when etcd's keys and mod revisions, read after the
+                // request arrived, are exactly the snapshot's.
+                for _ in 0..3 {
+                    let (items, _) = cache.snapshot(&prefix);
+                    let Ok((keys, revision)) = self.storage.key_revisions(&prefix).await else {
+                        break;
+                    };
+                    let same = keys.len() == items.len()
+                        && keys
+                            .iter()
+                            .zip(&items)
+                            .all(|((k, r), o)| *k == o.key && *r == o.resource_version);
+                    if same {
+                        return Ok(page_from_snapshot(items, revision, &prefix, opts));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
         }

@@ -51,3 +51,56 @@ impl RevisionBarrier {
         (got > 0).then_some(got)
     }
 }
+
+/// Coalesces the keys-only freshness checks of concurrent gets: requests that
+/// arrive while a transaction is in flight go together in the next one.
+/// A reply to one freshness check: the key's mod revision, `Err` when etcd failed.
+type Reply = tokio::sync::oneshot::Sender<Result<Option<i64>, ()>>;
+
+pub struct KeyRevisionBatcher {
+    tx: tokio::sync::mpsc::Sender<(String, Reply)>,
+}
+
+/// etcd's default `--max-txn-ops`.
+const MAX_BATCH: usize = 128;
+
+impl KeyRevisionBatcher {
+    pub fn start(storage: EtcdStorage) -> Arc<Self> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Reply)>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+                match storage.mod_revisions(&keys).await {
+                    Ok(revs) => {
+                        for ((_, reply), rev) in batch.into_iter().zip(revs) {
+                            let _ = reply.send(Ok(rev));
+                        }
+                    }
+                    Err(_) => {
+                        for (_, reply) in batch {
+                            let _ = reply.send(Err(()));
+                        }
+                    }
+                }
+            }
+        });
+        Arc::new(KeyRevisionBatcher { tx })
+    }
+
+    /// The key's current mod revision (`Ok(None)`: absent); `Err` when etcd failed.
+    pub async fn mod_revision(&self, key: &str) -> Result<Option<i64>, ()> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((key.to_string(), reply))
+            .await
+            .map_err(|_| ())?;
+        rx.await.unwrap_or(Err(()))
+    }
+}

@@ -219,6 +219,59 @@ impl EtcdStorage {
         Ok(resp.kvs().first().map(|kv| kv.mod_revision()))
     }
 
+    /// The mod revisions of several keys (absent = `None`) in one
+    /// linearizable transaction of keys-only reads (at most 128 keys, etcd's
+    /// default --max-txn-ops).
+    pub async fn mod_revisions(&self, keys: &[String]) -> Result<Vec<Option<i64>>, StorageError> {
+        let ops: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::get(k.as_str(), Some(GetOptions::new().with_keys_only())))
+            .collect();
+        let txn = Txn::new().and_then(ops);
+        let resp = self
+            .call(|c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
+        Ok(resp
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every key under `prefix` with its mod revision, without values, and
+    /// the revision the read was served at.
+    pub async fn key_revisions(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<(String, i64)>, i64), StorageError> {
+        let resp = self
+            .call(|c| async move {
+                let options = GetOptions::new()
+                    .with_range(prefix_end(prefix))
+                    .with_keys_only()
+                    .with_sort(SortTarget::Key, SortOrder::Ascend);
+                c.kv_client().get(prefix, Some(options)).await
+            })
+            .await?;
+        let keys = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.mod_revision(),
+                )
+            })
+            .collect();
+        Ok((keys, resp.header().map(|h| h.revision()).unwrap_or(0)))
+    }
+
     /// Creates the key only if absent; returns the new revision.
     pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StorageError> {
         let txn = Txn::new()

@@ -7,7 +7,7 @@
 mod barrier;
 mod etcd;
 
-pub use barrier::RevisionBarrier;
+pub use barrier::{KeyRevisionBatcher, RevisionBarrier};
 pub use etcd::{EtcdConfig, EtcdStorage};
 
 use bytes::Bytes;
