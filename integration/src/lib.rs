@@ -15,10 +15,7 @@ pub const KUBECTL_VERSIONS: &[&str] = &["1.33", "1.32"];
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 /// The folder of the built binaries (`target/<profile>`), found from the test binary.
@@ -28,10 +25,7 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
 }
 
 pub fn binary(name: &str) -> PathBuf {
@@ -62,8 +56,7 @@ fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Res
 }
 
 fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-        .is_ok()
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
 /// A real etcd member, alone, on free ports.
@@ -86,20 +79,14 @@ impl Etcd {
             .arg(format!("--listen-client-urls={client_url}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-            ))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
             .arg(format!("--initial-cluster=test=http://127.0.0.1:{peer}"))
             .arg("--log-level=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("starting etcd (apt-get install etcd-server)")?;
-        let etcd = Etcd {
-            child,
-            dir,
-            client_url,
-        };
+        let etcd = Etcd { child, dir, client_url };
         wait_for("etcd", Duration::from_secs(20), || port_open(client))?;
         Ok(etcd)
     }
@@ -159,18 +146,12 @@ impl ApiServer {
     }
 
     fn launch(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("apiserver.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("apiserver.log"))?;
         let child = Command::new(binary("kube-apiserver"))
             .arg(format!("--etcd-servers={}", self.etcd_url))
             .arg(format!("--secure-port={}", self.port))
             .arg("--bind-address=127.0.0.1")
-            .arg(format!(
-                "--cert-dir={}",
-                self.dir.path().join("certs").display()
-            ))
+            .arg(format!("--cert-dir={}", self.dir.path().join("certs").display()))
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
@@ -179,9 +160,7 @@ impl ApiServer {
         self.child = Some(child);
         let url = format!("{}/readyz", self.url());
         wait_for("kube-apiserver", Duration::from_secs(30), || {
-            curl(&["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url])
-                .map(|o| o.stdout == b"200")
-                .unwrap_or(false)
+            curl(&["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url]).map(|o| o.stdout == b"200").unwrap_or(false)
         })
         .with_context(|| format!("log:\n{}", self.log()))
     }
@@ -218,11 +197,7 @@ impl ApiServer {
         cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args(args)
             .env("HOME", self.dir.path())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut run = || -> std::io::Result<Output> {
@@ -274,10 +249,7 @@ impl ApiServer {
         args.push(url);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = curl(&refs)?;
-        let code: u16 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0);
+        let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
         let text = std::fs::read_to_string(&out_file).unwrap_or_default();
         let _ = std::fs::remove_file(&body_file);
         let _ = std::fs::remove_file(&out_file);
@@ -287,34 +259,15 @@ impl ApiServer {
 
 impl ApiServer {
     /// A JSON request: (status code, parsed body or Null).
-    pub fn json(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> (u16, serde_json::Value) {
+    pub fn json(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, serde_json::Value) {
         let bytes = body.map(|b| b.to_string().into_bytes());
-        let ct = if method == "PATCH" {
-            "application/merge-patch+json"
-        } else {
-            "application/json"
-        };
-        let (code, text) = self
-            .request(method, path, Some(ct), bytes.as_deref())
-            .unwrap_or((0, String::new()));
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
+        let ct = if method == "PATCH" { "application/merge-patch+json" } else { "application/json" };
+        let (code, text) = self.request(method, path, Some(ct), bytes.as_deref()).unwrap_or((0, String::new()));
+        (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
     /// A request with extra headers: (status code, body, response headers).
-    pub fn request_with_headers(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[&str],
-    ) -> Result<(u16, Vec<u8>, String)> {
+    pub fn request_with_headers(&self, method: &str, path: &str, headers: &[&str]) -> Result<(u16, Vec<u8>, String)> {
         let out_file = self.dir.path().join(format!("out-{}", free_port()));
         let hdr_file = self.dir.path().join(format!("hdr-{}", free_port()));
         let url = format!("{}{path}", self.url());
@@ -336,10 +289,7 @@ impl ApiServer {
         args.push(url);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = curl(&refs)?;
-        let code: u16 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0);
+        let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
         let body = std::fs::read(&out_file).unwrap_or_default();
         let hdrs = std::fs::read_to_string(&hdr_file).unwrap_or_default();
         let _ = std::fs::remove_file(&out_file);
@@ -355,10 +305,7 @@ impl Drop for ApiServer {
 }
 
 fn curl(args: &[&str]) -> Result<Output> {
-    Command::new("curl")
-        .args(args)
-        .output()
-        .context("running curl")
+    Command::new("curl").args(args).output().context("running curl")
 }
 
 /// etcd plus one apiserver: what most tests need.
@@ -377,11 +324,7 @@ impl ControlPlane {
 
 /// Output as text, for assertions with context.
 pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -398,10 +341,6 @@ pub fn ok(o: Output) -> String {
 /// Asserts kubectl failed and returns its combined output.
 #[track_caller]
 pub fn fails(o: Output) -> String {
-    assert!(
-        !o.status.success(),
-        "kubectl unexpectedly succeeded: {}",
-        text(&o)
-    );
+    assert!(!o.status.success(), "kubectl unexpectedly succeeded: {}", text(&o));
     text(&o)
 }

@@ -65,12 +65,7 @@ impl FieldErrorKind {
 
 impl FieldError {
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            kind: FieldErrorKind::Required,
-            field: field.into(),
-            value: None,
-            detail: detail.into(),
-        }
+        FieldError { kind: FieldErrorKind::Required, field: field.into(), value: None, detail: detail.into() }
     }
 
     pub fn invalid(
@@ -87,27 +82,15 @@ impl FieldError {
     }
 
     /// An invalid value shown as a JSON value (numbers unquoted, as upstream prints ints).
-    pub fn invalid_json(
-        field: impl Into<String>,
-        value: &Value,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn invalid_json(field: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
         let shown = match value {
             Value::String(s) => format!("{s:?}"),
             other => other.to_string(),
         };
-        FieldError {
-            kind: FieldErrorKind::Invalid,
-            field: field.into(),
-            value: Some(shown),
-            detail: detail.into(),
-        }
+        FieldError { kind: FieldErrorKind::Invalid, field: field.into(), value: Some(shown), detail: detail.into() }
     }
 
-    pub fn duplicate(
-        field: impl Into<String>,
-        value: impl std::fmt::Display + std::fmt::Debug,
-    ) -> Self {
+    pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display + std::fmt::Debug) -> Self {
         FieldError {
             kind: FieldErrorKind::Duplicate,
             field: field.into(),
@@ -131,12 +114,7 @@ impl FieldError {
     }
 
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            kind: FieldErrorKind::Forbidden,
-            field: field.into(),
-            value: None,
-            detail: detail.into(),
-        }
+        FieldError { kind: FieldErrorKind::Forbidden, field: field.into(), value: None, detail: detail.into() }
     }
 
     /// Upstream's `field.Error.Error()`: `spec.x: Invalid value: "v": detail`.
@@ -181,10 +159,7 @@ pub struct Qualified {
 
 impl Qualified {
     pub fn new(group: impl Into<String>, resource: impl Into<String>) -> Self {
-        Qualified {
-            group: group.into(),
-            resource: resource.into(),
-        }
+        Qualified { group: group.into(), resource: resource.into() }
     }
 
     /// `deployments.apps` or `pods`.
@@ -211,13 +186,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-            retry_after: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -226,21 +195,13 @@ impl ApiError {
     }
 
     pub fn not_found(what: &Qualified, name: &str) -> Self {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("{} \"{}\" not found", what.to_string_qualified(), name),
-        )
-        .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
+        ApiError::new(404, "NotFound", format!("{} \"{}\" not found", what.to_string_qualified(), name))
+            .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
     }
 
     pub fn already_exists(what: &Qualified, name: &str) -> Self {
-        ApiError::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{}\" already exists", what.to_string_qualified(), name),
-        )
-        .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
+        ApiError::new(409, "AlreadyExists", format!("{} \"{}\" already exists", what.to_string_qualified(), name))
+            .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
     }
 
     /// The optimistic-concurrency conflict every client retries on.
@@ -248,12 +209,7 @@ impl ApiError {
         ApiError::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{}\": {}",
-                what.to_string_qualified(),
-                name,
-                why
-            ),
+            format!("Operation cannot be fulfilled on {} \"{}\": {}", what.to_string_qualified(), name, why),
         )
         .with_details(json!({"name": name, "group": what.group, "kind": what.resource}))
     }
@@ -268,17 +224,9 @@ impl ApiError {
 
     /// 422 with one cause per field error; `kind` is the object's Kind.
     pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
-        let qualified_kind = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
+        let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let messages: Vec<String> = errors.iter().map(FieldError::message).collect();
-        let summary = if messages.len() == 1 {
-            messages[0].clone()
-        } else {
-            format!("[{}]", messages.join(", "))
-        };
+        let summary = if messages.len() == 1 { messages[0].clone() } else { format!("[{}]", messages.join(", ")) };
         let causes: Vec<StatusCause> = errors
             .iter()
             .map(|e| StatusCause {
@@ -287,12 +235,8 @@ impl ApiError {
                 field: e.field.clone(),
             })
             .collect();
-        ApiError::new(
-            422,
-            "Invalid",
-            format!("{qualified_kind} \"{name}\" is invalid: {summary}"),
-        )
-        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
+        ApiError::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {summary}"))
+            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -311,10 +255,7 @@ impl ApiError {
         ApiError::new(
             405,
             "MethodNotAllowed",
-            format!(
-                "{action} is not supported on resources of kind {:?}",
-                what.to_string_qualified()
-            ),
+            format!("{action} is not supported on resources of kind {:?}", what.to_string_qualified()),
         )
     }
 
@@ -346,11 +287,7 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {}", message.into()),
-        )
+        ApiError::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
@@ -425,7 +362,9 @@ mod tests {
         ];
         let e = ApiError::invalid("", "Pod", "A_b", &errs);
         assert_eq!(e.code, 422);
-        assert!(e.message.starts_with("Pod \"A_b\" is invalid: [spec.containers: Required value, metadata.name: Invalid value: \"A_b\""));
+        assert!(e.message.starts_with(
+            "Pod \"A_b\" is invalid: [spec.containers: Required value, metadata.name: Invalid value: \"A_b\""
+        ));
         let s = e.to_status();
         assert_eq!(s["details"]["causes"][0]["type"], "FieldValueRequired");
         assert_eq!(s["details"]["causes"][1]["field"], "metadata.name");

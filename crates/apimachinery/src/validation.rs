@@ -21,21 +21,16 @@ const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', \
      and must start and end with an alphanumeric character";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
-const LABEL_VALUE_ERR: &str =
-    "a valid label must be an empty string or consist of alphanumeric characters, \
+const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, \
      '-', '_' or '.', and must start and end with an alphanumeric character";
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
-const DNS1123_LABEL_ERR: &str =
-    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters \
+const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters \
      or '-', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str =
-    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
-const DNS1123_SUBDOMAIN_ERR: &str =
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric \
+const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric \
      characters, '-' or '.', and must start and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
-const DNS1035_LABEL_ERR: &str =
-    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', \
+const DNS1035_LABEL_ERR: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', \
      start with an alphabetic character, and end with an alphanumeric character";
 
 /// Upstream's `MaxLenError`: `must be no more than 63 characters`.
@@ -78,8 +73,7 @@ fn matches_qualified_name_part(s: &str) -> bool {
         (Some(first), Some(last)) => {
             first.is_ascii_alphanumeric()
                 && last.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         }
         _ => false,
     }
@@ -90,9 +84,7 @@ fn matches_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     match (b.first(), b.last()) {
-        (Some(first), Some(last)) => {
-            alnum(first) && alnum(last) && b.iter().all(|c| alnum(c) || *c == b'-')
-        }
+        (Some(first), Some(last)) => alnum(first) && alnum(last) && b.iter().all(|c| alnum(c) || *c == b'-'),
         _ => false,
     }
 }
@@ -118,11 +110,7 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push(format!("prefix part {}", empty_error()));
             } else {
-                errs.extend(
-                    is_dns1123_subdomain(prefix)
-                        .into_iter()
-                        .map(|m| format!("prefix part {m}")),
-                );
+                errs.extend(is_dns1123_subdomain(prefix).into_iter().map(|m| format!("prefix part {m}")));
             }
             *name
         }
@@ -137,19 +125,12 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
     if name.is_empty() {
         errs.push(format!("name part {}", empty_error()));
     } else if name.len() > QUALIFIED_NAME_MAX_LENGTH {
-        errs.push(format!(
-            "name part {}",
-            max_len_error(QUALIFIED_NAME_MAX_LENGTH)
-        ));
+        errs.push(format!("name part {}", max_len_error(QUALIFIED_NAME_MAX_LENGTH)));
     }
     if !matches_qualified_name_part(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(
-                QUALIFIED_NAME_ERR,
-                QUALIFIED_NAME_FMT,
-                &["MyName", "my.name", "123-abc"]
-            )
+            regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
         ));
     }
     errs
@@ -162,11 +143,7 @@ pub fn is_valid_label_value(value: &str) -> Vec<String> {
         errs.push(max_len_error(LABEL_VALUE_MAX_LENGTH));
     }
     if !value.is_empty() && !matches_qualified_name_part(value) {
-        errs.push(regex_error(
-            LABEL_VALUE_ERR,
-            LABEL_VALUE_FMT,
-            &["MyValue", "my_value", "12345"],
-        ));
+        errs.push(regex_error(LABEL_VALUE_ERR, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
     }
     errs
 }
@@ -182,11 +159,7 @@ pub fn is_dns1123_label(value: &str) -> Vec<String> {
             // A valid subdomain but not a label: with the length checked, it must be dots.
             errs.push("must not contain dots".to_string());
         } else {
-            errs.push(regex_error(
-                DNS1123_LABEL_ERR,
-                DNS1123_LABEL_FMT,
-                &["my-name", "123-abc"],
-            ));
+            errs.push(regex_error(DNS1123_LABEL_ERR, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
         }
     }
     errs
@@ -199,11 +172,7 @@ pub fn is_dns1123_subdomain(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
     }
     if !matches_dns1123_subdomain(value) {
-        errs.push(regex_error(
-            DNS1123_SUBDOMAIN_ERR,
-            DNS1123_SUBDOMAIN_FMT,
-            &["example.com"],
-        ));
+        errs.push(regex_error(DNS1123_SUBDOMAIN_ERR, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
     }
     errs
 }
@@ -215,11 +184,7 @@ pub fn is_dns1035_label(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1035_LABEL_MAX_LENGTH));
     }
     if !matches_dns1035_label(value) {
-        errs.push(regex_error(
-            DNS1035_LABEL_ERR,
-            DNS1035_LABEL_FMT,
-            &["my-name", "abc-123"],
-        ));
+        errs.push(regex_error(DNS1035_LABEL_ERR, DNS1035_LABEL_FMT, &["my-name", "abc-123"]));
     }
     errs
 }
@@ -230,15 +195,7 @@ mod tests {
 
     #[test]
     fn qualified_names_accept_prefixes_and_mixed_case() {
-        for ok in [
-            "app",
-            "MyName",
-            "my.name",
-            "123-abc",
-            "example.com/MyName",
-            "k8s.io/app_name",
-            "a",
-        ] {
+        for ok in ["app", "MyName", "my.name", "123-abc", "example.com/MyName", "k8s.io/app_name", "a"] {
             assert!(is_qualified_name(ok).is_empty(), "{ok}");
         }
     }
@@ -252,26 +209,18 @@ mod tests {
                   validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
                 .to_string()]
         );
-        assert_eq!(
-            is_qualified_name("/a"),
-            vec!["prefix part must be non-empty".to_string()]
-        );
+        assert_eq!(is_qualified_name("/a"), vec!["prefix part must be non-empty".to_string()]);
         assert_eq!(is_qualified_name("a/"), {
             let mut v = vec!["name part must be non-empty".to_string()];
             v.push(is_qualified_name("-")[0].clone());
             v
         });
         let too_long = "a".repeat(64);
-        assert_eq!(
-            is_qualified_name(&too_long),
-            vec!["name part must be no more than 63 characters".to_string()]
-        );
+        assert_eq!(is_qualified_name(&too_long), vec!["name part must be no more than 63 characters".to_string()]);
         assert!(is_qualified_name("a/b/c")[0].starts_with("a qualified name must consist of"));
-        assert!(is_qualified_name("a/b/c")[0].ends_with(
-            "with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-        ));
-        assert!(is_qualified_name("Example.com/a")[0]
-            .starts_with("prefix part a lowercase RFC 1123 subdomain"));
+        assert!(is_qualified_name("a/b/c")[0]
+            .ends_with("with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"));
+        assert!(is_qualified_name("Example.com/a")[0].starts_with("prefix part a lowercase RFC 1123 subdomain"));
     }
 
     #[test]
@@ -280,10 +229,7 @@ mod tests {
         assert!(is_valid_label_value("v1.2_3-x").is_empty());
         assert_eq!(is_valid_label_value("a b").len(), 1);
         assert!(is_valid_label_value("a b")[0].starts_with("a valid label must be an empty string"));
-        assert_eq!(
-            is_valid_label_value(&"a".repeat(64)),
-            vec![max_len_error(63)]
-        );
+        assert_eq!(is_valid_label_value(&"a".repeat(64)), vec![max_len_error(63)]);
     }
 
     #[test]
@@ -298,19 +244,13 @@ mod tests {
         );
         assert_eq!(is_dns1123_subdomain("a..b").len(), 1);
         assert_eq!(is_dns1123_subdomain("").len(), 1);
-        assert_eq!(
-            is_dns1123_subdomain(&"a".repeat(254)),
-            vec![max_len_error(253)]
-        );
+        assert_eq!(is_dns1123_subdomain(&"a".repeat(254)), vec![max_len_error(253)]);
     }
 
     #[test]
     fn dns1123_label_rejects_dots_with_a_short_message() {
         assert!(is_dns1123_label("my-name").is_empty());
-        assert_eq!(
-            is_dns1123_label("a.b"),
-            vec!["must not contain dots".to_string()]
-        );
+        assert_eq!(is_dns1123_label("a.b"), vec!["must not contain dots".to_string()]);
         assert_eq!(
             is_dns1123_label("-a"),
             vec!["a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must \

@@ -4,8 +4,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::format::{
-    age, array_at, bool_at, container_cells, format_label_selector, format_labels, get, int_at,
-    label_selector_string, name, opt_int, str_at,
+    age, array_at, bool_at, container_cells, format_label_selector, format_labels, get, int_at, label_selector_string,
+    name, opt_int, str_at,
 };
 use crate::{col, wide, Printer, AGE, CONTAINERS, IMAGES, NAME};
 
@@ -55,8 +55,7 @@ fn deployment_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
     let ready = int_at(obj, &["status", "readyReplicas"]);
     let [names, images] = container_cells(obj, &["spec", "template"]);
     // Upstream prints the bare selector string here, without "<none>".
-    let selector = label_selector_string(get(obj, &["spec", "selector"]))
-        .unwrap_or_else(|()| "<invalid>".to_string());
+    let selector = label_selector_string(get(obj, &["spec", "selector"])).unwrap_or_else(|()| "<invalid>".to_string());
     vec![
         name(obj),
         Value::from(format!("{ready}/{}", desired_replicas(obj))),
@@ -74,29 +73,13 @@ fn deployment_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
 static REPLICA_SET: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Desired",
-            "integer",
-            "Replicas is the number of desired replicas.",
-        ),
-        col(
-            "Current",
-            "integer",
-            "Replicas is the most recently observed number of replicas.",
-        ),
-        col(
-            "Ready",
-            "integer",
-            "The number of ready replicas for this replica set.",
-        ),
+        col("Desired", "integer", "Replicas is the number of desired replicas."),
+        col("Current", "integer", "Replicas is the most recently observed number of replicas."),
+        col("Ready", "integer", "The number of ready replicas for this replica set."),
         AGE,
         CONTAINERS,
         IMAGES,
-        wide(
-            "Selector",
-            "string",
-            "Selector is a label query over pods that should match the replica count.",
-        ),
+        wide("Selector", "string", "Selector is a label query over pods that should match the replica count."),
     ],
     replica_set_cells,
 );
@@ -118,26 +101,14 @@ fn replica_set_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
 // === StatefulSet ===
 
 static STATEFUL_SET: Printer = Printer::new(
-    &[
-        NAME,
-        col("Ready", "string", "Number of the pod with ready state"),
-        AGE,
-        CONTAINERS,
-        IMAGES,
-    ],
+    &[NAME, col("Ready", "string", "Number of the pod with ready state"), AGE, CONTAINERS, IMAGES],
     stateful_set_cells,
 );
 
 fn stateful_set_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
     let ready = int_at(obj, &["status", "readyReplicas"]);
     let [names, images] = container_cells(obj, &["spec", "template"]);
-    vec![
-        name(obj),
-        Value::from(format!("{ready}/{}", desired_replicas(obj))),
-        age(obj, now),
-        names,
-        images,
-    ]
+    vec![name(obj), Value::from(format!("{ready}/{}", desired_replicas(obj))), age(obj, now), names, images]
 }
 
 // === DaemonSet ===
@@ -145,11 +116,7 @@ fn stateful_set_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
 static DAEMON_SET: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Desired",
-            "integer",
-            "The total number of nodes that should be running the daemon pod.",
-        ),
+        col("Desired", "integer", "The total number of nodes that should be running the daemon pod."),
         col(
             "Current",
             "integer",
@@ -162,30 +129,18 @@ static DAEMON_SET: Printer = Printer::new(
             "The number of nodes that should be running the daemon pod and have one or more of \
              the daemon pod running and ready.",
         ),
-        col(
-            "Up-to-date",
-            "integer",
-            "The total number of nodes that are running updated daemon pod",
-        ),
+        col("Up-to-date", "integer", "The total number of nodes that are running updated daemon pod"),
         col(
             "Available",
             "integer",
             "The number of nodes that should be running the daemon pod and have one or more of \
              the daemon pod running and available.",
         ),
-        col(
-            "Node Selector",
-            "string",
-            "NodeSelector is a selector which must be true for the pod to fit on a node.",
-        ),
+        col("Node Selector", "string", "NodeSelector is a selector which must be true for the pod to fit on a node."),
         AGE,
         CONTAINERS,
         IMAGES,
-        wide(
-            "Selector",
-            "string",
-            "A label query over pods that are managed by the daemon set.",
-        ),
+        wide("Selector", "string", "A label query over pods that are managed by the daemon set."),
     ],
     daemon_set_cells,
 );
@@ -200,10 +155,7 @@ fn daemon_set_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
         status("numberReady"),
         status("updatedNumberScheduled"),
         status("numberAvailable"),
-        Value::from(format_labels(get(
-            obj,
-            &["spec", "template", "spec", "nodeSelector"],
-        ))),
+        Value::from(format_labels(get(obj, &["spec", "template", "spec", "nodeSelector"]))),
         age(obj, now),
         names,
         images,
@@ -217,39 +169,25 @@ static CONTROLLER_REVISION: Printer = Printer::new(
     &[
         NAME,
         col("Controller", "string", "Controller of the object"),
-        col(
-            "Revision",
-            "string",
-            "Revision indicates the revision of the state represented by Data.",
-        ),
+        col("Revision", "string", "Revision indicates the revision of the state represented by Data."),
         AGE,
     ],
     controller_revision_cells,
 );
 
 fn controller_revision_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
-    vec![
-        name(obj),
-        Value::from(controller_of(obj)),
-        Value::from(int_at(obj, &["revision"])),
-        age(obj, now),
-    ]
+    vec![name(obj), Value::from(controller_of(obj)), Value::from(int_at(obj, &["revision"])), age(obj, now)]
 }
 
 /// The controlling owner as `kind.group/name` (lower-cased kind and group),
 /// or `"<none>"`.
 fn controller_of(obj: &Value) -> String {
-    let Some(owner) = array_at(obj, &["metadata", "ownerReferences"])
-        .iter()
-        .find(|r| bool_at(r, &["controller"]))
+    let Some(owner) = array_at(obj, &["metadata", "ownerReferences"]).iter().find(|r| bool_at(r, &["controller"]))
     else {
         return "<none>".to_string();
     };
     let api_version = str_at(owner, &["apiVersion"]);
-    let group = api_version
-        .split_once('/')
-        .map(|(group, _)| group)
-        .unwrap_or("");
+    let group = api_version.split_once('/').map(|(group, _)| group).unwrap_or("");
     let kind = str_at(owner, &["kind"]);
     let owner_name = str_at(owner, &["name"]);
     let group_kind = match (kind, group) {
@@ -315,16 +253,7 @@ mod tests {
         });
         assert_eq!(
             cells("Deployment", &deploy),
-            [
-                json!("api"),
-                json!("0/1"),
-                json!(0),
-                json!(0),
-                json!("<unknown>"),
-                json!(""),
-                json!(""),
-                json!("")
-            ]
+            [json!("api"), json!("0/1"), json!(0), json!(0), json!("<unknown>"), json!(""), json!(""), json!("")]
         );
     }
 
@@ -359,13 +288,7 @@ mod tests {
         });
         assert_eq!(
             cells("StatefulSet", &sts),
-            [
-                json!("db"),
-                json!("2/2"),
-                json!("<unknown>"),
-                json!("pg"),
-                json!("postgres:16")
-            ]
+            [json!("db"), json!("2/2"), json!("<unknown>"), json!("pg"), json!("postgres:16")]
         );
     }
 

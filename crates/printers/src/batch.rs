@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use crate::duration::human_signed_duration;
 use crate::format::{
-    age, array_at, bool_ptr, condition_true, container_cells, format_label_selector, get, int_at,
-    is_deleting, name, opt_bool, opt_int, opt_str, since, str_at, time_at,
+    age, array_at, bool_ptr, condition_true, container_cells, format_label_selector, get, int_at, is_deleting, name,
+    opt_bool, opt_int, opt_str, since, str_at, time_at,
 };
 use crate::{col, wide, Printer, AGE, CONTAINERS, IMAGES, NAME};
 
@@ -24,20 +24,12 @@ static JOB: Printer = Printer::new(
     &[
         NAME,
         col("Status", "string", "Status of the job."),
-        col(
-            "Completions",
-            "string",
-            "The number of pods which reached phase Succeeded.",
-        ),
+        col("Completions", "string", "The number of pods which reached phase Succeeded."),
         col("Duration", "string", "Time required to complete the job."),
         AGE,
         CONTAINERS,
         IMAGES,
-        wide(
-            "Selector",
-            "string",
-            "A label query over pods that should match the pod count.",
-        ),
+        wide("Selector", "string", "A label query over pods that should match the pod count."),
     ],
     job_cells,
 );
@@ -94,34 +86,14 @@ static CRON_JOB: Printer = Printer::new(
     &[
         NAME,
         col("Schedule", "string", "The schedule in Cron format."),
-        col(
-            "Timezone",
-            "string",
-            "The time zone name for the given schedule.",
-        ),
-        col(
-            "Suspend",
-            "boolean",
-            "This flag tells the controller to suspend subsequent executions.",
-        ),
-        col(
-            "Active",
-            "integer",
-            "A list of pointers to currently running jobs.",
-        ),
-        col(
-            "Last Schedule",
-            "string",
-            "Information when was the last time the job was successfully scheduled.",
-        ),
+        col("Timezone", "string", "The time zone name for the given schedule."),
+        col("Suspend", "boolean", "This flag tells the controller to suspend subsequent executions."),
+        col("Active", "integer", "A list of pointers to currently running jobs."),
+        col("Last Schedule", "string", "Information when was the last time the job was successfully scheduled."),
         AGE,
         CONTAINERS,
         IMAGES,
-        wide(
-            "Selector",
-            "string",
-            "A label query over pods that should match the pod count.",
-        ),
+        wide("Selector", "string", "A label query over pods that should match the pod count."),
     ],
     cron_job_cells,
 );
@@ -142,10 +114,7 @@ fn cron_job_cells(cron_job: &Value, now: Timestamp) -> Vec<Value> {
         age(cron_job, now),
         names,
         images,
-        Value::from(format_label_selector(get(
-            cron_job,
-            &["spec", "jobTemplate", "spec", "selector"],
-        ))),
+        Value::from(format_label_selector(get(cron_job, &["spec", "jobTemplate", "spec", "selector"]))),
     ]
 }
 
@@ -206,10 +175,7 @@ mod tests {
     #[test]
     fn running_job_measures_duration_until_now() {
         let running = job(json!({"startTime": "2024-05-01T11:56:30Z", "active": 1}));
-        assert_eq!(
-            cells("Job", &running)[1..4],
-            [json!("Running"), json!("0/1"), json!("3m30s")]
-        );
+        assert_eq!(cells("Job", &running)[1..4], [json!("Running"), json!("0/1"), json!("3m30s")]);
         let unstarted = job(json!({}));
         assert_eq!(cells("Job", &unstarted)[3], json!(""));
     }
@@ -266,14 +232,6 @@ mod tests {
             ]
         );
         let never = json!({"metadata": {"name": "n"}, "spec": {"schedule": "@daily", "timeZone": "Etc/UTC"}});
-        assert_eq!(
-            cells("CronJob", &never)[2..6],
-            [
-                json!("Etc/UTC"),
-                json!("<unset>"),
-                json!(0),
-                json!("<none>")
-            ]
-        );
+        assert_eq!(cells("CronJob", &never)[2..6], [json!("Etc/UTC"), json!("<unset>"), json!(0), json!("<none>")]);
     }
 }

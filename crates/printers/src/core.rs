@@ -4,8 +4,8 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use crate::format::{
-    age, array_at, bool_at, container_cells, format_labels, get, int_at, is_deleting,
-    join_host_port, len_at, name, opt_int, opt_str, quantity, since, str_at, time_at,
+    age, array_at, bool_at, container_cells, format_labels, get, int_at, is_deleting, join_host_port, len_at, name,
+    opt_int, opt_str, quantity, since, str_at, time_at,
 };
 use crate::{col, wide, Column, Printer, AGE, CONTAINERS, IMAGES, NAME};
 
@@ -35,16 +35,8 @@ pub(crate) fn printer(kind: &str) -> Option<&'static Printer> {
 static POD: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Ready",
-            "string",
-            "The aggregate readiness state of this pod for accepting traffic.",
-        ),
-        col(
-            "Status",
-            "string",
-            "The aggregate status of the containers in this pod.",
-        ),
+        col("Ready", "string", "The aggregate readiness state of this pod for accepting traffic."),
+        col("Status", "string", "The aggregate status of the containers in this pod."),
         col(
             "Restarts",
             "string",
@@ -52,26 +44,14 @@ static POD: Printer = Printer::new(
              last container in this pod has restarted.",
         ),
         AGE,
-        wide(
-            "IP",
-            "string",
-            "podIP address allocated to the pod. Routable at least within the cluster.",
-        ),
-        wide(
-            "Node",
-            "string",
-            "NodeName indicates in which node this pod is scheduled.",
-        ),
+        wide("IP", "string", "podIP address allocated to the pod. Routable at least within the cluster."),
+        wide("Node", "string", "NodeName indicates in which node this pod is scheduled."),
         wide(
             "Nominated Node",
             "string",
             "nominatedNodeName is set only when this pod preempts other pods on the node.",
         ),
-        wide(
-            "Readiness Gates",
-            "string",
-            "If specified, all readiness gates will be evaluated for pod readiness.",
-        ),
+        wide("Readiness Gates", "string", "If specified, all readiness gates will be evaluated for pod readiness."),
     ],
     pod_cells,
 )
@@ -106,41 +86,27 @@ impl Restarts {
 fn pod_cells(pod: &Value, now: Timestamp) -> Vec<Value> {
     let phase = str_at(pod, &["status", "phase"]);
     let status_reason = str_at(pod, &["status", "reason"]);
-    let mut reason = if status_reason.is_empty() {
-        phase
-    } else {
-        status_reason
-    }
-    .to_string();
+    let mut reason = if status_reason.is_empty() { phase } else { status_reason }.to_string();
 
     let conditions = array_at(pod, &["status", "conditions"]);
-    if conditions.iter().any(|c| {
-        str_at(c, &["type"]) == "PodScheduled" && str_at(c, &["reason"]) == "SchedulingGated"
-    }) {
+    if conditions.iter().any(|c| str_at(c, &["type"]) == "PodScheduled" && str_at(c, &["reason"]) == "SchedulingGated")
+    {
         reason = "SchedulingGated".to_string();
     }
 
     // Sidecars (init containers with restartPolicy Always) count as containers.
     let init_containers = array_at(pod, &["spec", "initContainers"]);
     let is_sidecar = |container: &str| {
-        init_containers
-            .iter()
-            .any(|c| str_at(c, &["name"]) == container && str_at(c, &["restartPolicy"]) == "Always")
+        init_containers.iter().any(|c| str_at(c, &["name"]) == container && str_at(c, &["restartPolicy"]) == "Always")
     };
-    let sidecars = init_containers
-        .iter()
-        .filter(|c| str_at(c, &["restartPolicy"]) == "Always")
-        .count();
+    let sidecars = init_containers.iter().filter(|c| str_at(c, &["restartPolicy"]) == "Always").count();
     let total = array_at(pod, &["spec", "containers"]).len() + sidecars;
     let mut ready = 0;
 
     let mut restarts = Restarts::default();
     let mut sidecar_restarts = Restarts::default();
     let mut initializing = false;
-    for (i, status) in array_at(pod, &["status", "initContainerStatuses"])
-        .iter()
-        .enumerate()
-    {
+    for (i, status) in array_at(pod, &["status", "initContainerStatuses"]).iter().enumerate() {
         restarts.add(status);
         let sidecar = is_sidecar(str_at(status, &["name"]));
         if sidecar {
@@ -202,9 +168,8 @@ fn pod_cells(pod: &Value, now: Timestamp) -> Vec<Value> {
         }
         // A pod whose containers are partly still running is not Completed.
         if reason == "Completed" && has_running {
-            let pod_ready = conditions
-                .iter()
-                .any(|c| str_at(c, &["type"]) == "Ready" && str_at(c, &["status"]) == "True");
+            let pod_ready =
+                conditions.iter().any(|c| str_at(c, &["type"]) == "Ready" && str_at(c, &["status"]) == "True");
             reason = if pod_ready { "Running" } else { "NotReady" }.to_string();
         }
     }
@@ -271,16 +236,8 @@ fn or_none(s: &str) -> &str {
 static POD_TEMPLATE: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Containers",
-            "string",
-            "Names of each container in the template.",
-        ),
-        col(
-            "Images",
-            "string",
-            "Images referenced by each container in the template.",
-        ),
+        col("Containers", "string", "Names of each container in the template."),
+        col("Images", "string", "Images referenced by each container in the template."),
         col("Pod Labels", "string", "The labels for the pod template."),
     ],
     pod_template_cells,
@@ -297,29 +254,13 @@ fn pod_template_cells(obj: &Value, _now: Timestamp) -> Vec<Value> {
 static REPLICATION_CONTROLLER: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Desired",
-            "integer",
-            "Replicas is the number of desired replicas.",
-        ),
-        col(
-            "Current",
-            "integer",
-            "Replicas is the most recently observed number of replicas.",
-        ),
-        col(
-            "Ready",
-            "integer",
-            "The number of ready replicas for this replication controller.",
-        ),
+        col("Desired", "integer", "Replicas is the number of desired replicas."),
+        col("Current", "integer", "Replicas is the most recently observed number of replicas."),
+        col("Ready", "integer", "The number of ready replicas for this replication controller."),
         AGE,
         CONTAINERS,
         IMAGES,
-        wide(
-            "Selector",
-            "string",
-            "Selector is a label query over pods that should match the Replicas count.",
-        ),
+        wide("Selector", "string", "Selector is a label query over pods that should match the Replicas count."),
     ],
     replication_controller_cells,
 );
@@ -343,33 +284,17 @@ fn replication_controller_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
 static SERVICE: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Type",
-            "string",
-            "type determines how the Service is exposed.",
-        ),
-        col(
-            "Cluster-IP",
-            "string",
-            "clusterIP is the IP address of the service and is usually assigned randomly.",
-        ),
+        col("Type", "string", "type determines how the Service is exposed."),
+        col("Cluster-IP", "string", "clusterIP is the IP address of the service and is usually assigned randomly."),
         col(
             "External-IP",
             "string",
             "externalIPs is a list of IP addresses for which nodes in the cluster will also \
              accept traffic for this service.",
         ),
-        col(
-            "Port(s)",
-            "string",
-            "The list of ports that are exposed by this service.",
-        ),
+        col("Port(s)", "string", "The list of ports that are exposed by this service."),
         AGE,
-        wide(
-            "Selector",
-            "string",
-            "Route service traffic to pods with label keys and values matching this selector.",
-        ),
+        wide("Selector", "string", "Route service traffic to pods with label keys and values matching this selector."),
     ],
     service_cells,
 );
@@ -403,10 +328,7 @@ fn service_cells(svc: &Value, now: Timestamp) -> Vec<Value> {
 }
 
 fn service_external_ip(svc: &Value) -> String {
-    let external_ips: Vec<&str> = array_at(svc, &["spec", "externalIPs"])
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let external_ips: Vec<&str> = array_at(svc, &["spec", "externalIPs"]).iter().filter_map(Value::as_str).collect();
     match str_at(svc, &["spec", "type"]) {
         "ClusterIP" | "NodePort" if external_ips.is_empty() => "<none>".to_string(),
         "ClusterIP" | "NodePort" => external_ips.join(","),
@@ -442,15 +364,7 @@ pub(crate) fn load_balancer_addresses(obj: &Value) -> Vec<String> {
 // === Endpoints ===
 
 static ENDPOINTS: Printer = Printer::new(
-    &[
-        NAME,
-        col(
-            "Endpoints",
-            "string",
-            "The set of all endpoints is the union of all subsets.",
-        ),
-        AGE,
-    ],
+    &[NAME, col("Endpoints", "string", "The set of all endpoints is the union of all subsets."), AGE],
     endpoints_cells,
 );
 
@@ -473,24 +387,14 @@ fn format_endpoints(obj: &Value) -> String {
             // Headless services may have no ports.
             count += addresses.len();
             let room = MAX.saturating_sub(shown.len());
-            shown.extend(
-                addresses
-                    .iter()
-                    .take(room)
-                    .map(|a| str_at(a, &["ip"]).to_string()),
-            );
+            shown.extend(addresses.iter().take(room).map(|a| str_at(a, &["ip"]).to_string()));
             continue;
         }
         for port in ports {
             let port = int_at(port, &["port"]);
             count += addresses.len();
             let room = MAX.saturating_sub(shown.len());
-            shown.extend(
-                addresses
-                    .iter()
-                    .take(room)
-                    .map(|a| join_host_port(str_at(a, &["ip"]), port)),
-            );
+            shown.extend(addresses.iter().take(room).map(|a| join_host_port(str_at(a, &["ip"]), port)));
         }
     }
     let joined = shown.join(",");
@@ -509,41 +413,18 @@ static NODE: Printer = Printer::new(
         col("Roles", "string", "The roles of the node"),
         AGE,
         col("Version", "string", "Kubelet Version reported by the node."),
-        wide(
-            "Internal-IP",
-            "string",
-            "List of addresses reachable to the node.",
-        ),
-        wide(
-            "External-IP",
-            "string",
-            "List of addresses reachable to the node.",
-        ),
-        wide(
-            "OS-Image",
-            "string",
-            "OS Image reported by the node from /etc/os-release.",
-        ),
-        wide(
-            "Kernel-Version",
-            "string",
-            "Kernel Version reported by the node.",
-        ),
-        wide(
-            "Container-Runtime",
-            "string",
-            "ContainerRuntime Version reported by the node.",
-        ),
+        wide("Internal-IP", "string", "List of addresses reachable to the node."),
+        wide("External-IP", "string", "List of addresses reachable to the node."),
+        wide("OS-Image", "string", "OS Image reported by the node from /etc/os-release."),
+        wide("Kernel-Version", "string", "Kernel Version reported by the node."),
+        wide("Container-Runtime", "string", "ContainerRuntime Version reported by the node."),
     ],
     node_cells,
 );
 
 fn node_cells(node: &Value, now: Timestamp) -> Vec<Value> {
     // The last Ready condition decides, as upstream indexes them by type.
-    let ready = array_at(node, &["status", "conditions"])
-        .iter()
-        .rev()
-        .find(|c| str_at(c, &["type"]) == "Ready");
+    let ready = array_at(node, &["status", "conditions"]).iter().rev().find(|c| str_at(c, &["type"]) == "Ready");
     let mut status = vec![match ready {
         Some(c) if str_at(c, &["status"]) == "True" => "Ready",
         Some(_) => "NotReady",
@@ -669,15 +550,8 @@ pub(crate) fn event_cells(event: &Value, f: &EventFields<'_>, now: Timestamp) ->
 
     let source = f.source.unwrap_or(&Value::Null);
     let component = first_non_empty(str_at(source, &["component"]), f.reporting_controller);
-    let instance = first_non_empty(
-        str_at(source, &["host"]),
-        str_at(event, &["reportingInstance"]),
-    );
-    let source = if instance.is_empty() {
-        component.to_string()
-    } else {
-        format!("{component}, {instance}")
-    };
+    let instance = first_non_empty(str_at(source, &["host"]), str_at(event, &["reportingInstance"]));
+    let source = if instance.is_empty() { component.to_string() } else { format!("{component}, {instance}") };
 
     vec![
         Value::from(last),
@@ -703,40 +577,19 @@ fn first_non_empty<'a>(a: &'a str, b: &'a str) -> &'a str {
 
 // === Namespace, Secret, ServiceAccount, ConfigMap ===
 
-static NAMESPACE: Printer = Printer::new(
-    &[
-        NAME,
-        col("Status", "string", "The status of the namespace"),
-        AGE,
-    ],
-    |obj, now| {
-        vec![
-            name(obj),
-            Value::from(str_at(obj, &["status", "phase"])),
-            age(obj, now),
-        ]
-    },
-);
+static NAMESPACE: Printer =
+    Printer::new(&[NAME, col("Status", "string", "The status of the namespace"), AGE], |obj, now| {
+        vec![name(obj), Value::from(str_at(obj, &["status", "phase"])), age(obj, now)]
+    });
 
 static SECRET: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Type",
-            "string",
-            "Used to facilitate programmatic handling of secret data.",
-        ),
+        col("Type", "string", "Used to facilitate programmatic handling of secret data."),
         col("Data", "string", "Data contains the secret data."),
         AGE,
     ],
-    |obj, now| {
-        vec![
-            name(obj),
-            Value::from(str_at(obj, &["type"])),
-            Value::from(len_at(obj, &["data"])),
-            age(obj, now),
-        ]
-    },
+    |obj, now| vec![name(obj), Value::from(str_at(obj, &["type"])), Value::from(len_at(obj, &["data"])), age(obj, now)],
 );
 
 static SERVICE_ACCOUNT: Printer = Printer::new(
@@ -750,26 +603,14 @@ static SERVICE_ACCOUNT: Printer = Printer::new(
         ),
         AGE,
     ],
-    |obj, now| {
-        vec![
-            name(obj),
-            Value::from(len_at(obj, &["secrets"])),
-            age(obj, now),
-        ]
-    },
+    |obj, now| vec![name(obj), Value::from(len_at(obj, &["secrets"])), age(obj, now)],
 );
 
-static CONFIG_MAP: Printer = Printer::new(
-    &[
-        NAME,
-        col("Data", "string", "Data contains the configuration data."),
-        AGE,
-    ],
-    |obj, now| {
+static CONFIG_MAP: Printer =
+    Printer::new(&[NAME, col("Data", "string", "Data contains the configuration data."), AGE], |obj, now| {
         let entries = len_at(obj, &["data"]) + len_at(obj, &["binaryData"]);
         vec![name(obj), Value::from(entries), age(obj, now)]
-    },
-);
+    });
 
 // === PersistentVolume, PersistentVolumeClaim ===
 
@@ -793,32 +634,20 @@ static PERSISTENT_VOLUME: Printer = Printer::new(
 /// The access modes as `RWO,ROX,RWX,RWOP`, always in that order.
 fn access_modes(modes: &[Value]) -> String {
     let has = |m: &str| modes.iter().any(|v| v.as_str() == Some(m));
-    [
-        ("ReadWriteOnce", "RWO"),
-        ("ReadOnlyMany", "ROX"),
-        ("ReadWriteMany", "RWX"),
-        ("ReadWriteOncePod", "RWOP"),
-    ]
-    .iter()
-    .filter(|(mode, _)| has(mode))
-    .map(|(_, short)| *short)
-    .collect::<Vec<_>>()
-    .join(",")
+    [("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"), ("ReadWriteOncePod", "RWOP")]
+        .iter()
+        .filter(|(mode, _)| has(mode))
+        .map(|(_, short)| *short)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The storage class, preferring the beta annotation as upstream does.
 fn storage_class<'a>(obj: &'a Value, spec_class: Option<&'a str>) -> &'a str {
-    get(
-        obj,
-        &[
-            "metadata",
-            "annotations",
-            "volume.beta.kubernetes.io/storage-class",
-        ],
-    )
-    .and_then(Value::as_str)
-    .or(spec_class)
-    .unwrap_or("")
+    get(obj, &["metadata", "annotations", "volume.beta.kubernetes.io/storage-class"])
+        .and_then(Value::as_str)
+        .or(spec_class)
+        .unwrap_or("")
 }
 
 fn terminating_or_phase(obj: &Value) -> &str {
@@ -841,10 +670,7 @@ fn persistent_volume_cells(pv: &Value, now: Timestamp) -> Vec<Value> {
         Value::from(str_at(pv, &["spec", "persistentVolumeReclaimPolicy"])),
         Value::from(terminating_or_phase(pv)),
         Value::from(claim),
-        Value::from(storage_class(
-            pv,
-            opt_str(pv, &["spec", "storageClassName"]),
-        )),
+        Value::from(storage_class(pv, opt_str(pv, &["spec", "storageClassName"]))),
         Value::from(opt_str(pv, &["spec", "volumeAttributesClassName"]).unwrap_or("<unset>")),
         Value::from(str_at(pv, &["status", "reason"])),
         age(pv, now),
@@ -855,38 +681,14 @@ fn persistent_volume_cells(pv: &Value, now: Timestamp) -> Vec<Value> {
 static PERSISTENT_VOLUME_CLAIM: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Status",
-            "string",
-            "phase represents the current phase of PersistentVolumeClaim.",
-        ),
-        col(
-            "Volume",
-            "string",
-            "volumeName is the binding reference to the PersistentVolume backing this claim.",
-        ),
-        col(
-            "Capacity",
-            "string",
-            "capacity represents the actual resources of the underlying volume.",
-        ),
-        col(
-            "Access Modes",
-            "string",
-            "accessModes contains the actual access modes the volume backing the PVC has.",
-        ),
+        col("Status", "string", "phase represents the current phase of PersistentVolumeClaim."),
+        col("Volume", "string", "volumeName is the binding reference to the PersistentVolume backing this claim."),
+        col("Capacity", "string", "capacity represents the actual resources of the underlying volume."),
+        col("Access Modes", "string", "accessModes contains the actual access modes the volume backing the PVC has."),
         col("StorageClass", "string", "StorageClass of the pvc"),
-        col(
-            "VolumeAttributesClass",
-            "string",
-            "VolumeAttributesClass of the pvc",
-        ),
+        col("VolumeAttributesClass", "string", "VolumeAttributesClass of the pvc"),
         AGE,
-        wide(
-            "VolumeMode",
-            "string",
-            "volumeMode defines what type of volume is required by the claim.",
-        ),
+        wide("VolumeMode", "string", "volumeMode defines what type of volume is required by the claim."),
     ],
     persistent_volume_claim_cells,
 );
@@ -908,10 +710,7 @@ fn persistent_volume_claim_cells(pvc: &Value, now: Timestamp) -> Vec<Value> {
         Value::from(volume),
         Value::from(capacity),
         Value::from(modes),
-        Value::from(storage_class(
-            pvc,
-            opt_str(pvc, &["spec", "storageClassName"]),
-        )),
+        Value::from(storage_class(pvc, opt_str(pvc, &["spec", "storageClassName"]))),
         Value::from(opt_str(pvc, &["spec", "volumeAttributesClassName"]).unwrap_or("<unset>")),
         age(pvc, now),
         Value::from(opt_str(pvc, &["spec", "volumeMode"]).unwrap_or("<unset>")),
@@ -928,27 +727,16 @@ static COMPONENT_STATUS: Printer = Printer::new(
         col("Error", "string", "Error of the component conditions"),
     ],
     |obj, _now| {
-        let healthy = array_at(obj, &["conditions"])
-            .iter()
-            .find(|c| str_at(c, &["type"]) == "Healthy");
+        let healthy = array_at(obj, &["conditions"]).iter().find(|c| str_at(c, &["type"]) == "Healthy");
         let (status, message, error) = match healthy {
             Some(c) => (
-                if str_at(c, &["status"]) == "True" {
-                    "Healthy"
-                } else {
-                    "Unhealthy"
-                },
+                if str_at(c, &["status"]) == "True" { "Healthy" } else { "Unhealthy" },
                 str_at(c, &["message"]),
                 str_at(c, &["error"]),
             ),
             None => ("Unknown", "", ""),
         };
-        vec![
-            name(obj),
-            Value::from(status),
-            Value::from(message),
-            Value::from(error),
-        ]
+        vec![name(obj), Value::from(status), Value::from(message), Value::from(error)]
     },
 );
 
@@ -981,12 +769,7 @@ fn resource_quota_cells(quota: &Value, now: Timestamp) -> Vec<Value> {
             requests.push(entry);
         }
     }
-    vec![
-        name(quota),
-        Value::from(requests.join(", ")),
-        Value::from(limits.join(", ")),
-        age(quota, now),
-    ]
+    vec![name(quota), Value::from(requests.join(", ")), Value::from(limits.join(", ")), age(quota, now)]
 }
 
 #[cfg(test)]
@@ -1090,14 +873,7 @@ mod tests {
         let row = cells("Pod", &pod);
         assert_eq!(
             row[..6],
-            [
-                json!("api-5f"),
-                json!("0/1"),
-                json!("ContainerCreating"),
-                json!("0"),
-                json!("10s"),
-                json!("<none>")
-            ]
+            [json!("api-5f"), json!("0/1"), json!("ContainerCreating"), json!("0"), json!("10s"), json!("<none>")]
         );
     }
 
@@ -1115,10 +891,7 @@ mod tests {
                 }]
             }
         });
-        assert_eq!(
-            cells("Pod", &pod)[1..4],
-            [json!("0/1"), json!("CrashLoopBackOff"), json!("4 (2m ago)")]
-        );
+        assert_eq!(cells("Pod", &pod)[1..4], [json!("0/1"), json!("CrashLoopBackOff"), json!("4 (2m ago)")]);
     }
 
     #[test]
@@ -1141,15 +914,13 @@ mod tests {
         });
         assert_eq!(cells("Pod", &pod)[2], json!("Init:1/2"));
 
-        pod["status"]["initContainerStatuses"][1]["state"] =
-            json!({"waiting": {"reason": "CrashLoopBackOff"}});
+        pod["status"]["initContainerStatuses"][1]["state"] = json!({"waiting": {"reason": "CrashLoopBackOff"}});
         assert_eq!(cells("Pod", &pod)[2], json!("Init:CrashLoopBackOff"));
 
         pod["status"]["initContainerStatuses"][1]["state"] = json!({"terminated": {"exitCode": 3}});
         assert_eq!(cells("Pod", &pod)[2], json!("Init:ExitCode:3"));
 
-        pod["status"]["initContainerStatuses"][1]["state"] =
-            json!({"terminated": {"exitCode": 137, "signal": 9}});
+        pod["status"]["initContainerStatuses"][1]["state"] = json!({"terminated": {"exitCode": 137, "signal": 9}});
         assert_eq!(cells("Pod", &pod)[2], json!("Init:Signal:9"));
     }
 
@@ -1172,10 +943,7 @@ mod tests {
                 "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "state": {"running": {}}}]
             }
         });
-        assert_eq!(
-            cells("Pod", &pod)[1..4],
-            [json!("2/2"), json!("Running"), json!("1 (30m ago)")]
-        );
+        assert_eq!(cells("Pod", &pod)[1..4], [json!("2/2"), json!("Running"), json!("1 (30m ago)")]);
     }
 
     #[test]
@@ -1263,17 +1031,11 @@ mod tests {
         node["spec"] = json!({"unschedulable": true});
         assert_eq!(cells("Node", &node)[1], json!("Ready,SchedulingDisabled"));
         node["status"]["conditions"][1]["status"] = json!("Unknown");
-        assert_eq!(
-            cells("Node", &node)[1],
-            json!("NotReady,SchedulingDisabled")
-        );
+        assert_eq!(cells("Node", &node)[1], json!("NotReady,SchedulingDisabled"));
         node["status"]["conditions"] = json!([]);
         node["metadata"]["labels"] = json!({});
         let row = cells("Node", &node);
-        assert_eq!(
-            row[1..3],
-            [json!("Unknown,SchedulingDisabled"), json!("<none>")]
-        );
+        assert_eq!(row[1..3], [json!("Unknown,SchedulingDisabled"), json!("<none>")]);
     }
 
     #[test]
@@ -1311,26 +1073,17 @@ mod tests {
             "metadata": {"name": "lb"},
             "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.5"], "ports": [{"port": 53, "protocol": "UDP"}]}
         });
-        assert_eq!(
-            cells("Service", &svc)[3..5],
-            [json!("<pending>"), json!("53/UDP")]
-        );
+        assert_eq!(cells("Service", &svc)[3..5], [json!("<pending>"), json!("53/UDP")]);
         svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}, {"hostname": "lb.example.com"}, {"ip": "203.0.113.9"}]}});
         svc["spec"]["externalIPs"] = json!(["198.51.100.1"]);
-        assert_eq!(
-            cells("Service", &svc)[3],
-            json!("203.0.113.9,lb.example.com,198.51.100.1")
-        );
+        assert_eq!(cells("Service", &svc)[3], json!("203.0.113.9,lb.example.com,198.51.100.1"));
 
         let external = json!({
             "metadata": {"name": "db"},
             "spec": {"type": "ExternalName", "externalName": "db.example.com"}
         });
         let row = cells("Service", &external);
-        assert_eq!(
-            row[2..5],
-            [json!("<none>"), json!("db.example.com"), json!("<none>")]
-        );
+        assert_eq!(row[2..5], [json!("<none>"), json!("db.example.com"), json!("<none>")]);
         assert_eq!(row[6], json!("<none>"));
     }
 
@@ -1343,17 +1096,10 @@ mod tests {
                 "ports": [{"port": 8080}, {"port": 8443}]
             }]
         });
-        assert_eq!(
-            cells("Endpoints", &ep)[1],
-            json!("10.0.0.1:8080,10.0.0.2:8080,[fd00::3]:8080 + 3 more...")
-        );
-        let headless =
-            json!({"metadata": {"name": "h"}, "subsets": [{"addresses": [{"ip": "10.0.0.9"}]}]});
+        assert_eq!(cells("Endpoints", &ep)[1], json!("10.0.0.1:8080,10.0.0.2:8080,[fd00::3]:8080 + 3 more..."));
+        let headless = json!({"metadata": {"name": "h"}, "subsets": [{"addresses": [{"ip": "10.0.0.9"}]}]});
         assert_eq!(cells("Endpoints", &headless)[1], json!("10.0.0.9"));
-        assert_eq!(
-            cells("Endpoints", &json!({"metadata": {"name": "e"}}))[1],
-            json!("<none>")
-        );
+        assert_eq!(cells("Endpoints", &json!({"metadata": {"name": "e"}}))[1], json!("<none>"));
     }
 
     #[test]
@@ -1406,16 +1152,11 @@ mod tests {
     fn config_maps_secrets_and_service_accounts_count_entries() {
         let cm = json!({"metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
         assert_eq!(cells("ConfigMap", &cm)[..2], [json!("cfg"), json!(3)]);
-        let secret = json!({"metadata": {"name": "tls"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}});
-        assert_eq!(
-            cells("Secret", &secret)[..3],
-            [json!("tls"), json!("kubernetes.io/tls"), json!(2)]
-        );
+        let secret =
+            json!({"metadata": {"name": "tls"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}});
+        assert_eq!(cells("Secret", &secret)[..3], [json!("tls"), json!("kubernetes.io/tls"), json!(2)]);
         let sa = json!({"metadata": {"name": "default"}});
-        assert_eq!(
-            cells("ServiceAccount", &sa)[..3],
-            [json!("default"), json!(0), json!("<unknown>")]
-        );
+        assert_eq!(cells("ServiceAccount", &sa)[..3], [json!("default"), json!(0), json!("<unknown>")]);
     }
 
     #[test]
@@ -1455,14 +1196,7 @@ mod tests {
         });
         assert_eq!(
             cells("PersistentVolumeClaim", &pending)[..6],
-            [
-                json!("data"),
-                json!("Pending"),
-                json!(""),
-                json!(""),
-                json!(""),
-                json!("slow")
-            ]
+            [json!("data"), json!("Pending"), json!(""), json!(""), json!(""), json!("slow")]
         );
         let bound = json!({
             "metadata": {"name": "data", "deletionTimestamp": "2024-05-01T11:00:00Z"},
@@ -1471,13 +1205,7 @@ mod tests {
         });
         assert_eq!(
             cells("PersistentVolumeClaim", &bound)[..5],
-            [
-                json!("data"),
-                json!("Terminating"),
-                json!("pv-1"),
-                json!("10Gi"),
-                json!("RWO")
-            ]
+            [json!("data"), json!("Terminating"), json!("pv-1"), json!("10Gi"), json!("RWO")]
         );
     }
 
@@ -1492,10 +1220,7 @@ mod tests {
         });
         assert_eq!(
             cells("ResourceQuota", &quota)[1..3],
-            [
-                json!("pods: 3/10, requests.cpu: 500m/1"),
-                json!("limits.cpu: 1/2, limits.memory: 0/2Gi")
-            ]
+            [json!("pods: 3/10, requests.cpu: 500m/1"), json!("limits.cpu: 1/2, limits.memory: 0/2Gi")]
         );
     }
 
@@ -1526,18 +1251,12 @@ mod tests {
             "metadata": {"name": "t"},
             "template": {"metadata": {"labels": {"app": "t"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
         });
-        assert_eq!(
-            cells("PodTemplate", &tmpl),
-            [json!("t"), json!("c"), json!("busybox"), json!("app=t")]
-        );
+        assert_eq!(cells("PodTemplate", &tmpl), [json!("t"), json!("c"), json!("busybox"), json!("app=t")]);
     }
 
     #[test]
     fn namespaces_show_their_phase() {
         let ns = json!({"metadata": {"name": "kube-system", "creationTimestamp": "2024-04-01T12:00:00Z"}, "status": {"phase": "Active"}});
-        assert_eq!(
-            cells("Namespace", &ns),
-            [json!("kube-system"), json!("Active"), json!("30d")]
-        );
+        assert_eq!(cells("Namespace", &ns), [json!("kube-system"), json!("Active"), json!("30d")]);
     }
 }

@@ -124,22 +124,10 @@ mod tests {
 
     #[test]
     fn small_negative_skew_reads_as_now_and_larger_skew_is_invalid() {
-        assert_eq!(
-            human_signed_duration(SignedDuration::from_millis(-500)),
-            "0s"
-        );
-        assert_eq!(
-            human_signed_duration(SignedDuration::from_millis(-1999)),
-            "0s"
-        );
-        assert_eq!(
-            human_signed_duration(SignedDuration::from_secs(-2)),
-            "<invalid>"
-        );
-        assert_eq!(
-            human_signed_duration(SignedDuration::from_secs(-3600)),
-            "<invalid>"
-        );
+        assert_eq!(human_signed_duration(SignedDuration::from_millis(-500)), "0s");
+        assert_eq!(human_signed_duration(SignedDuration::from_millis(-1999)), "0s");
+        assert_eq!(human_signed_duration(SignedDuration::from_secs(-2)), "<invalid>");
+        assert_eq!(human_signed_duration(SignedDuration::from_secs(-3600)), "<invalid>");
     }
 
     #[test]

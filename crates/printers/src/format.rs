@@ -46,10 +46,7 @@ pub(crate) fn opt_bool(v: &Value, path: &[&str]) -> Option<bool> {
 
 /// The array at `path`, or an empty slice when absent.
 pub(crate) fn array_at<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
-    get(v, path)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    get(v, path).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
 /// The number of entries of the map (or array) at `path`.
@@ -120,21 +117,13 @@ pub(crate) fn age(obj: &Value, now: Timestamp) -> Value {
 pub(crate) fn format_labels(labels: Option<&Value>) -> String {
     let mut pairs: Vec<(&str, &str)> = labels
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or("")))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap_or(""))).collect())
         .unwrap_or_default();
     if pairs.is_empty() {
         return "<none>".to_string();
     }
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// A `metav1.LabelSelector` in selector syntax (`app=web,tier in (a,b)`);
@@ -152,10 +141,7 @@ pub(crate) fn label_selector_string(selector: Option<&Value>) -> Result<String, 
     }
     for expr in array_at(selector, &["matchExpressions"]) {
         let key = str_at(expr, &["key"]);
-        let mut values: Vec<&str> = array_at(expr, &["values"])
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let mut values: Vec<&str> = array_at(expr, &["values"]).iter().filter_map(Value::as_str).collect();
         values.sort_unstable();
         let rendered = match str_at(expr, &["operator"]) {
             "In" | "NotIn" if values.is_empty() => return Err(()),
@@ -169,11 +155,7 @@ pub(crate) fn label_selector_string(selector: Option<&Value>) -> Result<String, 
         requirements.push((key, rendered));
     }
     requirements.sort_by(|a, b| a.0.cmp(b.0));
-    Ok(requirements
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect::<Vec<_>>()
-        .join(","))
+    Ok(requirements.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join(","))
 }
 
 /// A label selector for display: `"<none>"` when it selects by nothing,
@@ -206,12 +188,7 @@ pub(crate) fn container_cells(obj: &Value, template_path: &[&str]) -> [Value; 2]
 /// The first `max` items joined with commas, then `" + N more..."`; `"<unset>"`
 /// when there is nothing at all.
 pub(crate) fn list_with_more(items: &[String], max: usize) -> String {
-    let shown = items
-        .iter()
-        .take(max)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
+    let shown = items.iter().take(max).cloned().collect::<Vec<_>>().join(",");
     if items.len() > max {
         return format!("{shown} + {} more...", items.len() - max);
     }
@@ -272,10 +249,7 @@ mod tests {
                 {"key": "env", "operator": "Exists"}
             ]
         });
-        assert_eq!(
-            format_label_selector(Some(&selector)),
-            "app=web,!canary,env,tier in (back,front),zone notin (b)"
-        );
+        assert_eq!(format_label_selector(Some(&selector)), "app=web,!canary,env,tier in (back,front),zone notin (b)");
         assert_eq!(format_label_selector(Some(&json!({}))), "<none>");
         assert_eq!(format_label_selector(None), "<none>");
         let bad = json!({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]});

@@ -108,10 +108,7 @@ pub fn table(
         _ => Map::new(),
     };
     let columns: Vec<Value> = printer.columns().iter().map(Column::to_json).collect();
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|obj| row(printer, obj, include_object(obj), now))
-        .collect();
+    let rows: Vec<Value> = objects.iter().map(|obj| row(printer, obj, include_object(obj), now)).collect();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -146,15 +143,8 @@ pub(crate) struct Printer {
 }
 
 impl Printer {
-    pub(crate) const fn new(
-        columns: &'static [Column],
-        cells: fn(&Value, Timestamp) -> Vec<Value>,
-    ) -> Self {
-        Printer {
-            columns,
-            cells,
-            conditions: None,
-        }
+    pub(crate) const fn new(columns: &'static [Column], cells: fn(&Value, Timestamp) -> Vec<Value>) -> Self {
+        Printer { columns, cells, conditions: None }
     }
 
     pub(crate) const fn with_conditions(mut self, conditions: fn(&Value) -> Vec<Value>) -> Self {
@@ -193,60 +183,27 @@ pub(crate) const CREATION_DESCRIPTION: &str = "CreationTimestamp is a timestamp 
     https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
 
 /// A priority-0 column.
-pub(crate) const fn col(
-    name: &'static str,
-    type_: &'static str,
-    description: &'static str,
-) -> Column {
-    Column {
-        name,
-        type_,
-        format: "",
-        description,
-        priority: 0,
-    }
+pub(crate) const fn col(name: &'static str, type_: &'static str, description: &'static str) -> Column {
+    Column { name, type_, format: "", description, priority: 0 }
 }
 
 /// A priority-1 (wide) column.
-pub(crate) const fn wide(
-    name: &'static str,
-    type_: &'static str,
-    description: &'static str,
-) -> Column {
-    Column {
-        priority: 1,
-        ..col(name, type_, description)
-    }
+pub(crate) const fn wide(name: &'static str, type_: &'static str, description: &'static str) -> Column {
+    Column { priority: 1, ..col(name, type_, description) }
 }
 
-pub(crate) const NAME: Column = Column {
-    name: "Name",
-    type_: "string",
-    format: "name",
-    description: NAME_DESCRIPTION,
-    priority: 0,
-};
+pub(crate) const NAME: Column =
+    Column { name: "Name", type_: "string", format: "name", description: NAME_DESCRIPTION, priority: 0 };
 
 pub(crate) const AGE: Column = col("Age", "string", CREATION_DESCRIPTION);
 
-pub(crate) const CONTAINERS: Column = wide(
-    "Containers",
-    "string",
-    "Names of each container in the template.",
-);
+pub(crate) const CONTAINERS: Column = wide("Containers", "string", "Names of each container in the template.");
 
-pub(crate) const IMAGES: Column = wide(
-    "Images",
-    "string",
-    "Images referenced by each container in the template.",
-);
+pub(crate) const IMAGES: Column = wide("Images", "string", "Images referenced by each container in the template.");
 
 // === default printer ===
 
-static DEFAULT: Printer = Printer::new(
-    &[NAME, col("Created At", "date", CREATION_DESCRIPTION)],
-    default_cells,
-);
+static DEFAULT: Printer = Printer::new(&[NAME, col("Created At", "date", CREATION_DESCRIPTION)], default_cells);
 
 fn default_cells(obj: &Value, _now: Timestamp) -> Vec<Value> {
     // Go prints an unset time as its zero value.
@@ -312,24 +269,12 @@ mod tests {
             ("certificates.k8s.io", "CertificateSigningRequest"),
             ("certificates.k8s.io", "ClusterTrustBundle"),
             ("node.k8s.io", "RuntimeClass"),
-            (
-                "admissionregistration.k8s.io",
-                "MutatingWebhookConfiguration",
-            ),
-            (
-                "admissionregistration.k8s.io",
-                "ValidatingWebhookConfiguration",
-            ),
+            ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+            ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
             ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-            (
-                "admissionregistration.k8s.io",
-                "ValidatingAdmissionPolicyBinding",
-            ),
+            ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
             ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
-            (
-                "admissionregistration.k8s.io",
-                "MutatingAdmissionPolicyBinding",
-            ),
+            ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
             ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
             ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
             ("resource.k8s.io", "DeviceClass"),
@@ -340,13 +285,10 @@ mod tests {
         ];
         let empty = json!({"metadata": {"name": "x"}});
         for (group, kind) in kinds {
-            let printer =
-                printer_for(group, kind).unwrap_or_else(|| panic!("no printer for {group}/{kind}"));
+            let printer = printer_for(group, kind).unwrap_or_else(|| panic!("no printer for {group}/{kind}"));
             let columns = printer.columns();
             assert!(
-                columns
-                    .iter()
-                    .any(|c| c.name == "Name" && c.format == "name"),
+                columns.iter().any(|c| c.name == "Name" && c.format == "name"),
                 "{group}/{kind} has no name column"
             );
             let cells = printer.cells(&empty, now());
@@ -364,21 +306,14 @@ mod tests {
 
     #[test]
     fn default_printer_shows_name_and_creation_time() {
-        let obj =
-            json!({"metadata": {"name": "limits", "creationTimestamp": "2024-04-30T08:15:00Z"}});
+        let obj = json!({"metadata": {"name": "limits", "creationTimestamp": "2024-04-30T08:15:00Z"}});
         let printer = default_printer();
         let names: Vec<_> = printer.columns().iter().map(|c| c.name).collect();
         assert_eq!(names, ["Name", "Created At"]);
         assert_eq!(printer.columns()[1].type_, "date");
-        assert_eq!(
-            printer.cells(&obj, now()),
-            [json!("limits"), json!("2024-04-30T08:15:00Z")]
-        );
+        assert_eq!(printer.cells(&obj, now()), [json!("limits"), json!("2024-04-30T08:15:00Z")]);
         let unset = json!({"metadata": {"name": "x"}});
-        assert_eq!(
-            printer.cells(&unset, now())[1],
-            json!("0001-01-01T00:00:00Z")
-        );
+        assert_eq!(printer.cells(&unset, now())[1], json!("0001-01-01T00:00:00Z"));
     }
 
     #[test]
@@ -408,14 +343,7 @@ mod tests {
     #[test]
     fn table_leaves_out_null_objects_and_uses_the_default_printer() {
         let a = json!({"metadata": {"name": "r", "creationTimestamp": "2024-05-01T11:00:00Z"}});
-        let t = table(
-            "rbac.authorization.k8s.io",
-            "Role",
-            &[&a],
-            Value::Null,
-            |_| Value::Null,
-            now(),
-        );
+        let t = table("rbac.authorization.k8s.io", "Role", &[&a], Value::Null, |_| Value::Null, now());
         assert_eq!(t["metadata"], json!({}));
         assert_eq!(t["rows"], json!([{"cells": ["r", "2024-05-01T11:00:00Z"]}]));
         let empty = table("", "Pod", &[], Value::Null, |o| o.clone(), now());

@@ -4,9 +4,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::core::load_balancer_addresses;
-use crate::format::{
-    age, array_at, format_label_selector, get, list_with_more, name, opt_int, opt_str, str_at,
-};
+use crate::format::{age, array_at, format_label_selector, get, list_with_more, name, opt_int, opt_str, str_at};
 use crate::{col, Printer, AGE, NAME};
 
 pub(crate) fn printer(group: &str, kind: &str) -> Option<&'static Printer> {
@@ -26,11 +24,7 @@ pub(crate) fn printer(group: &str, kind: &str) -> Option<&'static Printer> {
 static NETWORK_POLICY: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Pod-Selector",
-            "string",
-            "podSelector selects the pods to which this NetworkPolicy object applies.",
-        ),
+        col("Pod-Selector", "string", "podSelector selects the pods to which this NetworkPolicy object applies."),
         AGE,
     ],
     |obj, now| {
@@ -49,16 +43,8 @@ static INGRESS: Printer = Printer::new(
             "string",
             "The name of the IngressClass resource that should be used for additional configuration",
         ),
-        col(
-            "Hosts",
-            "string",
-            "Hosts that incoming requests are matched against before the ingress rule",
-        ),
-        col(
-            "Address",
-            "string",
-            "Address is a list containing ingress points for the load-balancer",
-        ),
+        col("Hosts", "string", "Hosts that incoming requests are matched against before the ingress rule"),
+        col("Address", "string", "Address is a list containing ingress points for the load-balancer"),
         col("Ports", "string", "Ports of TLS configurations that open"),
         AGE,
     ],
@@ -66,11 +52,7 @@ static INGRESS: Printer = Printer::new(
 );
 
 fn ingress_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
-    let ports = if array_at(obj, &["spec", "tls"]).is_empty() {
-        "80"
-    } else {
-        "80, 443"
-    };
+    let ports = if array_at(obj, &["spec", "tls"]).is_empty() { "80" } else { "80, 443" };
     vec![
         name(obj),
         Value::from(opt_str(obj, &["spec", "ingressClassName"]).unwrap_or("<none>")),
@@ -111,16 +93,8 @@ fn ingress_hosts(rules: &[Value]) -> String {
 static INGRESS_CLASS: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Controller",
-            "string",
-            "Controller that is responsible for handling this class",
-        ),
-        col(
-            "Parameters",
-            "string",
-            "A reference to a resource with additional parameters",
-        ),
+        col("Controller", "string", "Controller that is responsible for handling this class"),
+        col("Parameters", "string", "A reference to a resource with additional parameters"),
         AGE,
     ],
     |obj, now| {
@@ -135,12 +109,7 @@ static INGRESS_CLASS: Printer = Printer::new(
                 format!("{kind}/{}", str_at(p, &["name"]))
             }
         };
-        vec![
-            name(obj),
-            Value::from(str_at(obj, &["spec", "controller"])),
-            Value::from(parameters),
-            age(obj, now),
-        ]
+        vec![name(obj), Value::from(str_at(obj, &["spec", "controller"])), Value::from(parameters), age(obj, now)]
     },
 );
 
@@ -157,10 +126,7 @@ static SERVICE_CIDR: Printer = Printer::new(
         AGE,
     ],
     |obj, now| {
-        let cidrs: Vec<&str> = array_at(obj, &["spec", "cidrs"])
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let cidrs: Vec<&str> = array_at(obj, &["spec", "cidrs"]).iter().filter_map(Value::as_str).collect();
         vec![name(obj), Value::from(cidrs.join(",")), age(obj, now)]
     },
 );
@@ -168,14 +134,7 @@ static SERVICE_CIDR: Printer = Printer::new(
 // Upstream also appends an age cell without a matching column; we keep
 // cells and columns aligned.
 static IP_ADDRESS: Printer = Printer::new(
-    &[
-        NAME,
-        col(
-            "ParentRef",
-            "string",
-            "ParentRef references the resource that an IPAddress is attached to.",
-        ),
-    ],
+    &[NAME, col("ParentRef", "string", "ParentRef references the resource that an IPAddress is attached to.")],
     |obj, _now| {
         let parent = match get(obj, &["spec", "parentRef"]) {
             None => "<none>".to_string(),
@@ -201,21 +160,9 @@ static IP_ADDRESS: Printer = Printer::new(
 static ENDPOINT_SLICE: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "AddressType",
-            "string",
-            "addressType specifies the type of address carried by this EndpointSlice.",
-        ),
-        col(
-            "Ports",
-            "string",
-            "ports specifies the list of network ports exposed by each endpoint in this slice.",
-        ),
-        col(
-            "Endpoints",
-            "string",
-            "endpoints is a list of unique endpoints in this slice.",
-        ),
+        col("AddressType", "string", "addressType specifies the type of address carried by this EndpointSlice."),
+        col("Ports", "string", "ports specifies the list of network ports exposed by each endpoint in this slice."),
+        col("Endpoints", "string", "endpoints is a list of unique endpoints in this slice."),
         AGE,
     ],
     endpoint_slice_cells,
@@ -306,11 +253,7 @@ mod tests {
         });
         assert_eq!(
             cells("networking.k8s.io", "IngressClass", &class)[..3],
-            [
-                json!("nginx"),
-                json!("k8s.io/ingress-nginx"),
-                json!("IngressParameters.k8s.example.com/external-lb")
-            ]
+            [json!("nginx"), json!("k8s.io/ingress-nginx"), json!("IngressParameters.k8s.example.com/external-lb")]
         );
     }
 
@@ -320,15 +263,9 @@ mod tests {
             "metadata": {"name": "deny-all"},
             "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
         });
-        assert_eq!(
-            cells("networking.k8s.io", "NetworkPolicy", &np)[1],
-            json!("<none>")
-        );
+        assert_eq!(cells("networking.k8s.io", "NetworkPolicy", &np)[1], json!("<none>"));
         let web = json!({"metadata": {"name": "web"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}}});
-        assert_eq!(
-            cells("networking.k8s.io", "NetworkPolicy", &web)[1],
-            json!("app=web")
-        );
+        assert_eq!(cells("networking.k8s.io", "NetworkPolicy", &web)[1], json!("app=web"));
     }
 
     #[test]
@@ -354,10 +291,7 @@ mod tests {
             ]
         );
         let empty = json!({"metadata": {"name": "e"}, "addressType": "IPv6"});
-        assert_eq!(
-            cells("discovery.k8s.io", "EndpointSlice", &empty)[2..4],
-            [json!("<unset>"), json!("<unset>")]
-        );
+        assert_eq!(cells("discovery.k8s.io", "EndpointSlice", &empty)[2..4], [json!("<unset>"), json!("<unset>")]);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use crate::core::{event_cells, EventFields, EVENT_COLUMNS};
 use crate::duration::human_signed_duration;
 use crate::format::{
-    age, array_at, bool_at, get, int_at, int_or_string, is_deleting, len_at, list_with_more, name,
-    opt_int, opt_str, quantity, str_at, time_at,
+    age, array_at, bool_at, get, int_at, int_or_string, is_deleting, len_at, list_with_more, name, opt_int, opt_str,
+    quantity, str_at, time_at,
 };
 use crate::{col, wide, Printer, AGE, NAME};
 
@@ -41,53 +41,21 @@ pub(crate) fn printer(group: &str, kind: &str) -> Option<&'static Printer> {
 // === coordination.k8s.io ===
 
 static LEASE: Printer = Printer::new(
-    &[
-        NAME,
-        col(
-            "Holder",
-            "string",
-            "holderIdentity contains the identity of the holder of a current lease.",
-        ),
-        AGE,
-    ],
-    |obj, now| {
-        vec![
-            name(obj),
-            Value::from(str_at(obj, &["spec", "holderIdentity"])),
-            age(obj, now),
-        ]
-    },
+    &[NAME, col("Holder", "string", "holderIdentity contains the identity of the holder of a current lease."), AGE],
+    |obj, now| vec![name(obj), Value::from(str_at(obj, &["spec", "holderIdentity"])), age(obj, now)],
 );
 
 static LEASE_CANDIDATE: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "LeaseName",
-            "string",
-            "LeaseName is the name of the lease for which this candidate is contending.",
-        ),
-        col(
-            "BinaryVersion",
-            "string",
-            "BinaryVersion is the binary version.",
-        ),
-        col(
-            "EmulationVersion",
-            "string",
-            "EmulationVersion is the emulation version.",
-        ),
+        col("LeaseName", "string", "LeaseName is the name of the lease for which this candidate is contending."),
+        col("BinaryVersion", "string", "BinaryVersion is the binary version."),
+        col("EmulationVersion", "string", "EmulationVersion is the emulation version."),
         AGE,
     ],
     |obj, now| {
         let spec = |key: &str| Value::from(str_at(obj, &["spec", key]));
-        vec![
-            name(obj),
-            spec("leaseName"),
-            spec("binaryVersion"),
-            spec("emulationVersion"),
-            age(obj, now),
-        ]
+        vec![name(obj), spec("leaseName"), spec("binaryVersion"), spec("emulationVersion"), age(obj, now)]
     },
 );
 
@@ -112,21 +80,9 @@ static EVENT: Printer = Printer::new(EVENT_COLUMNS, |event, now| {
 static POD_DISRUPTION_BUDGET: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Min Available",
-            "string",
-            "The minimum number of pods that must be available.",
-        ),
-        col(
-            "Max Unavailable",
-            "string",
-            "The maximum number of pods that may be unavailable.",
-        ),
-        col(
-            "Allowed Disruptions",
-            "integer",
-            "Calculated number of pods that may be disrupted at this time.",
-        ),
+        col("Min Available", "string", "The minimum number of pods that must be available."),
+        col("Max Unavailable", "string", "The maximum number of pods that may be unavailable."),
+        col("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
         AGE,
     ],
     |obj, now| {
@@ -149,11 +105,7 @@ static POD_DISRUPTION_BUDGET: Printer = Printer::new(
 static PRIORITY_CLASS: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Value",
-            "integer",
-            "value represents the integer value of this priority class.",
-        ),
+        col("Value", "integer", "value represents the integer value of this priority class."),
         col(
             "Global-Default",
             "boolean",
@@ -161,11 +113,7 @@ static PRIORITY_CLASS: Printer = Printer::new(
              default priority for pods that do not have any priority class.",
         ),
         AGE,
-        col(
-            "PreemptionPolicy",
-            "string",
-            "preemptionPolicy is the Policy for preempting pods with lower priority.",
-        ),
+        col("PreemptionPolicy", "string", "preemptionPolicy is the Policy for preempting pods with lower priority."),
     ],
     |obj, now| {
         vec![
@@ -192,11 +140,7 @@ static ROLE_BINDING: Printer = Printer::new(
         AGE,
         wide("Users", "string", "Users in the roleBinding"),
         wide("Groups", "string", "Groups in the roleBinding"),
-        wide(
-            "ServiceAccounts",
-            "string",
-            "ServiceAccounts in the roleBinding",
-        ),
+        wide("ServiceAccounts", "string", "ServiceAccounts in the roleBinding"),
     ],
     binding_cells,
 );
@@ -204,39 +148,24 @@ static ROLE_BINDING: Printer = Printer::new(
 static CLUSTER_ROLE_BINDING: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Role",
-            "string",
-            "RoleRef can only reference a ClusterRole in the global namespace.",
-        ),
+        col("Role", "string", "RoleRef can only reference a ClusterRole in the global namespace."),
         AGE,
         wide("Users", "string", "Users in the clusterRoleBinding"),
         wide("Groups", "string", "Groups in the clusterRoleBinding"),
-        wide(
-            "ServiceAccounts",
-            "string",
-            "ServiceAccounts in the clusterRoleBinding",
-        ),
+        wide("ServiceAccounts", "string", "ServiceAccounts in the clusterRoleBinding"),
     ],
     binding_cells,
 );
 
 fn binding_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
-    let role = format!(
-        "{}/{}",
-        str_at(obj, &["roleRef", "kind"]),
-        str_at(obj, &["roleRef", "name"])
-    );
+    let role = format!("{}/{}", str_at(obj, &["roleRef", "kind"]), str_at(obj, &["roleRef", "name"]));
     let (mut users, mut groups, mut service_accounts) = (Vec::new(), Vec::new(), Vec::new());
     for subject in array_at(obj, &["subjects"]) {
         let subject_name = str_at(subject, &["name"]);
         match str_at(subject, &["kind"]) {
             "User" => users.push(subject_name.to_string()),
             "Group" => groups.push(subject_name.to_string()),
-            "ServiceAccount" => service_accounts.push(format!(
-                "{}/{subject_name}",
-                str_at(subject, &["namespace"])
-            )),
+            "ServiceAccount" => service_accounts.push(format!("{}/{subject_name}", str_at(subject, &["namespace"]))),
             _ => {}
         }
     }
@@ -255,11 +184,7 @@ fn binding_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
 static HORIZONTAL_POD_AUTOSCALER: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Reference",
-            "string",
-            "scaleTargetRef points to the target resource to scale.",
-        ),
+        col("Reference", "string", "scaleTargetRef points to the target resource to scale."),
         col(
             "Targets",
             "string",
@@ -278,11 +203,7 @@ static HORIZONTAL_POD_AUTOSCALER: Printer = Printer::new(
             "maxReplicas is the upper limit for the number of replicas to which the autoscaler \
              can scale up.",
         ),
-        col(
-            "Replicas",
-            "string",
-            "currentReplicas is current number of replicas of pods managed by this autoscaler.",
-        ),
+        col("Replicas", "string", "currentReplicas is current number of replicas of pods managed by this autoscaler."),
         AGE,
     ],
     horizontal_pod_autoscaler_cells,
@@ -314,15 +235,11 @@ fn horizontal_pod_autoscaler_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
 /// objects carry a CPU utilization target instead.
 fn hpa_metrics(obj: &Value) -> (Vec<Value>, Vec<Value>) {
     if get(obj, &["spec", "metrics"]).is_some() {
-        return (
-            array_at(obj, &["spec", "metrics"]).to_vec(),
-            array_at(obj, &["status", "currentMetrics"]).to_vec(),
-        );
+        return (array_at(obj, &["spec", "metrics"]).to_vec(), array_at(obj, &["status", "currentMetrics"]).to_vec());
     }
     let cpu = |path: &[&str], field: &str| {
-        opt_int(obj, path).map(|v| {
-            json!({"type": "Resource", "resource": {"name": "cpu", field: {"averageUtilization": v}}})
-        })
+        opt_int(obj, path)
+            .map(|v| json!({"type": "Resource", "resource": {"name": "cpu", field: {"averageUtilization": v}}}))
     };
     let specs = cpu(&["spec", "targetCPUUtilizationPercentage"], "target");
     let statuses = cpu(&["status", "currentCPUUtilizationPercentage"], "current");
@@ -334,17 +251,9 @@ fn format_hpa_metrics(specs: &[Value], statuses: &[Value]) -> String {
     if specs.is_empty() {
         return "<none>".to_string();
     }
-    let list: Vec<String> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| format_hpa_metric(spec, statuses.get(i)))
-        .collect();
-    let shown = list
-        .iter()
-        .take(MAX)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list: Vec<String> =
+        specs.iter().enumerate().map(|(i, spec)| format_hpa_metric(spec, statuses.get(i))).collect();
+    let shown = list.iter().take(MAX).cloned().collect::<Vec<_>>().join(", ");
     if list.len() > MAX {
         return format!("{shown} + {} more...", list.len() - MAX);
     }
@@ -354,17 +263,11 @@ fn format_hpa_metrics(specs: &[Value], statuses: &[Value]) -> String {
 fn format_hpa_metric(spec: &Value, status: Option<&Value>) -> String {
     let status = status.unwrap_or(&Value::Null);
     // The current value of `source` in the status, if reported.
-    let current = |source: &str, field: &str| {
-        get(status, &[source]).map(|s| quantity(get(s, &["current", field])))
-    };
+    let current = |source: &str, field: &str| get(status, &[source]).map(|s| quantity(get(s, &["current", field])));
     let unknown = || "<unknown>".to_string();
     match str_at(spec, &["type"]) {
         source_type @ ("External" | "Object") => {
-            let source = if source_type == "External" {
-                "external"
-            } else {
-                "object"
-            };
+            let source = if source_type == "External" { "external" } else { "object" };
             let target = |field: &str| get(spec, &[source, "target", field]);
             match target("averageValue") {
                 Some(average) => {
@@ -385,11 +288,7 @@ fn format_hpa_metric(spec: &Value, status: Option<&Value>) -> String {
             format!("{current}/{target}")
         }
         source_type @ ("Resource" | "ContainerResource") => {
-            let source = if source_type == "Resource" {
-                "resource"
-            } else {
-                "containerResource"
-            };
+            let source = if source_type == "Resource" { "resource" } else { "containerResource" };
             let resource = str_at(spec, &[source, "name"]);
             match get(spec, &[source, "target", "averageValue"]) {
                 Some(average) => {
@@ -417,11 +316,7 @@ static CERTIFICATE_SIGNING_REQUEST: Printer = Printer::new(
     &[
         NAME,
         AGE,
-        col(
-            "SignerName",
-            "string",
-            "signerName indicates the requested signer, and is a qualified name.",
-        ),
+        col("SignerName", "string", "signerName indicates the requested signer, and is a qualified name."),
         col(
             "Requestor",
             "string",
@@ -456,11 +351,7 @@ static CERTIFICATE_SIGNING_REQUEST: Printer = Printer::new(
 );
 
 fn csr_condition(obj: &Value) -> String {
-    let has = |t: &str| {
-        array_at(obj, &["status", "conditions"])
-            .iter()
-            .any(|c| str_at(c, &["type"]) == t)
-    };
+    let has = |t: &str| array_at(obj, &["status", "conditions"]).iter().any(|c| str_at(c, &["type"]) == t);
     let mut status = if has("Denied") {
         "Denied"
     } else if has("Approved") {
@@ -487,20 +378,8 @@ fn or_none(s: &str) -> &str {
 }
 
 static CLUSTER_TRUST_BUNDLE: Printer = Printer::new(
-    &[
-        NAME,
-        col(
-            "SignerName",
-            "string",
-            "signerName indicates the associated signer, if any.",
-        ),
-    ],
-    |obj, _now| {
-        vec![
-            name(obj),
-            Value::from(or_none(str_at(obj, &["spec", "signerName"]))),
-        ]
-    },
+    &[NAME, col("SignerName", "string", "signerName indicates the associated signer, if any.")],
+    |obj, _now| vec![name(obj), Value::from(or_none(str_at(obj, &["spec", "signerName"])))],
 );
 
 // === node.k8s.io ===
@@ -516,13 +395,7 @@ static RUNTIME_CLASS: Printer = Printer::new(
         ),
         AGE,
     ],
-    |obj, now| {
-        vec![
-            name(obj),
-            Value::from(str_at(obj, &["handler"])),
-            age(obj, now),
-        ]
-    },
+    |obj, now| vec![name(obj), Value::from(str_at(obj, &["handler"])), age(obj, now)],
 );
 
 // === admissionregistration.k8s.io ===
@@ -531,9 +404,7 @@ fn admission_printer(kind: &str) -> Option<&'static Printer> {
     Some(match kind {
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => &WEBHOOK_CONFIGURATION,
         "ValidatingAdmissionPolicy" => &VALIDATING_ADMISSION_POLICY,
-        "ValidatingAdmissionPolicyBinding" | "MutatingAdmissionPolicyBinding" => {
-            &ADMISSION_POLICY_BINDING
-        }
+        "ValidatingAdmissionPolicyBinding" | "MutatingAdmissionPolicyBinding" => &ADMISSION_POLICY_BINDING,
         "MutatingAdmissionPolicy" => &MUTATING_ADMISSION_POLICY,
         _ => return None,
     })
@@ -542,20 +413,10 @@ fn admission_printer(kind: &str) -> Option<&'static Printer> {
 static WEBHOOK_CONFIGURATION: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Webhooks",
-            "integer",
-            "Webhooks indicates the number of webhooks registered in this configuration",
-        ),
+        col("Webhooks", "integer", "Webhooks indicates the number of webhooks registered in this configuration"),
         AGE,
     ],
-    |obj, now| {
-        vec![
-            name(obj),
-            Value::from(len_at(obj, &["webhooks"])),
-            age(obj, now),
-        ]
-    },
+    |obj, now| vec![name(obj), Value::from(len_at(obj, &["webhooks"])), age(obj, now)],
 );
 
 fn param_kind(obj: &Value) -> String {
@@ -565,11 +426,8 @@ fn param_kind(obj: &Value) -> String {
     }
 }
 
-const PARAM_KIND: crate::Column = col(
-    "ParamKind",
-    "string",
-    "ParamKind specifies the kind of resources used to parameterize this policy",
-);
+const PARAM_KIND: crate::Column =
+    col("ParamKind", "string", "ParamKind specifies the kind of resources used to parameterize this policy");
 
 static VALIDATING_ADMISSION_POLICY: Printer = Printer::new(
     &[
@@ -583,49 +441,27 @@ static VALIDATING_ADMISSION_POLICY: Printer = Printer::new(
         AGE,
     ],
     |obj, now| {
-        vec![
-            name(obj),
-            Value::from(len_at(obj, &["spec", "validations"])),
-            Value::from(param_kind(obj)),
-            age(obj, now),
-        ]
+        vec![name(obj), Value::from(len_at(obj, &["spec", "validations"])), Value::from(param_kind(obj)), age(obj, now)]
     },
 );
 
 static MUTATING_ADMISSION_POLICY: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Mutations",
-            "integer",
-            "Mutation indicates the number of mutations rules defined in this configuration",
-        ),
+        col("Mutations", "integer", "Mutation indicates the number of mutations rules defined in this configuration"),
         PARAM_KIND,
         AGE,
     ],
     |obj, now| {
-        vec![
-            name(obj),
-            Value::from(len_at(obj, &["spec", "mutations"])),
-            Value::from(param_kind(obj)),
-            age(obj, now),
-        ]
+        vec![name(obj), Value::from(len_at(obj, &["spec", "mutations"])), Value::from(param_kind(obj)), age(obj, now)]
     },
 );
 
 static ADMISSION_POLICY_BINDING: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "PolicyName",
-            "string",
-            "PolicyName indicates the policy definition which the policy binding binded to",
-        ),
-        col(
-            "ParamRef",
-            "string",
-            "ParamRef indicates the param resource which sets the configration param",
-        ),
+        col("PolicyName", "string", "PolicyName indicates the policy definition which the policy binding binded to"),
+        col("ParamRef", "string", "ParamRef indicates the param resource which sets the configration param"),
         AGE,
     ],
     |obj, now| {
@@ -642,12 +478,7 @@ static ADMISSION_POLICY_BINDING: Printer = Printer::new(
                 (n, ns) => format!("{ns}/{n}"),
             },
         };
-        vec![
-            name(obj),
-            Value::from(str_at(obj, &["spec", "policyName"])),
-            Value::from(param),
-            age(obj, now),
-        ]
+        vec![name(obj), Value::from(str_at(obj, &["spec", "policyName"])), Value::from(param), age(obj, now)]
     },
 );
 
@@ -664,10 +495,7 @@ fn go_label_selector(selector: &Value) -> String {
     let expressions: String = array_at(selector, &["matchExpressions"])
         .iter()
         .map(|e| {
-            let values: Vec<&str> = array_at(e, &["values"])
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
+            let values: Vec<&str> = array_at(e, &["values"]).iter().filter_map(Value::as_str).collect();
             format!(
                 "LabelSelectorRequirement{{Key:{},Operator:{},Values:[{}],}},",
                 str_at(e, &["key"]),
@@ -687,11 +515,7 @@ fn go_label_selector(selector: &Value) -> String {
 static FLOW_SCHEMA: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "PriorityLevel",
-            "string",
-            "`name` is the name of the priority level configuration being referenced",
-        ),
+        col("PriorityLevel", "string", "`name` is the name of the priority level configuration being referenced"),
         col(
             "MatchingPrecedence",
             "string",
@@ -705,11 +529,7 @@ static FLOW_SCHEMA: Printer = Printer::new(
              that match this schema.",
         ),
         AGE,
-        col(
-            "MissingPL",
-            "string",
-            "references a broken or non-existent PriorityLevelConfiguration",
-        ),
+        col("MissingPL", "string", "references a broken or non-existent PriorityLevelConfiguration"),
     ],
     |obj, now| {
         let dangling = array_at(obj, &["status", "conditions"])
@@ -743,11 +563,7 @@ static PRIORITY_LEVEL: Printer = Printer::new(
             "`nominalConcurrencyShares` (NCS) contributes to the computation of the \
              NominalConcurrencyLimit (NominalCL) of this level.",
         ),
-        col(
-            "Queues",
-            "string",
-            "`queues` is the number of queues for this priority level.",
-        ),
+        col("Queues", "string", "`queues` is the number of queues for this priority level."),
         col(
             "HandSize",
             "string",
@@ -765,15 +581,9 @@ static PRIORITY_LEVEL: Printer = Printer::new(
     |obj, now| {
         let none = || Value::from("<none>");
         let limited = get(obj, &["spec", "limited"]);
-        let shares = limited
-            .map(|l| Value::from(int_at(l, &["nominalConcurrencyShares"])))
-            .unwrap_or_else(none);
+        let shares = limited.map(|l| Value::from(int_at(l, &["nominalConcurrencyShares"]))).unwrap_or_else(none);
         let queuing = limited.and_then(|l| get(l, &["limitResponse", "queuing"]));
-        let queue = |key: &str| {
-            queuing
-                .map(|q| Value::from(int_at(q, &[key])))
-                .unwrap_or_else(none)
-        };
+        let queue = |key: &str| queuing.map(|q| Value::from(int_at(q, &[key]))).unwrap_or_else(none);
         vec![
             name(obj),
             Value::from(str_at(obj, &["spec", "type"])),
@@ -797,15 +607,7 @@ fn name_and_age(obj: &Value, now: Timestamp) -> Vec<Value> {
 }
 
 static RESOURCE_CLAIM: Printer = Printer::new(
-    &[
-        NAME,
-        col(
-            "State",
-            "string",
-            "A summary of the current state (allocated, pending, reserved, etc.).",
-        ),
-        AGE,
-    ],
+    &[NAME, col("State", "string", "A summary of the current state (allocated, pending, reserved, etc.)."), AGE],
     |obj, now| {
         let mut states = Vec::new();
         let deleting = is_deleting(obj);
@@ -827,16 +629,8 @@ static RESOURCE_CLAIM: Printer = Printer::new(
 static RESOURCE_SLICE: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Node",
-            "string",
-            "NodeName identifies the node which provides the resources in this pool.",
-        ),
-        col(
-            "Driver",
-            "string",
-            "Driver identifies the DRA driver providing the capacity information.",
-        ),
+        col("Node", "string", "NodeName identifies the node which provides the resources in this pool."),
+        col("Driver", "string", "Driver identifies the DRA driver providing the capacity information."),
         col("Pool", "string", "Name is used to identify the pool."),
         AGE,
     ],
@@ -862,23 +656,13 @@ static STORAGE_VERSION: Printer = Printer::new(
             "If all API server instances agree on the same encoding storage version, then this \
              field is set to that version.",
         ),
-        col(
-            "StorageVersions",
-            "string",
-            "The reported versions per API server instance.",
-        ),
+        col("StorageVersions", "string", "The reported versions per API server instance."),
         AGE,
     ],
     |obj, now| {
         let versions: Vec<String> = array_at(obj, &["status", "storageVersions"])
             .iter()
-            .map(|v| {
-                format!(
-                    "{}={}",
-                    str_at(v, &["apiServerID"]),
-                    str_at(v, &["encodingVersion"])
-                )
-            })
+            .map(|v| format!("{}={}", str_at(v, &["apiServerID"]), str_at(v, &["encodingVersion"])))
             .collect();
         vec![
             name(obj),
@@ -960,10 +744,7 @@ mod tests {
             [json!("web"), json!("2"), json!("N/A"), json!(1)]
         );
         let pct = json!({"metadata": {"name": "p"}, "spec": {"maxUnavailable": "25%"}});
-        assert_eq!(
-            cells("policy", "PodDisruptionBudget", &pct)[1..3],
-            [json!("N/A"), json!("25%")]
-        );
+        assert_eq!(cells("policy", "PodDisruptionBudget", &pct)[1..3], [json!("N/A"), json!("25%")]);
     }
 
     #[test]
@@ -1075,11 +856,7 @@ mod tests {
     fn admission_policy_binding_param_refs() {
         let named = json!({"metadata": {"name": "b"}, "spec": {"policyName": "p", "paramRef": {"name": "limits"}}});
         assert_eq!(
-            cells(
-                "admissionregistration.k8s.io",
-                "ValidatingAdmissionPolicyBinding",
-                &named
-            )[1..3],
+            cells("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding", &named)[1..3],
             [json!("p"), json!("*/limits")]
         );
         let selected = json!({
@@ -1100,42 +877,23 @@ mod tests {
             "status": {"conditions": [{"type": "Dangling", "status": "False"}]}
         });
         let row = cells("flowcontrol.apiserver.k8s.io", "FlowSchema", &fs);
-        assert_eq!(
-            row[1..4],
-            [json!("leader-election"), json!(100), json!("ByUser")]
-        );
+        assert_eq!(row[1..4], [json!("leader-election"), json!(100), json!("ByUser")]);
         assert_eq!(row[5], json!("False"));
         let exempt = json!({"metadata": {"name": "exempt"}, "spec": {"type": "Exempt"}});
         assert_eq!(
-            cells(
-                "flowcontrol.apiserver.k8s.io",
-                "PriorityLevelConfiguration",
-                &exempt
-            )[1..6],
-            [
-                json!("Exempt"),
-                json!("<none>"),
-                json!("<none>"),
-                json!("<none>"),
-                json!("<none>")
-            ]
+            cells("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration", &exempt)[1..6],
+            [json!("Exempt"), json!("<none>"), json!("<none>"), json!("<none>"), json!("<none>")]
         );
     }
 
     #[test]
     fn resource_claim_states() {
         let pending = json!({"metadata": {"name": "gpu"}});
-        assert_eq!(
-            cells("resource.k8s.io", "ResourceClaim", &pending)[1],
-            json!("pending")
-        );
+        assert_eq!(cells("resource.k8s.io", "ResourceClaim", &pending)[1], json!("pending"));
         let reserved = json!({
             "metadata": {"name": "gpu", "deletionTimestamp": "2024-05-01T11:00:00Z"},
             "status": {"allocation": {}, "reservedFor": [{"resource": "pods", "name": "p"}]}
         });
-        assert_eq!(
-            cells("resource.k8s.io", "ResourceClaim", &reserved)[1],
-            json!("deleted,allocated,reserved")
-        );
+        assert_eq!(cells("resource.k8s.io", "ResourceClaim", &reserved)[1], json!("deleted,allocated,reserved"));
     }
 }

@@ -3,9 +3,7 @@
 use jiff::Timestamp;
 use serde_json::Value;
 
-use crate::format::{
-    age, array_at, bool_at, get, len_at, name, opt_bool, opt_str, quantity, str_at,
-};
+use crate::format::{age, array_at, bool_at, get, len_at, name, opt_bool, opt_str, quantity, str_at};
 use crate::{col, Column, Printer, AGE, NAME};
 
 pub(crate) fn printer(kind: &str) -> Option<&'static Printer> {
@@ -23,9 +21,7 @@ pub(crate) fn printer(kind: &str) -> Option<&'static Printer> {
 /// The object name, with `" (default)"` when `annotation` is `"true"`.
 fn name_marking_default(obj: &Value, annotations: &[&str]) -> Value {
     let name = str_at(obj, &["metadata", "name"]);
-    let is_default = annotations
-        .iter()
-        .any(|a| str_at(obj, &["metadata", "annotations", a]) == "true");
+    let is_default = annotations.iter().any(|a| str_at(obj, &["metadata", "annotations", a]) == "true");
     if is_default {
         Value::from(format!("{name} (default)"))
     } else {
@@ -38,11 +34,7 @@ fn name_marking_default(obj: &Value, annotations: &[&str]) -> Value {
 static STORAGE_CLASS: Printer = Printer::new(
     &[
         NAME,
-        col(
-            "Provisioner",
-            "string",
-            "provisioner indicates the type of the provisioner.",
-        ),
+        col("Provisioner", "string", "provisioner indicates the type of the provisioner."),
         col(
             "ReclaimPolicy",
             "string",
@@ -68,10 +60,7 @@ fn storage_class_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
     vec![
         name_marking_default(
             obj,
-            &[
-                "storageclass.kubernetes.io/is-default-class",
-                "storageclass.beta.kubernetes.io/is-default-class",
-            ],
+            &["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"],
         ),
         Value::from(str_at(obj, &["provisioner"])),
         Value::from(opt_str(obj, &["reclaimPolicy"]).unwrap_or("Delete")),
@@ -84,21 +73,10 @@ fn storage_class_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
 // === VolumeAttributesClass ===
 
 static VOLUME_ATTRIBUTES_CLASS: Printer = Printer::new(
-    &[
-        NAME,
-        col(
-            "DriverName",
-            "string",
-            "Name of the CSI driver This field is immutable.",
-        ),
-        AGE,
-    ],
+    &[NAME, col("DriverName", "string", "Name of the CSI driver This field is immutable."), AGE],
     |obj, now| {
         vec![
-            name_marking_default(
-                obj,
-                &["volumeattributesclass.alpha.kubernetes.io/is-default-class"],
-            ),
+            name_marking_default(obj, &["volumeattributesclass.alpha.kubernetes.io/is-default-class"]),
             Value::from(str_at(obj, &["driverName"])),
             age(obj, now),
         ]
@@ -119,21 +97,9 @@ static VOLUME_ATTACHMENT: Printer = Printer::new(
                 "attacher indicates the name of the volume driver that MUST handle this request.",
             )
         },
-        col(
-            "PV",
-            "string",
-            "persistentVolumeName represents the name of the persistent volume to attach.",
-        ),
-        col(
-            "Node",
-            "string",
-            "nodeName represents the node that the volume should be attached to.",
-        ),
-        col(
-            "Attached",
-            "boolean",
-            "attached indicates the volume is successfully attached.",
-        ),
+        col("PV", "string", "persistentVolumeName represents the name of the persistent volume to attach."),
+        col("Node", "string", "nodeName represents the node that the volume should be attached to."),
+        col("Attached", "boolean", "attached indicates the volume is successfully attached."),
         AGE,
     ],
     |obj, now| {
@@ -182,11 +148,7 @@ static CSI_DRIVER: Printer = Printer::new(
             "requiresRepublish indicates the CSI driver wants `NodePublishVolume` being \
              periodically called to reflect any possible change in the mounted volume.",
         ),
-        col(
-            "Modes",
-            "string",
-            "volumeLifecycleModes defines what kind of volumes this CSI volume driver supports.",
-        ),
+        col("Modes", "string", "volumeLifecycleModes defines what kind of volumes this CSI volume driver supports."),
         AGE,
     ],
     csi_driver_cells,
@@ -204,15 +166,8 @@ fn csi_driver_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
             .collect::<Vec<_>>()
             .join(","),
     };
-    let modes: Vec<&str> = array_at(obj, &["spec", "volumeLifecycleModes"])
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let modes = if modes.is_empty() {
-        "<none>".to_string()
-    } else {
-        modes.join(",")
-    };
+    let modes: Vec<&str> = array_at(obj, &["spec", "volumeLifecycleModes"]).iter().filter_map(Value::as_str).collect();
+    let modes = if modes.is_empty() { "<none>".to_string() } else { modes.join(",") };
     vec![
         name(obj),
         Value::from(opt_bool(obj, &["spec", "attachRequired"]).unwrap_or(true)),
@@ -226,22 +181,8 @@ fn csi_driver_cells(obj: &Value, now: Timestamp) -> Vec<Value> {
 }
 
 static CSI_NODE: Printer = Printer::new(
-    &[
-        NAME,
-        col(
-            "Drivers",
-            "integer",
-            "Drivers indicates the number of CSI drivers registered on the node",
-        ),
-        AGE,
-    ],
-    |obj, now| {
-        vec![
-            name(obj),
-            Value::from(len_at(obj, &["spec", "drivers"])),
-            age(obj, now),
-        ]
-    },
+    &[NAME, col("Drivers", "integer", "Drivers indicates the number of CSI drivers registered on the node"), AGE],
+    |obj, now| vec![name(obj), Value::from(len_at(obj, &["spec", "drivers"])), age(obj, now)],
 );
 
 static CSI_STORAGE_CAPACITY: Printer = Printer::new(
@@ -265,11 +206,7 @@ static CSI_STORAGE_CAPACITY: Printer = Printer::new(
             None => "<unset>".to_string(),
             some => quantity(some),
         };
-        vec![
-            name(obj),
-            Value::from(str_at(obj, &["storageClassName"])),
-            Value::from(capacity),
-        ]
+        vec![name(obj), Value::from(str_at(obj, &["storageClassName"])), Value::from(capacity)]
     },
 );
 
@@ -311,17 +248,10 @@ mod tests {
                 json!("30d"),
             ]
         );
-        let bare =
-            json!({"metadata": {"name": "x"}, "provisioner": "p", "allowVolumeExpansion": true});
+        let bare = json!({"metadata": {"name": "x"}, "provisioner": "p", "allowVolumeExpansion": true});
         assert_eq!(
             cells("StorageClass", &bare)[..5],
-            [
-                json!("x"),
-                json!("p"),
-                json!("Delete"),
-                json!("Immediate"),
-                json!(true)
-            ]
+            [json!("x"), json!("p"), json!("Delete"), json!("Immediate"), json!(true)]
         );
     }
 
@@ -343,7 +273,8 @@ mod tests {
                 json!("Persistent,Ephemeral"),
             ]
         );
-        let tokens = json!({"metadata": {"name": "d"}, "spec": {"tokenRequests": [{"audience": "vault"}, {"audience": "gcp"}]}});
+        let tokens =
+            json!({"metadata": {"name": "d"}, "spec": {"tokenRequests": [{"audience": "vault"}, {"audience": "gcp"}]}});
         assert_eq!(cells("CSIDriver", &tokens)[1], json!(true));
         assert_eq!(cells("CSIDriver", &tokens)[4], json!("vault,gcp"));
         assert_eq!(cells("CSIDriver", &tokens)[6], json!("<none>"));
@@ -358,18 +289,9 @@ mod tests {
         });
         assert_eq!(
             cells("VolumeAttachment", &va)[..5],
-            [
-                json!("csi-123"),
-                json!("ebs.csi.aws.com"),
-                json!("pv-1"),
-                json!("node-a"),
-                json!(true)
-            ]
+            [json!("csi-123"), json!("ebs.csi.aws.com"), json!("pv-1"), json!("node-a"), json!(true)]
         );
         let cap = json!({"metadata": {"name": "c"}, "storageClassName": "fast"});
-        assert_eq!(
-            cells("CSIStorageCapacity", &cap),
-            [json!("c"), json!("fast"), json!("<unset>")]
-        );
+        assert_eq!(cells("CSIStorageCapacity", &cap), [json!("c"), json!("fast"), json!("<unset>")]);
     }
 }

@@ -48,16 +48,9 @@ impl Slot<'_> {
 
 impl<'r> Decoder<'r> {
     /// Decodes the message `id` as a JSON object (for objects, not special types).
-    pub(crate) fn object(
-        &self,
-        id: MessageId,
-        bytes: &[u8],
-        path: &Path<'_>,
-    ) -> Result<Map<String, Value>, Error> {
+    pub(crate) fn object(&self, id: MessageId, bytes: &[u8], path: &Path<'_>) -> Result<Map<String, Value>, Error> {
         if path.depth() > MAX_DEPTH {
-            return Err(Error::TooDeep {
-                path: path.to_string(),
-            });
+            return Err(Error::TooDeep { path: path.to_string() });
         }
         let message = self.reg.message(id);
         let mut slots: Vec<Slot<'_>> = message.fields.iter().map(|_| Slot::Empty).collect();
@@ -100,9 +93,7 @@ impl<'r> Decoder<'r> {
                             let mut packed = Reader::new(packed);
                             while !packed.is_empty() {
                                 let item = packed_item(ty, &mut packed).map_err(malformed)?;
-                                list.push(
-                                    scalar(ty, item).map_err(|e| Error::malformed(&path, e))?,
-                                );
+                                list.push(scalar(ty, item).map_err(|e| Error::malformed(&path, e))?);
                             }
                         }
                         _ => list.push(scalar(ty, value).map_err(|e| Error::malformed(&path, e))?),
@@ -128,9 +119,7 @@ impl<'r> Decoder<'r> {
                     value
                 }
                 Slot::Message(parts) => {
-                    let Type::Message(id) = field.ty else {
-                        unreachable!("message slot for a scalar field")
-                    };
+                    let Type::Message(id) = field.ty else { unreachable!("message slot for a scalar field") };
                     let joined;
                     let bytes = match parts.as_slice() {
                         [one] => *one,
@@ -156,34 +145,18 @@ impl<'r> Decoder<'r> {
     }
 
     /// A message in JSON; `None` where Go would write `null` (zero times, absent raw JSON).
-    fn message_value(
-        &self,
-        id: MessageId,
-        bytes: &[u8],
-        path: &Path<'_>,
-    ) -> Result<Option<Value>, Error> {
+    fn message_value(&self, id: MessageId, bytes: &[u8], path: &Path<'_>) -> Result<Option<Value>, Error> {
         match self.reg.message(id).shape {
             Shape::Special(special) => self.special(special, bytes, path),
-            Shape::Object | Shape::MapEntry => {
-                Ok(Some(Value::Object(self.object(id, bytes, path)?)))
-            }
+            Shape::Object | Shape::MapEntry => Ok(Some(Value::Object(self.object(id, bytes, path)?))),
         }
     }
 
     /// One `map<K, V>` entry: the key as a JSON object key and the value.
-    fn map_entry(
-        &self,
-        entry: MessageId,
-        bytes: &[u8],
-        path: &Path<'_>,
-    ) -> Result<(String, Value), Error> {
+    fn map_entry(&self, entry: MessageId, bytes: &[u8], path: &Path<'_>) -> Result<(String, Value), Error> {
         let message = self.reg.message(entry);
-        let (Some((_, key_field)), Some((_, value_field))) = (message.field(1), message.field(2))
-        else {
-            return Err(Error::malformed(
-                path,
-                format!("{} has no key and value fields", message.full_name),
-            ));
+        let (Some((_, key_field)), Some((_, value_field))) = (message.field(1), message.field(2)) else {
+            return Err(Error::malformed(path, format!("{} has no key and value fields", message.full_name)));
         };
         let malformed = |e: WireError| Error::malformed(path, e.0);
         let mut key = None;
@@ -211,9 +184,7 @@ impl<'r> Decoder<'r> {
         };
         let path = path.key(&key);
         let value = match value_field.ty {
-            Type::Message(id) => self
-                .message_value(id, &value_parts.concat(), &path)?
-                .unwrap_or(Value::Null),
+            Type::Message(id) => self.message_value(id, &value_parts.concat(), &path)?.unwrap_or(Value::Null),
             ty => match value {
                 Some(wire) => scalar(ty, wire).map_err(|e| Error::malformed(&path, e))?,
                 None => zero(ty),
@@ -222,12 +193,7 @@ impl<'r> Decoder<'r> {
         Ok((key, value))
     }
 
-    fn special(
-        &self,
-        special: Special,
-        bytes: &[u8],
-        path: &Path<'_>,
-    ) -> Result<Option<Value>, Error> {
+    fn special(&self, special: Special, bytes: &[u8], path: &Path<'_>) -> Result<Option<Value>, Error> {
         let fields = SpecialFields::read(bytes).map_err(|e| Error::malformed(path, e.0))?;
         let invalid = |reason: String| Error::invalid(path, reason);
         Ok(match special {
@@ -235,27 +201,22 @@ impl<'r> Decoder<'r> {
             Special::Time if bytes.is_empty() => None,
             Special::Time => Some(special::format_time(fields.int(1)).map_err(invalid)?.into()),
             Special::MicroTime if bytes.is_empty() => None,
-            Special::MicroTime => Some(
-                special::format_micro_time(fields.int(1), fields.int(2) as i32)
-                    .map_err(invalid)?
-                    .into(),
-            ),
+            Special::MicroTime => {
+                Some(special::format_micro_time(fields.int(1), fields.int(2) as i32).map_err(invalid)?.into())
+            }
             Special::Duration => Some(special::format_duration(fields.int(1)).into()),
             Special::Quantity => {
                 let text = fields.text(1, path)?;
                 Some(if text.is_empty() { "0" } else { text }.into())
             }
-            Special::IntOrString => Some(if fields.int(1) == 1 {
-                fields.text(3, path)?.into()
-            } else {
-                (fields.int(2) as i32).into()
-            }),
+            Special::IntOrString => {
+                Some(if fields.int(1) == 1 { fields.text(3, path)?.into() } else { (fields.int(2) as i32).into() })
+            }
             Special::RawExtension | Special::FieldsV1 => match fields.bytes(1) {
                 [] => None,
                 raw if raw.starts_with(MAGIC) => Some(crate::decode_envelope(raw, path)?),
                 raw => Some(
-                    serde_json::from_slice(raw)
-                        .map_err(|e| invalid(format!("embedded object is not JSON: {e}")))?,
+                    serde_json::from_slice(raw).map_err(|e| invalid(format!("embedded object is not JSON: {e}")))?,
                 ),
             },
             Special::StringList => {
@@ -285,10 +246,7 @@ impl<'a> SpecialFields<'a> {
     }
 
     fn all(&self, number: u32) -> impl Iterator<Item = WireValue<'a>> + '_ {
-        self.fields
-            .iter()
-            .filter(move |(n, _)| *n == number)
-            .map(|(_, v)| *v)
+        self.fields.iter().filter(move |(n, _)| *n == number).map(|(_, v)| *v)
     }
 
     fn last(&self, number: u32) -> Option<WireValue<'a>> {
@@ -310,8 +268,7 @@ impl<'a> SpecialFields<'a> {
     }
 
     fn text(&self, number: u32, path: &Path<'_>) -> Result<&'a str, Error> {
-        std::str::from_utf8(self.bytes(number))
-            .map_err(|_| Error::malformed(path, "string is not UTF-8"))
+        std::str::from_utf8(self.bytes(number)).map_err(|_| Error::malformed(path, "string is not UTF-8"))
     }
 }
 
@@ -331,19 +288,13 @@ fn packed_item<'a>(ty: Type, reader: &mut Reader<'a>) -> Result<WireValue<'a>, W
 
 /// A scalar field's value in JSON.
 fn scalar(ty: Type, value: WireValue<'_>) -> Result<Value, String> {
-    let float = |f: f64| {
-        Number::from_f64(f)
-            .map(Value::Number)
-            .ok_or_else(|| format!("{f} has no JSON form"))
-    };
+    let float = |f: f64| Number::from_f64(f).map(Value::Number).ok_or_else(|| format!("{f} has no JSON form"));
     Ok(match (ty, value) {
         (Type::Int32 | Type::Enum, WireValue::Varint(v)) => (v as i32).into(),
         (Type::Int64, WireValue::Varint(v)) => (v as i64).into(),
         (Type::Uint32, WireValue::Varint(v)) => (v as u32).into(),
         (Type::Uint64, WireValue::Varint(v)) => v.into(),
-        (Type::Sint32, WireValue::Varint(v)) => {
-            (((v as u32) >> 1) as i32 ^ -((v & 1) as i32)).into()
-        }
+        (Type::Sint32, WireValue::Varint(v)) => (((v as u32) >> 1) as i32 ^ -((v & 1) as i32)).into(),
         (Type::Sint64, WireValue::Varint(v)) => ((v >> 1) as i64 ^ -((v & 1) as i64)).into(),
         (Type::Bool, WireValue::Varint(v)) => (v != 0).into(),
         (Type::Fixed32, WireValue::Fixed32(v)) => v.into(),
@@ -352,12 +303,10 @@ fn scalar(ty: Type, value: WireValue<'_>) -> Result<Value, String> {
         (Type::Fixed64, WireValue::Fixed64(v)) => v.into(),
         (Type::Sfixed64, WireValue::Fixed64(v)) => (v as i64).into(),
         (Type::Double, WireValue::Fixed64(v)) => float(f64::from_bits(v))?,
-        (Type::String, WireValue::Bytes(b)) => std::str::from_utf8(b)
-            .map_err(|_| "string is not UTF-8".to_owned())?
-            .into(),
-        (Type::Bytes, WireValue::Bytes(b)) => {
-            base64::engine::general_purpose::STANDARD.encode(b).into()
+        (Type::String, WireValue::Bytes(b)) => {
+            std::str::from_utf8(b).map_err(|_| "string is not UTF-8".to_owned())?.into()
         }
+        (Type::Bytes, WireValue::Bytes(b)) => base64::engine::general_purpose::STANDARD.encode(b).into(),
         (ty, value) => {
             let wire = match value {
                 WireValue::Varint(_) => "varint",

@@ -16,16 +16,9 @@ pub(crate) struct Encoder<'r> {
 impl<'r> Encoder<'r> {
     /// The bytes of message `id` holding `value`: an object, or the JSON form of a
     /// special type. `null` is the empty message.
-    pub(crate) fn message(
-        &self,
-        id: MessageId,
-        value: &Value,
-        path: &Path<'_>,
-    ) -> Result<Vec<u8>, Error> {
+    pub(crate) fn message(&self, id: MessageId, value: &Value, path: &Path<'_>) -> Result<Vec<u8>, Error> {
         if path.depth() > MAX_DEPTH {
-            return Err(Error::TooDeep {
-                path: path.to_string(),
-            });
+            return Err(Error::TooDeep { path: path.to_string() });
         }
         let mut out = Vec::new();
         if value.is_null() {
@@ -33,9 +26,7 @@ impl<'r> Encoder<'r> {
         }
         match self.reg.message(id).shape {
             Shape::Special(special) => self.special(special, value, path, &mut out)?,
-            Shape::Object | Shape::MapEntry => {
-                self.fields(id, expect_object(value, path)?, path, &mut out)?
-            }
+            Shape::Object | Shape::MapEntry => self.fields(id, expect_object(value, path)?, path, &mut out)?,
         }
         Ok(out)
     }
@@ -63,9 +54,7 @@ impl<'r> Encoder<'r> {
             };
             let path = path.field(&field.json_name);
             match field.ty {
-                Type::Message(entry)
-                    if field.repeated && self.reg.message(entry).shape == Shape::MapEntry =>
-                {
+                Type::Message(entry) if field.repeated && self.reg.message(entry).shape == Shape::MapEntry => {
                     for (key, value) in expect_object(value, &path)? {
                         let path = path.key(key);
                         let bytes = self.map_entry(entry, key, value, &path)?;
@@ -104,29 +93,17 @@ impl<'r> Encoder<'r> {
         Ok(())
     }
 
-    fn map_entry(
-        &self,
-        entry: MessageId,
-        key: &str,
-        value: &Value,
-        path: &Path<'_>,
-    ) -> Result<Vec<u8>, Error> {
+    fn map_entry(&self, entry: MessageId, key: &str, value: &Value, path: &Path<'_>) -> Result<Vec<u8>, Error> {
         let message = self.reg.message(entry);
-        let (Some((_, key_field)), Some((_, value_field))) = (message.field(1), message.field(2))
-        else {
-            return Err(Error::invalid(
-                path,
-                format!("{} has no key and value fields", message.full_name),
-            ));
+        let (Some((_, key_field)), Some((_, value_field))) = (message.field(1), message.field(2)) else {
+            return Err(Error::invalid(path, format!("{} has no key and value fields", message.full_name)));
         };
         let key = match key_field.ty {
             Type::String => Value::String(key.to_owned()),
-            Type::Bool => key
-                .parse::<bool>()
-                .map(Value::Bool)
-                .map_err(|_| Error::invalid(path, "map key is not a bool"))?,
-            _ => serde_json::from_str(key)
-                .map_err(|_| Error::invalid(path, "map key is not a number"))?,
+            Type::Bool => {
+                key.parse::<bool>().map(Value::Bool).map_err(|_| Error::invalid(path, "map key is not a bool"))?
+            }
+            _ => serde_json::from_str(key).map_err(|_| Error::invalid(path, "map key is not a number"))?,
         };
         let mut out = Vec::new();
         put_key(&mut out, 1, key_field.ty.wire_type());
@@ -142,18 +119,11 @@ impl<'r> Encoder<'r> {
         Ok(out)
     }
 
-    fn special(
-        &self,
-        special: Special,
-        value: &Value,
-        path: &Path<'_>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Error> {
+    fn special(&self, special: Special, value: &Value, path: &Path<'_>, out: &mut Vec<u8>) -> Result<(), Error> {
         let invalid = |reason: String| Error::invalid(path, reason);
         match special {
             Special::Time | Special::MicroTime => {
-                let (seconds, nanos) =
-                    special::parse_time(expect_str(value, path)?).map_err(invalid)?;
+                let (seconds, nanos) = special::parse_time(expect_str(value, path)?).map_err(invalid)?;
                 // Seconds are written even when 0: an empty Time is the zero time,
                 // not the Unix epoch. Time keeps whole seconds, as upstream.
                 put_key(out, 1, VARINT);
@@ -182,12 +152,7 @@ impl<'r> Encoder<'r> {
                             .ok_or_else(|| invalid(format!("{value} is not a 32-bit integer")))?;
                         (0, n, "")
                     }
-                    other => {
-                        return Err(invalid(format!(
-                            "expected an integer or a string, got {}",
-                            kind(other)
-                        )))
-                    }
+                    other => return Err(invalid(format!("expected an integer or a string, got {}", kind(other)))),
                 };
                 put_key(out, 1, VARINT);
                 put_varint(out, ty);
@@ -223,20 +188,13 @@ impl Type {
 /// Writes a scalar's value (its key already written).
 fn put_scalar(out: &mut Vec<u8>, ty: Type, value: &Value, path: &Path<'_>) -> Result<(), Error> {
     let int = |min: i128, max: i128| {
-        integer(value)
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| match value {
-                Value::Number(_) => {
-                    Error::invalid(path, format!("{value} is out of range for {ty:?}"))
-                }
-                other => Error::invalid(path, format!("expected an integer, got {}", kind(other))),
-            })
+        integer(value).filter(|n| (min..=max).contains(n)).ok_or_else(|| match value {
+            Value::Number(_) => Error::invalid(path, format!("{value} is out of range for {ty:?}")),
+            other => Error::invalid(path, format!("expected an integer, got {}", kind(other))),
+        })
     };
-    let float = || {
-        value
-            .as_f64()
-            .ok_or_else(|| Error::invalid(path, format!("expected a number, got {}", kind(value))))
-    };
+    let float =
+        || value.as_f64().ok_or_else(|| Error::invalid(path, format!("expected a number, got {}", kind(value))));
     let i32_range = (i128::from(i32::MIN), i128::from(i32::MAX));
     let i64_range = (i128::from(i64::MIN), i128::from(i64::MAX));
     match ty {
@@ -252,24 +210,15 @@ fn put_scalar(out: &mut Vec<u8>, ty: Type, value: &Value, path: &Path<'_>) -> Re
             let n = int(i64_range.0, i64_range.1)? as i64;
             put_varint(out, ((n << 1) ^ (n >> 63)) as u64);
         }
-        Type::Fixed32 => {
-            out.extend_from_slice(&(int(0, i128::from(u32::MAX))? as u32).to_le_bytes())
-        }
-        Type::Sfixed32 => {
-            out.extend_from_slice(&(int(i32_range.0, i32_range.1)? as i32).to_le_bytes())
-        }
-        Type::Fixed64 => {
-            out.extend_from_slice(&(int(0, i128::from(u64::MAX))? as u64).to_le_bytes())
-        }
-        Type::Sfixed64 => {
-            out.extend_from_slice(&(int(i64_range.0, i64_range.1)? as i64).to_le_bytes())
-        }
+        Type::Fixed32 => out.extend_from_slice(&(int(0, i128::from(u32::MAX))? as u32).to_le_bytes()),
+        Type::Sfixed32 => out.extend_from_slice(&(int(i32_range.0, i32_range.1)? as i32).to_le_bytes()),
+        Type::Fixed64 => out.extend_from_slice(&(int(0, i128::from(u64::MAX))? as u64).to_le_bytes()),
+        Type::Sfixed64 => out.extend_from_slice(&(int(i64_range.0, i64_range.1)? as i64).to_le_bytes()),
         Type::Float => out.extend_from_slice(&(float()? as f32).to_le_bytes()),
         Type::Double => out.extend_from_slice(&float()?.to_le_bytes()),
         Type::Bool => {
-            let b = value.as_bool().ok_or_else(|| {
-                Error::invalid(path, format!("expected a bool, got {}", kind(value)))
-            })?;
+            let b =
+                value.as_bool().ok_or_else(|| Error::invalid(path, format!("expected a bool, got {}", kind(value))))?;
             put_varint(out, u64::from(b));
         }
         Type::String => {
@@ -314,19 +263,13 @@ fn kind(value: &Value) -> &'static str {
 }
 
 fn expect_object<'v>(value: &'v Value, path: &Path<'_>) -> Result<&'v Map<String, Value>, Error> {
-    value
-        .as_object()
-        .ok_or_else(|| Error::invalid(path, format!("expected an object, got {}", kind(value))))
+    value.as_object().ok_or_else(|| Error::invalid(path, format!("expected an object, got {}", kind(value))))
 }
 
 fn expect_array<'v>(value: &'v Value, path: &Path<'_>) -> Result<&'v Vec<Value>, Error> {
-    value
-        .as_array()
-        .ok_or_else(|| Error::invalid(path, format!("expected an array, got {}", kind(value))))
+    value.as_array().ok_or_else(|| Error::invalid(path, format!("expected an array, got {}", kind(value))))
 }
 
 fn expect_str<'v>(value: &'v Value, path: &Path<'_>) -> Result<&'v str, Error> {
-    value
-        .as_str()
-        .ok_or_else(|| Error::invalid(path, format!("expected a string, got {}", kind(value))))
+    value.as_str().ok_or_else(|| Error::invalid(path, format!("expected a string, got {}", kind(value))))
 }

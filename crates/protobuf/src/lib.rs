@@ -61,17 +61,11 @@ pub enum Error {
 
 impl Error {
     fn malformed(path: &Path<'_>, reason: impl Into<String>) -> Self {
-        Self::Malformed {
-            path: path.to_string(),
-            reason: reason.into(),
-        }
+        Self::Malformed { path: path.to_string(), reason: reason.into() }
     }
 
     fn invalid(path: &Path<'_>, reason: impl Into<String>) -> Self {
-        Self::InvalidValue {
-            path: path.to_string(),
-            reason: reason.into(),
-        }
+        Self::InvalidValue { path: path.to_string(), reason: reason.into() }
     }
 }
 
@@ -98,21 +92,14 @@ pub fn decode(body: &[u8]) -> Result<Value, Error> {
 /// protobuf body. JSON fields the message does not know are dropped, as
 /// upstream drops unknown fields.
 pub fn encode(obj: &Value) -> Result<Vec<u8>, Error> {
-    let type_meta = |key| {
-        obj.get(key)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
+    let type_meta = |key| obj.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
     let (Some(api_version), Some(kind)) = (type_meta("apiVersion"), type_meta("kind")) else {
         return Err(Error::MissingTypeMeta);
     };
     let reg = registry();
     let id = reg
         .for_kind(api_version, kind)
-        .ok_or_else(|| Error::UnsupportedKind {
-            api_version: api_version.to_owned(),
-            kind: kind.to_owned(),
-        })?;
+        .ok_or_else(|| Error::UnsupportedKind { api_version: api_version.to_owned(), kind: kind.to_owned() })?;
     let raw = encode::Encoder { reg }.message(id, obj, &Path::Root)?;
 
     let mut type_meta = Vec::with_capacity(api_version.len() + kind.len() + 4);
@@ -137,16 +124,10 @@ struct Envelope<'a> {
 
 fn read_envelope<'a>(body: &'a [u8], path: &Path<'_>) -> Result<Envelope<'a>, Error> {
     let bytes = body.strip_prefix(MAGIC).ok_or(Error::NotProtobuf)?;
-    let text = |b: &[u8]| {
-        String::from_utf8(b.to_vec())
-            .map_err(|_| Error::malformed(path, "envelope text is not UTF-8"))
-    };
+    let text =
+        |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| Error::malformed(path, "envelope text is not UTF-8"));
     let malformed = |e: wire::WireError| Error::malformed(path, e.0);
-    let mut envelope = Envelope {
-        api_version: String::new(),
-        kind: String::new(),
-        raw: &[],
-    };
+    let mut envelope = Envelope { api_version: String::new(), kind: String::new(), raw: &[] };
     let mut reader = Reader::new(bytes);
     while let Some((number, value)) = reader.field().map_err(malformed)? {
         match (number, value) {
@@ -180,12 +161,10 @@ fn decode_envelope(body: &[u8], path: &Path<'_>) -> Result<Value, Error> {
         return Err(Error::MissingTypeMeta);
     }
     let reg = registry();
-    let id = reg
-        .for_kind(&envelope.api_version, &envelope.kind)
-        .ok_or_else(|| Error::UnsupportedKind {
-            api_version: envelope.api_version.clone(),
-            kind: envelope.kind.clone(),
-        })?;
+    let id = reg.for_kind(&envelope.api_version, &envelope.kind).ok_or_else(|| Error::UnsupportedKind {
+        api_version: envelope.api_version.clone(),
+        kind: envelope.kind.clone(),
+    })?;
     let mut object = decode::Decoder { reg }.object(id, envelope.raw, path)?;
     object.insert("apiVersion".to_owned(), envelope.api_version.into());
     object.insert("kind".to_owned(), envelope.kind.into());

@@ -28,9 +28,7 @@ impl<'a> Path<'a> {
     pub(crate) fn depth(&self) -> usize {
         match self {
             Self::Root => 0,
-            Self::Field(parent, _) | Self::Index(parent, _) | Self::Key(parent, _) => {
-                parent.depth() + 1
-            }
+            Self::Field(parent, _) | Self::Index(parent, _) | Self::Key(parent, _) => parent.depth() + 1,
         }
     }
 }

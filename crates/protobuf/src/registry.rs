@@ -15,10 +15,7 @@ const DESCRIPTOR_SET: &[u8] = include_bytes!("../descriptors/kubernetes-v1.33.pb
 const GROUP_PACKAGES: &[(&str, &str)] = &[
     ("", "k8s.io.api.core"),
     ("admission.k8s.io", "k8s.io.api.admission"),
-    (
-        "admissionregistration.k8s.io",
-        "k8s.io.api.admissionregistration",
-    ),
+    ("admissionregistration.k8s.io", "k8s.io.api.admissionregistration"),
     ("apidiscovery.k8s.io", "k8s.io.api.apidiscovery"),
     ("apps", "k8s.io.api.apps"),
     ("authentication.k8s.io", "k8s.io.api.authentication"),
@@ -127,9 +124,7 @@ impl Special {
             (META_V1, "MicroTime") => Self::MicroTime,
             (META_V1, "Duration") => Self::Duration,
             (META_V1, "FieldsV1") => Self::FieldsV1,
-            ("k8s.io.apimachinery.pkg.api.resource", "Quantity" | "QuantityValue") => {
-                Self::Quantity
-            }
+            ("k8s.io.apimachinery.pkg.api.resource", "Quantity" | "QuantityValue") => Self::Quantity,
             ("k8s.io.apimachinery.pkg.util.intstr", "IntOrString") => Self::IntOrString,
             ("k8s.io.apimachinery.pkg.runtime", "RawExtension") => Self::RawExtension,
             _ => return None,
@@ -193,10 +188,7 @@ pub(crate) struct Message {
 
 impl Message {
     pub(crate) fn field(&self, number: u32) -> Option<(usize, &Field)> {
-        let index = self
-            .fields
-            .binary_search_by_key(&number, |f| f.number)
-            .ok()?;
+        let index = self.fields.binary_search_by_key(&number, |f| f.number).ok()?;
         Some((index, &self.fields[index]))
     }
 }
@@ -237,12 +229,7 @@ impl Registry {
         }
         let id = self
             .by_name(&format!("{package}.{version}.{kind}"))
-            .or_else(|| {
-                META_KINDS
-                    .contains(&kind)
-                    .then(|| self.by_name(&format!("{META_V1}.{kind}")))
-                    .flatten()
-            })?;
+            .or_else(|| META_KINDS.contains(&kind).then(|| self.by_name(&format!("{META_V1}.{kind}"))).flatten())?;
         (self.message(id).shape == Shape::Object).then_some(id)
     }
 
@@ -259,11 +246,8 @@ impl Registry {
                 read_file(file, &mut raw)?;
             }
         }
-        let by_name: HashMap<String, MessageId> = raw
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.full_name.clone(), MessageId(i)))
-            .collect();
+        let by_name: HashMap<String, MessageId> =
+            raw.iter().enumerate().map(|(i, m)| (m.full_name.clone(), MessageId(i))).collect();
         let mut messages = Vec::with_capacity(raw.len());
         for message in raw {
             let short_name = message.full_name.rsplit('.').next().unwrap_or_default();
@@ -298,9 +282,7 @@ impl Registry {
                     .find(|(proto, _)| *proto == f.name)
                     .map_or(f.name.as_str(), |(_, json)| json)
                     .to_owned();
-                let inline = INLINE_FIELDS
-                    .iter()
-                    .any(|&(m, name)| m == short_name && name == f.name);
+                let inline = INLINE_FIELDS.iter().any(|&(m, name)| m == short_name && name == f.name);
                 fields.push(Field {
                     json_name,
                     number: f.number,
@@ -321,11 +303,7 @@ impl Registry {
             } else {
                 Shape::Object
             };
-            messages.push(Message {
-                full_name: message.full_name,
-                shape,
-                fields,
-            });
+            messages.push(Message { full_name: message.full_name, shape, fields });
         }
         Ok(Self { messages, by_name })
     }
@@ -376,11 +354,7 @@ fn read_file(file: &[u8], out: &mut Vec<RawMessage>) -> Result<(), WireError> {
 
 /// google.protobuf.DescriptorProto: 1 name, 2 field, 3 nested_type, 7 options.
 fn read_message(scope: &str, body: &[u8], out: &mut Vec<RawMessage>) -> Result<(), WireError> {
-    let mut message = RawMessage {
-        full_name: String::new(),
-        map_entry: false,
-        fields: Vec::new(),
-    };
+    let mut message = RawMessage { full_name: String::new(), map_entry: false, fields: Vec::new() };
     let mut nested = Vec::new();
     let mut reader = Reader::new(body);
     while let Some((number, value)) = reader.field()? {
@@ -424,9 +398,7 @@ fn read_field(body: &[u8]) -> Result<RawField, WireError> {
     while let Some((number, value)) = reader.field()? {
         match (number, value) {
             (1, WireValue::Bytes(b)) => field.name = string(b)?,
-            (3, WireValue::Varint(v)) => {
-                field.number = u32::try_from(v).map_err(|_| WireError("bad field number"))?
-            }
+            (3, WireValue::Varint(v)) => field.number = u32::try_from(v).map_err(|_| WireError("bad field number"))?,
             (4, WireValue::Varint(v)) => field.label = v,
             (5, WireValue::Varint(v)) => field.ty = v,
             (6, WireValue::Bytes(b)) => field.type_name = string(b)?,
@@ -489,10 +461,7 @@ mod tests {
             ("internal.apiserver.k8s.io/v1alpha1", "StorageVersion"),
             ("metrics.k8s.io/v1beta1", "PodMetrics"),
         ] {
-            assert!(
-                reg.for_kind(api_version, kind).is_some(),
-                "{api_version} {kind}"
-            );
+            assert!(reg.for_kind(api_version, kind).is_some(), "{api_version} {kind}");
         }
         assert!(reg.for_kind("v1", "Time").is_none());
         assert!(reg.for_kind("v1", "Nope").is_none());
@@ -505,10 +474,7 @@ mod tests {
         for message in registry().messages() {
             if let Some(rest) = message.full_name.strip_prefix("k8s.io.api.") {
                 let package = format!("k8s.io.api.{}", rest.split('.').next().unwrap());
-                assert!(
-                    GROUP_PACKAGES.iter().any(|(_, p)| *p == package),
-                    "{package} has no API group"
-                );
+                assert!(GROUP_PACKAGES.iter().any(|(_, p)| *p == package), "{package} has no API group");
             }
         }
     }
@@ -518,19 +484,14 @@ mod tests {
         let reg = registry();
         for &(message, field) in INLINE_FIELDS {
             assert!(
-                reg.messages()
-                    .any(|m| m.full_name.ends_with(&format!(".{message}"))
-                        && m.fields.iter().any(|f| f.inline && f.json_name == field)),
+                reg.messages().any(|m| m.full_name.ends_with(&format!(".{message}"))
+                    && m.fields.iter().any(|f| f.inline && f.json_name == field)),
                 "{message}.{field} matches nothing"
             );
         }
         let probe = field(reg, "k8s.io.api.core.v1.Probe", "handler");
         assert!(probe.inline);
-        let webhooks = field(
-            reg,
-            "k8s.io.api.admissionregistration.v1.ValidatingWebhookConfiguration",
-            "webhooks",
-        );
+        let webhooks = field(reg, "k8s.io.api.admissionregistration.v1.ValidatingWebhookConfiguration", "webhooks");
         assert!(webhooks.repeated);
     }
 
@@ -539,39 +500,17 @@ mod tests {
         let reg = registry();
         assert!(field(reg, "k8s.io.api.apps.v1.DeploymentSpec", "replicas").nullable);
         assert!(!field(reg, "k8s.io.api.apps.v1.DeploymentSpec", "minReadySeconds").nullable);
-        assert!(
-            !field(
-                reg,
-                "k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-                "name"
-            )
-            .nullable
-        );
+        assert!(!field(reg, "k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta", "name").nullable);
     }
 
     #[test]
     fn special_messages_are_recognised() {
         let reg = registry();
         let shape = |name: &str| reg.message(reg.by_name(name).unwrap()).shape;
-        assert_eq!(
-            shape("k8s.io.apimachinery.pkg.apis.meta.v1.Time"),
-            Shape::Special(Special::Time)
-        );
-        assert_eq!(
-            shape("k8s.io.apimachinery.pkg.apis.meta.v1.Verbs"),
-            Shape::Special(Special::StringList)
-        );
-        assert_eq!(
-            shape("k8s.io.api.authentication.v1.ExtraValue"),
-            Shape::Special(Special::StringList)
-        );
-        assert_eq!(
-            shape("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta.LabelsEntry"),
-            Shape::MapEntry
-        );
-        assert_eq!(
-            shape("k8s.io.api.core.v1.DownwardAPIProjection"),
-            Shape::Object
-        );
+        assert_eq!(shape("k8s.io.apimachinery.pkg.apis.meta.v1.Time"), Shape::Special(Special::Time));
+        assert_eq!(shape("k8s.io.apimachinery.pkg.apis.meta.v1.Verbs"), Shape::Special(Special::StringList));
+        assert_eq!(shape("k8s.io.api.authentication.v1.ExtraValue"), Shape::Special(Special::StringList));
+        assert_eq!(shape("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta.LabelsEntry"), Shape::MapEntry);
+        assert_eq!(shape("k8s.io.api.core.v1.DownwardAPIProjection"), Shape::Object);
     }
 }

@@ -17,9 +17,7 @@ pub(crate) fn format_micro_time(seconds: i64, nanos: i32) -> Result<String, Stri
 
 /// Parses an RFC 3339 timestamp into (seconds, nanoseconds) since the Unix epoch.
 pub(crate) fn parse_time(s: &str) -> Result<(i64, i32), String> {
-    let ts: Timestamp = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))?;
+    let ts: Timestamp = s.parse().map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))?;
     Ok((ts.as_second(), ts.subsec_nanosecond()))
 }
 
@@ -90,10 +88,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(invalid());
         }
-        let unit_len = after
-            .char_indices()
-            .find(|&(_, c)| c == '.' || c.is_ascii_digit())
-            .map_or(after.len(), |(i, _)| i);
+        let unit_len =
+            after.char_indices().find(|&(_, c)| c == '.' || c.is_ascii_digit()).map_or(after.len(), |(i, _)| i);
         let (unit, after) = after.split_at(unit_len);
         let unit: u128 = match unit {
             "ns" => 1,
@@ -105,11 +101,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
             _ => return Err(format!("{s:?} has an unknown duration unit {unit:?}")),
         };
         // At most 19 integer digits fit an i64 of nanoseconds; more overflows below.
-        let whole: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| invalid())?
-        };
+        let whole: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| invalid())? };
         let mut value = whole.checked_mul(unit).ok_or_else(invalid)?;
         if !frac_part.is_empty() {
             let digits = &frac_part[..frac_part.len().min(30)];
@@ -137,23 +129,14 @@ mod tests {
     fn times_use_whole_seconds_and_utc() {
         assert_eq!(format_time(1_704_164_645).unwrap(), "2024-01-02T03:04:05Z");
         assert_eq!(format_time(0).unwrap(), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            parse_time("2024-01-02T05:04:05.25+02:00").unwrap(),
-            (1_704_164_645, 250_000_000)
-        );
+        assert_eq!(parse_time("2024-01-02T05:04:05.25+02:00").unwrap(), (1_704_164_645, 250_000_000));
         assert!(parse_time("yesterday").is_err());
     }
 
     #[test]
     fn micro_times_always_have_six_fractional_digits() {
-        assert_eq!(
-            format_micro_time(1_704_164_645, 0).unwrap(),
-            "2024-01-02T03:04:05.000000Z"
-        );
-        assert_eq!(
-            format_micro_time(1_704_164_645, 123_456_789).unwrap(),
-            "2024-01-02T03:04:05.123456Z"
-        );
+        assert_eq!(format_micro_time(1_704_164_645, 0).unwrap(), "2024-01-02T03:04:05.000000Z");
+        assert_eq!(format_micro_time(1_704_164_645, 123_456_789).unwrap(), "2024-01-02T03:04:05.123456Z");
     }
 
     #[test]

@@ -125,12 +125,8 @@ fn int_or_string_is_written_as_upstream_lays_it_out() {
     });
     let body = encode(&pdb).unwrap();
     // spec (2) → minAvailable (1) = {type: 1, intVal: 0, strVal: "50%"}.
-    let min_available = [
-        0x0a, 0x09, 0x08, 0x01, 0x10, 0x00, 0x1a, 0x03, b'5', b'0', b'%',
-    ];
-    assert!(body
-        .windows(min_available.len())
-        .any(|w| w == min_available));
+    let min_available = [0x0a, 0x09, 0x08, 0x01, 0x10, 0x00, 0x1a, 0x03, b'5', b'0', b'%'];
+    assert!(body.windows(min_available.len()).any(|w| w == min_available));
     assert_eq!(round_trip(&pdb), pdb);
 }
 
@@ -370,10 +366,7 @@ fn repeated_singular_messages_merge_like_protobuf() {
 #[test]
 fn unknown_json_fields_are_dropped() {
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "future": 1}, "extra": true});
-    assert_eq!(
-        round_trip(&cm),
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
-    );
+    assert_eq!(round_trip(&cm), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}));
 }
 
 #[test]
@@ -382,10 +375,7 @@ fn support_follows_the_descriptors() {
     assert!(supports("apps/v1", "DeploymentList"));
     assert!(supports("rbac.authorization.k8s.io/v1", "ClusterRole"));
     assert!(supports("autoscaling/v2", "HorizontalPodAutoscaler"));
-    assert!(!supports(
-        "apiextensions.k8s.io/v1",
-        "CustomResourceDefinition"
-    ));
+    assert!(!supports("apiextensions.k8s.io/v1", "CustomResourceDefinition"));
     assert!(!supports("example.com/v1", "Widget"));
     assert!(!supports("v1", "ObjectMeta"));
     assert!(!supports("", "Pod"));
@@ -393,10 +383,7 @@ fn support_follows_the_descriptors() {
 
 #[test]
 fn errors_name_what_is_wrong_and_where() {
-    assert!(matches!(
-        decode(b"{\"kind\":\"Pod\"}"),
-        Err(Error::NotProtobuf)
-    ));
+    assert!(matches!(decode(b"{\"kind\":\"Pod\"}"), Err(Error::NotProtobuf)));
     assert!(!is_protobuf_envelope(b"k8s"));
 
     let err = encode(&json!({"kind": "Pod"})).unwrap_err();
@@ -416,23 +403,13 @@ fn errors_name_what_is_wrong_and_where() {
         "invalid value at spec.template.spec.containers[0].ports[0].containerPort: expected an integer, got a string"
     );
 
-    let too_big =
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 1u64 << 40}});
-    assert!(encode(&too_big)
-        .unwrap_err()
-        .to_string()
-        .contains("out of range"));
+    let too_big = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 1u64 << 40}});
+    assert!(encode(&too_big).unwrap_err().to_string().contains("out of range"));
 
-    let bad_time =
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"creationTimestamp": "soon"}});
-    assert!(encode(&bad_time)
-        .unwrap_err()
-        .to_string()
-        .starts_with("invalid value at metadata.creationTimestamp"));
+    let bad_time = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"creationTimestamp": "soon"}});
+    assert!(encode(&bad_time).unwrap_err().to_string().starts_with("invalid value at metadata.creationTimestamp"));
 
-    let body =
-        encode(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "abc"}}))
-            .unwrap();
+    let body = encode(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "abc"}})).unwrap();
     for cut in 5..body.len() - 1 {
         // Every truncation either fails cleanly or decodes a prefix; none panics.
         let _ = decode(&body[..cut]);

@@ -36,11 +36,7 @@ impl<'a> Reader<'a> {
                 return Ok(value);
             }
         }
-        Err(WireError(if self.buf.len() < 10 {
-            "truncated varint"
-        } else {
-            "varint longer than 10 bytes"
-        }))
+        Err(WireError(if self.buf.len() < 10 { "truncated varint" } else { "varint longer than 10 bytes" }))
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
@@ -74,8 +70,7 @@ impl<'a> Reader<'a> {
             0 => WireValue::Varint(self.varint()?),
             1 => WireValue::Fixed64(self.fixed64()?),
             2 => {
-                let len = usize::try_from(self.varint()?)
-                    .map_err(|_| WireError("length out of range"))?;
+                let len = usize::try_from(self.varint()?).map_err(|_| WireError("length out of range"))?;
                 WireValue::Bytes(self.take(len)?)
             }
             5 => WireValue::Fixed32(self.fixed32()?),
@@ -115,16 +110,7 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_their_edges() {
-        for value in [
-            0,
-            1,
-            127,
-            128,
-            300,
-            u32::MAX as u64,
-            u64::MAX,
-            (-1i64) as u64,
-        ] {
+        for value in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX, (-1i64) as u64] {
             let mut buf = Vec::new();
             put_varint(&mut buf, value);
             let mut reader = Reader::new(&buf);

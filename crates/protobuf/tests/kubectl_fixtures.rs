@@ -84,8 +84,5 @@ fn auth_can_i_sends_a_self_subject_access_review() {
 
 #[test]
 fn create_pdb_keeps_percent_int_or_string() {
-    assert_eq!(
-        check("poddisruptionbudget")["spec"]["minAvailable"],
-        json!("50%")
-    );
+    assert_eq!(check("poddisruptionbudget")["spec"]["minAvailable"], json!("50%"));
 }

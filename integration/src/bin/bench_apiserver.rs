@@ -54,9 +54,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -82,20 +80,13 @@ impl Conn {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         tcp.set_nodelay(true)?;
         let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
-        let stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await?;
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         Ok(Conn { sender })
     }
 
-    async fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(u16, Bytes)> {
+    async fn send(&mut self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes)> {
         self.sender.ready().await?;
         let req = http::Request::builder()
             .method(method)
@@ -135,9 +126,7 @@ fn cpu_secs(pid: u32) -> f64 {
 fn report(name: &str, mut lat: Vec<Duration>, elapsed: Duration) {
     lat.sort();
     let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
     };
     println!(
         "{name:<28} n={:<6} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
@@ -163,10 +152,7 @@ async fn main() -> Result<()> {
         .context("finding the apiserver pid")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle, _) = rss_kib(pid);
-    println!(
-        "kube-apiserver benchmark: {CLIENTS} keep-alive HTTPS clients, JSON, real etcd {}",
-        etcd.client_url
-    );
+    println!("kube-apiserver benchmark: {CLIENTS} keep-alive HTTPS clients, JSON, real etcd {}", etcd.client_url);
     println!("{:<28} {} MiB", "RSS idle", idle / 1024);
 
     let tls = tls();
@@ -176,12 +162,7 @@ async fn main() -> Result<()> {
     }
     let ns = "bench";
     let mut c0 = Conn::open(api.port, tls.clone()).await?;
-    c0.send(
-        "POST",
-        "/api/v1/namespaces",
-        Some(format!("{{\"metadata\":{{\"name\":\"{ns}\"}}}}").into_bytes()),
-    )
-    .await?;
+    c0.send("POST", "/api/v1/namespaces", Some(format!("{{\"metadata\":{{\"name\":\"{ns}\"}}}}").into_bytes())).await?;
 
     // Plain creates: no watchers.
     let cpu0 = cpu_secs(pid);
@@ -194,11 +175,7 @@ async fn main() -> Result<()> {
     .await?;
     let n = lat.len();
     report("create (50 clients)", lat, el);
-    println!(
-        "{:<28} {:.0} µs apiserver CPU per create",
-        "",
-        (cpu_secs(pid) - cpu0) * 1e6 / n as f64
-    );
+    println!("{:<28} {:.0} µs apiserver CPU per create", "", (cpu_secs(pid) - cpu0) * 1e6 / n as f64);
     let (rss_load, _) = rss_kib(pid);
 
     // Watch fan-out: 100 watchers, then creates they all see.
@@ -213,7 +190,9 @@ async fn main() -> Result<()> {
         watch_tasks.push(tokio::spawn(async move {
             c.sender.ready().await?;
             let req = http::Request::builder()
-                .uri(format!("/api/v1/namespaces/{ns}/configmaps?watch=1&labelSelector=kind%3Dwatched&timeoutSeconds=120"))
+                .uri(format!(
+                    "/api/v1/namespaces/{ns}/configmaps?watch=1&labelSelector=kind%3Dwatched&timeoutSeconds=120"
+                ))
                 .header("host", "localhost")
                 .body(Full::new(Bytes::new()))?;
             let resp = c.sender.send_request(req).await?;
@@ -233,7 +212,10 @@ async fn main() -> Result<()> {
                             .and_then(|s| s.parse::<u64>().ok());
                         if let Some(sent) = sent {
                             let now = epoch.elapsed().as_micros() as u64;
-                            lat_sum.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(Duration::from_micros(now.saturating_sub(sent)));
+                            lat_sum
+                                .lock()
+                                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                                .push(Duration::from_micros(now.saturating_sub(sent)));
                         }
                         n += 1;
                         received.fetch_add(1, Ordering::Relaxed);
@@ -258,94 +240,52 @@ async fn main() -> Result<()> {
     .await?;
     let n = lat.len();
     report(&format!("create, {WATCHERS} watchers"), lat, el);
-    println!(
-        "{:<28} {:.0} µs apiserver CPU per create incl. fan-out",
-        "",
-        (cpu_secs(pid) - cpu0) * 1e6 / n as f64
-    );
+    println!("{:<28} {:.0} µs apiserver CPU per create incl. fan-out", "", (cpu_secs(pid) - cpu0) * 1e6 / n as f64);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     while received.load(Ordering::Relaxed) < WATCHERS * WATCH_EVENTS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let delivered = received.load(Ordering::Relaxed);
-    let watch_lat = lat_sum
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
+    let watch_lat = lat_sum.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
     report_latency(&format!("watch delivery ({WATCHERS} w.)"), watch_lat);
-    println!(
-        "{:<28} {delivered} of {} events delivered",
-        "watch fan-out",
-        WATCHERS * WATCH_EVENTS
-    );
+    println!("{:<28} {delivered} of {} events delivered", "watch fan-out", WATCHERS * WATCH_EVENTS);
     for t in watch_tasks {
         t.abort();
     }
-    println!(
-        "{:<28} {} MiB after the watch phase",
-        "RSS",
-        rss_kib(pid).0 / 1024
-    );
+    println!("{:<28} {} MiB after the watch phase", "RSS", rss_kib(pid).0 / 1024);
 
     let cpu0 = cpu_secs(pid);
     let (lat, el) = run(&mut pool, GETS, move |i| {
         let n = (i * 7919) % CREATES;
-        (
-            "GET",
-            format!("/api/v1/namespaces/{ns}/configmaps/cm-{n:05}"),
-            None,
-        )
+        ("GET", format!("/api/v1/namespaces/{ns}/configmaps/cm-{n:05}"), None)
     })
     .await?;
     let n = lat.len();
     report("get (50 clients)", lat, el);
-    println!(
-        "{:<28} {:.0} µs apiserver CPU per get",
-        "",
-        (cpu_secs(pid) - cpu0) * 1e6 / n as f64
-    );
-    println!(
-        "{:<28} {} MiB after the get phase",
-        "RSS",
-        rss_kib(pid).0 / 1024
-    );
+    println!("{:<28} {:.0} µs apiserver CPU per get", "", (cpu_secs(pid) - cpu0) * 1e6 / n as f64);
+    println!("{:<28} {} MiB after the get phase", "RSS", rss_kib(pid).0 / 1024);
 
     let mut list_lat = Vec::new();
     let start = Instant::now();
     let mut items = 0;
     for _ in 0..LISTS {
         let t = Instant::now();
-        let (code, body) = c0
-            .send("GET", &format!("/api/v1/namespaces/{ns}/configmaps"), None)
-            .await?;
+        let (code, body) = c0.send("GET", &format!("/api/v1/namespaces/{ns}/configmaps"), None).await?;
         anyhow::ensure!(code == 200, "list: {code}");
         list_lat.push(t.elapsed());
-        items = serde_json::from_slice::<serde_json::Value>(&body)?["items"]
-            .as_array()
-            .map(Vec::len)
-            .unwrap_or(0);
+        items = serde_json::from_slice::<serde_json::Value>(&body)?["items"].as_array().map(Vec::len).unwrap_or(0);
     }
     report(&format!("list {items} objects"), list_lat, start.elapsed());
     let mut list_lat = Vec::new();
     let start = Instant::now();
     for _ in 0..LISTS {
         let t = Instant::now();
-        let (code, _) = c0
-            .send(
-                "GET",
-                &format!("/api/v1/namespaces/{ns}/configmaps?resourceVersion=0"),
-                None,
-            )
-            .await?;
+        let (code, _) = c0.send("GET", &format!("/api/v1/namespaces/{ns}/configmaps?resourceVersion=0"), None).await?;
         anyhow::ensure!(code == 200, "list rv=0: {code}");
         list_lat.push(t.elapsed());
     }
-    report(
-        &format!("list {items} objects (rv=0)"),
-        list_lat,
-        start.elapsed(),
-    );
+    report(&format!("list {items} objects (rv=0)"), list_lat, start.elapsed());
     let (rss_after, peak) = rss_kib(pid);
     println!(
         "{:<28} {} MiB after {} creates, {} MiB at the end, {} MiB peak",
@@ -363,9 +303,7 @@ async fn main() -> Result<()> {
 fn report_latency(name: &str, mut lat: Vec<Duration>) {
     lat.sort();
     let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
     };
     println!(
         "{name:<28} n={:<6} create-to-watcher latency   p50 {:>7.2} ms   p99 {:>7.2} ms",
@@ -397,11 +335,7 @@ where
                 let (method, path, body) = make(i);
                 let t = Instant::now();
                 let (code, text) = conn.send(method, &path, body).await?;
-                anyhow::ensure!(
-                    code < 300,
-                    "{method} {path}: {code} {}",
-                    String::from_utf8_lossy(&text)
-                );
+                anyhow::ensure!(code < 300, "{method} {path}: {code} {}", String::from_utf8_lossy(&text));
                 lat.push(t.elapsed());
             }
             Ok::<_, anyhow::Error>((conn, lat))

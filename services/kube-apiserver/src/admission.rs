@@ -8,20 +8,11 @@ use crate::endpoints::ApiServer;
 use crate::registry::ResourceDescriptor;
 
 /// Mutations applied to a new object before it is validated and stored.
-pub async fn mutate_on_create(
-    server: &ApiServer,
-    d: &ResourceDescriptor,
-    mut obj: Value,
-) -> Result<Value, ApiError> {
+pub async fn mutate_on_create(server: &ApiServer, d: &ResourceDescriptor, mut obj: Value) -> Result<Value, ApiError> {
     match (d.group, d.plural) {
         ("", "pods") => {
             let spec = &mut obj["spec"];
-            if spec.is_object()
-                && spec["serviceAccountName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .is_empty()
-            {
+            if spec.is_object() && spec["serviceAccountName"].as_str().unwrap_or_default().is_empty() {
                 spec["serviceAccountName"] = json!("default");
                 spec["serviceAccount"] = json!("default");
             }

@@ -21,19 +21,11 @@ pub struct Allocator {
 
 /// Parses `10.96.0.0/12`.
 pub fn parse_cidr(cidr: &str) -> Result<(u32, u32), String> {
-    let (addr, bits) = cidr
-        .split_once('/')
-        .ok_or_else(|| format!("invalid CIDR {cidr:?}"))?;
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|e| format!("invalid CIDR {cidr:?}: {e}"))?;
-    let bits: u32 = bits
-        .parse()
-        .map_err(|e| format!("invalid CIDR {cidr:?}: {e}"))?;
+    let (addr, bits) = cidr.split_once('/').ok_or_else(|| format!("invalid CIDR {cidr:?}"))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|e| format!("invalid CIDR {cidr:?}: {e}"))?;
+    let bits: u32 = bits.parse().map_err(|e| format!("invalid CIDR {cidr:?}: {e}"))?;
     if !(8..=30).contains(&bits) {
-        return Err(format!(
-            "invalid CIDR {cidr:?}: prefix must be between /8 and /30"
-        ));
+        return Err(format!("invalid CIDR {cidr:?}: prefix must be between /8 and /30"));
     }
     let size = 1u32 << (32 - bits);
     Ok((u32::from(addr) & !(size - 1), size))
@@ -41,17 +33,9 @@ pub fn parse_cidr(cidr: &str) -> Result<(u32, u32), String> {
 
 /// Parses `30000-32767`.
 pub fn parse_port_range(r: &str) -> Result<(u16, u16), String> {
-    let (a, b) = r
-        .split_once('-')
-        .ok_or_else(|| format!("invalid port range {r:?}"))?;
-    let a: u16 = a
-        .trim()
-        .parse()
-        .map_err(|e| format!("invalid port range {r:?}: {e}"))?;
-    let b: u16 = b
-        .trim()
-        .parse()
-        .map_err(|e| format!("invalid port range {r:?}: {e}"))?;
+    let (a, b) = r.split_once('-').ok_or_else(|| format!("invalid port range {r:?}"))?;
+    let a: u16 = a.trim().parse().map_err(|e| format!("invalid port range {r:?}: {e}"))?;
+    let b: u16 = b.trim().parse().map_err(|e| format!("invalid port range {r:?}: {e}"))?;
     if a > b {
         return Err(format!("invalid port range {r:?}"));
     }
@@ -65,20 +49,9 @@ fn random_u32() -> u32 {
 }
 
 impl Allocator {
-    pub fn new(
-        storage: EtcdStorage,
-        root: String,
-        cidr: &str,
-        ports: &str,
-    ) -> Result<Self, String> {
+    pub fn new(storage: EtcdStorage, root: String, cidr: &str, ports: &str) -> Result<Self, String> {
         let (base, size) = parse_cidr(cidr)?;
-        Ok(Allocator {
-            storage,
-            root,
-            base,
-            size,
-            ports: parse_port_range(ports)?,
-        })
+        Ok(Allocator { storage, root, base, size, ports: parse_port_range(ports)? })
     }
 
     /// The first usable address: the `kubernetes` service's.
@@ -102,6 +75,13 @@ impl Allocator {
         }
     }
 
+    /// The allocated names under a prefix (addresses or ports).
+    async fn allocated(&self, prefix: &str) -> Result<std::collections::HashSet<String>, ApiError> {
+        let (keys, _) =
+            self.storage.key_revisions(prefix).await.map_err(|e| ApiError::internal(format!("allocating: {e}")))?;
+        Ok(keys.into_iter().filter_map(|(k, _)| k.strip_prefix(prefix).map(String::from)).collect())
+    }
+
     fn in_range(&self, ip: Ipv4Addr) -> bool {
         let n = u32::from(ip);
         n > self.base && n < self.base + self.size - 1
@@ -109,63 +89,56 @@ impl Allocator {
 
     /// Fills `spec.clusterIP(s)` and node ports of a new Service.
     pub async fn allocate_for(&self, svc: &mut Value) -> Result<(), ApiError> {
-        let name = svc["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let owner = format!(
-            "{}/{}",
-            svc["metadata"]["namespace"].as_str().unwrap_or_default(),
-            name
-        );
-        let t = svc["spec"]["type"]
-            .as_str()
-            .unwrap_or("ClusterIP")
-            .to_string();
+        let name = svc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let owner = format!("{}/{}", svc["metadata"]["namespace"].as_str().unwrap_or_default(), name);
+        let t = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
         if t == "ExternalName" {
             return Ok(());
         }
-        let requested = svc["spec"]["clusterIP"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let requested = svc["spec"]["clusterIP"].as_str().unwrap_or_default().to_string();
         if requested != "None" {
             let ip = if requested.is_empty() {
+                let offsets = self.size - 2;
+                let mut candidates = (0..8).map(|_| 1 + random_u32() % offsets).collect::<Vec<_>>();
                 let mut got = None;
-                for _ in 0..64 {
-                    let offset = 1 + random_u32() % (self.size - 2);
-                    let ip = Ipv4Addr::from(self.base + offset);
-                    if self.claim(&self.ip_key(ip), &owner).await? {
-                        got = Some(ip);
+                for round in 0..2 {
+                    for offset in &candidates {
+                        let ip = Ipv4Addr::from(self.base + offset);
+                        if self.claim(&self.ip_key(ip), &owner).await? {
+                            got = Some(ip);
+                            break;
+                        }
+                    }
+                    if got.is_some() || round == 1 {
                         break;
                     }
+                    // Random probes missed: take the free ones from what is allocated.
+                    let taken = self.allocated(&format!("{}/ranges/serviceips/", self.root)).await?;
+                    let start = random_u32() % offsets;
+                    candidates = (0..offsets)
+                        .map(|i| 1 + (start + i) % offsets)
+                        .filter(|o| !taken.contains(&Ipv4Addr::from(self.base + o).to_string()))
+                        .take(64)
+                        .collect();
                 }
-                got.ok_or_else(|| {
-                    ApiError::internal("failed to allocate a serviceIP: range is full")
-                })?
+                got.ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?
             } else {
                 let invalid = |detail: String| {
                     ApiError::invalid(
                         "",
                         "Service",
                         &name,
-                        &[FieldError::invalid(
-                            "spec.clusterIPs",
-                            format!("[]string{{\"{requested}\"}}"),
-                            detail,
-                        )],
+                        &[FieldError::invalid("spec.clusterIPs", format!("[]string{{\"{requested}\"}}"), detail)],
                     )
                 };
-                let ip: Ipv4Addr = requested
-                    .parse()
-                    .map_err(|_| invalid("must be a valid IP address".into()))?;
+                let ip: Ipv4Addr = requested.parse().map_err(|_| invalid("must be a valid IP address".into()))?;
                 if !self.in_range(ip) {
-                    return Err(invalid(format!("failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range.")));
+                    return Err(invalid(format!(
+                        "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range."
+                    )));
                 }
                 if !self.claim(&self.ip_key(ip), &owner).await? {
-                    return Err(invalid(format!(
-                        "failed to allocate IP {ip}: provided IP is already allocated"
-                    )));
+                    return Err(invalid(format!("failed to allocate IP {ip}: provided IP is already allocated")));
                 }
                 ip
             };
@@ -184,23 +157,31 @@ impl Allocator {
                 let want = svc["spec"]["ports"][i]["nodePort"].as_u64().unwrap_or(0) as u16;
                 let port = if want == 0 {
                     let span = u32::from(self.ports.1 - self.ports.0) + 1;
+                    let mut candidates: Vec<u16> =
+                        (0..8).map(|_| self.ports.0 + (random_u32() % span) as u16).collect();
                     let mut got = None;
-                    for _ in 0..64 {
-                        let p = self.ports.0 + (random_u32() % span) as u16;
-                        if self.claim(&self.port_key(p), &owner).await? {
-                            got = Some(p);
+                    for round in 0..2 {
+                        for p in &candidates {
+                            if self.claim(&self.port_key(*p), &owner).await? {
+                                got = Some(*p);
+                                break;
+                            }
+                        }
+                        if got.is_some() || round == 1 {
                             break;
                         }
+                        let taken = self.allocated(&format!("{}/ranges/servicenodeports/", self.root)).await?;
+                        let start = random_u32() % span;
+                        candidates = (0..span)
+                            .map(|i| self.ports.0 + ((start + i) % span) as u16)
+                            .filter(|p| !taken.contains(&p.to_string()))
+                            .take(64)
+                            .collect();
                     }
-                    got.ok_or_else(|| {
-                        ApiError::internal("failed to allocate a nodePort: range is full")
-                    })?
+                    got.ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?
                 } else {
                     let field = format!("spec.ports[{i}].nodePort");
                     if want < self.ports.0 || want > self.ports.1 {
-                        return Err(ApiError::invalid("", "Service", &name, &[FieldError::invalid_json(field, &json!(want), format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.ports.0, self.ports.1))]));
-                    }
-                    if !self.claim(&self.port_key(want), &owner).await? {
                         return Err(ApiError::invalid(
                             "",
                             "Service",
@@ -208,8 +189,19 @@ impl Allocator {
                             &[FieldError::invalid_json(
                                 field,
                                 &json!(want),
-                                "provided port is already allocated",
+                                format!(
+                                    "provided port is not in the valid range. The range of valid ports is {}-{}",
+                                    self.ports.0, self.ports.1
+                                ),
                             )],
+                        ));
+                    }
+                    if !self.claim(&self.port_key(want), &owner).await? {
+                        return Err(ApiError::invalid(
+                            "",
+                            "Service",
+                            &name,
+                            &[FieldError::invalid_json(field, &json!(want), "provided port is already allocated")],
                         ));
                     }
                     want
@@ -222,10 +214,7 @@ impl Allocator {
 
     /// Frees what a Service held (on delete, or when its create failed).
     pub async fn release(&self, svc: &Value) {
-        if let Some(ip) = svc["spec"]["clusterIP"]
-            .as_str()
-            .and_then(|s| s.parse::<Ipv4Addr>().ok())
-        {
+        if let Some(ip) = svc["spec"]["clusterIP"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) {
             let key = self.ip_key(ip);
             if let Ok(Some(kv)) = self.storage.get(&key).await {
                 let _ = self.storage.delete(&key, kv.mod_revision).await;
@@ -248,10 +237,7 @@ mod tests {
 
     #[test]
     fn cidrs_and_port_ranges_parse_as_upstream_flags() {
-        assert_eq!(
-            parse_cidr("10.96.0.0/12").unwrap(),
-            (u32::from(Ipv4Addr::new(10, 96, 0, 0)), 1 << 20)
-        );
+        assert_eq!(parse_cidr("10.96.0.0/12").unwrap(), (u32::from(Ipv4Addr::new(10, 96, 0, 0)), 1 << 20));
         assert!(parse_cidr("10.96.0.0").is_err());
         assert_eq!(parse_port_range("30000-32767").unwrap(), (30000, 32767));
         assert!(parse_port_range("5-1").is_err());

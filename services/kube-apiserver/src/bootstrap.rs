@@ -6,19 +6,15 @@ use serde_json::json;
 use crate::endpoints::ApiServer;
 use crate::registry::store::{Target, WriteOptions};
 
-pub const SYSTEM_NAMESPACES: &[&str] =
-    &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the system namespaces and the `kubernetes` service if missing and
 /// points its endpoints at this server. Safe to run on every start.
 pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
     let store = &server.store;
     let opts = WriteOptions::default();
-    let nsd = server
-        .resources
-        .lookup("", "v1", "namespaces")
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no namespaces"))?;
+    let nsd =
+        server.resources.lookup("", "v1", "namespaces").cloned().ok_or_else(|| anyhow::anyhow!("no namespaces"))?;
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match store.create(&nsd, "", obj, &opts, |_| Ok(())).await {
@@ -28,11 +24,7 @@ pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
         }
     }
     let ip = server.allocator.as_ref().map(|a| a.first_ip().to_string());
-    let svcd = server
-        .resources
-        .lookup("", "v1", "services")
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no services"))?;
+    let svcd = server.resources.lookup("", "v1", "services").cloned().ok_or_else(|| anyhow::anyhow!("no services"))?;
     let mut svc = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -44,36 +36,19 @@ pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
         }
         let svc = crate::admission::mutate_on_create(server, &svcd, svc).await?;
         match store.create(&svcd, "default", svc, &opts, |_| Ok(())).await {
-            Ok(_)
-            | Err(apimachinery::status::ApiError {
-                reason: "AlreadyExists",
-                ..
-            }) => {}
+            Ok(_) | Err(apimachinery::status::ApiError { reason: "AlreadyExists", .. }) => {}
             Err(e) => anyhow::bail!("creating the kubernetes service: {e}"),
         }
     }
-    let epd = server
-        .resources
-        .lookup("", "v1", "endpoints")
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no endpoints"))?;
+    let epd = server.resources.lookup("", "v1", "endpoints").cloned().ok_or_else(|| anyhow::anyhow!("no endpoints"))?;
     let endpoints = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": server.config.advertise_address}], "ports": [{"name": "https", "port": server.config.secure_port, "protocol": "TCP"}]}],
     });
     let e2 = endpoints.clone();
-    let r = store
-        .update(
-            &epd,
-            "default",
-            "kubernetes",
-            Target::Main,
-            &opts,
-            move |_| Ok(e2.clone()),
-            |_, _| Ok(()),
-        )
-        .await;
+    let r =
+        store.update(&epd, "default", "kubernetes", Target::Main, &opts, move |_| Ok(e2.clone()), |_, _| Ok(())).await;
     if let Err(e) = r {
         if e.is_not_found() {
             store
@@ -82,6 +57,32 @@ pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("creating kubernetes endpoints: {e}"))?;
         } else {
             anyhow::bail!("updating kubernetes endpoints: {e}");
+        }
+    }
+    // The same endpoint as an EndpointSlice, which kube-proxy reads.
+    let esd = server
+        .resources
+        .lookup("discovery.k8s.io", "v1", "endpointslices")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no endpointslices"))?;
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "kube-apiserver"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [server.config.advertise_address], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": server.config.secure_port, "protocol": "TCP"}],
+    });
+    let s2 = slice.clone();
+    let r =
+        store.update(&esd, "default", "kubernetes", Target::Main, &opts, move |_| Ok(s2.clone()), |_, _| Ok(())).await;
+    if let Err(e) = r {
+        if e.is_not_found() {
+            store
+                .create(&esd, "default", slice, &opts, |_| Ok(()))
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the kubernetes endpointslice: {e}"))?;
+        } else {
+            anyhow::bail!("updating the kubernetes endpointslice: {e}");
         }
     }
     Ok(())

@@ -60,26 +60,14 @@ pub struct WatchEvent {
 }
 
 impl WatchEvent {
-    pub fn new(
-        event_type: EventType,
-        object: Arc<CachedObject>,
-        prev: Option<Arc<CachedObject>>,
-    ) -> Self {
+    pub fn new(event_type: EventType, object: Arc<CachedObject>, prev: Option<Arc<CachedObject>>) -> Self {
         let resource_version = object.resource_version;
-        WatchEvent {
-            event_type,
-            object,
-            prev,
-            resource_version,
-            line: OnceLock::new(),
-        }
+        WatchEvent { event_type, object, prev, resource_version, line: OnceLock::new() }
     }
 
     /// `{"type":"ADDED","object":{...}}\n`, encoded once for every watcher.
     pub fn json_line(&self) -> Bytes {
-        self.line
-            .get_or_init(|| encode_line(self.event_type.as_str(), &self.object.json))
-            .clone()
+        self.line.get_or_init(|| encode_line(self.event_type.as_str(), &self.object.json)).clone()
     }
 }
 
@@ -185,12 +173,7 @@ impl Cacher {
         stamp_resource_version(&mut value, kv.mod_revision);
         let attrs = ObjectAttrs::from_object(resource, &value);
         let json = Bytes::from(serde_json::to_vec(&value).ok()?);
-        Some(Arc::new(CachedObject {
-            key: kv.key.clone(),
-            resource_version: kv.mod_revision,
-            json,
-            attrs,
-        }))
+        Some(Arc::new(CachedObject { key: kv.key.clone(), resource_version: kv.mod_revision, json, attrs }))
     }
 
     /// Runs the cache forever: list, then watch; relists if the watch is lost
@@ -236,9 +219,7 @@ impl Cacher {
         let mut revision = 0;
         let mut start: Option<String> = None;
         loop {
-            let page = storage
-                .list(&self.prefix, start.as_deref(), 5000, revision)
-                .await?;
+            let page = storage.list(&self.prefix, start.as_deref(), 5000, revision).await?;
             revision = page.revision;
             for kv in &page.items {
                 if let Some(obj) = Self::to_cached(&self.resource, kv) {
@@ -295,27 +276,16 @@ impl Cacher {
                         continue;
                     };
                     let prev = st.objects.insert(kv.key.clone(), obj.clone());
-                    let t = if prev.is_some() {
-                        EventType::Modified
-                    } else {
-                        EventType::Added
-                    };
+                    let t = if prev.is_some() { EventType::Modified } else { EventType::Added };
                     WatchEvent::new(t, obj, prev)
                 }
-                WatchChange::Delete {
-                    key,
-                    revision,
-                    prev,
-                } => {
+                WatchChange::Delete { key, revision, prev } => {
                     let cached_prev = st.objects.remove(&key);
                     // The deleted object as last seen, at the delete's revision.
                     let last = match (&cached_prev, prev) {
                         (Some(p), _) => restamp(&self.resource, p, revision),
                         (None, Some(kv)) => {
-                            let kv = KeyValue {
-                                mod_revision: revision,
-                                ..kv
-                            };
+                            let kv = KeyValue { mod_revision: revision, ..kv };
                             match Self::to_cached(&self.resource, &kv) {
                                 Some(o) => o,
                                 None => continue,
@@ -350,26 +320,17 @@ impl Cacher {
 
     /// Waits until the cache has seen `revision` (bounded), as upstream does
     /// before serving a read at a version newer than the cache.
-    pub async fn wait_for_revision(
-        &self,
-        revision: i64,
-        limit: Duration,
-    ) -> Result<(), CacheError> {
+    pub async fn wait_for_revision(&self, revision: i64, limit: Duration) -> Result<(), CacheError> {
         let mut rx = self.revision_tx.subscribe();
         if *rx.borrow() >= revision {
             return Ok(());
         }
         self.progress_wanted.notify_one();
-        let reached = tokio::time::timeout(limit, rx.wait_for(|r| *r >= revision))
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let reached = tokio::time::timeout(limit, rx.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok());
         if reached {
             Ok(())
         } else {
-            Err(CacheError::TooLarge {
-                requested: revision,
-                current: self.revision(),
-            })
+            Err(CacheError::TooLarge { requested: revision, current: self.revision() })
         }
     }
 
@@ -387,36 +348,18 @@ impl Cacher {
         }
         let receiver = self.sender.subscribe();
         let initial = match after {
-            None => st
-                .objects
-                .values()
-                .map(|o| Arc::new(WatchEvent::new(EventType::Added, o.clone(), None)))
-                .collect(),
+            None => st.objects.values().map(|o| Arc::new(WatchEvent::new(EventType::Added, o.clone(), None))).collect(),
             Some(rv) => {
                 if rv < st.window_start {
-                    return Err(CacheError::TooOld {
-                        requested: rv,
-                        oldest: st.window_start + 1,
-                    });
+                    return Err(CacheError::TooOld { requested: rv, oldest: st.window_start + 1 });
                 }
                 if rv > st.revision {
-                    return Err(CacheError::TooLarge {
-                        requested: rv,
-                        current: st.revision,
-                    });
+                    return Err(CacheError::TooLarge { requested: rv, current: st.revision });
                 }
-                st.events
-                    .iter()
-                    .filter(|e| e.resource_version > rv)
-                    .cloned()
-                    .collect()
+                st.events.iter().filter(|e| e.resource_version > rv).cloned().collect()
             }
         };
-        Ok(Subscription {
-            initial,
-            receiver,
-            revision: st.revision,
-        })
+        Ok(Subscription { initial, receiver, revision: st.revision })
     }
 
     /// A consistent snapshot of the current objects under `prefix` (a
@@ -448,29 +391,16 @@ impl Cacher {
 
 pub fn stamp_resource_version(value: &mut Value, revision: i64) {
     if let Some(Value::Object(m)) = value.get_mut("metadata") {
-        m.insert(
-            "resourceVersion".into(),
-            Value::String(revision.to_string()),
-        );
+        m.insert("resourceVersion".into(), Value::String(revision.to_string()));
     } else if let Value::Object(root) = value {
-        root.insert(
-            "metadata".into(),
-            serde_json::json!({"resourceVersion": revision.to_string()}),
-        );
+        root.insert("metadata".into(), serde_json::json!({"resourceVersion": revision.to_string()}));
     }
 }
 
 fn restamp(resource: &ResourceDescriptor, obj: &CachedObject, revision: i64) -> Arc<CachedObject> {
     let mut value = obj.value();
     stamp_resource_version(&mut value, revision);
-    let json = serde_json::to_vec(&value)
-        .map(Bytes::from)
-        .unwrap_or_else(|_| obj.json.clone());
+    let json = serde_json::to_vec(&value).map(Bytes::from).unwrap_or_else(|_| obj.json.clone());
     let attrs = ObjectAttrs::from_object(resource, &value);
-    Arc::new(CachedObject {
-        key: obj.key.clone(),
-        resource_version: revision,
-        json,
-        attrs,
-    })
+    Arc::new(CachedObject { key: obj.key.clone(), resource_version: revision, json, attrs })
 }

@@ -80,13 +80,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .await
         .context("watch caches did not become ready")?;
     let advertise = advertise_address(&options);
-    let allocator = allocator::Allocator::new(
-        etcd,
-        root,
-        &options.service_cluster_ip_range,
-        &options.service_node_port_range,
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let allocator =
+        allocator::Allocator::new(etcd, root, &options.service_cluster_ip_range, &options.service_node_port_range)
+            .map_err(|e| anyhow::anyhow!(e))?;
     let mut sans = vec![advertise.clone(), allocator.first_ip().to_string()];
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         sans.push(h.trim().to_string());
@@ -103,9 +99,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             max_request_body_bytes: options.max_request_bytes,
         },
     });
-    bootstrap::ensure(&server)
-        .await
-        .context("bootstrapping system objects")?;
+    bootstrap::ensure(&server).await.context("bootstrapping system objects")?;
     let tls = tls::server_config(
         options.tls_cert_file.as_deref(),
         options.tls_private_key_file.as_deref(),
@@ -116,9 +110,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .parse()
         .or_else(|_| format!("[{}]:{}", options.bind_address, options.secure_port).parse())
         .with_context(|| format!("invalid --bind-address {}", options.bind_address))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     tracing::info!(%addr, advertise = %advertise, "serving securely");
     serve(listener, tls, server).await
 }
@@ -143,15 +135,14 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let server = server.clone();
         tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
             let svc = hyper::service::service_fn(move |req| {
                 let server = server.clone();
                 async move { Ok::<_, std::convert::Infallible>(endpoints::serve(server, req).await) }

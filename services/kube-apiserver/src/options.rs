@@ -53,11 +53,7 @@ pub struct Options {
     #[arg(long = "disable-admission-plugins", value_delimiter = ',')]
     pub disable_admission_plugins: Vec<String>,
     /// Ordered list of plug-ins to do authorization on secure port.
-    #[arg(
-        long = "authorization-mode",
-        value_delimiter = ',',
-        default_value = "AlwaysAllow"
-    )]
+    #[arg(long = "authorization-mode", value_delimiter = ',', default_value = "AlwaysAllow")]
     pub authorization_mode: Vec<String>,
     /// Limit on the request body size, in bytes (upstream: 3 MiB).
     #[arg(long = "max-request-bytes", default_value_t = 3 * 1024 * 1024)]
@@ -100,8 +96,7 @@ mod tests {
 
     #[test]
     fn unknown_flags_are_errors_that_name_the_flag() {
-        let e = Options::try_parse_from(["kube-apiserver", "--etcd-servers=x", "--no-such-flag=1"])
-            .unwrap_err();
+        let e = Options::try_parse_from(["kube-apiserver", "--etcd-servers=x", "--no-such-flag=1"]).unwrap_err();
         assert!(e.to_string().contains("--no-such-flag"), "{e}");
     }
 }

@@ -54,8 +54,7 @@ fn self_signed(cert_dir: &str, sans: &[String]) -> anyhow::Result<(Vec<u8>, Vec<
     ];
     names.extend(sans.iter().cloned());
     names.dedup();
-    let certified = rcgen::generate_simple_self_signed(names)
-        .context("generating a self-signed certificate")?;
+    let certified = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
     let cert = certified.cert.pem().into_bytes();
     let key = certified.signing_key.serialize_pem().into_bytes();
     if std::fs::create_dir_all(cert_dir).is_ok() {

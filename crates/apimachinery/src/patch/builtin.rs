@@ -273,9 +273,7 @@ pub const TYPE_GRAPH: &[(&str, &str, &str, bool)] = &[
 
 /// The built-in strategy of `field` in `definition`, if upstream declares one.
 pub fn strategy_for(definition: &str, field: &str) -> Option<PatchStrategy> {
-    let i = PATCH_STRATEGIES
-        .binary_search_by(|(d, f, _, _)| (*d, *f).cmp(&(definition, field)))
-        .ok()?;
+    let i = PATCH_STRATEGIES.binary_search_by(|(d, f, _, _)| (*d, *f).cmp(&(definition, field))).ok()?;
     let (_, _, strategy, key) = PATCH_STRATEGIES[i];
     PatchStrategy::parse(strategy, key).ok()
 }
@@ -294,15 +292,9 @@ impl BuiltinPatchMeta {
     /// The meta of a definition such as `io.k8s.api.apps.v1.Deployment`;
     /// `None` when neither table mentions it (use [`NoPatchMeta`](super::NoPatchMeta)).
     pub fn new(definition: &str) -> Option<Self> {
-        let mut known = TYPE_GRAPH
-            .iter()
-            .map(|(d, ..)| *d)
-            .chain(PATCH_STRATEGIES.iter().map(|(d, ..)| *d));
+        let mut known = TYPE_GRAPH.iter().map(|(d, ..)| *d).chain(PATCH_STRATEGIES.iter().map(|(d, ..)| *d));
         let definition = known.find(|d| *d == definition)?;
-        Some(BuiltinPatchMeta {
-            definition,
-            map_values: false,
-        })
+        Some(BuiltinPatchMeta { definition, map_values: false })
     }
 
     pub fn definition(&self) -> &'static str {
@@ -320,19 +312,11 @@ impl PatchMeta for BuiltinPatchMeta {
 
     fn field(&self, name: &str) -> Option<Box<dyn PatchMeta + '_>> {
         if self.map_values {
-            return Some(Box::new(BuiltinPatchMeta {
-                definition: self.definition,
-                map_values: false,
-            }));
+            return Some(Box::new(BuiltinPatchMeta { definition: self.definition, map_values: false }));
         }
-        let i = TYPE_GRAPH
-            .binary_search_by(|(d, f, ..)| (*d, *f).cmp(&(self.definition, name)))
-            .ok()?;
+        let i = TYPE_GRAPH.binary_search_by(|(d, f, ..)| (*d, *f).cmp(&(self.definition, name))).ok()?;
         let (_, _, child, is_map) = TYPE_GRAPH[i];
-        Some(Box::new(BuiltinPatchMeta {
-            definition: child,
-            map_values: is_map,
-        }))
+        Some(Box::new(BuiltinPatchMeta { definition: child, map_values: is_map }))
     }
 }
 
@@ -343,22 +327,14 @@ impl PatchMeta for BuiltinPatchMeta {
 pub fn annotate_openapi_schemas(schemas: &mut Map<String, Value>) -> usize {
     let mut annotated = 0;
     for (definition, field, strategy, merge_key) in PATCH_STRATEGIES {
-        let Some(Value::Object(property)) = schemas
-            .get_mut(*definition)
-            .and_then(|d| d.get_mut("properties"))
-            .and_then(|p| p.get_mut(*field))
+        let Some(Value::Object(property)) =
+            schemas.get_mut(*definition).and_then(|d| d.get_mut("properties")).and_then(|p| p.get_mut(*field))
         else {
             continue;
         };
-        property.insert(
-            "x-kubernetes-patch-strategy".into(),
-            Value::String(strategy.to_string()),
-        );
+        property.insert("x-kubernetes-patch-strategy".into(), Value::String(strategy.to_string()));
         if !merge_key.is_empty() {
-            property.insert(
-                "x-kubernetes-patch-merge-key".into(),
-                Value::String(merge_key.to_string()),
-            );
+            property.insert("x-kubernetes-patch-merge-key".into(), Value::String(merge_key.to_string()));
         }
         annotated += 1;
     }
@@ -373,12 +349,8 @@ mod tests {
 
     #[test]
     fn tables_are_sorted_for_binary_search() {
-        assert!(PATCH_STRATEGIES
-            .windows(2)
-            .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
-        assert!(TYPE_GRAPH
-            .windows(2)
-            .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+        assert!(PATCH_STRATEGIES.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+        assert!(TYPE_GRAPH.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
     }
 
     #[test]
@@ -388,38 +360,24 @@ mod tests {
         assert!(spec.strategy("strategy").unwrap().retain_keys);
         let template = spec.field("template").unwrap();
         let pod_spec = template.field("spec").unwrap();
-        assert_eq!(
-            pod_spec.strategy("containers"),
-            Some(PatchStrategy::merge(Some("name")))
-        );
+        assert_eq!(pod_spec.strategy("containers"), Some(PatchStrategy::merge(Some("name"))));
         let container = pod_spec.field("containers").unwrap();
-        assert_eq!(
-            container.strategy("env"),
-            Some(PatchStrategy::merge(Some("name")))
-        );
+        assert_eq!(container.strategy("env"), Some(PatchStrategy::merge(Some("name"))));
         assert!(container.field("env").is_none());
         let meta = deployment.field("metadata").unwrap();
-        assert_eq!(
-            meta.strategy("finalizers"),
-            Some(PatchStrategy::merge(None))
-        );
+        assert_eq!(meta.strategy("finalizers"), Some(PatchStrategy::merge(None)));
         assert!(BuiltinPatchMeta::new("io.k8s.api.core.v1.ConfigMap").is_some());
         assert!(BuiltinPatchMeta::new("example.com.v1.Widget").is_none());
     }
 
     #[test]
     fn builtin_meta_follows_map_values() {
-        let crd = BuiltinPatchMeta::new(
-            "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps",
-        )
-        .unwrap();
+        let crd =
+            BuiltinPatchMeta::new("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps").unwrap();
         let nested = crd.field("properties").unwrap();
         assert_eq!(nested.strategy("x-kubernetes-validations"), None);
         let prop = nested.field("spec").unwrap();
-        assert_eq!(
-            prop.strategy("x-kubernetes-validations"),
-            Some(PatchStrategy::merge(Some("rule")))
-        );
+        assert_eq!(prop.strategy("x-kubernetes-validations"), Some(PatchStrategy::merge(Some("rule"))));
     }
 
     #[test]
@@ -428,10 +386,7 @@ mod tests {
         let original = json!({"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}});
         let patch = json!({"spec": {"containers": [{"name": "a", "image": "a:2"}]}});
         let out = crate::patch::strategic_merge_patch(&original, &patch, &meta).unwrap();
-        assert_eq!(
-            out["spec"]["containers"],
-            json!([{"name": "a", "image": "a:2"}, {"name": "b", "image": "b:1"}])
-        );
+        assert_eq!(out["spec"]["containers"], json!([{"name": "a", "image": "a:2"}, {"name": "b", "image": "b:1"}]));
     }
 
     #[test]
@@ -452,64 +407,38 @@ mod tests {
         assert!(volumes.retain_keys);
         assert_eq!(volumes.merge_key.as_deref(), Some("name"));
         assert_eq!(
-            strategy_for("io.k8s.api.core.v1.Container", "ports")
-                .unwrap()
-                .merge_key
-                .as_deref(),
+            strategy_for("io.k8s.api.core.v1.Container", "ports").unwrap().merge_key.as_deref(),
             Some("containerPort")
         );
         assert_eq!(
-            strategy_for("io.k8s.api.core.v1.Container", "volumeMounts")
-                .unwrap()
-                .merge_key
-                .as_deref(),
+            strategy_for("io.k8s.api.core.v1.Container", "volumeMounts").unwrap().merge_key.as_deref(),
             Some("mountPath")
         );
         assert_eq!(
-            strategy_for(
-                "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-                "finalizers"
-            ),
+            strategy_for("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers"),
             Some(PatchStrategy::merge(None))
         );
         assert_eq!(
-            strategy_for(
-                "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-                "ownerReferences"
-            )
-            .unwrap()
-            .merge_key
-            .as_deref(),
+            strategy_for("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences")
+                .unwrap()
+                .merge_key
+                .as_deref(),
             Some("uid")
         );
+        assert_eq!(strategy_for("io.k8s.api.core.v1.ServiceSpec", "ports").unwrap().merge_key.as_deref(), Some("port"));
         assert_eq!(
-            strategy_for("io.k8s.api.core.v1.ServiceSpec", "ports")
-                .unwrap()
-                .merge_key
-                .as_deref(),
-            Some("port")
-        );
-        assert_eq!(
-            strategy_for("io.k8s.api.core.v1.NodeStatus", "addresses")
-                .unwrap()
-                .merge_key
-                .as_deref(),
+            strategy_for("io.k8s.api.core.v1.NodeStatus", "addresses").unwrap().merge_key.as_deref(),
             Some("type")
         );
         let strategy = strategy_for("io.k8s.api.apps.v1.DeploymentSpec", "strategy").unwrap();
         assert!(strategy.retain_keys);
         assert_eq!(strategy.strategy, MergeStrategy::Default);
         assert_eq!(
-            strategy_for("io.k8s.api.policy.v1.PodDisruptionBudgetSpec", "selector")
-                .unwrap()
-                .strategy,
+            strategy_for("io.k8s.api.policy.v1.PodDisruptionBudgetSpec", "selector").unwrap().strategy,
             MergeStrategy::Replace
         );
         // Tolerations have no merge key upstream: they are atomic.
-        assert_eq!(
-            strategy_for("io.k8s.api.core.v1.PodSpec", "tolerations"),
-            None
-        );
+        assert_eq!(strategy_for("io.k8s.api.core.v1.PodSpec", "tolerations"), None);
     }
 
     #[test]
@@ -524,23 +453,14 @@ mod tests {
         let schemas = schemas.as_object_mut().unwrap();
         assert_eq!(annotate_openapi_schemas(schemas), 2);
         assert_eq!(
-            schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
-                ["x-kubernetes-patch-merge-key"],
+            schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["x-kubernetes-patch-merge-key"],
             "name"
         );
-        assert!(
-            schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["tolerations"]
-                .get("x-kubernetes-patch-strategy")
-                .is_none()
-        );
+        assert!(schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["tolerations"]
+            .get("x-kubernetes-patch-strategy")
+            .is_none());
         let meta = SchemaPatchMeta::new(schemas, "io.k8s.api.core.v1.PodSpec").unwrap();
-        assert_eq!(
-            meta.strategy("containers"),
-            Some(PatchStrategy::merge(Some("name")))
-        );
-        assert_eq!(
-            meta.field("containers").unwrap().strategy("env"),
-            Some(PatchStrategy::merge(Some("name")))
-        );
+        assert_eq!(meta.strategy("containers"), Some(PatchStrategy::merge(Some("name"))));
+        assert_eq!(meta.field("containers").unwrap().strategy("env"), Some(PatchStrategy::merge(Some("name"))));
     }
 }

@@ -31,11 +31,7 @@ pub struct PatchStrategy {
 impl PatchStrategy {
     /// A list merged by `merge_key` (or, without one, a set of primitives).
     pub fn merge(merge_key: Option<&str>) -> Self {
-        PatchStrategy {
-            strategy: MergeStrategy::Merge,
-            retain_keys: false,
-            merge_key: merge_key.map(str::to_string),
-        }
+        PatchStrategy { strategy: MergeStrategy::Merge, retain_keys: false, merge_key: merge_key.map(str::to_string) }
     }
 
     /// Parses a struct tag pair such as (`"merge,retainKeys"`, `"name"`), as
@@ -45,11 +41,7 @@ impl PatchStrategy {
             merge_key: (!merge_key.is_empty()).then(|| merge_key.to_string()),
             ..PatchStrategy::default()
         };
-        let parts: Vec<&str> = strategy
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let parts: Vec<&str> = strategy.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
         let mut other = None;
         match parts.as_slice() {
             [] => {}
@@ -57,12 +49,7 @@ impl PatchStrategy {
             [one] => other = Some(*one),
             [a, b] if *a == "retainKeys" => (out.retain_keys, other) = (true, Some(*b)),
             [a, b] if *b == "retainKeys" => (out.retain_keys, other) = (true, Some(*a)),
-            _ => {
-                return Err(PatchError::UnexpectedStrategy(format!(
-                    "[{}]",
-                    parts.join(" ")
-                )))
-            }
+            _ => return Err(PatchError::UnexpectedStrategy(format!("[{}]", parts.join(" ")))),
         }
         out.strategy = match other {
             Some("merge") => MergeStrategy::Merge,
@@ -135,9 +122,7 @@ const MAX_REF_DEPTH: usize = 32;
 impl<'a> SchemaPatchMeta<'a> {
     /// The meta of definition `name` in `schemas` (the `components.schemas` map).
     pub fn new(schemas: &'a Map<String, Value>, name: &str) -> Option<Self> {
-        schemas
-            .get(name)
-            .map(|node| SchemaPatchMeta { schemas, node })
+        schemas.get(name).map(|node| SchemaPatchMeta { schemas, node })
     }
 
     /// The meta of definition `name` in a whole OpenAPI document, v3
@@ -169,11 +154,7 @@ impl<'a> SchemaPatchMeta<'a> {
                 }
                 continue;
             }
-            match node
-                .get("allOf")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-            {
+            match node.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
                 Some([only]) if node.get("properties").is_none() => node = only,
                 _ => return node,
             }
@@ -188,23 +169,15 @@ impl<'a> SchemaPatchMeta<'a> {
             return Some(prop);
         }
         // A map type: every key has the value schema.
-        resolved
-            .get("additionalProperties")
-            .filter(|v| v.is_object())
+        resolved.get("additionalProperties").filter(|v| v.is_object())
     }
 }
 
 impl PatchMeta for SchemaPatchMeta<'_> {
     fn strategy(&self, name: &str) -> Option<PatchStrategy> {
         let prop = self.property(name)?;
-        let strategy = prop
-            .get("x-kubernetes-patch-strategy")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let merge_key = prop
-            .get("x-kubernetes-patch-merge-key")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let strategy = prop.get("x-kubernetes-patch-strategy").and_then(Value::as_str).unwrap_or("");
+        let merge_key = prop.get("x-kubernetes-patch-merge-key").and_then(Value::as_str).unwrap_or("");
         if strategy.is_empty() && merge_key.is_empty() {
             return None;
         }
@@ -217,10 +190,7 @@ impl PatchMeta for SchemaPatchMeta<'_> {
             Some(items) => self.resolve(items),
             None => prop,
         };
-        Some(Box::new(SchemaPatchMeta {
-            schemas: self.schemas,
-            node,
-        }))
+        Some(Box::new(SchemaPatchMeta { schemas: self.schemas, node }))
     }
 }
 
@@ -237,14 +207,8 @@ mod tests {
         assert_eq!(s.merge_key.as_deref(), Some("name"));
         assert_eq!(s.tag(), "merge,retainKeys");
         let s = PatchStrategy::parse("retainKeys", "").unwrap();
-        assert_eq!(
-            (s.strategy, s.retain_keys, s.merge_key),
-            (MergeStrategy::Default, true, None)
-        );
-        assert_eq!(
-            PatchStrategy::parse("replace", "").unwrap().strategy,
-            MergeStrategy::Replace
-        );
+        assert_eq!((s.strategy, s.retain_keys, s.merge_key), (MergeStrategy::Default, true, None));
+        assert_eq!(PatchStrategy::parse("replace", "").unwrap().strategy, MergeStrategy::Replace);
         assert!(PatchStrategy::parse("merge,replace", "").is_err());
         assert!(PatchStrategy::parse("a,b,c", "").is_err());
     }
@@ -269,19 +233,13 @@ mod tests {
         let a = SchemaPatchMeta::from_document(&doc, "A").unwrap();
         assert_eq!(a.strategy("spec"), None);
         let b = a.field("spec").unwrap();
-        assert_eq!(
-            b.strategy("items"),
-            Some(PatchStrategy::merge(Some("name")))
-        );
+        assert_eq!(b.strategy("items"), Some(PatchStrategy::merge(Some("name"))));
         let c = b.field("items").unwrap();
         assert_eq!(c.strategy("name"), None);
         assert!(c.field("name").is_some());
         let tags = a.field("tags").unwrap();
         let via_map = tags.field("anykey").unwrap();
-        assert_eq!(
-            via_map.strategy("items"),
-            Some(PatchStrategy::merge(Some("name")))
-        );
+        assert_eq!(via_map.strategy("items"), Some(PatchStrategy::merge(Some("name"))));
         assert!(a.field("unknown").is_none());
     }
 

@@ -84,10 +84,7 @@ pub enum PatchError {
     MixedListElements(String),
     /// A value had the wrong JSON type for its position; names are Go's.
     #[error("expected a {expected}, but received a {actual}")]
-    BadArgType {
-        expected: &'static str,
-        actual: &'static str,
-    },
+    BadArgType { expected: &'static str, actual: &'static str },
     #[error("invalid patch format of primitive list")]
     BadPrimitiveListFormat,
     #[error("invalid patch format of retainKeys")]
@@ -116,9 +113,7 @@ impl PatchError {
             | PatchError::BadRetainKeysFormat
             | PatchError::BadSetElementOrderFormat => 400,
             PatchError::TooManyOperations { .. } => 413,
-            PatchError::JsonPatchFailed(_)
-            | PatchError::ListOfLists
-            | PatchError::RetainKeysMismatch => 422,
+            PatchError::JsonPatchFailed(_) | PatchError::ListOfLists | PatchError::RetainKeysMismatch => 422,
             _ => 500,
         }
     }
@@ -144,18 +139,13 @@ impl From<PatchError> for ApiError {
 /// `copy`/`test` operations) to a copy of `doc`.
 pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
     let Value::Array(ops) = patch else {
-        return Err(PatchError::InvalidJsonPatch(
-            "the patch must be a JSON array of operations".into(),
-        ));
+        return Err(PatchError::InvalidJsonPatch("the patch must be a JSON array of operations".into()));
     };
     if ops.len() > MAX_JSON_PATCH_OPERATIONS {
-        return Err(PatchError::TooManyOperations {
-            max: MAX_JSON_PATCH_OPERATIONS,
-            got: ops.len(),
-        });
+        return Err(PatchError::TooManyOperations { max: MAX_JSON_PATCH_OPERATIONS, got: ops.len() });
     }
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-        .map_err(|e| PatchError::InvalidJsonPatch(e.to_string()))?;
+    let ops: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| PatchError::InvalidJsonPatch(e.to_string()))?;
     let mut out = doc.clone();
     json_patch::patch(&mut out, &ops).map_err(|e| PatchError::JsonPatchFailed(e.to_string()))?;
     Ok(out)
@@ -189,8 +179,7 @@ mod tests {
 
     #[test]
     fn json_patch_applies_operations_in_order() {
-        let doc =
-            json!({"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 1, "list": [1, 2]}});
+        let doc = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 1, "list": [1, 2]}});
         let patch = json!([
             {"op": "add", "path": "/metadata/labels/b", "value": "2"},
             {"op": "replace", "path": "/spec/replicas", "value": 3},
@@ -209,28 +198,16 @@ mod tests {
 
     #[test]
     fn json_patch_on_a_missing_path_is_an_unprocessable_error() {
-        let err = json_patch(
-            &json!({"a": {}}),
-            &json!([{"op": "replace", "path": "/a/b/c", "value": 1}]),
-        )
-        .unwrap_err();
+        let err = json_patch(&json!({"a": {}}), &json!([{"op": "replace", "path": "/a/b/c", "value": 1}])).unwrap_err();
         assert!(matches!(err, PatchError::JsonPatchFailed(_)), "{err:?}");
         assert_eq!(err.status_code(), 422);
-        let err = json_patch(
-            &json!({"a": 1}),
-            &json!([{"op": "remove", "path": "/nope"}]),
-        )
-        .unwrap_err();
+        let err = json_patch(&json!({"a": 1}), &json!([{"op": "remove", "path": "/nope"}])).unwrap_err();
         assert_eq!(err.status_code(), 422);
     }
 
     #[test]
     fn json_patch_with_a_failed_test_leaves_an_error() {
-        let err = json_patch(
-            &json!({"a": 1}),
-            &json!([{"op": "test", "path": "/a", "value": 2}]),
-        )
-        .unwrap_err();
+        let err = json_patch(&json!({"a": 1}), &json!([{"op": "test", "path": "/a", "value": 2}])).unwrap_err();
         assert!(err.to_string().contains("value did not match"), "{err}");
     }
 
@@ -242,8 +219,7 @@ mod tests {
         assert!(matches!(err, PatchError::InvalidJsonPatch(_)));
         let err = json_patch(&json!({}), &json!([{"op": "add", "path": "/a"}])).unwrap_err();
         assert!(matches!(err, PatchError::InvalidJsonPatch(_)));
-        let err =
-            json_patch(&json!({}), &json!([{"op": "add", "path": "a", "value": 1}])).unwrap_err();
+        let err = json_patch(&json!({}), &json!([{"op": "add", "path": "a", "value": 1}])).unwrap_err();
         assert_eq!(err.status_code(), 400, "{err}");
     }
 
@@ -251,15 +227,9 @@ mod tests {
     fn merge_patch_merges_objects_and_replaces_lists() {
         let doc = json!({"a": {"b": 1, "c": 2}, "list": [1, 2], "gone": true});
         let patch = json!({"a": {"b": null, "d": {"e": null, "f": 1}}, "list": [3], "gone": null});
-        assert_eq!(
-            merge_patch(&doc, &patch),
-            json!({"a": {"c": 2, "d": {"f": 1}}, "list": [3]})
-        );
+        assert_eq!(merge_patch(&doc, &patch), json!({"a": {"c": 2, "d": {"f": 1}}, "list": [3]}));
         assert_eq!(merge_patch(&json!({"a": 1}), &json!([1])), json!([1]));
-        assert_eq!(
-            merge_patch(&json!("x"), &json!({"a": null, "b": 1})),
-            json!({"b": 1})
-        );
+        assert_eq!(merge_patch(&json!("x"), &json!({"a": null, "b": 1})), json!({"b": 1}));
     }
 
     #[test]
@@ -269,9 +239,6 @@ mod tests {
             Some(PatchType::StrategicMerge)
         );
         assert_eq!(PatchType::from_content_type("application/json"), None);
-        assert_eq!(
-            PatchType::Json.content_type(),
-            "application/json-patch+json"
-        );
+        assert_eq!(PatchType::Json.content_type(), "application/json-patch+json");
     }
 }

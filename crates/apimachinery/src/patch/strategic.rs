@@ -31,11 +31,7 @@ const SET_ELEMENT_ORDER: &str = "$setElementOrder";
 /// Applies a strategic merge patch to `original` (an object, or null for
 /// none) and returns the patched object. `meta` describes the object's type;
 /// use [`NoPatchMeta`] for types without a schema.
-pub fn strategic_merge_patch(
-    original: &Value,
-    patch: &Value,
-    meta: &dyn PatchMeta,
-) -> Result<Value, PatchError> {
+pub fn strategic_merge_patch(original: &Value, patch: &Value, meta: &dyn PatchMeta) -> Result<Value, PatchError> {
     let original = match original {
         Value::Object(m) => m.clone(),
         Value::Null => Map::new(),
@@ -84,9 +80,7 @@ fn merge_map(
     let mut deletions = Vec::new();
     for (key, patch_value) in patch {
         if let Some(rest) = key.strip_prefix(DELETE_FROM_PRIMITIVE_LIST) {
-            let field = rest
-                .strip_prefix('/')
-                .ok_or(PatchError::BadPrimitiveListFormat)?;
+            let field = rest.strip_prefix('/').ok_or(PatchError::BadPrimitiveListFormat)?;
             deletions.push((field.to_string(), patch_value));
             continue;
         }
@@ -113,8 +107,7 @@ fn merge_map(
                 }
             }
             (Value::Array(o), Value::Array(p)) => {
-                let merged =
-                    merge_list(std::mem::take(o), p, &strategy, &*child(meta, &key), &key)?;
+                let merged = merge_list(std::mem::take(o), p, &strategy, &*child(meta, &key), &key)?;
                 *o = merged;
             }
             (slot, patch_value) => match clean(patch_value, meta, &key)? {
@@ -216,15 +209,8 @@ fn merge_list(
         let merged = merge_by_key(original.clone(), &patch, merge_key, elem)?;
         (original, patch, merged)
     };
-    let (patch_items, server_only) =
-        partition(merged, &patch, merge_key.filter(|_| kind == Kind::Object))?;
-    order_elements(
-        patch_items,
-        server_only,
-        &patch,
-        &server_order,
-        merge_key.filter(|_| kind == Kind::Object),
-    )
+    let (patch_items, server_only) = partition(merged, &patch, merge_key.filter(|_| kind == Kind::Object))?;
+    order_elements(patch_items, server_only, &patch, &server_order, merge_key.filter(|_| kind == Kind::Object))
 }
 
 /// Handles `$patch` elements of a merging list of maps: deletes by merge key,
@@ -281,10 +267,7 @@ fn merge_by_key(
         let Some(value) = item.get(merge_key) else {
             return Err(no_merge_key(&Value::Object(item.clone()), merge_key));
         };
-        match original
-            .iter_mut()
-            .find(|o| o.get(merge_key) == Some(value))
-        {
+        match original.iter_mut().find(|o| o.get(merge_key) == Some(value)) {
             Some(Value::Object(existing)) => {
                 let merged = merge_map(std::mem::take(existing), item.clone(), elem)?;
                 *existing = merged;
@@ -298,10 +281,7 @@ fn merge_by_key(
 
 /// Applies `$retainKeys`: the original keeps only the listed keys, and the
 /// patch may set only listed keys.
-fn apply_retain_keys(
-    original: &mut Map<String, Value>,
-    patch: &mut Map<String, Value>,
-) -> Result<(), PatchError> {
+fn apply_retain_keys(original: &mut Map<String, Value>, patch: &mut Map<String, Value>) -> Result<(), PatchError> {
     let Some(retain) = patch.remove(RETAIN_KEYS) else {
         return Ok(());
     };
@@ -310,10 +290,7 @@ fn apply_retain_keys(
     };
     let keeps = |k: &str| retain.iter().any(|r| r.as_str() == Some(k));
     for (k, v) in patch.iter() {
-        if v.is_null()
-            || k.starts_with(DELETE_FROM_PRIMITIVE_LIST)
-            || k.starts_with(SET_ELEMENT_ORDER)
-        {
+        if v.is_null() || k.starts_with(DELETE_FROM_PRIMITIVE_LIST) || k.starts_with(SET_ELEMENT_ORDER) {
             continue;
         }
         if !keeps(k) {
@@ -332,11 +309,7 @@ fn merge_set_element_order(
     patch: &mut Map<String, Value>,
     meta: &dyn PatchMeta,
 ) -> Result<(), PatchError> {
-    let keys: Vec<String> = patch
-        .keys()
-        .filter(|k| k.starts_with(SET_ELEMENT_ORDER))
-        .cloned()
-        .collect();
+    let keys: Vec<String> = patch.keys().filter(|k| k.starts_with(SET_ELEMENT_ORDER)).cloned().collect();
     for directive_key in keys {
         let order = patch.remove(&directive_key).unwrap_or(Value::Null);
         let Value::Array(order) = order else {
@@ -390,19 +363,12 @@ fn merge_set_element_order(
 
 /// Upstream's `validatePatchWithSetOrderList`: the patch list must follow the
 /// order list (deletions and directive elements aside).
-fn validate_order(
-    patch: &[Value],
-    order: &[Value],
-    merge_key: Option<&str>,
-) -> Result<(), PatchError> {
+fn validate_order(patch: &[Value], order: &[Value], merge_key: Option<&str>) -> Result<(), PatchError> {
     if patch.is_empty() || order.is_empty() {
         return Ok(());
     }
     let candidates: Vec<&Value> = match merge_key {
-        Some(_) => patch
-            .iter()
-            .filter(|v| v.get(DIRECTIVE).and_then(Value::as_str) != Some("delete"))
-            .collect(),
+        Some(_) => patch.iter().filter(|v| v.get(DIRECTIVE).and_then(Value::as_str) != Some("delete")).collect(),
         None => patch.iter().collect(),
     };
     let (mut p, mut o) = (0, 0);
@@ -430,14 +396,8 @@ fn same_identity(a: &Value, b: &Value, merge_key: Option<&str>) -> Result<bool, 
     let Some(k) = merge_key else {
         return Ok(a == b);
     };
-    let ka = a
-        .as_object()
-        .ok_or_else(|| bad_arg_type("map[string]interface {}", a))?
-        .get(k);
-    let kb = b
-        .as_object()
-        .ok_or_else(|| bad_arg_type("map[string]interface {}", b))?
-        .get(k);
+    let ka = a.as_object().ok_or_else(|| bad_arg_type("map[string]interface {}", a))?.get(k);
+    let kb = b.as_object().ok_or_else(|| bad_arg_type("map[string]interface {}", b))?.get(k);
     match (ka, kb) {
         (Some(ka), Some(kb)) => Ok(ka == kb),
         (None, _) => Err(no_merge_key(a, k)),
@@ -513,15 +473,10 @@ fn order_elements(
             (None, None) => break,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some(l), Some(r)) => {
-                match (
-                    position(server_order, l, merge_key),
-                    position(server_order, r, merge_key),
-                ) {
-                    (Some(li), Some(ri)) => li < ri,
-                    _ => false,
-                }
-            }
+            (Some(l), Some(r)) => match (position(server_order, l, merge_key), position(server_order, r, merge_key)) {
+                (Some(li), Some(ri)) => li < ri,
+                _ => false,
+            },
         };
         let next = if take_left { left.next() } else { right.next() };
         out.extend(next);
@@ -562,16 +517,11 @@ fn element_kind(a: &[Value], b: &[Value]) -> Result<Kind, PatchError> {
             Some(_) => {}
         }
     }
-    kind.ok_or_else(|| {
-        PatchError::MixedListElements("no elements in any of the given slices".into())
-    })
+    kind.ok_or_else(|| PatchError::MixedListElements("no elements in any of the given slices".into()))
 }
 
 fn no_merge_key(item: &Value, key: &str) -> PatchError {
-    PatchError::NoMergeKey {
-        map: item.to_string(),
-        key: key.to_string(),
-    }
+    PatchError::NoMergeKey { map: item.to_string(), key: key.to_string() }
 }
 
 /// Go's name for the type a JSON value decodes to.
@@ -588,10 +538,7 @@ fn go_type_name(v: &Value) -> &'static str {
 }
 
 fn bad_arg_type(expected: &'static str, actual: &Value) -> PatchError {
-    PatchError::BadArgType {
-        expected,
-        actual: go_type_name(actual),
-    }
+    PatchError::BadArgType { expected, actual: go_type_name(actual) }
 }
 
 fn display_scalar(v: &Value) -> String {

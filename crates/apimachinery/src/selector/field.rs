@@ -92,16 +92,9 @@ impl FieldSelector {
                 continue;
             }
             let Some((field, operator, raw)) = split_term(part) else {
-                return Err(FieldSelectorError::Syntax {
-                    selector: selector.to_string(),
-                    term: part.to_string(),
-                });
+                return Err(FieldSelectorError::Syntax { selector: selector.to_string(), term: part.to_string() });
             };
-            terms.push(FieldTerm {
-                field: field.to_string(),
-                operator,
-                value: unescape_value(raw)?,
-            });
+            terms.push(FieldTerm { field: field.to_string(), operator, value: unescape_value(raw)? });
         }
         Ok(FieldSelector { terms })
     }
@@ -110,11 +103,7 @@ impl FieldSelector {
     pub fn from_set<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut terms: Vec<FieldTerm> = fields
             .into_iter()
-            .map(|(f, v)| FieldTerm {
-                field: f.to_string(),
-                operator: FieldOperator::Equals,
-                value: v.to_string(),
-            })
+            .map(|(f, v)| FieldTerm { field: f.to_string(), operator: FieldOperator::Equals, value: v.to_string() })
             .collect();
         terms.sort_by(|a, b| a.field.cmp(&b.field));
         FieldSelector { terms }
@@ -136,9 +125,7 @@ impl FieldSelector {
         F: Fn(&str) -> Option<S>,
         S: AsRef<str>,
     {
-        self.terms
-            .iter()
-            .all(|t| t.matches(get(&t.field).as_ref().map(AsRef::as_ref)))
+        self.terms.iter().all(|t| t.matches(get(&t.field).as_ref().map(AsRef::as_ref)))
     }
 
     /// [`matches`](Self::matches) over an object's field set as (field, value) pairs,
@@ -174,10 +161,7 @@ impl FieldSelector {
     /// `RequiresExactMatch`): lets a list of `metadata.name=x` or
     /// `spec.nodeName=n` use an index instead of a scan.
     pub fn requires_exact_match(&self, field: &str) -> Option<&str> {
-        self.terms
-            .iter()
-            .find(|t| t.field == field && t.operator == FieldOperator::Equals)
-            .map(|t| t.value.as_str())
+        self.terms.iter().find(|t| t.field == field && t.operator == FieldOperator::Equals).map(|t| t.value.as_str())
     }
 
     /// Renames fields and rewrites values (upstream's `Transform`), e.g. to map a
@@ -189,11 +173,7 @@ impl FieldSelector {
         let mut terms = Vec::with_capacity(self.terms.len());
         for t in &self.terms {
             if let Some((field, value)) = f(&t.field, &t.value)? {
-                terms.push(FieldTerm {
-                    field,
-                    operator: t.operator,
-                    value,
-                });
+                terms.push(FieldTerm { field, operator: t.operator, value });
             }
         }
         Ok(FieldSelector { terms })
@@ -284,11 +264,9 @@ fn split_terms(selector: &str) -> Vec<&str> {
 fn split_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
     for (i, _) in term.char_indices() {
         let rest = &term[i..];
-        for (op, operator) in [
-            ("!=", FieldOperator::NotEquals),
-            ("==", FieldOperator::Equals),
-            ("=", FieldOperator::Equals),
-        ] {
+        for (op, operator) in
+            [("!=", FieldOperator::NotEquals), ("==", FieldOperator::Equals), ("=", FieldOperator::Equals)]
+        {
             if let Some(value) = rest.strip_prefix(op) {
                 return Some((&term[..i], operator, value));
             }
@@ -353,31 +331,17 @@ mod tests {
     #[test]
     fn syntax_and_escape_errors_use_upstream_wording() {
         let err = |s: &str| FieldSelector::parse(s).unwrap_err().to_string();
-        assert_eq!(
-            err("a,b=c"),
-            "invalid selector: 'a,b=c'; can't understand 'a'"
-        );
-        assert_eq!(
-            err(r"a=b\x"),
-            r"invalid field selector: invalid escape sequence: \x"
-        );
-        assert_eq!(
-            err(r"a=b\"),
-            r"invalid field selector: invalid escape sequence: \"
-        );
-        assert_eq!(
-            err("a=b=c"),
-            "invalid field selector: unescaped character in value: 61"
-        );
+        assert_eq!(err("a,b=c"), "invalid selector: 'a,b=c'; can't understand 'a'");
+        assert_eq!(err(r"a=b\x"), r"invalid field selector: invalid escape sequence: \x");
+        assert_eq!(err(r"a=b\"), r"invalid field selector: invalid escape sequence: \");
+        assert_eq!(err("a=b=c"), "invalid field selector: unescaped character in value: 61");
     }
 
     #[test]
     fn unsupported_fields_are_named() {
         let s = parse("metadata.name=a,foo=b");
         assert_eq!(
-            s.check_supported(&["metadata.name", "spec.nodeName"])
-                .unwrap_err()
-                .to_string(),
+            s.check_supported(&["metadata.name", "spec.nodeName"]).unwrap_err().to_string(),
             "field label not supported: foo"
         );
         assert_eq!(
@@ -385,10 +349,7 @@ mod tests {
             "\"foo\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
         );
         assert!(parse("metadata.namespace=x").check_default_fields().is_ok());
-        assert_eq!(
-            s.field_names().collect::<Vec<_>>(),
-            vec!["foo", "metadata.name"]
-        );
+        assert_eq!(s.field_names().collect::<Vec<_>>(), vec!["foo", "metadata.name"]);
     }
 
     #[test]
@@ -396,10 +357,7 @@ mod tests {
         let s = parse("spec.nodeName=node-1,status.phase!=Succeeded");
         assert_eq!(s.requires_exact_match("spec.nodeName"), Some("node-1"));
         assert_eq!(s.requires_exact_match("status.phase"), None);
-        assert_eq!(
-            parse("metadata.name==x").requires_exact_match("metadata.name"),
-            Some("x")
-        );
+        assert_eq!(parse("metadata.name==x").requires_exact_match("metadata.name"), Some("x"));
     }
 
     #[test]
@@ -407,10 +365,7 @@ mod tests {
         let s = parse("name=x");
         let t = s
             .transform(|f, v| {
-                Ok::<_, FieldSelectorError>(Some((
-                    if f == "name" { "metadata.name" } else { f }.to_string(),
-                    v.into(),
-                )))
+                Ok::<_, FieldSelectorError>(Some((if f == "name" { "metadata.name" } else { f }.to_string(), v.into())))
             })
             .unwrap();
         assert_eq!(t.to_string(), "metadata.name=x");

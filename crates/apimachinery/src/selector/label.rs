@@ -114,11 +114,7 @@ pub struct Requirement {
 impl Requirement {
     /// Upstream's `NewRequirement`: checks the key, the values and their count
     /// for the operator. The empty string is a valid value.
-    pub fn new(
-        key: impl Into<String>,
-        operator: Operator,
-        values: Vec<String>,
-    ) -> Result<Self, LabelSelectorError> {
+    pub fn new(key: impl Into<String>, operator: Operator, values: Vec<String>) -> Result<Self, LabelSelectorError> {
         let key = key.into();
         let mut errs: Vec<String> = Vec::new();
         let key_errs = is_qualified_name(&key);
@@ -176,24 +172,13 @@ impl Requirement {
         for (i, v) in values.iter().enumerate() {
             let value_errs = is_valid_label_value(v);
             if !value_errs.is_empty() {
-                errs.push(invalid_message(
-                    &format!("values[{i}][{key}]"),
-                    &quote(v),
-                    &value_errs.join("; "),
-                ));
+                errs.push(invalid_message(&format!("values[{i}][{key}]"), &quote(v), &value_errs.join("; ")));
             }
         }
         match errs.len() {
-            0 => Ok(Requirement {
-                key,
-                operator,
-                values,
-            }),
+            0 => Ok(Requirement { key, operator, values }),
             1 => Err(LabelSelectorError::Invalid(errs.remove(0))),
-            _ => Err(LabelSelectorError::Invalid(format!(
-                "[{}]",
-                errs.join(", ")
-            ))),
+            _ => Err(LabelSelectorError::Invalid(format!("[{}]", errs.join(", ")))),
         }
     }
 
@@ -219,9 +204,7 @@ impl Requirement {
     pub fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
         let value = labels.label(&self.key);
         match self.operator {
-            Operator::In | Operator::Equals | Operator::DoubleEquals => {
-                value.is_some_and(|v| self.has_value(v))
-            }
+            Operator::In | Operator::Equals | Operator::DoubleEquals => value.is_some_and(|v| self.has_value(v)),
             Operator::NotIn | Operator::NotEquals => value.is_none_or(|v| !self.has_value(v)),
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
@@ -292,26 +275,18 @@ impl LabelSelector {
 
     /// Matches no set of labels: what a null or absent `metav1.LabelSelector` means.
     pub fn nothing() -> Self {
-        LabelSelector {
-            requirements: Vec::new(),
-            nothing: true,
-        }
+        LabelSelector { requirements: Vec::new(), nothing: true }
     }
 
     /// A selector from requirements, sorted by key as upstream's `Add` does.
     pub fn from_requirements(mut requirements: Vec<Requirement>) -> Self {
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
-        LabelSelector {
-            requirements,
-            nothing: false,
-        }
+        LabelSelector { requirements, nothing: false }
     }
 
     /// Upstream's `ValidatedSelectorFromSet`: every label must equal the given
     /// value (Service and ReplicationController selectors). An empty set selects everything.
-    pub fn from_set<'a>(
-        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, LabelSelectorError> {
+    pub fn from_set<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, LabelSelectorError> {
         let requirements = labels
             .into_iter()
             .map(|(k, v)| Requirement::new(k, Operator::Equals, vec![v.to_string()]))
@@ -321,10 +296,7 @@ impl LabelSelector {
 
     /// Parses the string form used by `?labelSelector=` (upstream's `labels.Parse`).
     pub fn parse(selector: &str) -> Result<Self, LabelSelectorError> {
-        let mut parser = Parser {
-            items: lex(selector),
-            position: 0,
-        };
+        let mut parser = Parser { items: lex(selector), position: 0 };
         let requirements = parser.parse()?;
         Ok(Self::from_requirements(requirements))
     }
@@ -335,11 +307,7 @@ impl LabelSelector {
         let object = match selector {
             Value::Null => return Ok(Self::nothing()),
             Value::Object(object) => object,
-            other => {
-                return Err(LabelSelectorError::Malformed(format!(
-                    "expected an object, got {other}"
-                )))
-            }
+            other => return Err(LabelSelectorError::Malformed(format!("expected an object, got {other}"))),
         };
         let mut requirements = Vec::new();
         match object.get("matchLabels") {
@@ -347,47 +315,30 @@ impl LabelSelector {
             Some(Value::Object(labels)) => {
                 for (k, v) in labels {
                     let Some(v) = v.as_str() else {
-                        return Err(LabelSelectorError::Malformed(format!(
-                            "matchLabels[{k}] must be a string"
-                        )));
+                        return Err(LabelSelectorError::Malformed(format!("matchLabels[{k}] must be a string")));
                     };
-                    requirements.push(Requirement::new(
-                        k.as_str(),
-                        Operator::Equals,
-                        vec![v.to_string()],
-                    )?);
+                    requirements.push(Requirement::new(k.as_str(), Operator::Equals, vec![v.to_string()])?);
                 }
             }
-            Some(_) => {
-                return Err(LabelSelectorError::Malformed(
-                    "matchLabels must be an object".into(),
-                ))
-            }
+            Some(_) => return Err(LabelSelectorError::Malformed("matchLabels must be an object".into())),
         }
         match object.get("matchExpressions") {
             None | Some(Value::Null) => {}
             Some(Value::Array(expressions)) => {
                 for (i, expr) in expressions.iter().enumerate() {
-                    let (key, operator, values) = expression_parts(expr).map_err(|what| {
-                        LabelSelectorError::Malformed(format!("matchExpressions[{i}]: {what}"))
-                    })?;
+                    let (key, operator, values) = expression_parts(expr)
+                        .map_err(|what| LabelSelectorError::Malformed(format!("matchExpressions[{i}]: {what}")))?;
                     let operator = match operator {
                         "In" => Operator::In,
                         "NotIn" => Operator::NotIn,
                         "Exists" => Operator::Exists,
                         "DoesNotExist" => Operator::DoesNotExist,
-                        other => {
-                            return Err(LabelSelectorError::UnknownOperator(other.to_string()))
-                        }
+                        other => return Err(LabelSelectorError::UnknownOperator(other.to_string())),
                     };
                     requirements.push(Requirement::new(key, operator, values)?);
                 }
             }
-            Some(_) => {
-                return Err(LabelSelectorError::Malformed(
-                    "matchExpressions must be an array".into(),
-                ))
-            }
+            Some(_) => return Err(LabelSelectorError::Malformed("matchExpressions must be an array".into())),
         }
         Ok(Self::from_requirements(requirements))
     }
@@ -425,10 +376,7 @@ impl LabelSelector {
 
     /// [`matches`](Self::matches) over an object's `metadata.labels` (absent = no labels).
     pub fn matches_object(&self, object: &Value) -> bool {
-        match object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-        {
+        match object.pointer("/metadata/labels").and_then(Value::as_object) {
             Some(labels) => self.matches(labels),
             None => self.matches(&Map::new()),
         }
@@ -482,11 +430,7 @@ pub fn validate_label_selector(selector: &Value, path: &str) -> Vec<FieldError> 
     for (i, expr) in expressions.iter().enumerate() {
         let at = format!("{path}.matchExpressions[{i}]");
         let operator = expr.get("operator").and_then(Value::as_str).unwrap_or("");
-        let values = expr
-            .get("values")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
+        let values = expr.get("values").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
         match operator {
             "In" | "NotIn" => {
                 if values.is_empty() {
@@ -517,22 +461,12 @@ pub fn validate_label_selector(selector: &Value, path: &str) -> Vec<FieldError> 
         }
         let key = expr.get("key").and_then(Value::as_str).unwrap_or("");
         for msg in is_qualified_name(key) {
-            errs.push(field_error(
-                FieldErrorKind::Invalid,
-                format!("{at}.key"),
-                Some(quote(key)),
-                &msg,
-            ));
+            errs.push(field_error(FieldErrorKind::Invalid, format!("{at}.key"), Some(quote(key)), &msg));
         }
         for (j, value) in values.iter().enumerate() {
             let value = value.as_str().unwrap_or("");
             for msg in is_valid_label_value(value) {
-                errs.push(field_error(
-                    FieldErrorKind::Invalid,
-                    format!("{at}.values[{j}]"),
-                    Some(quote(value)),
-                    &msg,
-                ));
+                errs.push(field_error(FieldErrorKind::Invalid, format!("{at}.values[{j}]"), Some(quote(value)), &msg));
             }
         }
     }
@@ -544,38 +478,18 @@ pub fn validate_labels(labels: &Map<String, Value>, path: &str) -> Vec<FieldErro
     let mut errs = Vec::new();
     for (k, v) in labels {
         for msg in is_qualified_name(k) {
-            errs.push(field_error(
-                FieldErrorKind::Invalid,
-                path.to_string(),
-                Some(quote(k)),
-                &msg,
-            ));
+            errs.push(field_error(FieldErrorKind::Invalid, path.to_string(), Some(quote(k)), &msg));
         }
         let v = v.as_str().unwrap_or("");
         for msg in is_valid_label_value(v) {
-            errs.push(field_error(
-                FieldErrorKind::Invalid,
-                path.to_string(),
-                Some(quote(v)),
-                &msg,
-            ));
+            errs.push(field_error(FieldErrorKind::Invalid, path.to_string(), Some(quote(v)), &msg));
         }
     }
     errs
 }
 
-fn field_error(
-    kind: FieldErrorKind,
-    field: String,
-    value: Option<String>,
-    detail: &str,
-) -> FieldError {
-    FieldError {
-        kind,
-        field,
-        value,
-        detail: detail.to_string(),
-    }
+fn field_error(kind: FieldErrorKind, field: String, value: Option<String>, detail: &str) -> FieldError {
+    FieldError { kind, field, value, detail: detail.to_string() }
 }
 
 /// Go's `%q` for the strings we show.
@@ -590,23 +504,13 @@ fn invalid_message(field: &str, shown_value: &str, detail: &str) -> String {
 
 fn expression_parts(expr: &Value) -> Result<(&str, &str, Vec<String>), String> {
     let expr = expr.as_object().ok_or("must be an object")?;
-    let key = expr
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or("key must be a string")?;
-    let operator = expr
-        .get("operator")
-        .and_then(Value::as_str)
-        .ok_or("operator must be a string")?;
+    let key = expr.get("key").and_then(Value::as_str).ok_or("key must be a string")?;
+    let operator = expr.get("operator").and_then(Value::as_str).ok_or("operator must be a string")?;
     let values = match expr.get("values") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(values)) => values
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or("values must be strings")
-            })
+            .map(|v| v.as_str().map(str::to_string).ok_or("values must be strings"))
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("values must be an array".into()),
     };
@@ -688,10 +592,7 @@ fn lex(s: &str) -> Vec<(Token, String)> {
                     pos = end;
                     items.push((token, s[start..end].to_string()));
                 }
-                None => items.push((
-                    Token::Error,
-                    format!("error expected: keyword found '{}'", &s[start..pos]),
-                )),
+                None => items.push((Token::Error, format!("error expected: keyword found '{}'", &s[start..pos]))),
             }
         } else {
             while pos < bytes.len() && !is_special(bytes[pos]) && !is_whitespace(bytes[pos]) {
@@ -744,9 +645,9 @@ impl Parser {
             let (token, literal) = self.lookahead(Context::Values);
             match token {
                 Token::Identifier | Token::DoesNotExist => {
-                    let r = self.parse_requirement().map_err(|e| {
-                        LabelSelectorError::Parse(format!("unable to parse requirement: {e}"))
-                    })?;
+                    let r = self
+                        .parse_requirement()
+                        .map_err(|e| LabelSelectorError::Parse(format!("unable to parse requirement: {e}")))?;
                     requirements.push(r);
                     let (token, literal) = self.consume(Context::Values);
                     match token {
@@ -803,11 +704,7 @@ impl Parser {
         let key_errs = is_qualified_name(&literal);
         if !key_errs.is_empty() {
             // Upstream validates with a nil field path here, which prints as `<nil>`.
-            return Err(invalid_message(
-                "<nil>",
-                &quote(&literal),
-                &key_errs.join("; "),
-            ));
+            return Err(invalid_message("<nil>", &quote(&literal), &key_errs.join("; ")));
         }
         let (next, _) = self.lookahead(Context::Values);
         let operator = if negated {
@@ -830,11 +727,7 @@ impl Parser {
             Token::LessThan => Operator::LessThan,
             Token::NotIn => Operator::NotIn,
             Token::NotEquals => Operator::NotEquals,
-            _ => {
-                return Err(format!(
-                    "found '{literal}', expected: in, notin, =, ==, !=, gt, lt"
-                ))
-            }
+            _ => return Err(format!("found '{literal}', expected: in, notin, =, ==, !=, gt, lt")),
         })
     }
 
@@ -858,11 +751,7 @@ impl Parser {
                 self.consume(Context::Values);
                 vec![String::new()]
             }
-            _ => {
-                return Err(format!(
-                    "found '{literal}', expected: ',', ')' or identifier"
-                ))
-            }
+            _ => return Err(format!("found '{literal}', expected: ',', ')' or identifier")),
         };
         values.sort();
         values.dedup();
@@ -924,10 +813,7 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn parse(s: &str) -> LabelSelector {
@@ -995,14 +881,8 @@ mod tests {
     #[test]
     fn empty_values_are_allowed_in_every_position() {
         assert!(parse("a=").matches(&labels(&[("a", "")])));
-        assert_eq!(
-            parse("a in ()").requirements()[0].values(),
-            &["".to_string()]
-        );
-        assert_eq!(
-            parse("a in (,b)").requirements()[0].values(),
-            &["".to_string(), "b".to_string()]
-        );
+        assert_eq!(parse("a in ()").requirements()[0].values(), &["".to_string()]);
+        assert_eq!(parse("a in (,b)").requirements()[0].values(), &["".to_string(), "b".to_string()]);
         assert_eq!(parse("a in (b,,c)").to_string(), "a in (,b,c)");
     }
 
@@ -1017,43 +897,16 @@ mod tests {
     fn parse_errors_use_upstream_wording() {
         let err = |s: &str| LabelSelector::parse(s).unwrap_err().to_string();
         assert_eq!(err("a=b,"), "found '', expected: identifier after ','");
-        assert_eq!(
-            err("a b"),
-            "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"
-        );
+        assert_eq!(err("a b"), "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt");
         assert_eq!(err("a=b)"), "found ')', expected: ',' or 'end of string'");
-        assert_eq!(
-            err(",a"),
-            "found ',', expected: !, identifier, or 'end of string'"
-        );
-        assert_eq!(
-            err("a in x"),
-            "unable to parse requirement: found 'x' expected: '('"
-        );
-        assert_eq!(
-            err("a in (x"),
-            "unable to parse requirement: found '', expected: ',' or ')'"
-        );
-        assert_eq!(
-            err("a in (x y)"),
-            "unable to parse requirement: found 'y', expected: ',' or ')'"
-        );
-        assert_eq!(
-            err("!"),
-            "unable to parse requirement: found '', expected: identifier"
-        );
-        assert_eq!(
-            err("a notin"),
-            "unable to parse requirement: found '' expected: '('"
-        );
-        assert_eq!(
-            err("a=(b)"),
-            "unable to parse requirement: found '(', expected: identifier"
-        );
-        assert_eq!(
-            err("a (b)"),
-            "unable to parse requirement: found '(', expected: in, notin, =, ==, !=, gt, lt"
-        );
+        assert_eq!(err(",a"), "found ',', expected: !, identifier, or 'end of string'");
+        assert_eq!(err("a in x"), "unable to parse requirement: found 'x' expected: '('");
+        assert_eq!(err("a in (x"), "unable to parse requirement: found '', expected: ',' or ')'");
+        assert_eq!(err("a in (x y)"), "unable to parse requirement: found 'y', expected: ',' or ')'");
+        assert_eq!(err("!"), "unable to parse requirement: found '', expected: identifier");
+        assert_eq!(err("a notin"), "unable to parse requirement: found '' expected: '('");
+        assert_eq!(err("a=(b)"), "unable to parse requirement: found '(', expected: identifier");
+        assert_eq!(err("a (b)"), "unable to parse requirement: found '(', expected: in, notin, =, ==, !=, gt, lt");
         assert_eq!(err("!a=b"), "found '=', expected: ',' or 'end of string'");
         assert!(err("-a=b").starts_with(
             "unable to parse requirement: <nil>: Invalid value: \"-a\": name part must consist of alphanumeric characters"
@@ -1085,33 +938,23 @@ mod tests {
         let all = LabelSelector::from_json(&json!({})).unwrap();
         assert!(all.is_empty());
         assert!(all.matches(&labels(&[("a", "b")])));
-        let all =
-            LabelSelector::from_json(&json!({"matchLabels": {}, "matchExpressions": []})).unwrap();
+        let all = LabelSelector::from_json(&json!({"matchLabels": {}, "matchExpressions": []})).unwrap();
         assert!(all.matches(&labels(&[])));
 
         let none = LabelSelector::from_json(&Value::Null).unwrap();
         assert!(!none.is_empty());
         assert!(none.selects_nothing());
         assert!(!none.matches(&labels(&[])));
-        assert!(!LabelSelector::from_optional_json(None)
-            .unwrap()
-            .matches(&labels(&[("a", "b")])));
+        assert!(!LabelSelector::from_optional_json(None).unwrap().matches(&labels(&[("a", "b")])));
     }
 
     #[test]
     fn json_selector_rejects_bad_operators_and_values() {
-        let err = LabelSelector::from_json(
-            &json!({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "\"Gt\" is not a valid label selector operator"
-        );
-        let err = LabelSelector::from_json(
-            &json!({"matchExpressions": [{"key": "a", "operator": "In"}]}),
-        )
-        .unwrap_err();
+        let err =
+            LabelSelector::from_json(&json!({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}))
+                .unwrap_err();
+        assert_eq!(err.to_string(), "\"Gt\" is not a valid label selector operator");
+        let err = LabelSelector::from_json(&json!({"matchExpressions": [{"key": "a", "operator": "In"}]})).unwrap_err();
         assert_eq!(
             err.to_string(),
             "values: Invalid value: []: for 'in', 'notin' operators, values set can't be empty"
@@ -1124,10 +967,7 @@ mod tests {
             err.to_string(),
             "values: Invalid value: [\"x\"]: values set must be empty for exists and does not exist"
         );
-        assert!(matches!(
-            LabelSelector::from_json(&json!({"matchLabels": []})),
-            Err(LabelSelectorError::Malformed(_))
-        ));
+        assert!(matches!(LabelSelector::from_json(&json!({"matchLabels": []})), Err(LabelSelectorError::Malformed(_))));
     }
 
     #[test]
@@ -1145,8 +985,7 @@ mod tests {
         );
         let rendered: Vec<String> = errs.iter().map(FieldError::message).collect();
         assert_eq!(rendered.len(), 4, "{rendered:?}");
-        assert!(rendered[0]
-            .starts_with("spec.selector.matchLabels: Invalid value: \"-x\": a valid label"));
+        assert!(rendered[0].starts_with("spec.selector.matchLabels: Invalid value: \"-x\": a valid label"));
         assert_eq!(
             rendered[1],
             "spec.selector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
@@ -1174,10 +1013,7 @@ mod tests {
     #[test]
     fn exact_match_is_found_for_equality_and_single_in() {
         assert_eq!(parse("app=web,x").requires_exact_match("app"), Some("web"));
-        assert_eq!(
-            parse("app in (web)").requires_exact_match("app"),
-            Some("web")
-        );
+        assert_eq!(parse("app in (web)").requires_exact_match("app"), Some("web"));
         assert_eq!(parse("app in (a,b)").requires_exact_match("app"), None);
         assert_eq!(parse("app!=web").requires_exact_match("app"), None);
     }

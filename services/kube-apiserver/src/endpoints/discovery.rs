@@ -8,57 +8,29 @@ use super::{value_response, ApiServer, Body};
 use crate::registry::ResourceDescriptor;
 
 const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-const AGGREGATED_V2BETA1: &str =
-    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+const AGGREGATED_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
 fn verbs(d: &ResourceDescriptor) -> Vec<&'static str> {
-    vec![
-        "create",
-        "delete",
-        "deletecollection",
-        "get",
-        "list",
-        "patch",
-        "update",
-        "watch",
-    ]
-    .into_iter()
-    .filter(|_| true)
-    .collect::<Vec<_>>()
-    .into_iter()
-    .filter(|v| !(d.plural == "bindings" && *v != "create"))
-    .collect()
+    vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        .into_iter()
+        .filter(|_| true)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter(|v| !(d.plural == "bindings" && *v != "create"))
+        .collect()
 }
 
 /// Subresources as (name, kind, group, version, verbs).
 fn subresources(
     d: &ResourceDescriptor,
-) -> Vec<(
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    Vec<&'static str>,
-)> {
+) -> Vec<(&'static str, &'static str, &'static str, &'static str, Vec<&'static str>)> {
     let mut out = Vec::new();
     let s = d.subresources;
     if s.status {
-        out.push((
-            "status",
-            d.kind,
-            d.group,
-            d.version,
-            vec!["get", "patch", "update"],
-        ));
+        out.push(("status", d.kind, d.group, d.version, vec!["get", "patch", "update"]));
     }
     if s.scale.is_some() {
-        out.push((
-            "scale",
-            "Scale",
-            "autoscaling",
-            "v1",
-            vec!["get", "patch", "update"],
-        ));
+        out.push(("scale", "Scale", "autoscaling", "v1", vec!["get", "patch", "update"]));
     }
     if s.binding {
         out.push(("binding", "Binding", "", "v1", vec!["create"]));
@@ -97,23 +69,14 @@ pub fn root(server: &ApiServer, req: &Request<hyper::body::Incoming>) -> Respons
             .filter(|g| g.is_empty() == core)
             .map(|g| aggregated_group(server, g))
             .collect();
-        let api_version = if ct == AGGREGATED_V2 {
-            "apidiscovery.k8s.io/v2"
-        } else {
-            "apidiscovery.k8s.io/v2beta1"
-        };
+        let api_version = if ct == AGGREGATED_V2 { "apidiscovery.k8s.io/v2" } else { "apidiscovery.k8s.io/v2beta1" };
         let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": groups});
         let mut r = value_response(StatusCode::OK, &body);
-        r.headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        r.headers_mut()
-            .insert("Vary", HeaderValue::from_static("Accept"));
+        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        r.headers_mut().insert("Vary", HeaderValue::from_static("Accept"));
         return r;
     }
-    let addr = format!(
-        "{}:{}",
-        server.config.advertise_address, server.config.secure_port
-    );
+    let addr = format!("{}:{}", server.config.advertise_address, server.config.secure_port);
     let cidrs = json!([{"clientCIDR": "0.0.0.0/0", "serverAddress": addr}]);
     let mut r = if core {
         value_response(
@@ -121,18 +84,11 @@ pub fn root(server: &ApiServer, req: &Request<hyper::body::Incoming>) -> Respons
             &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": cidrs}),
         )
     } else {
-        let groups: Vec<Value> = group_names(server)
-            .into_iter()
-            .filter(|g| !g.is_empty())
-            .map(|g| api_group(server, g))
-            .collect();
-        value_response(
-            StatusCode::OK,
-            &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
-        )
+        let groups: Vec<Value> =
+            group_names(server).into_iter().filter(|g| !g.is_empty()).map(|g| api_group(server, g)).collect();
+        value_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
     };
-    r.headers_mut()
-        .insert("Vary", HeaderValue::from_static("Accept"));
+    r.headers_mut().insert("Vary", HeaderValue::from_static("Accept"));
     r
 }
 
@@ -147,13 +103,7 @@ fn group_names(server: &ApiServer) -> Vec<&'static str> {
 }
 
 fn versions_of(server: &ApiServer, group: &str) -> Vec<&'static str> {
-    server
-        .resources
-        .group_versions()
-        .into_iter()
-        .filter(|(g, _)| *g == group)
-        .map(|(_, v)| v)
-        .collect()
+    server.resources.group_versions().into_iter().filter(|(g, _)| *g == group).map(|(_, v)| v).collect()
 }
 
 fn api_group(server: &ApiServer, group: &str) -> Value {
@@ -212,15 +162,13 @@ pub fn group_or_version(server: &ApiServer, path: &str) -> Option<Response<Body>
             let g = group_names(server).into_iter().find(|x| x == g)?;
             return Some(value_response(
                 StatusCode::OK,
-                &json!({"kind": "APIGroup", "apiVersion": "v1"})
-                    .as_object()
-                    .map(|m| {
-                        let mut v = api_group(server, g);
-                        for (k, val) in m {
-                            v[k] = val.clone();
-                        }
-                        v
-                    })?,
+                &json!({"kind": "APIGroup", "apiVersion": "v1"}).as_object().map(|m| {
+                    let mut v = api_group(server, g);
+                    for (k, val) in m {
+                        v[k] = val.clone();
+                    }
+                    v
+                })?,
             ));
         }
         ["apis", g, v] => (*g, *v),
@@ -260,11 +208,7 @@ pub fn group_or_version(server: &ApiServer, path: &str) -> Option<Response<Body>
             resources.push(s);
         }
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(value_response(
         StatusCode::OK,
         &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),

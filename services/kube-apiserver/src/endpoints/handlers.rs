@@ -13,9 +13,7 @@ use super::negotiation::{self, BodyFormat, Output};
 use super::request::RequestInfo;
 use super::{error_response, value_response, ApiServer, Body};
 use crate::cache::CachedObject;
-use crate::registry::store::{
-    DeleteOptions, FieldValidation, ListOptions, Target, WriteOptions, Written,
-};
+use crate::registry::store::{DeleteOptions, FieldValidation, ListOptions, Target, WriteOptions, Written};
 use crate::registry::{meta, ObjectAttrs, ResourceDescriptor};
 
 type Query = HashMap<String, String>;
@@ -37,40 +35,18 @@ pub async fn handle(
 ) -> Response<Body> {
     // The body is read before anything can fail, so every error reaches a
     // client that has finished sending instead of a reset stream.
-    let output = negotiation::output(
-        req.headers()
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let output = negotiation::output(req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()));
     let body = match read_body(server.config.max_request_body_bytes, req).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    let Some(d) = server
-        .resources
-        .lookup(&info.group, &info.version, &info.resource)
-        .cloned()
-    else {
-        return error_response(&ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+    let Some(d) = server.resources.lookup(&info.group, &info.version, &info.resource).cloned() else {
+        return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     };
     if !d.namespaced && info.namespace.is_some() {
-        return error_response(&ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
-    let ctx = Ctx {
-        server,
-        d,
-        info,
-        query,
-        output,
-    };
+    let ctx = Ctx { server, d, info, query, output };
     match dispatch(&ctx, body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -90,24 +66,16 @@ async fn dispatch(ctx: &Ctx, body: RequestBody) -> Result<Response<Body>, ApiErr
         Some(_) => false,
     };
     if !supported {
-        return Err(ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
     let ns = ctx.info.namespace.clone().unwrap_or_default();
     if ctx.d.namespaced && ns.is_empty() && !matches!(ctx.info.verb, "list" | "watch") {
-        return Err(ApiError::bad_request(
-            "the server could not find the requested resource (namespace is required)",
-        ));
+        return Err(ApiError::bad_request("the server could not find the requested resource (namespace is required)"));
     }
     match ctx.info.verb {
         "get" => get(ctx, &ns).await,
         "list" => list(ctx).await,
-        "watch" => {
-            super::watch::serve(&ctx.server, &ctx.d, &ctx.info, &ctx.query, ctx.output).await
-        }
+        "watch" => super::watch::serve(&ctx.server, &ctx.d, &ctx.info, &ctx.query, ctx.output).await,
         "create" => match sub {
             Some("binding") => bind(ctx, &ns, body).await,
             Some("eviction") => evict(ctx, &ns, body).await,
@@ -134,22 +102,14 @@ struct RequestBody {
 
 /// Reads the body up to the limit. Past it, the rest is drained (bounded) so
 /// the client reads the 413 instead of a reset connection.
-async fn read_body(
-    limit: usize,
-    req: Request<hyper::body::Incoming>,
-) -> Result<RequestBody, ApiError> {
+async fn read_body(limit: usize, req: Request<hyper::body::Incoming>) -> Result<RequestBody, ApiError> {
     const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
-    let ct = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
+    let ct = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
     let mut body = req.into_body();
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen <= limit {
@@ -160,16 +120,10 @@ async fn read_body(
         }
     }
     if seen > limit {
-        return Err(ApiError::request_entity_too_large(format!(
-            "limit is {limit}"
-        )));
+        return Err(ApiError::request_entity_too_large(format!("limit is {limit}")));
     }
     let bytes = buf.freeze();
-    let format = if bytes.is_empty() {
-        BodyFormat::Json
-    } else {
-        negotiation::body_format(ct.as_deref())?
-    };
+    let format = if bytes.is_empty() { BodyFormat::Json } else { negotiation::body_format(ct.as_deref())? };
     Ok(RequestBody { format, bytes })
 }
 
@@ -187,12 +141,7 @@ fn decode_body(body: &RequestBody) -> Result<Value, ApiError> {
 fn write_options(ctx: &Ctx) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run: dry_run(&ctx.query)?,
-        field_validation: FieldValidation::parse(
-            ctx.query
-                .get("fieldValidation")
-                .map(String::as_str)
-                .unwrap_or(""),
-        )?,
+        field_validation: FieldValidation::parse(ctx.query.get("fieldValidation").map(String::as_str).unwrap_or(""))?,
     })
 }
 
@@ -200,9 +149,9 @@ fn dry_run(q: &Query) -> Result<bool, ApiError> {
     match q.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "Invalid dryRun value: {other:?}; the only supported value is \"All\""
-        ))),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("Invalid dryRun value: {other:?}; the only supported value is \"All\"")))
+        }
     }
 }
 
@@ -243,10 +192,7 @@ fn yaml_response(code: StatusCode, obj: &Value) -> Response<Body> {
     let text = serde_yaml::to_string(obj).unwrap_or_default();
     let mut r = Response::new(Body::full(Bytes::from(text)));
     *r.status_mut() = code;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/yaml"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
     r
 }
 
@@ -260,12 +206,7 @@ pub fn partial_metadata(obj: &Value) -> Value {
 
 /// A `meta.k8s.io/v1` Table for these objects with the kind's columns.
 fn table(ctx: &Ctx, objects: &[&Value]) -> Value {
-    let include = ctx
-        .query
-        .get("includeObject")
-        .map(String::as_str)
-        .unwrap_or("Metadata")
-        .to_string();
+    let include = ctx.query.get("includeObject").map(String::as_str).unwrap_or("Metadata").to_string();
     let t = printers::table(
         ctx.d.group,
         ctx.d.kind,
@@ -281,12 +222,7 @@ fn table(ctx: &Ctx, objects: &[&Value]) -> Value {
     t
 }
 
-pub fn table_for(
-    d: &ResourceDescriptor,
-    objects: &[&Value],
-    include: &str,
-    with_columns: bool,
-) -> Value {
+pub fn table_for(d: &ResourceDescriptor, objects: &[&Value], include: &str, with_columns: bool) -> Value {
     let mut t = printers::table(
         d.group,
         d.kind,
@@ -314,11 +250,7 @@ async fn get(ctx: &Ctx, ns: &str) -> Result<Response<Body>, ApiError> {
         let obj = store.get(&ctx.d, ns, name).await?;
         return Ok(value_response(StatusCode::OK, &scale_of(&ctx.d, &obj)));
     }
-    let rv = ctx
-        .query
-        .get("resourceVersion")
-        .map(String::as_str)
-        .unwrap_or("");
+    let rv = ctx.query.get("resourceVersion").map(String::as_str).unwrap_or("");
     if rv == "0" && ctx.output == Output::Json {
         let bytes = store.get_cached(&ctx.d, ns, name).await?;
         return Ok(super::json_response(StatusCode::OK, bytes));
@@ -327,8 +259,7 @@ async fn get(ctx: &Ctx, ns: &str) -> Result<Response<Body>, ApiError> {
     if ctx.output == Output::Json {
         return Ok(super::json_response(StatusCode::OK, bytes));
     }
-    let obj: Value =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+    let obj: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(object_response(ctx, StatusCode::OK, &obj))
 }
 
@@ -345,8 +276,7 @@ pub fn list_filter(
     let labels = match query.get("labelSelector").map(String::as_str).unwrap_or("") {
         "" => None,
         s => Some(
-            LabelSelector::parse(s)
-                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+            LabelSelector::parse(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
         ),
     };
     let fields = match query.get("fieldSelector").map(String::as_str).unwrap_or("") {
@@ -398,18 +328,12 @@ async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         resource_version_match: ctx.query.get("resourceVersionMatch").cloned(),
         limit: match ctx.query.get("limit").map(String::as_str) {
             None | Some("") => 0,
-            Some(l) => l
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
+            Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
         },
         continue_token: ctx.query.get("continue").filter(|c| !c.is_empty()).cloned(),
         filter: list_filter(&ctx.d, &ctx.query, ctx.info.namespace.as_deref(), None)?,
     };
-    let result = ctx
-        .server
-        .store
-        .list(&ctx.d, ctx.info.namespace.as_deref(), &opts)
-        .await?;
+    let result = ctx.server.store.list(&ctx.d, ctx.info.namespace.as_deref(), &opts).await?;
     let mut meta = json!({"resourceVersion": result.resource_version.to_string()});
     if let Some(c) = &result.continue_token {
         meta["continue"] = json!(c);
@@ -418,10 +342,9 @@ async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         meta["remainingItemCount"] = json!(r);
     }
     match ctx.output {
-        Output::Json | Output::Protobuf => Ok(super::json_response(
-            StatusCode::OK,
-            list_bytes(&ctx.d, &meta, &result.items),
-        )),
+        Output::Json | Output::Protobuf => {
+            Ok(super::json_response(StatusCode::OK, list_bytes(&ctx.d, &meta, &result.items)))
+        }
         Output::Yaml | Output::Table | Output::PartialMetadata => {
             let items: Vec<Value> = result.items.iter().map(|o| o.value()).collect();
             if ctx.output == Output::Table {
@@ -439,7 +362,8 @@ async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
                 });
                 return Ok(value_response(StatusCode::OK, &list));
             }
-            let list = json!({"kind": ctx.d.list_kind(), "apiVersion": ctx.d.api_version(), "metadata": meta, "items": items});
+            let list =
+                json!({"kind": ctx.d.list_kind(), "apiVersion": ctx.d.api_version(), "metadata": meta, "items": items});
             Ok(yaml_response(StatusCode::OK, &list))
         }
     }
@@ -479,12 +403,7 @@ async fn admit_namespace(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
         .lookup("", "v1", "namespaces")
         .cloned()
         .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
-    let obj = match ctx
-        .server
-        .store
-        .cache(&nsd)
-        .get(&nsd.key(&ctx.server.store.root, "", ns))
-    {
+    let obj = match ctx.server.store.cache(&nsd).get(&nsd.key(&ctx.server.store.root, "", ns)) {
         Some(o) => o.value(),
         None => ctx.server.store.get(&nsd, "", ns).await?,
     };
@@ -513,19 +432,12 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         })?;
     }
     let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, obj).await?;
-    let result = ctx
-        .server
-        .store
-        .create(&ctx.d, ns, obj.clone(), &opts, |_| Ok(()))
-        .await;
+    let result = ctx.server.store.create(&ctx.d, ns, obj.clone(), &opts, |_| Ok(())).await;
     if result.is_err() || opts.dry_run {
         crate::admission::release(&ctx.server, &ctx.d, &obj).await;
     }
     let w = result?;
-    Ok(with_warnings(
-        object_response(ctx, StatusCode::CREATED, &w.object),
-        &w.warnings,
-    ))
+    Ok(with_warnings(object_response(ctx, StatusCode::CREATED, &w.object), &w.warnings))
 }
 
 // === update ===
@@ -539,11 +451,7 @@ fn target(ctx: &Ctx) -> Target {
 }
 
 async fn update(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
-    let name = ctx
-        .info
-        .name
-        .clone()
-        .ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "update"))?;
+    let name = ctx.info.name.clone().ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "update"))?;
     let input = decode_body(&body)?;
     let opts = write_options(ctx)?;
     if ctx.info.subresource.as_deref() == Some("scale") {
@@ -576,26 +484,15 @@ async fn update(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
             |_, _| Ok(()),
         )
         .await?;
-    let code = if w.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(with_warnings(
-        object_response(ctx, code, &w.object),
-        &w.warnings,
-    ))
+    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
 }
 
 // === patch ===
 
 async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
     use apimachinery::patch;
-    let name = ctx
-        .info
-        .name
-        .clone()
-        .ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "patch"))?;
+    let name = ctx.info.name.clone().ok_or_else(|| ApiError::method_not_supported(&ctx.d.qualified(), "patch"))?;
     if body.bytes.is_empty() {
         return Err(ApiError::bad_request("the body of the request was empty"));
     }
@@ -619,21 +516,13 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
     let apply = |doc: &Value| -> Result<Value, ApiError> {
         let out = match format {
             BodyFormat::JsonPatch => patch::json_patch(doc, &patch_doc),
-            BodyFormat::MergePatch | BodyFormat::ApplyPatch => {
-                Ok(patch::merge_patch(doc, &patch_doc))
-            }
+            BodyFormat::MergePatch | BodyFormat::ApplyPatch => Ok(patch::merge_patch(doc, &patch_doc)),
             _ => match patch::BuiltinPatchMeta::new(definition) {
                 Some(m) => patch::strategic_merge_patch(doc, &patch_doc, &m),
                 None => patch::strategic_merge_patch(doc, &patch_doc, &patch::NoPatchMeta),
             },
         };
-        out.map_err(|e| {
-            ApiError::new(
-                422,
-                "Invalid",
-                format!("the patch could not be applied: {e}"),
-            )
-        })
+        out.map_err(|e| ApiError::new(422, "Invalid", format!("the patch could not be applied: {e}")))
     };
     if ctx.info.subresource.as_deref() == Some("scale") {
         let obj = ctx.server.store.get(&ctx.d, ns, &name).await?;
@@ -680,15 +569,8 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
         }
         other => other?,
     };
-    let code = if w.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(with_warnings(
-        object_response(ctx, code, &w.object),
-        &w.warnings,
-    ))
+    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
 }
 
 // === scale ===
@@ -705,11 +587,9 @@ fn scale_of(d: &ResourceDescriptor, obj: &Value) -> Value {
                 .unwrap_or_default()
         }
         // ReplicationController selectors are plain maps.
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Object(m) => {
+            m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
+        }
         _ => String::new(),
     };
     json!({
@@ -753,32 +633,31 @@ async fn scale_to(
     let Some(s) = ctx.d.subresources.scale else {
         return Err(ApiError::method_not_supported(&ctx.d.qualified(), "scale"));
     };
-    let w =
-        ctx.server
-            .store
-            .update(
-                &ctx.d,
-                ns,
-                name,
-                Target::Main,
-                opts,
-                |current| {
-                    let mut next = current.cloned().unwrap_or(Value::Null);
-                    if let Some(slot) = next.pointer_mut(s.spec_replicas) {
-                        *slot = json!(replicas);
-                    } else {
-                        next["spec"]["replicas"] = json!(replicas);
-                    }
-                    match &pinned {
-                        Some(rv) => meta::metadata_mut(&mut next)
-                            .insert("resourceVersion".into(), json!(rv)),
-                        None => meta::metadata_mut(&mut next).remove("resourceVersion"),
-                    };
-                    Ok(next)
-                },
-                |_, _| Ok(()),
-            )
-            .await?;
+    let w = ctx
+        .server
+        .store
+        .update(
+            &ctx.d,
+            ns,
+            name,
+            Target::Main,
+            opts,
+            |current| {
+                let mut next = current.cloned().unwrap_or(Value::Null);
+                if let Some(slot) = next.pointer_mut(s.spec_replicas) {
+                    *slot = json!(replicas);
+                } else {
+                    next["spec"]["replicas"] = json!(replicas);
+                }
+                match &pinned {
+                    Some(rv) => meta::metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv)),
+                    None => meta::metadata_mut(&mut next).remove("resourceVersion"),
+                };
+                Ok(next)
+            },
+            |_, _| Ok(()),
+        )
+        .await?;
     Ok(value_response(StatusCode::OK, &scale_of(&ctx.d, &w.object)))
 }
 
@@ -787,19 +666,13 @@ async fn scale_to(
 async fn bind(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
     let binding = decode_body(&body)?;
     let name = ctx.info.name.clone().unwrap_or_default();
-    let node = binding["target"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let node = binding["target"]["name"].as_str().unwrap_or_default().to_string();
     if node.is_empty() {
         return Err(ApiError::invalid(
             "",
             "Binding",
             &name,
-            &[apimachinery::status::FieldError::required(
-                "target.name",
-                "",
-            )],
+            &[apimachinery::status::FieldError::required("target.name", "")],
         ));
     }
     let opts = write_options(ctx)?;
@@ -832,10 +705,7 @@ async fn bind(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, 
             Ok(pod)
         }, |_, _| Ok(()))
         .await?;
-    Ok(value_response(
-        StatusCode::CREATED,
-        &success_status(json!({"name": name, "kind": "pods"})),
-    ))
+    Ok(value_response(StatusCode::CREATED, &success_status(json!({"name": name, "kind": "pods"}))))
 }
 
 async fn evict(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
@@ -844,31 +714,16 @@ async fn evict(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
     let pod = ctx.server.store.get(&ctx.d, ns, &name).await?;
     let labels: std::collections::BTreeMap<String, String> = pod["metadata"]["labels"]
         .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
         .unwrap_or_default();
     let phase = pod["status"]["phase"].as_str().unwrap_or_default();
     // Finished or terminating pods may always go.
     if phase != "Succeeded" && phase != "Failed" && !meta::is_terminating(&pod) {
-        if let Some(pdbs) = ctx
-            .server
-            .resources
-            .lookup("policy", "v1", "poddisruptionbudgets")
-            .cloned()
-        {
-            let (items, _) = ctx
-                .server
-                .store
-                .cache(&pdbs)
-                .snapshot(&pdbs.key_prefix(&ctx.server.store.root, Some(ns)));
+        if let Some(pdbs) = ctx.server.resources.lookup("policy", "v1", "poddisruptionbudgets").cloned() {
+            let (items, _) = ctx.server.store.cache(&pdbs).snapshot(&pdbs.key_prefix(&ctx.server.store.root, Some(ns)));
             for pdb in items {
                 let pdb = pdb.value();
-                let Ok(sel) = apimachinery::selector::label::LabelSelector::from_json(
-                    &pdb["spec"]["selector"],
-                ) else {
+                let Ok(sel) = apimachinery::selector::label::LabelSelector::from_json(&pdb["spec"]["selector"]) else {
                     continue;
                 };
                 if sel.is_empty() || !sel.matches(&labels) {
@@ -885,10 +740,7 @@ async fn evict(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
     }
     let opts = delete_options(&eviction["deleteOptions"], &ctx.query)?;
     ctx.server.store.delete(&ctx.d, ns, &name, &opts).await?;
-    Ok(value_response(
-        StatusCode::CREATED,
-        &success_status(json!({"name": name, "kind": "pods"})),
-    ))
+    Ok(value_response(StatusCode::CREATED, &success_status(json!({"name": name, "kind": "pods"}))))
 }
 
 // === delete ===
@@ -899,18 +751,12 @@ fn delete_options(body: &Value, q: &Query) -> Result<DeleteOptions, ApiError> {
         propagation_policy: body["propagationPolicy"].as_str().map(String::from),
         orphan_dependents: body["orphanDependents"].as_bool(),
         precondition_uid: body["preconditions"]["uid"].as_str().map(String::from),
-        precondition_resource_version: body["preconditions"]["resourceVersion"]
-            .as_str()
-            .map(String::from),
-        dry_run: body["dryRun"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|v| v == "All")),
+        precondition_resource_version: body["preconditions"]["resourceVersion"].as_str().map(String::from),
+        dry_run: body["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All")),
     };
     if let Some(g) = q.get("gracePeriodSeconds") {
-        o.grace_period_seconds = Some(
-            g.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?,
-        );
+        o.grace_period_seconds =
+            Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
     }
     if let Some(p) = q.get("propagationPolicy") {
         o.propagation_policy = Some(p.clone());
@@ -927,11 +773,7 @@ fn delete_body(body: &RequestBody) -> Result<Value, ApiError> {
         return Ok(json!({}));
     }
     negotiation::decode_object(
-        if body.format == BodyFormat::Yaml {
-            BodyFormat::Yaml
-        } else {
-            BodyFormat::Json
-        },
+        if body.format == BodyFormat::Yaml { BodyFormat::Yaml } else { BodyFormat::Json },
         &body.bytes,
     )
 }
@@ -960,31 +802,18 @@ async fn delete(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
     Ok(object_response(ctx, StatusCode::OK, &deleted.object))
 }
 
-async fn delete_collection(
-    ctx: &Ctx,
-    ns: &str,
-    body: RequestBody,
-) -> Result<Response<Body>, ApiError> {
+async fn delete_collection(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
     let opts = delete_options(&delete_body(&body)?, &ctx.query)?;
     let list_opts = ListOptions {
         filter: list_filter(&ctx.d, &ctx.query, ctx.info.namespace.as_deref(), None)?,
         ..Default::default()
     };
-    let ns_opt = if ctx.d.namespaced {
-        Some(ns).filter(|n| !n.is_empty())
-    } else {
-        None
-    };
+    let ns_opt = if ctx.d.namespaced { Some(ns).filter(|n| !n.is_empty()) } else { None };
     let result = ctx.server.store.list(&ctx.d, ns_opt, &list_opts).await?;
     let mut items = Vec::new();
     for item in &result.items {
         let name = item.attrs.name.clone();
-        match ctx
-            .server
-            .store
-            .delete(&ctx.d, &item.attrs.namespace, &name, &opts)
-            .await
-        {
+        match ctx.server.store.delete(&ctx.d, &item.attrs.namespace, &name, &opts).await {
             Ok(d) => items.push(d.object),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),

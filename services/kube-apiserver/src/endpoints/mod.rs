@@ -45,10 +45,7 @@ pub const GIT_VERSION: &str = concat!("v1.33.0+rustkube-", env!("CARGO_PKG_VERSI
 pub fn json_response(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Body::full(body.into()));
     *r.status_mut() = code;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -60,8 +57,7 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = value_response(code, &e.to_status());
     if let Some(secs) = e.retry_after {
-        r.headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     r
 }
@@ -69,10 +65,7 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 fn text_response(code: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::full(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = code;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
@@ -83,17 +76,12 @@ pub async fn serve(server: Arc<ApiServer>, req: Request<hyper::body::Incoming>) 
     let path = req.uri().path().to_string();
     let (verb, resource, response) = route(&server, req).await;
     let code = response.status().as_u16();
-    server
-        .metrics
-        .observe_request(&verb, &resource, code, start.elapsed());
+    server.metrics.observe_request(&verb, &resource, code, start.elapsed());
     tracing::debug!(%method, %path, code, elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
     response
 }
 
-async fn route(
-    server: &Arc<ApiServer>,
-    req: Request<hyper::body::Incoming>,
-) -> (String, String, Response<Body>) {
+async fn route(server: &Arc<ApiServer>, req: Request<hyper::body::Incoming>) -> (String, String, Response<Body>) {
     let path = req.uri().path().to_string();
     let nonresource = |r: Response<Body>| ("get".to_string(), String::new(), r);
     match path.as_str() {
@@ -101,15 +89,11 @@ async fn route(
             return nonresource(text_response(StatusCode::OK, "ok"))
         }
         "/readyz" | "/healthz/etcd" | "/readyz/etcd" | "/livez/etcd" => {
-            let ok = server.store.caches_ready()
-                && server.store.storage.current_revision().await.is_ok();
+            let ok = server.store.caches_ready() && server.store.storage.current_revision().await.is_ok();
             let r = if ok {
                 text_response(StatusCode::OK, "ok")
             } else {
-                text_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "[-]etcd failed: reason withheld\nreadyz check failed",
-                )
+                text_response(StatusCode::INTERNAL_SERVER_ERROR, "[-]etcd failed: reason withheld\nreadyz check failed")
             };
             return nonresource(r);
         }
@@ -117,13 +101,8 @@ async fn route(
             return nonresource(value_response(StatusCode::OK, &version_info()));
         }
         "/metrics" => {
-            let mut r = Response::new(Body::full(Bytes::from(
-                server.metrics.render(&server.store),
-            )));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
+            let mut r = Response::new(Body::full(Bytes::from(server.metrics.render(&server.store))));
+            r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return nonresource(r);
         }
         _ => {}

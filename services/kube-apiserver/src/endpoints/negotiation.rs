@@ -33,14 +33,10 @@ pub fn output(accept: Option<&str>) -> Output {
         }
         match (media, as_, group) {
             ("application/json", "Table", "meta.k8s.io") => return Output::Table,
-            (
-                "application/json",
-                "PartialObjectMetadata" | "PartialObjectMetadataList",
-                "meta.k8s.io",
-            ) => return Output::PartialMetadata,
-            ("application/json", "", _) | ("*/*", _, _) | ("application/*", _, _) => {
-                return Output::Json
+            ("application/json", "PartialObjectMetadata" | "PartialObjectMetadataList", "meta.k8s.io") => {
+                return Output::PartialMetadata
             }
+            ("application/json", "", _) | ("*/*", _, _) | ("application/*", _, _) => return Output::Json,
             ("application/yaml", "", _) => return Output::Yaml,
             ("application/vnd.kubernetes.protobuf", "", _) => {
                 // Answer JSON if a later alternative allows it.
@@ -86,27 +82,21 @@ pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
 pub fn decode_object(format: BodyFormat, body: &[u8]) -> Result<Value, ApiError> {
     match format {
         BodyFormat::Yaml | BodyFormat::ApplyPatch => {
-            let text = std::str::from_utf8(body)
-                .map_err(|e| ApiError::bad_request(format!("invalid UTF-8: {e}")))?;
+            let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("invalid UTF-8: {e}")))?;
             serde_yaml::from_str::<Value>(text)
                 .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
         }
-        BodyFormat::Protobuf => Err(ApiError::unsupported_media_type(
-            "application/vnd.kubernetes.protobuf",
-        )),
+        BodyFormat::Protobuf => Err(ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf")),
         _ => decode_json_strict(body),
     }
 }
 
 /// Parses JSON, rejecting duplicate keys (serde_json would keep the last one).
 pub fn decode_json_strict(body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-    })?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?;
     if let Some(path) = duplicate_key(body) {
-        return Err(ApiError::bad_request(format!(
-            "strict decoding error: json: duplicate field \"{path}\""
-        )));
+        return Err(ApiError::bad_request(format!("strict decoding error: json: duplicate field \"{path}\"")));
     }
     Ok(v)
 }
@@ -123,11 +113,7 @@ fn duplicate_key(body: &[u8]) -> Option<String> {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             let mut seen = std::collections::HashSet::new();
             while let Some(k) = map.next_key::<String>()? {
-                let path = if self.1.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{}.{k}", self.1)
-                };
+                let path = if self.1.is_empty() { k.clone() } else { format!("{}.{k}", self.1) };
                 if !seen.insert(k) && self.0.is_none() {
                     *self.0 = Some(path.clone());
                 }
@@ -137,10 +123,7 @@ fn duplicate_key(body: &[u8]) -> Option<String> {
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             let mut i = 0;
-            while seq
-                .next_element_seed(DupSeed(self.0, format!("{}[{i}]", self.1)))?
-                .is_some()
-            {
+            while seq.next_element_seed(DupSeed(self.0, format!("{}[{i}]", self.1)))?.is_some() {
                 i += 1;
             }
             Ok(())
@@ -185,19 +168,13 @@ mod tests {
     fn kubectl_get_accept_header_selects_table() {
         let a = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(output(Some(a)), Output::Table);
-        assert_eq!(
-            output(Some("application/vnd.kubernetes.protobuf, */*")),
-            Output::Json
-        );
+        assert_eq!(output(Some("application/vnd.kubernetes.protobuf, */*")), Output::Json);
         assert_eq!(output(None), Output::Json);
     }
 
     #[test]
     fn duplicate_fields_are_found_with_their_path() {
-        assert_eq!(
-            duplicate_key(br#"{"a":1,"b":{"c":1,"c":2}}"#),
-            Some("b.c".into())
-        );
+        assert_eq!(duplicate_key(br#"{"a":1,"b":{"c":1,"c":2}}"#), Some("b.c".into()));
         assert_eq!(duplicate_key(br#"{"a":[{"x":1},{"x":2}]}"#), None);
     }
 }

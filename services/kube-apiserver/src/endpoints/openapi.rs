@@ -65,20 +65,11 @@ fn build(resources: &ResourceTable) -> Docs {
             let gvk = json!({"group": d.group, "version": d.version, "kind": d.kind});
             let reference = json!({"$ref": format!("#/components/schemas/{}", d.definition)});
             let base = if d.namespaced {
-                format!(
-                    "/{}/namespaces/{{namespace}}/{}",
-                    gv_path(group, version),
-                    d.plural
-                )
+                format!("/{}/namespaces/{{namespace}}/{}", gv_path(group, version), d.plural)
             } else {
                 format!("/{}/{}", gv_path(group, version), d.plural)
             };
-            let mut common = vec![param(
-                "pretty",
-                "query",
-                "If 'true', then the output is pretty printed.",
-                "string",
-            )];
+            let mut common = vec![param("pretty", "query", "If 'true', then the output is pretty printed.", "string")];
             if d.namespaced {
                 common.push(json!({"name": "namespace", "in": "path", "required": true, "description": "object name and auth scope, such as for teams and projects", "schema": {"type": "string", "uniqueItems": true}}));
             }
@@ -88,13 +79,12 @@ fn build(resources: &ResourceTable) -> Docs {
                 param("fieldValidation", "query", "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: Ignore, Warn, Strict.", "string"),
             ];
             let body = |types: &[&str]| {
-                let content: Map<String, Value> = types
-                    .iter()
-                    .map(|t| (t.to_string(), json!({"schema": reference.clone()})))
-                    .collect();
+                let content: Map<String, Value> =
+                    types.iter().map(|t| (t.to_string(), json!({"schema": reference.clone()}))).collect();
                 json!({"content": content, "required": true})
             };
-            let ok = json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference.clone()}}}});
+            let ok =
+                json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference.clone()}}}});
             let op = |action: &str, id: &str, extra: Vec<Value>, req: Option<Value>| {
                 let mut o = json!({
                     "operationId": format!("{action}{}{}", id, d.kind),
@@ -140,12 +130,7 @@ fn build(resources: &ResourceTable) -> Docs {
                     "The duration in seconds before the object should be deleted.",
                     "integer"
                 ),
-                param(
-                    "propagationPolicy",
-                    "query",
-                    "Whether and how garbage collection will be performed.",
-                    "string"
-                ),
+                param("propagationPolicy", "query", "Whether and how garbage collection will be performed.", "string"),
             ]);
             let collection = json!({
                 "parameters": common,
@@ -191,18 +176,12 @@ fn build(resources: &ResourceTable) -> Docs {
         let bytes = serde_json::to_vec(&doc).unwrap_or_default();
         let hash = format!("{:016X}", fnv64(&bytes));
         let path = gv_path(group, version);
-        index.insert(
-            path.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
-        );
+        index.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
         by_group_version.insert(path, (hash, Bytes::from(bytes)));
     }
     let index = Bytes::from(serde_json::to_vec(&json!({"paths": index})).unwrap_or_default());
     let _ = all;
-    Docs {
-        by_group_version,
-        index,
-    }
+    Docs { by_group_version, index }
 }
 
 impl OpenApi {
@@ -210,55 +189,31 @@ impl OpenApi {
         self.docs.get_or_init(|| build(&server.resources))
     }
 
-    pub fn serve(
-        &self,
-        server: &ApiServer,
-        req: &Request<hyper::body::Incoming>,
-    ) -> Response<Body> {
+    pub fn serve(&self, server: &ApiServer, req: &Request<hyper::body::Incoming>) -> Response<Body> {
         let path = req.uri().path().trim_end_matches('/');
         if path == "/openapi/v2" {
             // kubectl asks for v2 only as protobuf and copes with a 404 when v3 works.
-            return error_response(&ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ));
+            return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         }
         let docs = self.docs(server);
         if path == "/openapi/v3" {
             return json_response(StatusCode::OK, docs.index.clone());
         }
         let Some(gv) = path.strip_prefix("/openapi/v3/") else {
-            return error_response(&ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ));
+            return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         };
         match docs.by_group_version.get(gv) {
             Some((hash, bytes)) => {
                 let mut r = json_response(StatusCode::OK, bytes.clone());
-                let hashed = req
-                    .uri()
-                    .query()
-                    .is_some_and(|q| q.contains(&format!("hash={hash}")));
-                let cache = if hashed {
-                    "public, immutable"
-                } else {
-                    "no-cache, private"
-                };
-                r.headers_mut()
-                    .insert(http::header::CACHE_CONTROL, HeaderValue::from_static(cache));
+                let hashed = req.uri().query().is_some_and(|q| q.contains(&format!("hash={hash}")));
+                let cache = if hashed { "public, immutable" } else { "no-cache, private" };
+                r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static(cache));
                 if let Ok(v) = HeaderValue::from_str(&format!("\"{hash}\"")) {
                     r.headers_mut().insert(http::header::ETAG, v);
                 }
                 r
             }
-            None => error_response(&ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            )),
+            None => error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource")),
         }
     }
 }

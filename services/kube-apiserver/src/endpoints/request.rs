@@ -17,11 +17,7 @@ pub struct RequestInfo {
 }
 
 /// Parses `/api/v1/...` and `/apis/<g>/<v>/...`; `None` for non-resource paths.
-pub fn parse(
-    method: &http::Method,
-    path: &str,
-    query: &HashMap<String, String>,
-) -> Option<RequestInfo> {
+pub fn parse(method: &http::Method, path: &str, query: &HashMap<String, String>) -> Option<RequestInfo> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match parts.as_slice() {
         ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
@@ -37,11 +33,7 @@ pub fn parse(
         watch_path = true;
         rest.remove(0);
     }
-    let mut info = RequestInfo {
-        group,
-        version,
-        ..Default::default()
-    };
+    let mut info = RequestInfo { group, version, ..Default::default() };
     // namespaces/<ns>/<resource>... ; but /namespaces/<name>[/status|finalize] is the namespace itself.
     let namespace_subresource = rest.len() == 3 && matches!(rest[2], "status" | "finalize");
     if rest.len() >= 3 && rest[0] == "namespaces" && !namespace_subresource {
@@ -83,17 +75,10 @@ pub fn parse(
 /// Parses the query string (percent-decoded; last value wins).
 pub fn parse_query(query: Option<&str>) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
+        let decode =
+            |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
         out.insert(decode(k), decode(v));
     }
     out
@@ -109,16 +94,8 @@ mod tests {
 
     #[test]
     fn namespaced_collections_and_objects_are_recognised() {
-        let r = p(
-            "GET",
-            "/apis/apps/v1/namespaces/default/deployments/web/scale",
-            "",
-        )
-        .unwrap();
-        assert_eq!(
-            (r.group.as_str(), r.resource.as_str()),
-            ("apps", "deployments")
-        );
+        let r = p("GET", "/apis/apps/v1/namespaces/default/deployments/web/scale", "").unwrap();
+        assert_eq!((r.group.as_str(), r.resource.as_str()), ("apps", "deployments"));
         assert_eq!(r.namespace.as_deref(), Some("default"));
         assert_eq!(r.name.as_deref(), Some("web"));
         assert_eq!(r.subresource.as_deref(), Some("scale"));
@@ -136,10 +113,7 @@ mod tests {
         assert_eq!(r.name.as_deref(), Some("kube-system"));
         assert_eq!(r.namespace, None);
         let r = p("PUT", "/api/v1/namespaces/x/finalize", "").unwrap();
-        assert_eq!(
-            (r.resource.as_str(), r.name.as_deref()),
-            ("namespaces", Some("x"))
-        );
+        assert_eq!((r.resource.as_str(), r.name.as_deref()), ("namespaces", Some("x")));
         assert_eq!(r.subresource.as_deref(), Some("finalize"));
     }
 }

@@ -33,13 +33,7 @@ struct Shape {
 }
 
 impl Shape {
-    fn line(
-        &self,
-        event_type: &str,
-        ev: Option<&WatchEvent>,
-        obj: &CachedObject,
-        first: &mut bool,
-    ) -> Bytes {
+    fn line(&self, event_type: &str, ev: Option<&WatchEvent>, obj: &CachedObject, first: &mut bool) -> Bytes {
         match self.output {
             Output::Table | Output::PartialMetadata => {
                 let value = obj.value();
@@ -71,22 +65,13 @@ pub async fn serve(
 ) -> Result<Response<Body>, ApiError> {
     let filter = list_filter(d, query, info.namespace.as_deref(), info.name.as_deref())?;
     let namespace = info.namespace.clone().filter(|_| d.namespaced);
-    let rv = query
-        .get("resourceVersion")
-        .map(String::as_str)
-        .unwrap_or("");
+    let rv = query.get("resourceVersion").map(String::as_str).unwrap_or("");
     let send_initial = match query.get("sendInitialEvents").map(String::as_str) {
         Some("true") => true,
         Some("false") | None => false,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "invalid sendInitialEvents: {other}"
-            )))
-        }
+        Some(other) => return Err(ApiError::bad_request(format!("invalid sendInitialEvents: {other}"))),
     };
-    let bookmarks = query
-        .get("allowWatchBookmarks")
-        .is_some_and(|b| b == "true");
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     if send_initial && !bookmarks {
         return Err(ApiError::invalid(
             "meta.k8s.io",
@@ -100,25 +85,18 @@ pub async fn serve(
     }
     let timeout = match query.get("timeoutSeconds").map(String::as_str) {
         Some(t) if !t.is_empty() => Duration::from_secs(
-            t.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
+            t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
         ),
         // Upstream picks a random timeout in [min-request-timeout, 2x).
         _ => Duration::from_secs(1800 + u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 7),
     };
     let after: Option<i64> = match rv {
         "" | "0" => None,
-        s => Some(
-            s.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?,
-        ),
+        s => Some(s.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?),
     };
     let shape = Shape {
         output,
-        include: query
-            .get("includeObject")
-            .cloned()
-            .unwrap_or_else(|| "Metadata".into()),
+        include: query.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into()),
         d: d.clone(),
     };
     let cache = server.store.cache(d).clone();
@@ -137,20 +115,12 @@ pub async fn serve(
         Output::Table | Output::PartialMetadata => "application/json",
         _ => "application/json",
     };
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, private"),
-    );
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     let sub = match subscribe_from {
         Some(rv) if rv > cache.revision() => {
             // A version the cache has not seen yet: wait for it (bounded).
-            cache
-                .wait_for_revision(rv, Duration::from_secs(3))
-                .await
-                .map_err(|e| ApiError::timeout(e.to_string()))?;
+            cache.wait_for_revision(rv, Duration::from_secs(3)).await.map_err(|e| ApiError::timeout(e.to_string()))?;
             cache.subscribe(Some(rv))
         }
         other => cache.subscribe(other),
@@ -163,46 +133,24 @@ pub async fn serve(
             let prefix = d.key_prefix(&server.store.root, namespace.as_deref());
             let d2 = d.clone();
             tokio::spawn(async move {
-                if let Err(e) = stream_from_etcd(
-                    storage,
-                    d2,
-                    prefix,
-                    requested,
-                    filter,
-                    shape,
-                    tx.clone(),
-                    timeout,
-                )
-                .await
+                if let Err(e) =
+                    stream_from_etcd(storage, d2, prefix, requested, filter, shape, tx.clone(), timeout).await
                 {
                     let status = e.to_status();
-                    let line =
-                        encode_line("ERROR", &serde_json::to_vec(&status).unwrap_or_default());
+                    let line = encode_line("ERROR", &serde_json::to_vec(&status).unwrap_or_default());
                     let _ = tx.send(vec![line]).await;
                 }
             });
             return Ok(response);
         }
         Err(e @ CacheError::TooLarge { .. }) => return Err(ApiError::timeout(e.to_string())),
-        Err(e @ CacheError::NotReady(_)) => {
-            return Err(ApiError::too_many_requests(e.to_string(), 1))
-        }
+        Err(e @ CacheError::NotReady(_)) => return Err(ApiError::too_many_requests(e.to_string(), 1)),
     };
     let prefix = d.key_prefix(&server.store.root, namespace.as_deref());
     let d2 = d.clone();
     tokio::spawn(async move {
-        let mut w = Watcher {
-            tx,
-            filter,
-            prefix,
-            shape,
-            bookmarks,
-            first: true,
-            last_rv: sub.revision,
-            d: d2,
-        };
-        w.run(sub.initial, sub.receiver, send_initial, timeout)
-            .await;
+        let mut w = Watcher { tx, filter, prefix, shape, bookmarks, first: true, last_rv: sub.revision, d: d2 };
+        w.run(sub.initial, sub.receiver, send_initial, timeout).await;
     });
     Ok(response)
 }
@@ -247,8 +195,7 @@ impl Watcher {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj =
-            json!({"kind": self.d.kind, "apiVersion": self.d.api_version(), "metadata": meta});
+        let obj = json!({"kind": self.d.kind, "apiVersion": self.d.api_version(), "metadata": meta});
         encode_line("BOOKMARK", &serde_json::to_vec(&obj).unwrap_or_default())
     }
 
@@ -353,10 +300,7 @@ async fn stream_from_etcd(
 ) -> Result<(), ApiError> {
     use crate::cache::Cacher;
     use crate::storage::{KeyValue, StorageError, WatchChange};
-    let mut w = storage
-        .watch(&prefix, after + 1)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut w = storage.watch(&prefix, after + 1).await.map_err(|e| ApiError::internal(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut first = true;
     let matches = |o: &CachedObject| filter.as_ref().is_none_or(|f| f(&o.attrs));
@@ -370,9 +314,7 @@ async fn stream_from_etcd(
             Ok(Some(b)) => b,
             Ok(None) => return Ok(()),
             Err(StorageError::Compacted { .. }) => {
-                return Err(ApiError::expired(format!(
-                    "too old resource version: {after}"
-                )));
+                return Err(ApiError::expired(format!("too old resource version: {after}")));
             }
             Err(e) => return Err(ApiError::internal(e.to_string())),
         };
@@ -384,22 +326,11 @@ async fn stream_from_etcd(
                         continue;
                     };
                     let prev = prev.and_then(|p| Cacher::to_cached(&d, &p));
-                    (
-                        if prev.is_some() {
-                            EventType::Modified
-                        } else {
-                            EventType::Added
-                        },
-                        obj,
-                        prev,
-                    )
+                    (if prev.is_some() { EventType::Modified } else { EventType::Added }, obj, prev)
                 }
                 WatchChange::Delete { revision, prev, .. } => {
                     let Some(p) = prev else { continue };
-                    let kv = KeyValue {
-                        mod_revision: revision,
-                        ..p.clone()
-                    };
+                    let kv = KeyValue { mod_revision: revision, ..p.clone() };
                     let Some(obj) = Cacher::to_cached(&d, &kv) else {
                         continue;
                     };

@@ -6,9 +6,7 @@ use serde_json::{json, Map, Value};
 
 /// `2006-01-02T15:04:05Z`, as upstream serializes `metav1.Time`.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 pub fn rfc3339_after(secs: i64) -> String {
@@ -20,10 +18,7 @@ pub fn rfc3339_after(secs: i64) -> String {
 pub fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4();
-    bytes.as_bytes()[..5]
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
+    bytes.as_bytes()[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
 pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -45,19 +40,13 @@ pub fn namespace(obj: &Value) -> &str {
 }
 
 pub fn resource_version(obj: &Value) -> Option<&str> {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .filter(|s| !s.is_empty())
+    obj["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty())
 }
 
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj["metadata"]["finalizers"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
@@ -68,24 +57,13 @@ pub fn is_terminating(obj: &Value) -> bool {
 /// Fills a name from `generateName` when the name is empty.
 pub fn generate_name(obj: &mut Value) {
     let m = metadata_mut(obj);
-    let empty = m
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .is_empty();
+    let empty = m.get("name").and_then(Value::as_str).unwrap_or_default().is_empty();
     if empty {
-        if let Some(prefix) = m
-            .get("generateName")
-            .and_then(Value::as_str)
-            .filter(|p| !p.is_empty())
-        {
+        if let Some(prefix) = m.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
             let mut prefix = prefix.to_string();
             // upstream truncates so the result stays within 63 characters.
             prefix.truncate(58);
-            m.insert(
-                "name".into(),
-                Value::String(format!("{prefix}{}", name_suffix())),
-            );
+            m.insert("name".into(), Value::String(format!("{prefix}{}", name_suffix())));
         }
     }
 }
@@ -94,17 +72,9 @@ pub fn generate_name(obj: &mut Value) {
 /// clients may not set.
 pub fn fill_on_create(obj: &mut Value, tracks_generation: bool) {
     let m = metadata_mut(obj);
-    m.insert(
-        "uid".into(),
-        Value::String(uuid::Uuid::new_v4().to_string()),
-    );
+    m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
     m.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
-    for k in [
-        "resourceVersion",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "selfLink",
-    ] {
+    for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         m.remove(k);
     }
     if tracks_generation {
@@ -118,12 +88,7 @@ pub fn fill_on_create(obj: &mut Value, tracks_generation: bool) {
 pub fn carry_on_update(new: &mut Value, old: &Value, tracks_generation: bool) {
     let old_meta = &old["metadata"];
     let m = metadata_mut(new);
-    for k in [
-        "uid",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-    ] {
+    for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
         match old_meta.get(k) {
             Some(v) => m.insert(k.into(), v.clone()),
             None => m.remove(k),
@@ -178,10 +143,7 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule) -> Fi
     let generate = m["generateName"].as_str().unwrap_or_default();
     if name.is_empty() {
         if generate.is_empty() {
-            errs.push(FieldError::required(
-                "metadata.name",
-                "name or generateName is required",
-            ));
+            errs.push(FieldError::required("metadata.name", "name or generateName is required"));
         }
     } else {
         let msgs = match rule {
@@ -204,10 +166,7 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule) -> Fi
             }
         }
     } else if !ns.is_empty() {
-        errs.push(FieldError::forbidden(
-            "metadata.namespace",
-            "not allowed on this type",
-        ));
+        errs.push(FieldError::forbidden("metadata.namespace", "not allowed on this type"));
     }
     if let Some(labels) = m["labels"].as_object() {
         for (k, val) in labels {
@@ -241,11 +200,7 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule) -> Fi
         for (i, f) in fins.iter().enumerate() {
             let f = f.as_str().unwrap_or_default();
             for msg in v::is_qualified_name(f) {
-                errs.push(FieldError::invalid(
-                    format!("metadata.finalizers[{i}]"),
-                    f,
-                    msg,
-                ));
+                errs.push(FieldError::invalid(format!("metadata.finalizers[{i}]"), f, msg));
             }
         }
     }
@@ -255,16 +210,9 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, rule: NameRule) -> Fi
 /// Validates what may not change between two versions' metadata.
 pub fn validate_object_meta_update(new: &Value, old: &Value) -> FieldErrors {
     let mut errs = Vec::new();
-    for (field, path) in [
-        ("name", "metadata.name"),
-        ("namespace", "metadata.namespace"),
-    ] {
+    for (field, path) in [("name", "metadata.name"), ("namespace", "metadata.namespace")] {
         if new["metadata"][field] != old["metadata"][field] {
-            errs.push(FieldError::invalid_json(
-                path,
-                &new["metadata"][field],
-                "field is immutable",
-            ));
+            errs.push(FieldError::invalid_json(path, &new["metadata"][field], "field is immutable"));
         }
     }
     errs

@@ -141,11 +141,7 @@ impl ObjectAttrs {
         match name {
             "metadata.name" => Some(&self.name),
             "metadata.namespace" => Some(&self.namespace),
-            _ => self
-                .fields
-                .iter()
-                .find(|(f, _)| *f == name)
-                .map(|(_, v)| v.as_str()),
+            _ => self.fields.iter().find(|(f, _)| *f == name).map(|(_, v)| v.as_str()),
         }
     }
 
@@ -153,17 +149,9 @@ impl ObjectAttrs {
         let m = &obj["metadata"];
         let labels = m["labels"]
             .as_object()
-            .map(|l| {
-                l.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
             .unwrap_or_default();
-        let fields = d
-            .selectable_fields
-            .iter()
-            .map(|f| (*f, field_value(obj, f)))
-            .collect();
+        let fields = d.selectable_fields.iter().map(|f| (*f, field_value(obj, f))).collect();
         ObjectAttrs {
             namespace: m["namespace"].as_str().unwrap_or_default().to_string(),
             name: m["name"].as_str().unwrap_or_default().to_string(),
@@ -201,36 +189,18 @@ impl ResourceTable {
         let by_path = resources
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                (
-                    (
-                        r.group.to_string(),
-                        r.version.to_string(),
-                        r.plural.to_string(),
-                    ),
-                    i,
-                )
-            })
+            .map(|(i, r)| ((r.group.to_string(), r.version.to_string(), r.plural.to_string()), i))
             .collect();
         ResourceTable { resources, by_path }
     }
 
-    pub fn lookup(
-        &self,
-        group: &str,
-        version: &str,
-        plural: &str,
-    ) -> Option<&Arc<ResourceDescriptor>> {
-        self.by_path
-            .get(&(group.to_string(), version.to_string(), plural.to_string()))
-            .map(|i| &self.resources[*i])
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceDescriptor>> {
+        self.by_path.get(&(group.to_string(), version.to_string(), plural.to_string())).map(|i| &self.resources[*i])
     }
 
     /// The resource of an `apiVersion` + `kind` (for request bodies).
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&Arc<ResourceDescriptor>> {
-        self.resources
-            .iter()
-            .find(|r| r.kind == kind && r.api_version() == api_version)
+        self.resources.iter().find(|r| r.kind == kind && r.api_version() == api_version)
     }
 
     /// Group versions in discovery order (core first, then groups in table order).
@@ -249,8 +219,6 @@ impl ResourceTable {
         group: &'a str,
         version: &'a str,
     ) -> impl Iterator<Item = &'a Arc<ResourceDescriptor>> + 'a {
-        self.resources
-            .iter()
-            .filter(move |r| r.group == group && r.version == version)
+        self.resources.iter().filter(move |r| r.group == group && r.version == version)
     }
 }

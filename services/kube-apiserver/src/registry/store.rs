@@ -136,13 +136,9 @@ fn map_storage(d: &ResourceDescriptor, name: &str, e: StorageError) -> ApiError 
         StorageError::Compacted { .. } => {
             ApiError::expired("The resourceVersion for the provided list is too old.".to_string())
         }
-        StorageError::FutureRevision(rv) => {
-            ApiError::timeout(format!("Too large resource version: {rv}"))
-        }
+        StorageError::FutureRevision(rv) => ApiError::timeout(format!("Too large resource version: {rv}")),
         StorageError::Etcd(e) => ApiError::internal(format!("etcd: {e}")),
-        StorageError::Timeout(t) => {
-            ApiError::timeout(format!("etcd request timed out after {t:?}"))
-        }
+        StorageError::Timeout(t) => ApiError::timeout(format!("etcd request timed out after {t:?}")),
     }
 }
 
@@ -162,9 +158,7 @@ fn encode_for_storage(obj: &Value) -> Result<Vec<u8>, ApiError> {
     }
     let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
     if bytes.len() > MAX_OBJECT_BYTES {
-        return Err(ApiError::request_entity_too_large(
-            "etcdserver: request is too large",
-        ));
+        return Err(ApiError::request_entity_too_large("etcdserver: request is too large"));
     }
     Ok(bytes)
 }
@@ -204,11 +198,7 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(input: &[u8]) -> String {
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -246,12 +236,7 @@ impl Store {
         let caches = resources
             .resources
             .iter()
-            .map(|d| {
-                (
-                    (d.group.to_string(), d.plural.to_string()),
-                    Cacher::new(d.clone(), &root),
-                )
-            })
+            .map(|d| ((d.group.to_string(), d.plural.to_string()), Cacher::new(d.clone(), &root)))
             .collect();
         let barrier = crate::storage::RevisionBarrier::start(storage.clone());
         let key_revisions = crate::storage::KeyRevisionBatcher::start(storage.clone());
@@ -297,19 +282,9 @@ impl Store {
     }
 
     /// Reads the current object from etcd.
-    pub async fn get(
-        &self,
-        d: &ResourceDescriptor,
-        ns: &str,
-        name: &str,
-    ) -> Result<Value, ApiError> {
+    pub async fn get(&self, d: &ResourceDescriptor, ns: &str, name: &str) -> Result<Value, ApiError> {
         let key = self.key(d, ns, name);
-        match self
-            .storage
-            .get(&key)
-            .await
-            .map_err(|e| map_storage(d, name, e))?
-        {
+        match self.storage.get(&key).await.map_err(|e| map_storage(d, name, e))? {
             Some(kv) => decode_kv(&kv),
             None => Err(ApiError::not_found(&d.qualified(), name)),
         }
@@ -317,22 +292,13 @@ impl Store {
 
     /// A consistent get served from the watch cache once it has caught up
     /// with etcd's current revision; falls back to etcd.
-    pub async fn get_consistent(
-        &self,
-        d: &ResourceDescriptor,
-        ns: &str,
-        name: &str,
-    ) -> Result<Bytes, ApiError> {
+    pub async fn get_consistent(&self, d: &ResourceDescriptor, ns: &str, name: &str) -> Result<Bytes, ApiError> {
         let cache = self.cache(d);
         let key = self.key(d, ns, name);
         if cache.is_ready() {
             if self.reads_from_cache() {
                 if let Some(rev) = self.barrier.current().await {
-                    if cache
-                        .wait_for_revision(rev, Duration::from_secs(3))
-                        .await
-                        .is_ok()
-                    {
+                    if cache.wait_for_revision(rev, Duration::from_secs(3)).await.is_ok() {
                         return match cache.get(&key) {
                             Some(o) => Ok(o.json.clone()),
                             None => Err(ApiError::not_found(&d.qualified(), name)),
@@ -363,23 +329,16 @@ impl Store {
     pub async fn detect_storage_features(&self) {
         let version = self.storage.version().await.unwrap_or_default();
         let ok = progress_notify_is_reliable(&version);
-        self.consistent_reads_from_cache
-            .store(ok, std::sync::atomic::Ordering::Relaxed);
+        self.consistent_reads_from_cache.store(ok, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(etcd = %version, consistent_reads_from_cache = ok, "storage features");
     }
 
     fn reads_from_cache(&self) -> bool {
-        self.consistent_reads_from_cache
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.consistent_reads_from_cache.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A get with `resourceVersion=0`: any cached version will do.
-    pub async fn get_cached(
-        &self,
-        d: &ResourceDescriptor,
-        ns: &str,
-        name: &str,
-    ) -> Result<Bytes, ApiError> {
+    pub async fn get_cached(&self, d: &ResourceDescriptor, ns: &str, name: &str) -> Result<Bytes, ApiError> {
         let cache = self.cache(d);
         if cache.is_ready() {
             if let Some(o) = cache.get(&self.key(d, ns, name)) {
@@ -433,32 +392,14 @@ impl Store {
         let bytes = encode_for_storage(&obj)?;
         if opts.dry_run {
             // Upstream checks existence for dry-run creates too.
-            if self
-                .storage
-                .get(&key)
-                .await
-                .map_err(|e| map_storage(d, &name, e))?
-                .is_some()
-            {
+            if self.storage.get(&key).await.map_err(|e| map_storage(d, &name, e))?.is_some() {
                 return Err(ApiError::already_exists(&d.qualified(), &name));
             }
-            return Ok(Written {
-                object: obj,
-                warnings,
-                created: true,
-            });
+            return Ok(Written { object: obj, warnings, created: true });
         }
-        let rev = self
-            .storage
-            .create(&key, bytes)
-            .await
-            .map_err(|e| map_storage(d, &name, e))?;
+        let rev = self.storage.create(&key, bytes).await.map_err(|e| map_storage(d, &name, e))?;
         stamp_resource_version(&mut obj, rev);
-        Ok(Written {
-            object: obj,
-            warnings,
-            created: true,
-        })
+        Ok(Written { object: obj, warnings, created: true })
     }
 
     /// Decodes into the kind's type; reports unknown fields per `fieldValidation`.
@@ -469,31 +410,18 @@ impl Store {
         validation: FieldValidation,
     ) -> Result<(Value, Vec<String>), ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
+            return Err(ApiError::bad_request("the request body must be a JSON object"));
         }
         let n = d.strategy.normalize(obj)?;
         let mut warnings = Vec::new();
         if !n.unknown_fields.is_empty() {
             match validation {
                 FieldValidation::Strict => {
-                    let msgs: Vec<String> = n
-                        .unknown_fields
-                        .iter()
-                        .map(|f| format!("unknown field \"{f}\""))
-                        .collect();
-                    return Err(ApiError::bad_request(format!(
-                        "strict decoding error: {}",
-                        msgs.join(", ")
-                    )));
+                    let msgs: Vec<String> = n.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                    return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
                 }
                 FieldValidation::Warn => {
-                    warnings.extend(
-                        n.unknown_fields
-                            .iter()
-                            .map(|f| format!("unknown field \"{f}\"")),
-                    );
+                    warnings.extend(n.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")));
                 }
                 FieldValidation::Ignore => {}
             }
@@ -520,11 +448,7 @@ impl Store {
     {
         let key = self.key(d, ns, name);
         for _ in 0..MAX_UPDATE_RETRIES {
-            let current = self
-                .storage
-                .get(&key)
-                .await
-                .map_err(|e| map_storage(d, name, e))?;
+            let current = self.storage.get(&key).await.map_err(|e| map_storage(d, name, e))?;
             let Some(current) = current else {
                 if target == Target::Main && d.strategy.allow_create_on_update() {
                     let new = mutate(None)?;
@@ -544,23 +468,16 @@ impl Store {
                     d.group,
                     d.kind,
                     name,
-                    &[FieldError::invalid(
-                        "metadata.resourceVersion",
-                        "",
-                        "must be specified for an update",
-                    )],
+                    &[FieldError::invalid("metadata.resourceVersion", "", "must be specified for an update")],
                 ));
             }
             let (mut new, mut warnings) = self.normalize(d, input, opts.field_validation)?;
             check_type_meta(d, &new)?;
             if meta::name(&new) != name
-                || (d.namespaced
-                    && !meta::namespace(&new).is_empty()
-                    && meta::namespace(&new) != ns)
+                || (d.namespaced && !meta::namespace(&new).is_empty() && meta::namespace(&new) != ns)
             {
                 if meta::name(&new).is_empty() {
-                    meta::metadata_mut(&mut new)
-                        .insert("name".into(), Value::String(name.to_string()));
+                    meta::metadata_mut(&mut new).insert("name".into(), Value::String(name.to_string()));
                 } else {
                     return Err(ApiError::bad_request(format!(
                         "the name of the object ({}) does not match the name on the URL ({name})",
@@ -569,8 +486,7 @@ impl Store {
                 }
             }
             if d.namespaced {
-                meta::metadata_mut(&mut new)
-                    .insert("namespace".into(), Value::String(ns.to_string()));
+                meta::metadata_mut(&mut new).insert("namespace".into(), Value::String(ns.to_string()));
             }
             match target {
                 Target::Main if d.subresources.status => {
@@ -618,36 +534,21 @@ impl Store {
             stamp_resource_version(&mut new, current.mod_revision);
             if new == old {
                 // Nothing changed: no write, the current version is the answer.
-                return Ok(Written {
-                    object: old,
-                    warnings,
-                    created: false,
-                });
+                return Ok(Written { object: old, warnings, created: false });
             }
             if opts.dry_run {
-                return Ok(Written {
-                    object: new,
-                    warnings,
-                    created: false,
-                });
+                return Ok(Written { object: new, warnings, created: false });
             }
             // A terminating object whose last finalizer is gone is removed.
             if meta::is_terminating(&new)
                 && meta::finalizers(&new).is_empty()
                 && !d.strategy.pending_finalization(&new)
-                && new["metadata"]["deletionGracePeriodSeconds"]
-                    .as_i64()
-                    .unwrap_or(0)
-                    == 0
+                && new["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0
             {
                 match self.storage.delete(&key, current.mod_revision).await {
                     Ok(rev) => {
                         stamp_resource_version(&mut new, rev);
-                        return Ok(Written {
-                            object: new,
-                            warnings,
-                            created: false,
-                        });
+                        return Ok(Written { object: new, warnings, created: false });
                     }
                     Err(StorageError::Conflict { .. }) if pinned.is_none() => continue,
                     Err(e) => return Err(map_storage(d, name, e)),
@@ -657,21 +558,13 @@ impl Store {
             match self.storage.update(&key, bytes, current.mod_revision).await {
                 Ok(rev) => {
                     stamp_resource_version(&mut new, rev);
-                    return Ok(Written {
-                        object: new,
-                        warnings,
-                        created: false,
-                    });
+                    return Ok(Written { object: new, warnings, created: false });
                 }
                 Err(StorageError::Conflict { .. }) if pinned.is_none() => continue,
                 Err(e) => return Err(map_storage(d, name, e)),
             }
         }
-        Err(ApiError::conflict(
-            &d.qualified(),
-            name,
-            "too many conflicting updates; please try again",
-        ))
+        Err(ApiError::conflict(&d.qualified(), name, "too many conflicting updates; please try again"))
     }
 
     /// Deletes, gracefully when the kind asks for it or finalizers remain.
@@ -684,12 +577,7 @@ impl Store {
     ) -> Result<Deleted, ApiError> {
         let key = self.key(d, ns, name);
         for _ in 0..MAX_UPDATE_RETRIES {
-            let Some(current) = self
-                .storage
-                .get(&key)
-                .await
-                .map_err(|e| map_storage(d, name, e))?
-            else {
+            let Some(current) = self.storage.get(&key).await.map_err(|e| map_storage(d, name, e))? else {
                 return Err(ApiError::not_found(&d.qualified(), name));
             };
             let mut obj = decode_kv(&current)?;
@@ -715,18 +603,12 @@ impl Store {
                     ));
                 }
             }
-            let grace = d
-                .strategy
-                .grace_period(&obj, opts.grace_period_seconds)
-                .max(0);
+            let grace = d.strategy.grace_period(&obj, opts.grace_period_seconds).max(0);
             let mut finalizers = meta::finalizers(&obj);
-            let policy = opts
-                .propagation_policy
-                .as_deref()
-                .or(match opts.orphan_dependents {
-                    Some(true) => Some("Orphan"),
-                    _ => None,
-                });
+            let policy = opts.propagation_policy.as_deref().or(match opts.orphan_dependents {
+                Some(true) => Some("Orphan"),
+                _ => None,
+            });
             let mut changed_finalizers = false;
             match policy {
                 Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
@@ -760,18 +642,12 @@ impl Store {
                     if grace == 0 && !pending {
                         // fall through to removal below
                     } else {
-                        return Ok(Deleted {
-                            object: obj,
-                            removed: false,
-                        });
+                        return Ok(Deleted { object: obj, removed: false });
                     }
                 } else {
                     let m = meta::metadata_mut(&mut obj);
                     if !already || shorten {
-                        m.insert(
-                            "deletionTimestamp".into(),
-                            Value::String(meta::rfc3339_after(grace)),
-                        );
+                        m.insert("deletionTimestamp".into(), Value::String(meta::rfc3339_after(grace)));
                         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                     }
                     if finalizers.is_empty() {
@@ -781,19 +657,13 @@ impl Store {
                     }
                     d.strategy.mark_terminating(&mut obj);
                     if opts.dry_run {
-                        return Ok(Deleted {
-                            object: obj,
-                            removed: false,
-                        });
+                        return Ok(Deleted { object: obj, removed: false });
                     }
                     let bytes = encode_for_storage(&obj)?;
                     match self.storage.update(&key, bytes, current.mod_revision).await {
                         Ok(rev) => {
                             stamp_resource_version(&mut obj, rev);
-                            return Ok(Deleted {
-                                object: obj,
-                                removed: false,
-                            });
+                            return Ok(Deleted { object: obj, removed: false });
                         }
                         Err(StorageError::Conflict { .. }) => continue,
                         Err(e) => return Err(map_storage(d, name, e)),
@@ -801,28 +671,18 @@ impl Store {
                 }
             }
             if opts.dry_run {
-                return Ok(Deleted {
-                    object: obj,
-                    removed: true,
-                });
+                return Ok(Deleted { object: obj, removed: true });
             }
             match self.storage.delete(&key, current.mod_revision).await {
                 Ok(rev) => {
                     stamp_resource_version(&mut obj, rev);
-                    return Ok(Deleted {
-                        object: obj,
-                        removed: true,
-                    });
+                    return Ok(Deleted { object: obj, removed: true });
                 }
                 Err(StorageError::Conflict { .. }) => continue,
                 Err(e) => return Err(map_storage(d, name, e)),
             }
         }
-        Err(ApiError::conflict(
-            &d.qualified(),
-            name,
-            "too many conflicting updates; please try again",
-        ))
+        Err(ApiError::conflict(&d.qualified(), name, "too many conflicting updates; please try again"))
     }
 
     /// Lists objects, from the watch cache when the requested consistency
@@ -837,44 +697,31 @@ impl Store {
         let cache = self.cache(d);
         let rv = opts.resource_version.as_deref().unwrap_or("");
         let rv_match = opts.resource_version_match.as_deref().unwrap_or("");
-        let requested: Option<i64> =
-            if rv.is_empty() {
-                None
-            } else {
-                Some(rv.parse().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resource version: {rv}"))
-                })?)
-            };
+        let requested: Option<i64> = if rv.is_empty() {
+            None
+        } else {
+            Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?)
+        };
         match rv_match {
             "" | "NotOlderThan" | "Exact" => {}
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
-                )))
+                "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+            )))
             }
         }
         if !rv_match.is_empty() && requested.is_none() {
-            return Err(ApiError::bad_request(
-                "resourceVersionMatch is forbidden unless resourceVersion is provided",
-            ));
+            return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"));
         }
-        if opts.continue_token.is_some()
-            && (requested.is_some_and(|r| r != 0) || !rv_match.is_empty())
-        {
-            return Err(ApiError::bad_request(
-                "specifying resource version is not allowed when using continue",
-            ));
+        if opts.continue_token.is_some() && (requested.is_some_and(|r| r != 0) || !rv_match.is_empty()) {
+            return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
         }
         if let Some(token) = &opts.continue_token {
             let (revision, start) = decode_continue(token)?;
-            return self
-                .list_etcd(d, &prefix, Some(format!("{prefix}{start}")), revision, opts)
-                .await;
+            return self.list_etcd(d, &prefix, Some(format!("{prefix}{start}")), revision, opts).await;
         }
         if rv_match == "Exact" {
-            return self
-                .list_etcd(d, &prefix, None, requested.unwrap_or(0), opts)
-                .await;
+            return self.list_etcd(d, &prefix, None, requested.unwrap_or(0), opts).await;
         }
         // Served from the cache: RV=0 (any), RV=N not older than N, and
         // consistent reads once the cache has caught up with etcd.
@@ -885,11 +732,7 @@ impl Store {
                 None => None,
             };
             if let Some(wanted) = wanted {
-                if cache
-                    .wait_for_revision(wanted, Duration::from_secs(3))
-                    .await
-                    .is_ok()
-                {
+                if cache.wait_for_revision(wanted, Duration::from_secs(3)).await.is_ok() {
                     let (items, revision) = cache.snapshot(&prefix);
                     return Ok(page_from_snapshot(items, revision, &prefix, opts));
                 }
@@ -903,10 +746,7 @@ impl Store {
                         break;
                     };
                     let same = keys.len() == items.len()
-                        && keys
-                            .iter()
-                            .zip(&items)
-                            .all(|((k, r), o)| *k == o.key && *r == o.resource_version);
+                        && keys.iter().zip(&items).all(|((k, r), o)| *k == o.key && *r == o.resource_version);
                     if same {
                         return Ok(page_from_snapshot(items, revision, &prefix, opts));
                     }
@@ -950,18 +790,10 @@ impl Store {
                 if limit > 0 && items.len() as i64 == limit {
                     // One more matching candidate exists: hand out a continue token.
                     let last: &Arc<CachedObject> = &items[items.len() - 1];
-                    let suffix = last
-                        .key
-                        .strip_prefix(prefix)
-                        .unwrap_or(&last.key)
-                        .to_string();
+                    let suffix = last.key.strip_prefix(prefix).unwrap_or(&last.key).to_string();
                     let remaining = (page.remaining + (n - i) as i64).max(1);
                     let token = encode_continue(revision, &format!("{suffix}\0"));
-                    let remaining = if opts.filter.is_some() {
-                        None
-                    } else {
-                        Some(remaining)
-                    };
+                    let remaining = if opts.filter.is_some() { None } else { Some(remaining) };
                     return Ok(ListResult {
                         items,
                         resource_version: revision,
@@ -984,21 +816,12 @@ impl Store {
                 None => break,
             }
         }
-        Ok(ListResult {
-            items,
-            resource_version: revision,
-            continue_token: None,
-            remaining: None,
-        })
+        Ok(ListResult { items, resource_version: revision, continue_token: None, remaining: None })
     }
 
     /// Subscribes a watch from the cache; a version older than the cache
     /// window falls back to a direct etcd watch when etcd still has it.
-    pub fn subscribe(
-        &self,
-        d: &ResourceDescriptor,
-        after: Option<i64>,
-    ) -> Result<Subscription, CacheError> {
+    pub fn subscribe(&self, d: &ResourceDescriptor, after: Option<i64>) -> Result<Subscription, CacheError> {
         self.cache(d).subscribe(after)
     }
 }
@@ -1007,11 +830,7 @@ impl Store {
 /// the follow-up for watches without events) in 3.4.31 and 3.5.13.
 pub fn progress_notify_is_reliable(version: &str) -> bool {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor, patch) = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
+    let (major, minor, patch) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     match (major, minor) {
         (3, 4) => patch >= 31,
         (3, 5) => patch >= 13,
@@ -1020,50 +839,23 @@ pub fn progress_notify_is_reliable(version: &str) -> bool {
     }
 }
 
-fn page_from_snapshot(
-    items: Vec<Arc<CachedObject>>,
-    revision: i64,
-    prefix: &str,
-    opts: &ListOptions,
-) -> ListResult {
+fn page_from_snapshot(items: Vec<Arc<CachedObject>>, revision: i64, prefix: &str, opts: &ListOptions) -> ListResult {
     let filtered: Vec<Arc<CachedObject>> = match &opts.filter {
         Some(f) => items.into_iter().filter(|o| f(&o.attrs)).collect(),
         None => items,
     };
     // RV=0 lists ignore the limit, as upstream's cache does.
-    let limit = if opts.resource_version.as_deref() == Some("0") {
-        0
-    } else {
-        opts.limit
-    };
+    let limit = if opts.resource_version.as_deref() == Some("0") { 0 } else { opts.limit };
     if limit > 0 && filtered.len() as i64 > limit {
         let total = filtered.len() as i64;
         let page: Vec<Arc<CachedObject>> = filtered.into_iter().take(limit as usize).collect();
         let last = &page[page.len() - 1];
-        let suffix = last
-            .key
-            .strip_prefix(prefix)
-            .unwrap_or(&last.key)
-            .to_string();
+        let suffix = last.key.strip_prefix(prefix).unwrap_or(&last.key).to_string();
         let token = encode_continue(revision, &format!("{suffix}\0"));
-        let remaining = if opts.filter.is_some() {
-            None
-        } else {
-            Some(total - limit)
-        };
-        return ListResult {
-            items: page,
-            resource_version: revision,
-            continue_token: Some(token),
-            remaining,
-        };
+        let remaining = if opts.filter.is_some() { None } else { Some(total - limit) };
+        return ListResult { items: page, resource_version: revision, continue_token: Some(token), remaining };
     }
-    ListResult {
-        items: filtered,
-        resource_version: revision,
-        continue_token: None,
-        remaining: None,
-    }
+    ListResult { items: filtered, resource_version: revision, continue_token: None, remaining: None }
 }
 
 fn set_or_remove(obj: &mut Value, field: &str, v: Option<&Value>) {
@@ -1079,9 +871,7 @@ fn set_or_remove(obj: &mut Value, field: &str, v: Option<&Value>) {
 fn check_type_meta(d: &ResourceDescriptor, obj: &Value) -> Result<(), ApiError> {
     let kind = obj["kind"].as_str().unwrap_or_default();
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    if (!kind.is_empty() && kind != d.kind)
-        || (!api_version.is_empty() && api_version != d.api_version())
-    {
+    if (!kind.is_empty() && kind != d.kind) || (!api_version.is_empty() && api_version != d.api_version()) {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({})",
             d.api_version()
@@ -1098,8 +888,7 @@ trait KindHint {
 impl KindHint for ApiError {
     fn with_kind_hint(mut self, got: &str, want: &str) -> Self {
         if !got.is_empty() && got != want {
-            self.message =
-                format!("the kind in the data ({got}) does not match the expected kind ({want})");
+            self.message = format!("the kind in the data ({got}) does not match the expected kind ({want})");
         }
         self
     }

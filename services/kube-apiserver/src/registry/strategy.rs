@@ -87,16 +87,12 @@ pub struct Typed<S: KindStrategy> {
 
 impl<S: KindStrategy> Typed<S> {
     pub fn new(kind: S) -> Self {
-        Typed {
-            kind,
-            _object: PhantomData,
-        }
+        Typed { kind, _object: PhantomData }
     }
 }
 
 fn decode<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
-    serde_json::from_value(v)
-        .map_err(|e| ApiError::bad_request(format!("error decoding object: {e}")))
+    serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("error decoding object: {e}")))
 }
 
 fn encode<T: Serialize>(t: &T) -> Value {
@@ -110,11 +106,7 @@ pub fn unknown_fields(input: &Value, known: &Value, path: &str, out: &mut Vec<St
     match (input, known) {
         (Value::Object(i), Value::Object(k)) => {
             for (key, v) in i {
-                let child = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                 match k.get(key) {
                     Some(kv) => unknown_fields(v, kv, &child, out),
                     // null, empty lists/maps and false serialize away; they are not unknown.
@@ -162,10 +154,7 @@ impl<S: KindStrategy> Strategy for Typed<S> {
                 m.insert("kind".into(), k);
             }
         }
-        Ok(Normalized {
-            object,
-            unknown_fields: unknown,
-        })
+        Ok(Normalized { object, unknown_fields: unknown })
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {
@@ -176,10 +165,9 @@ impl<S: KindStrategy> Strategy for Typed<S> {
     }
 
     fn prepare_for_update(&self, new: &mut Value, old: &Value) {
-        let (Ok(mut n), Ok(o)) = (
-            serde_json::from_value::<S::Object>(new.clone()),
-            serde_json::from_value::<S::Object>(old.clone()),
-        ) else {
+        let (Ok(mut n), Ok(o)) =
+            (serde_json::from_value::<S::Object>(new.clone()), serde_json::from_value::<S::Object>(old.clone()))
+        else {
             return;
         };
         self.kind.prepare_for_update(&mut n, &o);
@@ -189,25 +177,14 @@ impl<S: KindStrategy> Strategy for Typed<S> {
     fn validate(&self, obj: &Value) -> FieldErrors {
         match serde_json::from_value::<S::Object>(obj.clone()) {
             Ok(t) => self.kind.validate(&t),
-            Err(e) => vec![apimachinery::status::FieldError::invalid(
-                "",
-                "",
-                e.to_string(),
-            )],
+            Err(e) => vec![apimachinery::status::FieldError::invalid("", "", e.to_string())],
         }
     }
 
     fn validate_update(&self, new: &Value, old: &Value) -> FieldErrors {
-        match (
-            serde_json::from_value::<S::Object>(new.clone()),
-            serde_json::from_value::<S::Object>(old.clone()),
-        ) {
+        match (serde_json::from_value::<S::Object>(new.clone()), serde_json::from_value::<S::Object>(old.clone())) {
             (Ok(n), Ok(o)) => self.kind.validate_update(&n, &o),
-            (Err(e), _) | (_, Err(e)) => vec![apimachinery::status::FieldError::invalid(
-                "",
-                "",
-                e.to_string(),
-            )],
+            (Err(e), _) | (_, Err(e)) => vec![apimachinery::status::FieldError::invalid("", "", e.to_string())],
         }
     }
 
@@ -216,15 +193,11 @@ impl<S: KindStrategy> Strategy for Typed<S> {
     }
 
     fn grace_period(&self, obj: &Value, requested: Option<i64>) -> i64 {
-        serde_json::from_value::<S::Object>(obj.clone())
-            .map(|t| self.kind.grace_period(&t, requested))
-            .unwrap_or(0)
+        serde_json::from_value::<S::Object>(obj.clone()).map(|t| self.kind.grace_period(&t, requested)).unwrap_or(0)
     }
 
     fn pending_finalization(&self, obj: &Value) -> bool {
-        serde_json::from_value::<S::Object>(obj.clone())
-            .map(|t| self.kind.pending_finalization(&t))
-            .unwrap_or(false)
+        serde_json::from_value::<S::Object>(obj.clone()).map(|t| self.kind.pending_finalization(&t)).unwrap_or(false)
     }
 
     fn mark_terminating(&self, obj: &mut Value) {
@@ -253,13 +226,11 @@ mod tests {
 
     #[test]
     fn unknown_fields_reports_paths_dropped_by_decoding() {
-        let input = json!({"apiVersion":"v1","kind":"Pod","spec":{"foo":1,"containers":[{"name":"a","bar":true}]},"x":null});
+        let input =
+            json!({"apiVersion":"v1","kind":"Pod","spec":{"foo":1,"containers":[{"name":"a","bar":true}]},"x":null});
         let known = json!({"spec":{"containers":[{"name":"a"}]}});
         let mut out = Vec::new();
         unknown_fields(&input, &known, "", &mut out);
-        assert_eq!(
-            out,
-            vec!["spec.containers[0].bar".to_string(), "spec.foo".to_string()]
-        );
+        assert_eq!(out, vec!["spec.containers[0].bar".to_string(), "spec.foo".to_string()]);
     }
 }

@@ -2,8 +2,8 @@
 
 use apimachinery::status::{FieldError, FieldErrors};
 use k8s_openapi::api::apps::v1::{
-    DaemonSet, Deployment, DeploymentStrategy as DeploymentUpdateStrategy, ReplicaSet,
-    RollingUpdateDeployment, StatefulSet,
+    DaemonSet, Deployment, DeploymentStrategy as DeploymentUpdateStrategy, ReplicaSet, RollingUpdateDeployment,
+    StatefulSet,
 };
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -19,32 +19,18 @@ fn default_template(t: &mut PodTemplateSpec) {
 }
 
 /// The selector must be non-empty, valid, and select the template's labels.
-fn validate_selector_and_template(
-    selector: &LabelSelector,
-    template: &PodTemplateSpec,
-) -> FieldErrors {
+fn validate_selector_and_template(selector: &LabelSelector, template: &PodTemplateSpec) -> FieldErrors {
     let mut errs = Vec::new();
     let sel_json = serde_json::to_value(selector).unwrap_or_default();
     let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(|m| m.is_empty());
+        && selector.match_expressions.as_ref().is_none_or(|m| m.is_empty());
     if empty {
-        errs.push(FieldError::invalid(
-            "spec.selector",
-            "{}",
-            "empty selector is invalid for deployment",
-        ));
+        errs.push(FieldError::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
         return errs;
     }
     match apimachinery::selector::label::LabelSelector::from_json(&sel_json) {
         Ok(sel) => {
-            let labels = template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
+            let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
             if !sel.matches(&labels) {
                 let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}:{v}")).collect();
                 errs.push(FieldError::invalid(
@@ -65,11 +51,9 @@ fn validate_selector_and_template(
 
 fn validate_replicas(replicas: Option<i32>) -> FieldErrors {
     match replicas {
-        Some(r) if r < 0 => vec![FieldError::invalid_json(
-            "spec.replicas",
-            &serde_json::json!(r),
-            "must be greater than or equal to 0",
-        )],
+        Some(r) if r < 0 => {
+            vec![FieldError::invalid_json("spec.replicas", &serde_json::json!(r), "must be greater than or equal to 0")]
+        }
         _ => Vec::new(),
     }
 }
@@ -77,11 +61,7 @@ fn validate_replicas(replicas: Option<i32>) -> FieldErrors {
 fn selector_immutable(new: &LabelSelector, old: &LabelSelector) -> FieldErrors {
     if new != old {
         let shown = serde_json::to_string(new).unwrap_or_default();
-        return vec![FieldError::invalid(
-            "spec.selector",
-            shown,
-            "field is immutable",
-        )];
+        return vec![FieldError::invalid("spec.selector", shown, "field is immutable")];
     }
     Vec::new()
 }
@@ -98,21 +78,12 @@ impl KindStrategy for DeploymentStrategy {
         spec.replicas.get_or_insert(1);
         spec.revision_history_limit.get_or_insert(10);
         spec.progress_deadline_seconds.get_or_insert(600);
-        let strategy = spec
-            .strategy
-            .get_or_insert_with(DeploymentUpdateStrategy::default);
-        let t = strategy
-            .type_
-            .get_or_insert_with(|| "RollingUpdate".into())
-            .clone();
+        let strategy = spec.strategy.get_or_insert_with(DeploymentUpdateStrategy::default);
+        let t = strategy.type_.get_or_insert_with(|| "RollingUpdate".into()).clone();
         if t == "RollingUpdate" {
-            let ru = strategy
-                .rolling_update
-                .get_or_insert_with(RollingUpdateDeployment::default);
-            ru.max_surge
-                .get_or_insert(IntOrString::String("25%".into()));
-            ru.max_unavailable
-                .get_or_insert(IntOrString::String("25%".into()));
+            let ru = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
+            ru.max_surge.get_or_insert(IntOrString::String("25%".into()));
+            ru.max_unavailable.get_or_insert(IntOrString::String("25%".into()));
         }
         default_template(&mut spec.template);
     }
@@ -126,18 +97,13 @@ impl KindStrategy for DeploymentStrategy {
             return vec![FieldError::required("spec", "")];
         };
         let mut errs = validate_replicas(spec.replicas);
-        errs.extend(validate_selector_and_template(
-            &spec.selector,
-            &spec.template,
-        ));
+        errs.extend(validate_selector_and_template(&spec.selector, &spec.template));
         if let Some(s) = &spec.strategy {
             match s.type_.as_deref() {
                 Some("RollingUpdate") | Some("Recreate") | None => {}
-                Some(other) => errs.push(FieldError::not_supported(
-                    "spec.strategy.type",
-                    other,
-                    &["Recreate", "RollingUpdate"],
-                )),
+                Some(other) => {
+                    errs.push(FieldError::not_supported("spec.strategy.type", other, &["Recreate", "RollingUpdate"]))
+                }
             }
             if s.type_.as_deref() == Some("Recreate") && s.rolling_update.is_some() {
                 errs.push(FieldError::forbidden(
@@ -207,16 +173,11 @@ impl KindStrategy for StatefulSetStrategy {
     fn default(&self, s: &mut StatefulSet) {
         if let Some(spec) = &mut s.spec {
             spec.replicas.get_or_insert(1);
-            spec.pod_management_policy
-                .get_or_insert_with(|| "OrderedReady".into());
+            spec.pod_management_policy.get_or_insert_with(|| "OrderedReady".into());
             spec.revision_history_limit.get_or_insert(10);
             let strategy = spec.update_strategy.get_or_insert_with(Default::default);
             if strategy.type_.get_or_insert_with(|| "RollingUpdate".into()) == "RollingUpdate" {
-                strategy
-                    .rolling_update
-                    .get_or_insert_with(Default::default)
-                    .partition
-                    .get_or_insert(0);
+                strategy.rolling_update.get_or_insert_with(Default::default).partition.get_or_insert(0);
             }
             default_template(&mut spec.template);
         }
@@ -231,10 +192,7 @@ impl KindStrategy for StatefulSetStrategy {
             return vec![FieldError::required("spec", "")];
         };
         let mut errs = validate_replicas(spec.replicas);
-        errs.extend(validate_selector_and_template(
-            &spec.selector,
-            &spec.template,
-        ));
+        errs.extend(validate_selector_and_template(&spec.selector, &spec.template));
         errs
     }
 

@@ -2,8 +2,8 @@
 
 use apimachinery::status::{FieldError, FieldErrors};
 use k8s_openapi::api::core::v1::{
-    Container, Namespace, NamespaceSpec, NamespaceStatus, Node, Pod, PodSecurityContext, PodSpec,
-    PodStatus, Service, ServiceSpec, Toleration,
+    Container, Namespace, NamespaceSpec, NamespaceStatus, Node, Pod, PodSecurityContext, PodSpec, PodStatus, Service,
+    ServiceSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -24,36 +24,22 @@ impl KindStrategy for NamespaceStrategy {
     }
 
     fn prepare_for_create(&self, ns: &mut Namespace) {
-        ns.spec = Some(NamespaceSpec {
-            finalizers: Some(vec!["kubernetes".into()]),
-        });
-        ns.status = Some(NamespaceStatus {
-            phase: Some("Active".into()),
-            ..Default::default()
-        });
+        ns.spec = Some(NamespaceSpec { finalizers: Some(vec!["kubernetes".into()]) });
+        ns.status = Some(NamespaceStatus { phase: Some("Active".into()), ..Default::default() });
         // Upstream labels every namespace with its own name.
         let name = ns.metadata.name.clone().unwrap_or_default();
-        ns.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert("kubernetes.io/metadata.name".into(), name);
+        ns.metadata.labels.get_or_insert_with(Default::default).insert("kubernetes.io/metadata.name".into(), name);
     }
 
     fn prepare_for_update(&self, new: &mut Namespace, old: &Namespace) {
         // spec.finalizers change only through /finalize.
         new.spec = old.spec.clone();
         let name = new.metadata.name.clone().unwrap_or_default();
-        new.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert("kubernetes.io/metadata.name".into(), name);
+        new.metadata.labels.get_or_insert_with(Default::default).insert("kubernetes.io/metadata.name".into(), name);
     }
 
     fn pending_finalization(&self, ns: &Namespace) -> bool {
-        ns.spec
-            .as_ref()
-            .and_then(|s| s.finalizers.as_ref())
-            .is_some_and(|f| !f.is_empty())
+        ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| !f.is_empty())
     }
 
     fn mark_terminating(&self, ns: &mut Namespace) {
@@ -76,11 +62,7 @@ fn default_container(c: &mut Container) {
     if c.image_pull_policy.is_none() {
         let image = c.image.as_deref().unwrap_or_default();
         let last = image.rsplit('/').next().unwrap_or_default();
-        let tag = if last.contains('@') {
-            None
-        } else {
-            last.split_once(':').map(|(_, t)| t)
-        };
+        let tag = if last.contains('@') { None } else { last.split_once(':').map(|(_, t)| t) };
         let latest = !last.contains('@') && tag.is_none_or(|t| t == "latest");
         c.image_pull_policy = Some(if latest { "Always" } else { "IfNotPresent" }.into());
     }
@@ -89,14 +71,7 @@ fn default_container(c: &mut Container) {
             p.protocol = Some("TCP".into());
         }
     }
-    for probe in [
-        &mut c.liveness_probe,
-        &mut c.readiness_probe,
-        &mut c.startup_probe,
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for probe in [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe].into_iter().flatten() {
         probe.timeout_seconds.get_or_insert(1);
         probe.period_seconds.get_or_insert(10);
         probe.success_threshold.get_or_insert(1);
@@ -113,21 +88,15 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     spec.restart_policy.get_or_insert_with(|| "Always".into());
     spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
     spec.termination_grace_period_seconds.get_or_insert(30);
-    spec.scheduler_name
-        .get_or_insert_with(|| "default-scheduler".into());
-    spec.security_context
-        .get_or_insert_with(PodSecurityContext::default);
+    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
+    spec.security_context.get_or_insert_with(PodSecurityContext::default);
     spec.enable_service_links.get_or_insert(true);
     if spec.service_account_name.is_none() {
         if let Some(sa) = &spec.service_account {
             spec.service_account_name = Some(sa.clone());
         }
     }
-    for c in spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
         default_container(c);
     }
     for v in spec.volumes.iter_mut().flatten() {
@@ -162,13 +131,8 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> FieldErrors {
         errs.push(FieldError::required(format!("{path}.containers"), ""));
     }
     let mut names = std::collections::HashSet::new();
-    let lists = [
-        ("containers", &spec.containers),
-        (
-            "initContainers",
-            &spec.init_containers.clone().unwrap_or_default(),
-        ),
-    ];
+    let lists =
+        [("containers", &spec.containers), ("initContainers", &spec.init_containers.clone().unwrap_or_default())];
     for (list, containers) in lists {
         for (i, c) in containers.iter().enumerate() {
             let p = format!("{path}.{list}[{i}]");
@@ -224,9 +188,7 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> FieldErrors {
         }
     }
     if let Some(policy) = &spec.dns_policy {
-        if !["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"]
-            .contains(&policy.as_str())
-        {
+        if !["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"].contains(&policy.as_str()) {
             errs.push(FieldError::not_supported(
                 format!("{path}.dnsPolicy"),
                 policy,
@@ -237,10 +199,7 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> FieldErrors {
     let mut vol_names = std::collections::HashSet::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         if !vol_names.insert(v.name.clone()) {
-            errs.push(FieldError::duplicate(
-                format!("{path}.volumes[{i}].name"),
-                &v.name,
-            ));
+            errs.push(FieldError::duplicate(format!("{path}.volumes[{i}].name"), &v.name));
         }
     }
     errs
@@ -255,9 +214,7 @@ fn qos_class(spec: &PodSpec) -> &'static str {
         let req = r.and_then(|r| r.requests.as_ref());
         let lim = r.and_then(|r| r.limits.as_ref());
         for res in ["cpu", "memory"] {
-            let rq = req
-                .and_then(|m| m.get(res))
-                .or_else(|| lim.and_then(|m| m.get(res)));
+            let rq = req.and_then(|m| m.get(res)).or_else(|| lim.and_then(|m| m.get(res)));
             let lm = lim.and_then(|m| m.get(res));
             if rq.is_some() || lm.is_some() {
                 any = true;
@@ -282,10 +239,7 @@ impl KindStrategy for PodStrategy {
             default_pod_spec(spec);
             // DefaultTolerationSeconds admission, folded into defaulting.
             let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-            for key in [
-                "node.kubernetes.io/not-ready",
-                "node.kubernetes.io/unreachable",
-            ] {
+            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
                 if !tolerations.iter().any(|t| t.key.as_deref() == Some(key)) {
                     tolerations.push(Toleration {
                         key: Some(key.into()),
@@ -297,18 +251,14 @@ impl KindStrategy for PodStrategy {
                 }
             }
             spec.priority.get_or_insert(0);
-            spec.preemption_policy
-                .get_or_insert_with(|| "PreemptLowerPriority".into());
+            spec.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".into());
         }
     }
 
     fn prepare_for_create(&self, pod: &mut Pod) {
         let qos = pod.spec.as_ref().map(qos_class).unwrap_or("BestEffort");
-        pod.status = Some(PodStatus {
-            phase: Some("Pending".into()),
-            qos_class: Some(qos.into()),
-            ..Default::default()
-        });
+        pod.status =
+            Some(PodStatus { phase: Some("Pending".into()), qos_class: Some(qos.into()), ..Default::default() });
     }
 
     fn validate(&self, pod: &Pod) -> FieldErrors {
@@ -329,12 +279,7 @@ impl KindStrategy for PodStrategy {
             c.image = oc.image.clone();
             c.resources = oc.resources.clone();
         }
-        for (c, oc) in masked
-            .init_containers
-            .iter_mut()
-            .flatten()
-            .zip(o.init_containers.iter().flatten())
-        {
+        for (c, oc) in masked.init_containers.iter_mut().flatten().zip(o.init_containers.iter().flatten()) {
             c.image = oc.image.clone();
         }
         masked.active_deadline_seconds = o.active_deadline_seconds;
@@ -356,21 +301,12 @@ impl KindStrategy for PodStrategy {
     fn grace_period(&self, pod: &Pod, requested: Option<i64>) -> i64 {
         let spec = pod.spec.as_ref();
         // An unscheduled or finished pod has nothing to stop: delete at once.
-        let scheduled = spec
-            .and_then(|s| s.node_name.as_deref())
-            .is_some_and(|n| !n.is_empty());
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .unwrap_or("Pending");
+        let scheduled = spec.and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
         if !scheduled || phase == "Succeeded" || phase == "Failed" {
             return 0;
         }
-        requested.unwrap_or_else(|| {
-            spec.and_then(|s| s.termination_grace_period_seconds)
-                .unwrap_or(30)
-        })
+        requested.unwrap_or_else(|| spec.and_then(|s| s.termination_grace_period_seconds).unwrap_or(30))
     }
 }
 
@@ -385,15 +321,12 @@ impl KindStrategy for ServiceStrategy {
         let spec = svc.spec.get_or_insert_with(ServiceSpec::default);
         spec.type_.get_or_insert_with(|| "ClusterIP".into());
         spec.session_affinity.get_or_insert_with(|| "None".into());
-        let external = spec.type_.as_deref() != Some("ClusterIP")
-            && spec.type_.as_deref() != Some("ExternalName");
+        let external = spec.type_.as_deref() != Some("ClusterIP") && spec.type_.as_deref() != Some("ExternalName");
         if external {
-            spec.external_traffic_policy
-                .get_or_insert_with(|| "Cluster".into());
+            spec.external_traffic_policy.get_or_insert_with(|| "Cluster".into());
         }
         if spec.type_.as_deref() != Some("ExternalName") {
-            spec.internal_traffic_policy
-                .get_or_insert_with(|| "Cluster".into());
+            spec.internal_traffic_policy.get_or_insert_with(|| "Cluster".into());
         }
         for p in spec.ports.iter_mut().flatten() {
             p.protocol.get_or_insert_with(|| "TCP".into());
@@ -472,11 +405,7 @@ impl KindStrategy for ServiceStrategy {
         let old_ip = o.cluster_ip.as_deref().unwrap_or_default();
         let new_ip = n.cluster_ip.as_deref().unwrap_or_default();
         if !old_ip.is_empty() && old_ip != new_ip && o.type_ == n.type_ {
-            return vec![FieldError::invalid(
-                "spec.clusterIPs[0]",
-                new_ip,
-                "may not change once set",
-            )];
+            return vec![FieldError::invalid("spec.clusterIPs[0]", new_ip, "may not change once set")];
         }
         Vec::new()
     }
@@ -509,11 +438,7 @@ mod tests {
             ("reg:5000/app:v1", "IfNotPresent"),
             ("app@sha256:abc", "IfNotPresent"),
         ] {
-            let mut c = Container {
-                name: "c".into(),
-                image: Some(image.into()),
-                ..Default::default()
-            };
+            let mut c = Container { name: "c".into(), image: Some(image.into()), ..Default::default() };
             default_container(&mut c);
             assert_eq!(c.image_pull_policy.as_deref(), Some(want), "{image}");
         }
@@ -523,16 +448,8 @@ mod tests {
     fn pods_need_containers_with_unique_names() {
         let spec = PodSpec {
             containers: vec![
-                Container {
-                    name: "a".into(),
-                    image: Some("x".into()),
-                    ..Default::default()
-                },
-                Container {
-                    name: "a".into(),
-                    image: Some("x".into()),
-                    ..Default::default()
-                },
+                Container { name: "a".into(), image: Some("x".into()), ..Default::default() },
+                Container { name: "a".into(), image: Some("x".into()), ..Default::default() },
             ],
             ..Default::default()
         };

@@ -9,10 +9,9 @@ mod plain;
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps::v1 as apps_v1, batch::v1 as batch_v1, coordination::v1 as coordination_v1,
-    core::v1 as core_v1, discovery::v1 as discovery_v1, events::v1 as events_v1,
-    networking::v1 as networking_v1, policy::v1 as policy_v1, rbac::v1 as rbac_v1,
-    scheduling::v1 as scheduling_v1, storage::v1 as storage_v1,
+    apps::v1 as apps_v1, batch::v1 as batch_v1, coordination::v1 as coordination_v1, core::v1 as core_v1,
+    discovery::v1 as discovery_v1, events::v1 as events_v1, networking::v1 as networking_v1, policy::v1 as policy_v1,
+    rbac::v1 as rbac_v1, scheduling::v1 as scheduling_v1, storage::v1 as storage_v1,
 };
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use schemars::JsonSchema;
@@ -54,11 +53,7 @@ where
     S::Object: Resource + JsonSchema,
     <S::Object as Resource>::Scope: Scope,
 {
-    let definition: &'static str = Box::leak(
-        <S::Object as JsonSchema>::schema_name()
-            .into_owned()
-            .into_boxed_str(),
-    );
+    let definition: &'static str = Box::leak(<S::Object as JsonSchema>::schema_name().into_owned().into_boxed_str());
     ResourceDescriptor {
         group: <S::Object as Resource>::GROUP,
         version: <S::Object as Resource>::VERSION,
@@ -85,22 +80,13 @@ where
     entry(<Plain<T> as Default>::default(), names)
 }
 
-const STATUS: Subresources = Subresources {
-    status: true,
-    scale: None,
-    binding: false,
-    eviction: false,
-    finalize: false,
-};
+const STATUS: Subresources =
+    Subresources { status: true, scale: None, binding: false, eviction: false, finalize: false };
 
 const fn scaled(selector: &'static str) -> Subresources {
     Subresources {
         status: true,
-        scale: Some(ScaleSpec {
-            spec_replicas: "/spec/replicas",
-            status_replicas: "/status/replicas",
-            selector,
-        }),
+        scale: Some(ScaleSpec { spec_replicas: "/spec/replicas", status_replicas: "/status/replicas", selector }),
         binding: false,
         eviction: false,
         finalize: false,
@@ -119,10 +105,7 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
             Names {
                 singular: "namespace",
                 short_names: &["ns"],
-                subresources: Subresources {
-                    finalize: true,
-                    ..STATUS
-                },
+                subresources: Subresources { finalize: true, ..STATUS },
                 selectable_fields: &["status.phase"],
                 ..Names::default()
             },
@@ -133,11 +116,7 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
                 singular: "pod",
                 short_names: &["po"],
                 categories: ALL,
-                subresources: Subresources {
-                    binding: true,
-                    eviction: true,
-                    ..STATUS
-                },
+                subresources: Subresources { binding: true, eviction: true, ..STATUS },
                 tracks_generation: true,
                 selectable_fields: &[
                     "spec.nodeName",
@@ -163,21 +142,9 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
                 ..Names::default()
             },
         ),
-        plain::<core_v1::Endpoints>(Names {
-            singular: "endpoints",
-            short_names: &["ep"],
-            ..Names::default()
-        }),
-        plain::<core_v1::ConfigMap>(Names {
-            singular: "configmap",
-            short_names: &["cm"],
-            ..Names::default()
-        }),
-        plain::<core_v1::Secret>(Names {
-            singular: "secret",
-            selectable_fields: &["type"],
-            ..Names::default()
-        }),
+        plain::<core_v1::Endpoints>(Names { singular: "endpoints", short_names: &["ep"], ..Names::default() }),
+        plain::<core_v1::ConfigMap>(Names { singular: "configmap", short_names: &["cm"], ..Names::default() }),
+        plain::<core_v1::Secret>(Names { singular: "secret", selectable_fields: &["type"], ..Names::default() }),
         plain::<core_v1::ServiceAccount>(Names {
             singular: "serviceaccount",
             short_names: &["sa"],
@@ -226,11 +193,7 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
             subresources: STATUS,
             ..Names::default()
         }),
-        plain::<core_v1::LimitRange>(Names {
-            singular: "limitrange",
-            short_names: &["limits"],
-            ..Names::default()
-        }),
+        plain::<core_v1::LimitRange>(Names { singular: "limitrange", short_names: &["limits"], ..Names::default() }),
         plain::<core_v1::PersistentVolume>(Names {
             singular: "persistentvolume",
             short_names: &["pv"],
@@ -243,10 +206,7 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
             subresources: STATUS,
             ..Names::default()
         }),
-        plain::<core_v1::PodTemplate>(Names {
-            singular: "podtemplate",
-            ..Names::default()
-        }),
+        plain::<core_v1::PodTemplate>(Names { singular: "podtemplate", ..Names::default() }),
         // apps/v1
         entry(
             apps::DeploymentStrategy,
@@ -293,10 +253,7 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
                 ..Names::default()
             },
         ),
-        plain::<apps_v1::ControllerRevision>(Names {
-            singular: "controllerrevision",
-            ..Names::default()
-        }),
+        plain::<apps_v1::ControllerRevision>(Names { singular: "controllerrevision", ..Names::default() }),
         // batch/v1
         plain::<batch_v1::Job>(Names {
             singular: "job",
@@ -315,26 +272,14 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
             ..Names::default()
         }),
         // coordination.k8s.io/v1
-        plain::<coordination_v1::Lease>(Names {
-            singular: "lease",
-            ..Names::default()
-        }),
+        plain::<coordination_v1::Lease>(Names { singular: "lease", ..Names::default() }),
         // discovery.k8s.io/v1
-        plain::<discovery_v1::EndpointSlice>(Names {
-            singular: "endpointslice",
-            ..Names::default()
-        }),
+        plain::<discovery_v1::EndpointSlice>(Names { singular: "endpointslice", ..Names::default() }),
         // events.k8s.io/v1
         plain::<events_v1::Event>(Names {
             singular: "event",
             short_names: &["ev"],
-            selectable_fields: &[
-                "regarding.kind",
-                "regarding.namespace",
-                "regarding.name",
-                "reason",
-                "type",
-            ],
+            selectable_fields: &["regarding.kind", "regarding.namespace", "regarding.name", "reason", "type"],
             ..Names::default()
         }),
         // networking.k8s.io/v1
@@ -351,10 +296,7 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
             tracks_generation: true,
             ..Names::default()
         }),
-        plain::<networking_v1::IngressClass>(Names {
-            singular: "ingressclass",
-            ..Names::default()
-        }),
+        plain::<networking_v1::IngressClass>(Names { singular: "ingressclass", ..Names::default() }),
         // policy/v1
         plain::<policy_v1::PodDisruptionBudget>(Names {
             singular: "poddisruptionbudget",
@@ -370,28 +312,12 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
             ..Names::default()
         }),
         // storage.k8s.io/v1
-        plain::<storage_v1::StorageClass>(Names {
-            singular: "storageclass",
-            short_names: &["sc"],
-            ..Names::default()
-        }),
+        plain::<storage_v1::StorageClass>(Names { singular: "storageclass", short_names: &["sc"], ..Names::default() }),
         // rbac.authorization.k8s.io/v1
-        plain::<rbac_v1::Role>(Names {
-            singular: "role",
-            ..Names::default()
-        }),
-        plain::<rbac_v1::RoleBinding>(Names {
-            singular: "rolebinding",
-            ..Names::default()
-        }),
-        plain::<rbac_v1::ClusterRole>(Names {
-            singular: "clusterrole",
-            ..Names::default()
-        }),
-        plain::<rbac_v1::ClusterRoleBinding>(Names {
-            singular: "clusterrolebinding",
-            ..Names::default()
-        }),
+        plain::<rbac_v1::Role>(Names { singular: "role", ..Names::default() }),
+        plain::<rbac_v1::RoleBinding>(Names { singular: "rolebinding", ..Names::default() }),
+        plain::<rbac_v1::ClusterRole>(Names { singular: "clusterrole", ..Names::default() }),
+        plain::<rbac_v1::ClusterRoleBinding>(Names { singular: "clusterrolebinding", ..Names::default() }),
     ]
 }
 
@@ -404,11 +330,7 @@ mod tests {
         let all = builtin();
         let mut seen = std::collections::HashSet::new();
         for r in &all {
-            assert!(
-                seen.insert((r.group, r.version, r.plural)),
-                "duplicate {}",
-                r.plural
-            );
+            assert!(seen.insert((r.group, r.version, r.plural)), "duplicate {}", r.plural);
             assert!(r.definition.starts_with("io.k8s."), "{}", r.definition);
             assert!(!r.singular.is_empty(), "{} has no singular", r.plural);
         }

@@ -97,10 +97,7 @@ impl KeyRevisionBatcher {
     /// The key's current mod revision (`Ok(None)`: absent); `Err` when etcd failed.
     pub async fn mod_revision(&self, key: &str) -> Result<Option<i64>, ()> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((key.to_string(), reply))
-            .await
-            .map_err(|_| ())?;
+        self.tx.send((key.to_string(), reply)).await.map_err(|_| ())?;
         rx.await.unwrap_or(Err(()))
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
-    Identity, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity, SortOrder,
+    SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use super::{KeyValue, ListPage, StorageError, WatchChange};
@@ -57,10 +57,7 @@ fn map_etcd_error(e: etcd_client::Error, requested: i64) -> StorageError {
     if let etcd_client::Error::GRpcStatus(status) = &e {
         let msg = status.message();
         if msg.contains("required revision has been compacted") {
-            return StorageError::Compacted {
-                requested,
-                compacted: 0,
-            };
+            return StorageError::Compacted { requested, compacted: 0 };
         }
         if msg.contains("required revision is a future revision") {
             return StorageError::FutureRevision(requested);
@@ -92,19 +89,14 @@ impl EtcdStorage {
             let mut tls = TlsOptions::new();
             if let Some(ca) = &config.ca_file {
                 let pem = std::fs::read(ca).map_err(|e| {
-                    StorageError::Etcd(etcd_client::Error::InvalidArgs(format!(
-                        "reading --etcd-cafile {ca}: {e}"
-                    )))
+                    StorageError::Etcd(etcd_client::Error::InvalidArgs(format!("reading --etcd-cafile {ca}: {e}")))
                 })?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
             if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
                 let read = |p: &str| {
-                    std::fs::read(p).map_err(|e| {
-                        StorageError::Etcd(etcd_client::Error::InvalidArgs(format!(
-                            "reading {p}: {e}"
-                        )))
-                    })
+                    std::fs::read(p)
+                        .map_err(|e| StorageError::Etcd(etcd_client::Error::InvalidArgs(format!("reading {p}: {e}"))))
                 };
                 tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
             }
@@ -115,20 +107,10 @@ impl EtcdStorage {
             clients.push(Client::connect([server.as_str()], Some(options.clone())).await?);
         }
         if clients.is_empty() {
-            return Err(StorageError::Etcd(etcd_client::Error::InvalidArgs(
-                "--etcd-servers is empty".into(),
-            )));
+            return Err(StorageError::Etcd(etcd_client::Error::InvalidArgs("--etcd-servers is empty".into())));
         }
-        let timeout = if config.request_timeout.is_zero() {
-            Duration::from_secs(15)
-        } else {
-            config.request_timeout
-        };
-        Ok(EtcdStorage {
-            clients: Arc::new(clients),
-            current: Arc::new(AtomicUsize::new(0)),
-            timeout,
-        })
+        let timeout = if config.request_timeout.is_zero() { Duration::from_secs(15) } else { config.request_timeout };
+        Ok(EtcdStorage { clients: Arc::new(clients), current: Arc::new(AtomicUsize::new(0)), timeout })
     }
 
     /// Runs `op` against the current endpoint, moving on to the next ones
@@ -170,10 +152,7 @@ impl EtcdStorage {
     ) -> Result<T, etcd_client::Error> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(etcd_client::Error::WatchError(format!(
-                "request timed out after {:?}",
-                self.timeout
-            ))),
+            Err(_) => Err(etcd_client::Error::WatchError(format!("request timed out after {:?}", self.timeout))),
         }
     }
 
@@ -191,30 +170,20 @@ impl EtcdStorage {
     /// A linearizable read of the store's current revision.
     pub async fn linearized_revision(&self) -> Result<i64, StorageError> {
         let resp = self
-            .call(|c| async move {
-                c.kv_client()
-                    .get("\0", Some(GetOptions::new().with_count_only()))
-                    .await
-            })
+            .call(|c| async move { c.kv_client().get("\0", Some(GetOptions::new().with_count_only())).await })
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
-        let resp = self
-            .call(|c| async move { c.kv_client().get(key, None).await })
-            .await?;
+        let resp = self.call(|c| async move { c.kv_client().get(key, None).await }).await?;
         Ok(resp.kvs().first().map(to_kv))
     }
 
     /// The key's mod revision, without its value (a cheap freshness check).
     pub async fn mod_revision(&self, key: &str) -> Result<Option<i64>, StorageError> {
         let resp = self
-            .call(|c| async move {
-                c.kv_client()
-                    .get(key, Some(GetOptions::new().with_keys_only()))
-                    .await
-            })
+            .call(|c| async move { c.kv_client().get(key, Some(GetOptions::new().with_keys_only())).await })
             .await?;
         Ok(resp.kvs().first().map(|kv| kv.mod_revision()))
     }
@@ -223,10 +192,8 @@ impl EtcdStorage {
     /// linearizable transaction of keys-only reads (at most 128 keys, etcd's
     /// default --max-txn-ops).
     pub async fn mod_revisions(&self, keys: &[String]) -> Result<Vec<Option<i64>>, StorageError> {
-        let ops: Vec<TxnOp> = keys
-            .iter()
-            .map(|k| TxnOp::get(k.as_str(), Some(GetOptions::new().with_keys_only())))
-            .collect();
+        let ops: Vec<TxnOp> =
+            keys.iter().map(|k| TxnOp::get(k.as_str(), Some(GetOptions::new().with_keys_only()))).collect();
         let txn = Txn::new().and_then(ops);
         let resp = self
             .call(|c| {
@@ -246,10 +213,7 @@ impl EtcdStorage {
 
     /// Every key under `prefix` with its mod revision, without values, and
     /// the revision the read was served at.
-    pub async fn key_revisions(
-        &self,
-        prefix: &str,
-    ) -> Result<(Vec<(String, i64)>, i64), StorageError> {
+    pub async fn key_revisions(&self, prefix: &str) -> Result<(Vec<(String, i64)>, i64), StorageError> {
         let resp = self
             .call(|c| async move {
                 let options = GetOptions::new()
@@ -259,16 +223,8 @@ impl EtcdStorage {
                 c.kv_client().get(prefix, Some(options)).await
             })
             .await?;
-        let keys = resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    kv.mod_revision(),
-                )
-            })
-            .collect();
+        let keys =
+            resp.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.mod_revision())).collect();
         Ok((keys, resp.header().map(|h| h.revision()).unwrap_or(0)))
     }
 
@@ -290,12 +246,7 @@ impl EtcdStorage {
     }
 
     /// Replaces the key if its mod revision is still `expected`; returns the new revision.
-    pub async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: i64,
-    ) -> Result<i64, StorageError> {
+    pub async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64, StorageError> {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, value, None)])
@@ -337,10 +288,7 @@ impl EtcdStorage {
         });
         match current {
             None => StorageError::KeyNotFound(key.to_string()),
-            current => StorageError::Conflict {
-                key: key.to_string(),
-                current,
-            },
+            current => StorageError::Conflict { key: key.to_string(), current },
         }
     }
 
@@ -353,9 +301,8 @@ impl EtcdStorage {
         revision: i64,
     ) -> Result<ListPage, StorageError> {
         let from = start.unwrap_or(prefix);
-        let mut options = GetOptions::new()
-            .with_range(prefix_end(prefix))
-            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        let mut options =
+            GetOptions::new().with_range(prefix_end(prefix)).with_sort(SortTarget::Key, SortOrder::Ascend);
         if limit > 0 {
             options = options.with_limit(limit);
         }
@@ -371,21 +318,14 @@ impl EtcdStorage {
             .map_err(|e| map_etcd_error(e, revision))?;
         let items: Vec<KeyValue> = resp.kvs().iter().map(to_kv).collect();
         let remaining = (resp.count() - items.len() as i64).max(0);
-        Ok(ListPage {
-            revision: resp.header().map(|h| h.revision()).unwrap_or(0),
-            more: resp.more(),
-            remaining,
-            items,
-        })
+        Ok(ListPage { revision: resp.header().map(|h| h.revision()).unwrap_or(0), more: resp.more(), remaining, items })
     }
 
     /// Counts keys under `prefix` (for `apiserver_storage_objects`).
     pub async fn count(&self, prefix: &str) -> Result<i64, StorageError> {
         let resp = self
             .call(|c| async move {
-                let options = GetOptions::new()
-                    .with_range(prefix_end(prefix))
-                    .with_count_only();
+                let options = GetOptions::new().with_range(prefix_end(prefix)).with_count_only();
                 c.kv_client().get(prefix, Some(options)).await
             })
             .await?;
@@ -393,11 +333,7 @@ impl EtcdStorage {
     }
 
     /// Watches keys under `prefix` from `start_revision` (inclusive), with previous values.
-    pub async fn watch(
-        &self,
-        prefix: &str,
-        start_revision: i64,
-    ) -> Result<EtcdWatch, StorageError> {
+    pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<EtcdWatch, StorageError> {
         let options = WatchOptions::new()
             .with_range(prefix_end(prefix))
             .with_prev_key()
@@ -409,10 +345,7 @@ impl EtcdStorage {
                 async move { c.watch_client().watch(prefix, Some(options)).await }
             })
             .await?;
-        Ok(EtcdWatch {
-            stream,
-            start_revision,
-        })
+        Ok(EtcdWatch { stream, start_revision })
     }
 }
 
@@ -451,19 +384,14 @@ impl EtcdWatch {
                 if resp.created() {
                     continue;
                 }
-                return Ok(Some(vec![WatchChange::Progress {
-                    revision: header_rev,
-                }]));
+                return Ok(Some(vec![WatchChange::Progress { revision: header_rev }]));
             }
             let mut changes = Vec::with_capacity(resp.events().len());
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let prev = ev.prev_kv().map(to_kv);
                 match ev.event_type() {
-                    EventType::Put => changes.push(WatchChange::Put {
-                        kv: to_kv(kv),
-                        prev,
-                    }),
+                    EventType::Put => changes.push(WatchChange::Put { kv: to_kv(kv), prev }),
                     EventType::Delete => changes.push(WatchChange::Delete {
                         key: String::from_utf8_lossy(kv.key()).into_owned(),
                         revision: kv.mod_revision(),

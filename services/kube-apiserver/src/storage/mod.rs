@@ -21,14 +21,9 @@ pub enum StorageError {
     KeyNotFound(String),
     /// The compare on mod revision failed; carries the current value, if any.
     #[error("precondition failed for key {key}")]
-    Conflict {
-        key: String,
-        current: Option<KeyValue>,
-    },
+    Conflict { key: String, current: Option<KeyValue> },
     /// The requested revision has been compacted.
-    #[error(
-        "the requested revision {requested} has been compacted (compacted revision {compacted})"
-    )]
+    #[error("the requested revision {requested} has been compacted (compacted revision {compacted})")]
     Compacted { requested: i64, compacted: i64 },
     #[error("the requested revision {0} is in the future")]
     FutureRevision(i64),
@@ -72,5 +67,7 @@ pub enum WatchChange {
         prev: Option<KeyValue>,
     },
     /// No change, but the store has reached this revision (progress notify).
-    Progress { revision: i64 },
+    Progress {
+        revision: i64,
+    },
 }

@@ -13,8 +13,7 @@ fn schemas() -> Map<String, Value> {
     fn list_of(name: &str) -> Value {
         json!({"type": "array", "items": r(name)})
     }
-    let meta =
-        json!({"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"});
+    let meta = json!({"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"});
     let mut s = json!({
         "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta": {"properties": {
             "name": {"type": "string"},
@@ -87,21 +86,12 @@ fn three_containers() -> Value {
 }
 
 fn names(v: &Value, list: &str) -> Vec<String> {
-    v.pointer(list)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap().to_string())
-        .collect()
+    v.pointer(list).unwrap().as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
 fn containers_merge_by_name_and_keep_the_others() {
-    let out = pod(
-        three_containers(),
-        json!({"spec": {"containers": [{"name": "b", "image": "b:2"}]}}),
-    );
+    let out = pod(three_containers(), json!({"spec": {"containers": [{"name": "b", "image": "b:2"}]}}));
     assert_eq!(
         out["spec"]["containers"],
         json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:2"}, {"name": "c", "image": "c:1"}])
@@ -115,19 +105,13 @@ fn new_containers_are_placed_after_the_patched_ones_as_upstream_orders_them() {
         json!({"spec": {"containers": [{"name": "b", "image": "b:2"}, {"name": "d", "image": "d:1"}]}}),
     );
     assert_eq!(names(&out, "/spec/containers"), ["a", "b", "d", "c"]);
-    let out = pod(
-        three_containers(),
-        json!({"spec": {"containers": [{"name": "z", "image": "z:1"}]}}),
-    );
+    let out = pod(three_containers(), json!({"spec": {"containers": [{"name": "z", "image": "z:1"}]}}));
     assert_eq!(names(&out, "/spec/containers"), ["z", "a", "b", "c"]);
 }
 
 #[test]
 fn patch_delete_removes_a_container_by_name() {
-    let out = pod(
-        three_containers(),
-        json!({"spec": {"containers": [{"name": "b", "$patch": "delete"}]}}),
-    );
+    let out = pod(three_containers(), json!({"spec": {"containers": [{"name": "b", "$patch": "delete"}]}}));
     assert_eq!(names(&out, "/spec/containers"), ["a", "c"]);
 }
 
@@ -137,10 +121,7 @@ fn patch_replace_in_a_list_replaces_the_whole_list() {
         three_containers(),
         json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "x", "image": "x:1"}]}}),
     );
-    assert_eq!(
-        out["spec"]["containers"],
-        json!([{"name": "x", "image": "x:1"}])
-    );
+    assert_eq!(out["spec"]["containers"], json!([{"name": "x", "image": "x:1"}]));
 }
 
 #[test]
@@ -172,15 +153,9 @@ fn ports_merge_by_numeric_container_port() {
 #[test]
 fn finalizers_are_unioned_and_pruned_with_the_parallel_deletion_list() {
     let original = json!({"metadata": {"finalizers": ["a", "b"]}});
-    let out = pod(
-        original.clone(),
-        json!({"metadata": {"finalizers": ["b", "c"]}}),
-    );
+    let out = pod(original.clone(), json!({"metadata": {"finalizers": ["b", "c"]}}));
     assert_eq!(out["metadata"]["finalizers"], json!(["a", "b", "c"]));
-    let out = pod(
-        original,
-        json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "finalizers": ["d"]}}),
-    );
+    let out = pod(original, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "finalizers": ["d"]}}));
     assert_eq!(out["metadata"]["finalizers"], json!(["d", "b"]));
 }
 
@@ -220,10 +195,7 @@ fn set_element_order_that_contradicts_the_patch_is_rejected() {
         }}),
     )
     .unwrap_err();
-    assert!(
-        matches!(err, PatchError::SetElementOrderMismatch { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, PatchError::SetElementOrderMismatch { .. }), "{err:?}");
 }
 
 #[test]
@@ -252,30 +224,20 @@ fn lists_without_a_strategy_are_replaced() {
 #[test]
 fn maps_merge_recursively_and_null_deletes() {
     let original = json!({"metadata": {"name": "p", "labels": {"a": "1", "b": "2"}}});
-    let out = pod(
-        original,
-        json!({"metadata": {"labels": {"a": null, "c": "3", "gone": null}}}),
-    );
-    assert_eq!(
-        out["metadata"],
-        json!({"name": "p", "labels": {"b": "2", "c": "3"}})
-    );
+    let out = pod(original, json!({"metadata": {"labels": {"a": null, "c": "3", "gone": null}}}));
+    assert_eq!(out["metadata"], json!({"name": "p", "labels": {"b": "2", "c": "3"}}));
 }
 
 #[test]
 fn patch_replace_on_a_map_replaces_it() {
     let original = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
-    let out = pod(
-        original,
-        json!({"metadata": {"labels": {"$patch": "replace", "c": "3"}}}),
-    );
+    let out = pod(original, json!({"metadata": {"labels": {"$patch": "replace", "c": "3"}}}));
     assert_eq!(out["metadata"]["labels"], json!({"c": "3"}));
 }
 
 #[test]
 fn patch_delete_on_a_map_empties_it_and_merge_is_a_no_op() {
-    let original =
-        json!({"spec": {"securityContext": {"runAsUser": 1}}, "metadata": {"labels": {"a": "1"}}});
+    let original = json!({"spec": {"securityContext": {"runAsUser": 1}}, "metadata": {"labels": {"a": "1"}}});
     let out = pod(
         original,
         json!({"spec": {"securityContext": {"$patch": "delete"}}, "metadata": {"labels": {"$patch": "merge", "b": "2"}}}),
@@ -286,17 +248,15 @@ fn patch_delete_on_a_map_empties_it_and_merge_is_a_no_op() {
 
 #[test]
 fn retain_keys_clears_fields_the_patch_does_not_keep() {
-    let original = json!({"spec": {"replicas": 1, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+    let original =
+        json!({"spec": {"replicas": 1, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
     let out = apply(
         "io.k8s.api.apps.v1.Deployment",
         original,
         json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
     )
     .unwrap();
-    assert_eq!(
-        out["spec"],
-        json!({"replicas": 1, "strategy": {"type": "Recreate"}})
-    );
+    assert_eq!(out["spec"], json!({"replicas": 1, "strategy": {"type": "Recreate"}}));
 }
 
 #[test]
@@ -376,59 +336,33 @@ fn directives_do_not_leak_into_fields_the_original_lacks() {
 
 #[test]
 fn replacing_a_value_of_another_type_cleans_the_patch() {
-    let out = pod(
-        json!({"spec": "oops"}),
-        json!({"spec": {"containers": [{"name": "a", "env": null}]}}),
-    );
+    let out = pod(json!({"spec": "oops"}), json!({"spec": {"containers": [{"name": "a", "env": null}]}}));
     assert_eq!(out, json!({"spec": {"containers": [{"name": "a"}]}}));
 }
 
 #[test]
 fn owner_references_merge_by_uid() {
     let original = json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}]}});
-    let out = pod(
-        original,
-        json!({"metadata": {"ownerReferences": [{"uid": "2", "name": "b"}]}}),
-    );
-    assert_eq!(
-        out["metadata"]["ownerReferences"],
-        json!([{"uid": "2", "name": "b"}, {"uid": "1", "name": "a"}])
-    );
+    let out = pod(original, json!({"metadata": {"ownerReferences": [{"uid": "2", "name": "b"}]}}));
+    assert_eq!(out["metadata"]["ownerReferences"], json!([{"uid": "2", "name": "b"}, {"uid": "1", "name": "a"}]));
 }
 
 #[test]
 fn elements_without_the_merge_key_are_rejected() {
-    let err = apply(
-        "io.k8s.api.core.v1.Pod",
-        three_containers(),
-        json!({"spec": {"containers": [{"image": "x"}]}}),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, PatchError::NoMergeKey { ref key, .. } if key == "name"),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .ends_with("does not contain declared merge key: name"),
-        "{err}"
-    );
-    let err = apply(
-        "io.k8s.api.core.v1.Pod",
-        three_containers(),
-        json!({"spec": {"containers": [{"$patch": "delete"}]}}),
-    )
-    .unwrap_err();
+    let err = apply("io.k8s.api.core.v1.Pod", three_containers(), json!({"spec": {"containers": [{"image": "x"}]}}))
+        .unwrap_err();
+    assert!(matches!(err, PatchError::NoMergeKey { ref key, .. } if key == "name"), "{err:?}");
+    assert!(err.to_string().ends_with("does not contain declared merge key: name"), "{err}");
+    let err =
+        apply("io.k8s.api.core.v1.Pod", three_containers(), json!({"spec": {"containers": [{"$patch": "delete"}]}}))
+            .unwrap_err();
     assert!(matches!(err, PatchError::NoMergeKey { .. }), "{err:?}");
 }
 
 #[test]
 fn bad_directives_are_rejected() {
     let err = pod_err(json!({"metadata": {"labels": {"$patch": "explode"}}}));
-    assert_eq!(
-        err.to_string(),
-        "unknown patch type: explode in map: {\"$patch\":\"explode\"}"
-    );
+    assert_eq!(err.to_string(), "unknown patch type: explode in map: {\"$patch\":\"explode\"}");
     let err = pod_err(json!({"spec": {"containers": [{"name": "a", "$patch": "merge"}]}}));
     assert_eq!(err, PatchError::MergeDirectiveInList);
     let err = pod_err(json!({"metadata": {"$deleteFromPrimitiveList": ["a"]}}));
@@ -447,19 +381,10 @@ fn pod_err(patch: Value) -> PatchError {
 #[test]
 fn malformed_merging_lists_are_rejected() {
     let original = json!({"metadata": {"finalizers": ["a"]}});
-    let err = apply(
-        "io.k8s.api.core.v1.Pod",
-        original.clone(),
-        json!({"metadata": {"finalizers": [["b"]]}}),
-    )
-    .unwrap_err();
+    let err =
+        apply("io.k8s.api.core.v1.Pod", original.clone(), json!({"metadata": {"finalizers": [["b"]]}})).unwrap_err();
     assert_eq!(err, PatchError::ListOfLists);
-    let err = apply(
-        "io.k8s.api.core.v1.Pod",
-        original,
-        json!({"metadata": {"finalizers": [1]}}),
-    )
-    .unwrap_err();
+    let err = apply("io.k8s.api.core.v1.Pod", original, json!({"metadata": {"finalizers": [1]}})).unwrap_err();
     assert!(matches!(err, PatchError::MixedListElements(_)), "{err:?}");
 }
 
@@ -467,18 +392,9 @@ fn malformed_merging_lists_are_rejected() {
 fn non_object_documents_are_bad_json() {
     let schemas = schemas();
     let meta = SchemaPatchMeta::new(&schemas, "io.k8s.api.core.v1.Pod").unwrap();
-    assert_eq!(
-        strategic_merge_patch(&json!({}), &json!([1]), &meta),
-        Err(PatchError::BadJsonDoc)
-    );
-    assert_eq!(
-        strategic_merge_patch(&json!(1), &json!({}), &meta),
-        Err(PatchError::BadJsonDoc)
-    );
-    assert_eq!(
-        strategic_merge_patch(&Value::Null, &json!({"a": 1}), &meta),
-        Ok(json!({"a": 1}))
-    );
+    assert_eq!(strategic_merge_patch(&json!({}), &json!([1]), &meta), Err(PatchError::BadJsonDoc));
+    assert_eq!(strategic_merge_patch(&json!(1), &json!({}), &meta), Err(PatchError::BadJsonDoc));
+    assert_eq!(strategic_merge_patch(&Value::Null, &json!({"a": 1}), &meta), Ok(json!({"a": 1})));
 }
 
 #[test]
@@ -486,8 +402,5 @@ fn without_a_schema_maps_merge_and_lists_are_replaced() {
     let original = json!({"spec": {"a": {"b": 1}, "list": [{"name": "x"}, {"name": "y"}]}});
     let patch = json!({"spec": {"a": {"c": 2}, "list": [{"name": "y", "$patch": "delete"}, {"name": "z"}]}});
     let out = strategic_merge_patch(&original, &patch, &NoPatchMeta).unwrap();
-    assert_eq!(
-        out,
-        json!({"spec": {"a": {"b": 1, "c": 2}, "list": [{"name": "z"}]}})
-    );
+    assert_eq!(out, json!({"spec": {"a": {"b": 1, "c": 2}, "list": [{"name": "z"}]}}));
 }
