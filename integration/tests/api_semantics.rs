@@ -357,3 +357,29 @@ fn tables_partial_metadata_and_protobuf_are_negotiated() {
         "{text}"
     );
 }
+
+#[test]
+fn service_type_changes_allocate_and_free_node_ports() {
+    let etcd = Etcd::start().unwrap();
+    // A range of two ports makes reuse observable.
+    let api = ApiServer::start_with(&etcd, &["--service-node-port-range=30000-30001"]).unwrap();
+    let svcs = "/api/v1/namespaces/default/services";
+    let svc = json!({"metadata": {"name": "flip"}, "spec": {"ports": [{"port": 80}]}});
+    assert_eq!(api.json("POST", svcs, Some(&svc)).0, 201);
+    let (code, s) = api.json("PATCH", &format!("{svcs}/flip"), Some(&json!({"spec": {"type": "NodePort"}})));
+    assert_eq!(code, 200, "{s}");
+    let port = s["spec"]["ports"][0]["nodePort"].as_u64().expect("a node port after the type change");
+    assert!((30000..=30001).contains(&port), "{s}");
+    // Another NodePort service takes the other port; a third finds none.
+    let other = json!({"metadata": {"name": "other"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+    assert_eq!(api.json("POST", svcs, Some(&other)).0, 201);
+    let third = json!({"metadata": {"name": "third"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+    assert_eq!(api.json("POST", svcs, Some(&third)).0, 500);
+    // Back to ClusterIP: the port is dropped and freed for the third service.
+    let (code, s) = api.json("PATCH", &format!("{svcs}/flip"), Some(&json!({"spec": {"type": "ClusterIP"}})));
+    assert_eq!(code, 200, "{s}");
+    assert!(s["spec"]["ports"][0].get("nodePort").is_none(), "{s}");
+    let (code, s) = api.json("POST", svcs, Some(&third));
+    assert_eq!(code, 201, "{s}");
+    assert_eq!(s["spec"]["ports"][0]["nodePort"].as_u64(), Some(port));
+}

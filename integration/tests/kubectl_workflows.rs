@@ -321,3 +321,33 @@ fn edit_server_side_apply_drain_and_rollout_verbs_work() {
         ok(api.kubectl(v, &["uncordon", &node]));
     }
 }
+
+#[test]
+fn jobs_and_cronjobs_get_generated_selectors_and_defaults() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    for v in KUBECTL_VERSIONS {
+        let s = suffix(v);
+        let job = format!("pi{s}");
+        ok(api.kubectl(v, &["create", "job", &job, "--image=busybox:1", "--", "echo", "hi"]));
+        let got = ok(api.kubectl(v, &["get", "job", &job, "-o", "json"]));
+        let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+        let uid = got["metadata"]["uid"].as_str().unwrap();
+        assert_eq!(got["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], uid);
+        assert_eq!(got["spec"]["template"]["metadata"]["labels"]["batch.kubernetes.io/job-name"], job.as_str());
+        assert_eq!(got["spec"]["backoffLimit"], 6);
+        assert_eq!(got["spec"]["completions"], 1);
+        let table = ok(api.kubectl(v, &["get", "jobs"]));
+        assert!(table.contains("COMPLETIONS") && table.contains(&job), "{table}");
+        let cj = format!("tick{s}");
+        ok(api.kubectl(v, &["create", "cronjob", &cj, "--image=busybox:1", "--schedule=*/5 * * * *", "--", "date"]));
+        let policy = ok(api.kubectl(
+            v,
+            &["get", "cronjob", &cj, "-o", "jsonpath={.spec.concurrencyPolicy} {.spec.successfulJobsHistoryLimit}"],
+        ));
+        assert_eq!(policy, "Allow 3");
+        let out =
+            fails(api.kubectl(v, &["create", "cronjob", &format!("bad{s}"), "--image=busybox:1", "--schedule=* * *"]));
+        assert!(out.contains("spec.schedule"), "{out}");
+    }
+}

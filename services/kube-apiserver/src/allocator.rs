@@ -156,29 +156,7 @@ impl Allocator {
             for i in 0..n {
                 let want = svc["spec"]["ports"][i]["nodePort"].as_u64().unwrap_or(0) as u16;
                 let port = if want == 0 {
-                    let span = u32::from(self.ports.1 - self.ports.0) + 1;
-                    let mut candidates: Vec<u16> =
-                        (0..8).map(|_| self.ports.0 + (random_u32() % span) as u16).collect();
-                    let mut got = None;
-                    for round in 0..2 {
-                        for p in &candidates {
-                            if self.claim(&self.port_key(*p), &owner).await? {
-                                got = Some(*p);
-                                break;
-                            }
-                        }
-                        if got.is_some() || round == 1 {
-                            break;
-                        }
-                        let taken = self.allocated(&format!("{}/ranges/servicenodeports/", self.root)).await?;
-                        let start = random_u32() % span;
-                        candidates = (0..span)
-                            .map(|i| self.ports.0 + ((start + i) % span) as u16)
-                            .filter(|p| !taken.contains(&p.to_string()))
-                            .take(64)
-                            .collect();
-                    }
-                    got.ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?
+                    self.claim_free_port(&owner).await?
                 } else {
                     let field = format!("spec.ports[{i}].nodePort");
                     if want < self.ports.0 || want > self.ports.1 {
@@ -212,6 +190,55 @@ impl Allocator {
         Ok(())
     }
 
+    /// Claims one free node port.
+    async fn claim_free_port(&self, owner: &str) -> Result<u16, ApiError> {
+        let span = u32::from(self.ports.1 - self.ports.0) + 1;
+        let mut candidates: Vec<u16> = (0..8).map(|_| self.ports.0 + (random_u32() % span) as u16).collect();
+        for round in 0..2 {
+            for p in &candidates {
+                if self.claim(&self.port_key(*p), owner).await? {
+                    return Ok(*p);
+                }
+            }
+            if round == 1 {
+                break;
+            }
+            // Random probes missed: take the free ones from what is allocated.
+            let taken = self.allocated(&format!("{}/ranges/servicenodeports/", self.root)).await?;
+            let start = random_u32() % span;
+            candidates = (0..span)
+                .map(|i| self.ports.0 + ((start + i) % span) as u16)
+                .filter(|p| !taken.contains(&p.to_string()))
+                .take(64)
+                .collect();
+        }
+        Err(ApiError::internal("failed to allocate a nodePort: range is full"))
+    }
+
+    /// Claims `n` free node ports for an update that needs them.
+    pub async fn claim_node_ports(&self, n: usize, owner: &str) -> Result<Vec<u16>, ApiError> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.claim_free_port(owner).await {
+                Ok(p) => out.push(p),
+                Err(e) => {
+                    for p in out {
+                        self.release_node_port(p).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn release_node_port(&self, port: u16) {
+        let key = self.port_key(port);
+        if let Ok(Some(kv)) = self.storage.get(&key).await {
+            let _ = self.storage.delete(&key, kv.mod_revision).await;
+        }
+    }
+
     /// Frees what a Service held (on delete, or when its create failed).
     pub async fn release(&self, svc: &Value) {
         if let Some(ip) = svc["spec"]["clusterIP"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) {
@@ -231,9 +258,76 @@ impl Allocator {
     }
 }
 
+/// Node ports of a Service's ports.
+pub fn node_ports(svc: &Value) -> Vec<u16> {
+    svc["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["nodePort"].as_u64())
+        .map(|p| p as u16)
+        .collect()
+}
+
+fn needs_node_ports(svc: &Value) -> bool {
+    matches!(svc["spec"]["type"].as_str(), Some("NodePort") | Some("LoadBalancer"))
+}
+
+/// How many node ports an updated Service needs beyond those it keeps.
+pub fn missing_node_ports(new: &Value, old: &Value) -> usize {
+    if !needs_node_ports(new) {
+        return 0;
+    }
+    let mut probe = new.clone();
+    fill_node_ports(&mut probe, old, &mut Vec::new());
+    probe["spec"]["ports"].as_array().into_iter().flatten().filter(|p| p["nodePort"].as_u64().is_none()).count()
+}
+
+/// Gives an updated Service its node ports: kept from the old version for the
+/// same port and protocol, else taken from `pool`; dropped when the type no
+/// longer uses them (as upstream does on a change to ClusterIP).
+pub fn fill_node_ports(new: &mut Value, old: &Value, pool: &mut Vec<u16>) {
+    let keep = needs_node_ports(new);
+    let old_ports: Vec<Value> = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    let Some(ports) = new["spec"]["ports"].as_array_mut() else { return };
+    for p in ports.iter_mut() {
+        let Some(m) = p.as_object_mut() else { continue };
+        if !keep {
+            m.remove("nodePort");
+            continue;
+        }
+        if m.get("nodePort").and_then(Value::as_u64).unwrap_or(0) != 0 {
+            continue;
+        }
+        let proto = m.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string();
+        let same = old_ports.iter().find(|o| {
+            o["port"] == m["port"]
+                && o["protocol"].as_str().unwrap_or("TCP") == proto
+                && o["nodePort"].as_u64().is_some()
+        });
+        if let Some(o) = same {
+            m.insert("nodePort".into(), o["nodePort"].clone());
+        } else if let Some(port) = pool.pop() {
+            m.insert("nodePort".into(), json!(port));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_changes_keep_reuse_or_drop_node_ports() {
+        let old = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}});
+        let mut new = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 443}]}});
+        assert_eq!(missing_node_ports(&new, &old), 1);
+        fill_node_ports(&mut new, &old, &mut vec![30443]);
+        assert_eq!(node_ports(&new), vec![30080, 30443]);
+        let mut cluster = json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}});
+        fill_node_ports(&mut cluster, &old, &mut Vec::new());
+        assert!(node_ports(&cluster).is_empty());
+    }
 
     #[test]
     fn cidrs_and_port_ranges_parse_as_upstream_flags() {

@@ -460,32 +460,81 @@ async fn update(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         return scale_to(ctx, ns, &name, replicas, pinned, &opts).await;
     }
     let finalize = ctx.info.subresource.as_deref() == Some("finalize");
-    let w = ctx
-        .server
-        .store
+    let w = write_update(ctx, ns, &name, target(ctx), &opts, |current: Option<&Value>| {
+        if finalize {
+            // Only spec.finalizers changes through /finalize.
+            let mut next = current.cloned().unwrap_or(Value::Null);
+            next["spec"]["finalizers"] = input["spec"]["finalizers"].clone();
+            if let Some(rv) = meta::resource_version(&input) {
+                meta::metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv));
+            }
+            return Ok(next);
+        }
+        Ok(input.clone())
+    })
+    .await?;
+    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
+}
+
+/// The generic update. For Services, node ports that a type change needs are
+/// claimed before the write and filled in atomically with it; ports the new
+/// version no longer uses are freed after it.
+async fn write_update<F>(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    target: Target,
+    opts: &WriteOptions,
+    mut mutate: F,
+) -> Result<Written, ApiError>
+where
+    F: FnMut(Option<&Value>) -> Result<Value, ApiError>,
+{
+    use crate::allocator::{fill_node_ports, missing_node_ports, node_ports};
+    let store = &ctx.server.store;
+    let is_service = ctx.d.group.is_empty() && ctx.d.plural == "services" && target == Target::Main;
+    let Some(alloc) = ctx.server.allocator.as_ref().filter(|_| is_service) else {
+        return store.update(&ctx.d, ns, name, target, opts, mutate, |_, _| Ok(())).await;
+    };
+    let before = store.get(&ctx.d, ns, name).await.ok();
+    let mut pool = Vec::new();
+    if let Some(cur) = &before {
+        let needed = missing_node_ports(&mutate(Some(cur))?, cur);
+        if needed > 0 && !opts.dry_run {
+            pool = alloc.claim_node_ports(needed, &format!("{ns}/{name}")).await?;
+        }
+    }
+    let result = store
         .update(
             &ctx.d,
             ns,
-            &name,
-            target(ctx),
-            &opts,
-            |current| {
-                if finalize {
-                    // Only spec.finalizers changes through /finalize.
-                    let mut next = current.cloned().unwrap_or(Value::Null);
-                    next["spec"]["finalizers"] = input["spec"]["finalizers"].clone();
-                    if let Some(rv) = meta::resource_version(&input) {
-                        meta::metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv));
-                    }
-                    return Ok(next);
+            name,
+            target,
+            opts,
+            |cur| {
+                let mut new = mutate(cur)?;
+                if let Some(old) = cur {
+                    fill_node_ports(&mut new, old, &mut pool.clone());
                 }
-                Ok(input.clone())
+                Ok(new)
             },
             |_, _| Ok(()),
         )
-        .await?;
-    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
+        .await;
+    let release: Vec<u16> = match &result {
+        Err(_) => pool,
+        Ok(_) if opts.dry_run => pool,
+        Ok(w) => {
+            let in_use = node_ports(&w.object);
+            let before_ports = before.as_ref().map(node_ports).unwrap_or_default();
+            pool.into_iter().chain(before_ports).filter(|p| !in_use.contains(p)).collect()
+        }
+    };
+    for p in release {
+        alloc.release_node_port(p).await;
+    }
+    result
 }
 
 // === patch ===
@@ -537,28 +586,19 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
         ));
     }
     let store = &ctx.server.store;
-    let result = store
-        .update(
-            &ctx.d,
-            ns,
-            &name,
-            target(ctx),
-            &opts,
-            |current| match current {
-                Some(cur) => {
-                    let mut patched = apply(cur)?;
-                    // A patch without a resourceVersion must not pin one.
-                    let patch_rv = patch_doc["metadata"]["resourceVersion"].as_str();
-                    if patch_rv.is_none() {
-                        meta::metadata_mut(&mut patched).remove("resourceVersion");
-                    }
-                    Ok(patched)
-                }
-                None => Err(ApiError::not_found(&ctx.d.qualified(), &name)),
-            },
-            |_, _| Ok(()),
-        )
-        .await;
+    let result = write_update(ctx, ns, &name, target(ctx), &opts, |current: Option<&Value>| match current {
+        Some(cur) => {
+            let mut patched = apply(cur)?;
+            // A patch without a resourceVersion must not pin one.
+            let patch_rv = patch_doc["metadata"]["resourceVersion"].as_str();
+            if patch_rv.is_none() {
+                meta::metadata_mut(&mut patched).remove("resourceVersion");
+            }
+            Ok(patched)
+        }
+        None => Err(ApiError::not_found(&ctx.d.qualified(), &name)),
+    })
+    .await;
     let w: Written = match result {
         Err(e) if e.is_not_found() && is_apply => {
             // Server-side apply of a missing object creates it.

@@ -3,15 +3,16 @@
 //! more than typed decoding).
 
 mod apps;
+mod batch;
 mod core;
 mod plain;
 
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps::v1 as apps_v1, batch::v1 as batch_v1, coordination::v1 as coordination_v1, core::v1 as core_v1,
-    discovery::v1 as discovery_v1, events::v1 as events_v1, networking::v1 as networking_v1, policy::v1 as policy_v1,
-    rbac::v1 as rbac_v1, scheduling::v1 as scheduling_v1, storage::v1 as storage_v1,
+    apps::v1 as apps_v1, coordination::v1 as coordination_v1, core::v1 as core_v1, discovery::v1 as discovery_v1,
+    events::v1 as events_v1, networking::v1 as networking_v1, policy::v1 as policy_v1, rbac::v1 as rbac_v1,
+    scheduling::v1 as scheduling_v1, storage::v1 as storage_v1,
 };
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use schemars::JsonSchema;
@@ -255,22 +256,28 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
         ),
         plain::<apps_v1::ControllerRevision>(Names { singular: "controllerrevision", ..Names::default() }),
         // batch/v1
-        plain::<batch_v1::Job>(Names {
-            singular: "job",
-            categories: ALL,
-            subresources: STATUS,
-            tracks_generation: true,
-            selectable_fields: &["status.successful"],
-            ..Names::default()
-        }),
-        plain::<batch_v1::CronJob>(Names {
-            singular: "cronjob",
-            short_names: &["cj"],
-            categories: ALL,
-            subresources: STATUS,
-            tracks_generation: true,
-            ..Names::default()
-        }),
+        entry(
+            batch::JobStrategy,
+            Names {
+                singular: "job",
+                categories: ALL,
+                subresources: STATUS,
+                tracks_generation: true,
+                selectable_fields: &["status.successful"],
+                ..Names::default()
+            },
+        ),
+        entry(
+            batch::CronJobStrategy,
+            Names {
+                singular: "cronjob",
+                short_names: &["cj"],
+                categories: ALL,
+                subresources: STATUS,
+                tracks_generation: true,
+                ..Names::default()
+            },
+        ),
         // coordination.k8s.io/v1
         plain::<coordination_v1::Lease>(Names { singular: "lease", ..Names::default() }),
         // discovery.k8s.io/v1
