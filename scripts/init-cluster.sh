@@ -41,7 +41,7 @@ reset() {
     stop_pidfile "$RUN_DIR/$svc.pid"
   done
   step "removing state: $STATE_DIR $CONF_DIR/admin.conf $RUN_DIR"
-  rm -rf "$STATE_DIR" "$RUN_DIR" "$CONF_DIR/admin.conf" "$CONF_DIR/pki/apiserver"
+  rm -rf "$STATE_DIR" "$RUN_DIR" "$CONF_DIR/admin.conf" "$CONF_DIR/pki/apiserver" "$CONF_DIR/tokens.csv"
   echo "reset done (logs kept in $LOG_DIR)"
 }
 
@@ -132,8 +132,13 @@ fi
 
 step "starting kube-apiserver (log $LOG_DIR/kube-apiserver.log)"
 mkdir -p "$CONF_DIR/pki/apiserver"
+# Until the PKI lands, the admin authenticates with a bootstrap token.
+if [[ ! -s "$CONF_DIR/tokens.csv" ]]; then
+  ( umask 077; printf '%s,admin,admin,"system:masters"\n' "$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" >"$CONF_DIR/tokens.csv" )
+fi
+ADMIN_TOKEN="$(cut -d, -f1 "$CONF_DIR/tokens.csv" | head -1)"
 supervise kube-apiserver "$BIN_DIR/kube-apiserver" --etcd-servers="$ETCD_SERVERS" \
-  --secure-port="$SECURE_PORT" --cert-dir="$CONF_DIR/pki/apiserver"
+  --secure-port="$SECURE_PORT" --cert-dir="$CONF_DIR/pki/apiserver" --token-auth-file="$CONF_DIR/tokens.csv"
 wait_until kube-apiserver "$LOG_DIR/kube-apiserver.log" curl -skf "https://127.0.0.1:$SECURE_PORT/readyz"
 
 step "writing $CONF_DIR/admin.conf"
@@ -150,7 +155,7 @@ clusters:
 users:
 - name: admin
   user:
-    token: admin
+    token: $ADMIN_TOKEN
 contexts:
 - name: admin@rustkube
   context:

@@ -147,8 +147,13 @@ impl ApiServer {
 
     fn launch(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("apiserver.log"))?;
+        // Bootstrap identities: the admin (system:masters) and an unprivileged user.
+        let tokens = self.dir.path().join("tokens.csv");
+        std::fs::write(&tokens, "admin,admin,admin-uid,\"system:masters\"\nalice-token,alice,alice-uid,\"dev\"\n")?;
         let child = Command::new(binary("kube-apiserver"))
             .arg(format!("--etcd-servers={}", self.etcd_url))
+            .arg(format!("--token-auth-file={}", tokens.display()))
+            .arg("--authorization-mode=Node,RBAC")
             .arg(format!("--secure-port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--cert-dir={}", self.dir.path().join("certs").display()))
@@ -190,6 +195,13 @@ impl ApiServer {
     /// Runs stock kubectl of `version` against this server.
     pub fn kubectl(&self, version: &str, args: &[&str]) -> Output {
         self.kubectl_stdin(version, args, None)
+    }
+
+    /// Runs kubectl as another bearer-token user.
+    pub fn kubectl_as(&self, version: &str, token: &str, args: &[&str]) -> Output {
+        let mut full = vec!["--token", token];
+        full.extend_from_slice(args);
+        self.kubectl_stdin(version, &full, None)
     }
 
     pub fn kubectl_stdin(&self, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
@@ -266,8 +278,15 @@ impl ApiServer {
         (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
-    /// A request with extra headers: (status code, body, response headers).
+    /// A request as the admin with extra headers: (status code, body, response headers).
     pub fn request_with_headers(&self, method: &str, path: &str, headers: &[&str]) -> Result<(u16, Vec<u8>, String)> {
+        let mut all = vec!["Authorization: Bearer admin"];
+        all.extend_from_slice(headers);
+        self.raw_request(method, path, &all)
+    }
+
+    /// A request with exactly these headers (no credentials unless given).
+    pub fn raw_request(&self, method: &str, path: &str, headers: &[&str]) -> Result<(u16, Vec<u8>, String)> {
         let out_file = self.dir.path().join(format!("out-{}", free_port()));
         let hdr_file = self.dir.path().join(format!("hdr-{}", free_port()));
         let url = format!("{}{path}", self.url());

@@ -8,6 +8,46 @@ use crate::registry::store::{Target, WriteOptions};
 
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Creates upstream's default RBAC roles and bindings that are missing.
+pub async fn ensure_rbac_policy(server: &ApiServer) -> anyhow::Result<()> {
+    let store = &server.store;
+    let opts = WriteOptions::default();
+    let lookup = |plural: &str| {
+        server
+            .resources
+            .lookup("rbac.authorization.k8s.io", "v1", plural)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no {plural}"))
+    };
+    let sets: Vec<(_, Vec<serde_json::Value>)> = vec![
+        (lookup("clusterroles")?, rbac::bootstrap_cluster_roles().iter().map(to_json).collect()),
+        (lookup("clusterrolebindings")?, rbac::bootstrap_cluster_role_bindings().iter().map(to_json).collect()),
+        (lookup("roles")?, rbac::bootstrap_roles().iter().map(to_json).collect()),
+        (lookup("rolebindings")?, rbac::bootstrap_role_bindings().iter().map(to_json).collect()),
+    ];
+    let mut created = 0;
+    for (d, objects) in sets {
+        for mut obj in objects {
+            obj["apiVersion"] = json!(d.api_version());
+            obj["kind"] = json!(d.kind);
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+            match store.create(&d, &ns, obj, &opts, |_| Ok(())).await {
+                Ok(_) => created += 1,
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => anyhow::bail!("creating bootstrap {}: {e}", d.plural),
+            }
+        }
+    }
+    if created > 0 {
+        tracing::info!(created, "created bootstrap RBAC policy objects");
+    }
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(t: &T) -> serde_json::Value {
+    serde_json::to_value(t).unwrap_or_default()
+}
+
 /// Creates the system namespaces and the `kubernetes` service if missing and
 /// points its endpoints at this server. Safe to run on every start.
 pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {

@@ -6,6 +6,8 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod authn;
+pub mod authz;
 pub mod bootstrap;
 pub mod cache;
 pub mod endpoints;
@@ -13,6 +15,7 @@ pub mod metrics;
 pub mod options;
 pub mod registry;
 pub mod resources;
+pub mod reviews;
 pub mod storage;
 pub mod tls;
 
@@ -87,7 +90,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         sans.push(h.trim().to_string());
     }
+    let authenticator = authn::Authenticator::new(options.token_auth_file.as_deref(), options.anonymous_auth)
+        .context("--token-auth-file")?;
+    let modes = authz::parse_modes(&options.authorization_mode)?;
+    let authorizer = authz::Authorizer::new(modes, store.clone());
     let server = Arc::new(ApiServer {
+        authenticator,
+        authorizer,
         store,
         resources,
         openapi: Default::default(),
@@ -100,11 +109,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         },
     });
     bootstrap::ensure(&server).await.context("bootstrapping system objects")?;
+    bootstrap::ensure_rbac_policy(&server).await.context("bootstrapping the RBAC policy")?;
     let tls = tls::server_config(
         options.tls_cert_file.as_deref(),
         options.tls_private_key_file.as_deref(),
         &options.cert_dir,
         &sans,
+        options.client_ca_file.as_deref(),
     )?;
     let addr: SocketAddr = format!("{}:{}", options.bind_address, options.secure_port)
         .parse()
@@ -143,9 +154,18 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
+            // The verified client certificate names the user for every request on this connection.
+            let cert_user = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(authn::user_from_certificate)
+                .map(Arc::new);
             let svc = hyper::service::service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, std::convert::Infallible>(endpoints::serve(server, req).await) }
+                let cert_user = cert_user.clone();
+                async move { Ok::<_, std::convert::Infallible>(endpoints::serve(server, req, cert_user).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {

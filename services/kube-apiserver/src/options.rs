@@ -40,6 +40,15 @@ pub struct Options {
     /// The directory where self-signed TLS certs are written when none are given.
     #[arg(long = "cert-dir", default_value = "/var/run/kubernetes")]
     pub cert_dir: String,
+    /// If set, a client certificate signed by one of these authorities authenticates its CN as the user.
+    #[arg(long = "client-ca-file")]
+    pub client_ca_file: Option<String>,
+    /// Bearer tokens: a CSV file of `token,user,uid,"group1,group2"`.
+    #[arg(long = "token-auth-file")]
+    pub token_auth_file: Option<String>,
+    /// Enables anonymous requests (user system:anonymous, group system:unauthenticated).
+    #[arg(long = "anonymous-auth", default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
     /// A CIDR notation IP range from which to assign service cluster IPs.
     #[arg(long = "service-cluster-ip-range", default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,

@@ -11,6 +11,7 @@ pub fn server_config(
     key_file: Option<&str>,
     cert_dir: &str,
     sans: &[String],
+    client_ca_file: Option<&str>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let (cert_pem, key_pem) = match (cert_file, key_file) {
         (Some(c), Some(k)) => (
@@ -27,12 +28,27 @@ pub fn server_config(
         .context("parsing the serving key")?
         .context("no private key in the key file")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("serving certificate")?;
+        .context("TLS protocol versions")?;
+    let builder = match client_ca_file {
+        // Client certificates are verified against the CA when presented;
+        // requests without one go on to token or anonymous authentication.
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading --client-ca-file {path}"))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                roots.add(cert.context("parsing --client-ca-file")?).context("adding a client CA")?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .context("client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).context("serving certificate")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

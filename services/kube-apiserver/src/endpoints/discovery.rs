@@ -11,13 +11,10 @@ const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIG
 const AGGREGATED_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
 fn verbs(d: &ResourceDescriptor) -> Vec<&'static str> {
+    if !d.is_stored() {
+        return vec!["create"];
+    }
     vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-        .into_iter()
-        .filter(|_| true)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .filter(|v| !(d.plural == "bindings" && *v != "create"))
-        .collect()
 }
 
 /// Subresources as (name, kind, group, version, verbs).

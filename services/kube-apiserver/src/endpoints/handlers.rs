@@ -21,6 +21,7 @@ type Query = HashMap<String, String>;
 /// Per-request facts the handlers pass around.
 struct Ctx {
     server: Arc<ApiServer>,
+    user: Arc<rbac::UserInfo>,
     d: Arc<ResourceDescriptor>,
     info: RequestInfo,
     query: Query,
@@ -32,6 +33,7 @@ pub async fn handle(
     req: Request<hyper::body::Incoming>,
     info: RequestInfo,
     query: Query,
+    user: Arc<rbac::UserInfo>,
 ) -> Response<Body> {
     // The body is read before anything can fail, so every error reaches a
     // client that has finished sending instead of a reset stream.
@@ -46,7 +48,7 @@ pub async fn handle(
     if !d.namespaced && info.namespace.is_some() {
         return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
-    let ctx = Ctx { server, d, info, query, output };
+    let ctx = Ctx { server, user, d, info, query, output };
     match dispatch(&ctx, body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -69,6 +71,14 @@ async fn dispatch(ctx: &Ctx, body: RequestBody) -> Result<Response<Body>, ApiErr
         return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
     let ns = ctx.info.namespace.clone().unwrap_or_default();
+    if let crate::registry::Backing::Review(kind) = ctx.d.backing {
+        if ctx.info.verb != "create" || ctx.info.name.is_some() {
+            return Err(ApiError::method_not_supported(&ctx.d.qualified(), ctx.info.verb));
+        }
+        let obj = decode_body(&body)?;
+        let answered = crate::reviews::review(&ctx.server, &ctx.d, kind, &ctx.user, &ns, obj)?;
+        return Ok(object_response(ctx, StatusCode::CREATED, &answered));
+    }
     if ctx.d.namespaced && ns.is_empty() && !matches!(ctx.info.verb, "list" | "watch") {
         return Err(ApiError::bad_request("the server could not find the requested resource (namespace is required)"));
     }

@@ -24,6 +24,8 @@ use crate::registry::ResourceTable;
 
 /// Everything a request handler needs.
 pub struct ApiServer {
+    pub authenticator: crate::authn::Authenticator,
+    pub authorizer: crate::authz::Authorizer,
     pub store: Arc<Store>,
     pub resources: Arc<ResourceTable>,
     pub openapi: openapi::OpenApi,
@@ -70,10 +72,31 @@ fn text_response(code: StatusCode, text: &'static str) -> Response<Body> {
 }
 
 /// The top of the handler chain: non-resource paths, then resources.
-pub async fn serve(server: Arc<ApiServer>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn serve(
+    server: Arc<ApiServer>,
+    mut req: Request<hyper::body::Incoming>,
+    cert_user: Option<Arc<crate::authn::UserInfo>>,
+) -> Response<Body> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let token = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_string());
+    let creds = crate::authn::Credentials { certificate_user: cert_user.as_deref(), bearer_token: token.as_deref() };
+    let user = match server.authenticator.authenticate(&creds) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(%path, error = %e, "unauthenticated request");
+            let r = error_response(&ApiError::unauthorized("Unauthorized"));
+            server.metrics.observe_request(method.as_str(), "", 401, start.elapsed());
+            return r;
+        }
+    };
+    req.extensions_mut().insert(Arc::new(user));
     let (verb, resource, response) = route(&server, req).await;
     let code = response.status().as_u16();
     server.metrics.observe_request(&verb, &resource, code, start.elapsed());
@@ -81,8 +104,53 @@ pub async fn serve(server: Arc<ApiServer>, req: Request<hyper::body::Incoming>) 
     response
 }
 
+/// A 403 with upstream's wording for these attributes.
+pub fn forbidden(attrs: &rbac::Attributes, reason: &str) -> ApiError {
+    let mut message = rbac::forbidden_message(attrs);
+    if !reason.is_empty() {
+        message.push_str(": ");
+        message.push_str(reason);
+    }
+    let mut e = ApiError::forbidden(message);
+    if attrs.is_resource_request {
+        e.details = Some(serde_json::json!({"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource}));
+    }
+    e
+}
+
+fn user_of(req: &Request<hyper::body::Incoming>) -> Arc<rbac::UserInfo> {
+    req.extensions().get::<Arc<rbac::UserInfo>>().cloned().unwrap_or_else(|| Arc::new(rbac::UserInfo::default()))
+}
+
 async fn route(server: &Arc<ApiServer>, req: Request<hyper::body::Incoming>) -> (String, String, Response<Body>) {
     let path = req.uri().path().to_string();
+    let user = user_of(&req);
+    let query = request::parse_query(req.uri().query());
+    let info = request::parse(req.method(), &path, &query);
+    let attrs = match &info {
+        Some(i) => rbac::Attributes {
+            user: (*user).clone(),
+            verb: i.verb.to_string(),
+            // A namespace object is authorized within itself, as upstream.
+            namespace: match (&i.namespace, i.resource.as_str(), &i.name) {
+                (None, "namespaces", Some(n)) if i.group.is_empty() => n.clone(),
+                (ns, _, _) => ns.clone().unwrap_or_default(),
+            },
+            api_group: i.group.clone(),
+            api_version: i.version.clone(),
+            resource: i.resource.clone(),
+            subresource: i.subresource.clone().unwrap_or_default(),
+            name: i.name.clone().unwrap_or_default(),
+            is_resource_request: true,
+            path: path.clone(),
+        },
+        None => rbac::Attributes::non_resource((*user).clone(), req.method().as_str().to_lowercase(), path.clone()),
+    };
+    let (decision, reason) = server.authorizer.authorize(&attrs);
+    if decision != rbac::Decision::Allow {
+        let verb = info.as_ref().map(|i| i.verb.to_string()).unwrap_or_else(|| "get".into());
+        return (verb, attrs.resource.clone(), error_response(&forbidden(&attrs, &reason)));
+    }
     let nonresource = |r: Response<Body>| ("get".to_string(), String::new(), r);
     match path.as_str() {
         "/healthz" | "/livez" | "/healthz/ping" | "/livez/ping" | "/readyz/ping" => {
@@ -113,15 +181,14 @@ async fn route(server: &Arc<ApiServer>, req: Request<hyper::body::Incoming>) -> 
     if path.starts_with("/openapi/") {
         return nonresource(server.openapi.serve(server, &req));
     }
-    let query = request::parse_query(req.uri().query());
-    match request::parse(req.method(), &path, &query) {
+    match info {
         Some(info) => {
             let verb = info.verb.to_string();
             let resource = match &info.subresource {
                 Some(s) => format!("{}/{s}", info.resource),
                 None => info.resource.clone(),
             };
-            let r = handlers::handle(server.clone(), req, info, query).await;
+            let r = handlers::handle(server.clone(), req, info, query, user).await;
             (verb, resource, r)
         }
         None => {

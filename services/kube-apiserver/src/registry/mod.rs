@@ -39,6 +39,27 @@ pub struct Subresources {
     pub finalize: bool,
 }
 
+/// Where a resource's objects live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// Stored in etcd, cached, watchable.
+    Etcd,
+    /// Create-only and never stored: the server answers from the request
+    /// (access and token reviews).
+    Review(ReviewKind),
+}
+
+/// The review kinds of authentication.k8s.io and authorization.k8s.io.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewKind {
+    SelfSubject,
+    Token,
+    SelfSubjectAccess,
+    SelfSubjectRules,
+    SubjectAccess,
+    LocalSubjectAccess,
+}
+
 /// Everything the server knows about one resource: identity, scope, discovery
 /// names and the strategy that shapes its objects.
 pub struct ResourceDescriptor {
@@ -50,6 +71,7 @@ pub struct ResourceDescriptor {
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
     pub namespaced: bool,
+    pub backing: Backing,
     pub subresources: Subresources,
     /// Whether `metadata.generation` is tracked (bumped on spec changes).
     pub tracks_generation: bool,
@@ -90,6 +112,10 @@ impl ResourceDescriptor {
     /// `deployments.apps` or `pods`: the storage key segment, as upstream.
     pub fn group_resource(&self) -> String {
         self.qualified().to_string_qualified()
+    }
+
+    pub fn is_stored(&self) -> bool {
+        self.backing == Backing::Etcd
     }
 
     pub fn list_kind(&self) -> String {

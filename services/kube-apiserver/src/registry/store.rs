@@ -236,6 +236,7 @@ impl Store {
         let caches = resources
             .resources
             .iter()
+            .filter(|d| d.is_stored())
             .map(|d| ((d.group.to_string(), d.plural.to_string()), Cacher::new(d.clone(), &root)))
             .collect();
         let barrier = crate::storage::RevisionBarrier::start(storage.clone());

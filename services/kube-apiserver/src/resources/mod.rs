@@ -10,15 +10,16 @@ mod plain;
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    apps::v1 as apps_v1, coordination::v1 as coordination_v1, core::v1 as core_v1, discovery::v1 as discovery_v1,
-    events::v1 as events_v1, networking::v1 as networking_v1, policy::v1 as policy_v1, rbac::v1 as rbac_v1,
-    scheduling::v1 as scheduling_v1, storage::v1 as storage_v1,
+    apps::v1 as apps_v1, authentication::v1 as authn_v1, authorization::v1 as authz_v1,
+    coordination::v1 as coordination_v1, core::v1 as core_v1, discovery::v1 as discovery_v1, events::v1 as events_v1,
+    networking::v1 as networking_v1, policy::v1 as policy_v1, rbac::v1 as rbac_v1, scheduling::v1 as scheduling_v1,
+    storage::v1 as storage_v1,
 };
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use schemars::JsonSchema;
 
 use crate::registry::strategy::{KindStrategy, Typed};
-use crate::registry::{ResourceDescriptor, ScaleSpec, Subresources};
+use crate::registry::{Backing, ResourceDescriptor, ReviewKind, ScaleSpec, Subresources};
 
 pub use plain::Plain;
 
@@ -46,6 +47,7 @@ struct Names {
     subresources: Subresources,
     tracks_generation: bool,
     selectable_fields: &'static [&'static str],
+    backing: Option<Backing>,
 }
 
 fn entry<S>(strategy: S, names: Names) -> ResourceDescriptor
@@ -64,6 +66,7 @@ where
         short_names: names.short_names,
         categories: names.categories,
         namespaced: <<S::Object as Resource>::Scope as Scope>::NAMESPACED,
+        backing: names.backing.unwrap_or(Backing::Etcd),
         subresources: names.subresources,
         tracks_generation: names.tracks_generation,
         definition,
@@ -95,6 +98,18 @@ const fn scaled(selector: &'static str) -> Subresources {
 }
 
 const ALL: &[&str] = &["all"];
+
+const fn review(singular: &'static str, kind: ReviewKind) -> Names {
+    Names {
+        singular,
+        short_names: &[],
+        categories: &[],
+        subresources: Subresources { status: false, scale: None, binding: false, eviction: false, finalize: false },
+        tracks_generation: false,
+        selectable_fields: &[],
+        backing: Some(Backing::Review(kind)),
+    }
+}
 
 /// Every built-in resource this server serves, in discovery order.
 #[allow(clippy::needless_update)] // every entry spells `..Names::default()` alike
@@ -325,6 +340,13 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
         plain::<rbac_v1::RoleBinding>(Names { singular: "rolebinding", ..Names::default() }),
         plain::<rbac_v1::ClusterRole>(Names { singular: "clusterrole", ..Names::default() }),
         plain::<rbac_v1::ClusterRoleBinding>(Names { singular: "clusterrolebinding", ..Names::default() }),
+        // authentication.k8s.io/v1 and authorization.k8s.io/v1: reviews, never stored.
+        plain::<authn_v1::SelfSubjectReview>(review("selfsubjectreview", ReviewKind::SelfSubject)),
+        plain::<authn_v1::TokenReview>(review("tokenreview", ReviewKind::Token)),
+        plain::<authz_v1::SelfSubjectAccessReview>(review("selfsubjectaccessreview", ReviewKind::SelfSubjectAccess)),
+        plain::<authz_v1::SelfSubjectRulesReview>(review("selfsubjectrulesreview", ReviewKind::SelfSubjectRules)),
+        plain::<authz_v1::SubjectAccessReview>(review("subjectaccessreview", ReviewKind::SubjectAccess)),
+        plain::<authz_v1::LocalSubjectAccessReview>(review("localsubjectaccessreview", ReviewKind::LocalSubjectAccess)),
     ]
 }
 

@@ -1,0 +1,112 @@
+//! Authentication and RBAC against the real apiserver with stock kubectl.
+
+use integration::{fails, ok, ControlPlane, KUBECTL_VERSIONS};
+
+#[test]
+fn anonymous_requests_reach_only_health_and_version() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let (code, _, _) = api.raw_request("GET", "/healthz", &[]).unwrap();
+    assert_eq!(code, 200);
+    let (code, body, _) = api.raw_request("GET", "/version", &[]).unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (code, body, _) = api.raw_request("GET", "/api", &[]).unwrap();
+    assert_eq!(code, 403);
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["message"], "forbidden: User \"system:anonymous\" cannot get path \"/api\"");
+    let (code, body, _) = api.raw_request("GET", "/api/v1/namespaces/default/pods", &[]).unwrap();
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+    // A wrong token is refused outright, not downgraded to anonymous.
+    let (code, body, _) = api.raw_request("GET", "/healthz", &["Authorization: Bearer not-a-token"]).unwrap();
+    assert_eq!(code, 401, "{}", String::from_utf8_lossy(&body));
+    for v in KUBECTL_VERSIONS {
+        let out = fails(api.kubectl_as(v, "not-a-token", &["get", "pods"]));
+        assert!(out.contains("Unauthorized") || out.contains("provide credentials"), "{out}");
+    }
+}
+
+#[test]
+fn a_user_can_do_exactly_what_a_role_grants() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    for v in KUBECTL_VERSIONS {
+        let ns = format!("team{}", v.replace('.', ""));
+        ok(api.kubectl(v, &["create", "namespace", &ns]));
+        let who = ok(api.kubectl_as(v, "alice-token", &["auth", "whoami"]));
+        assert!(who.contains("alice") && who.contains("system:authenticated") && who.contains("dev"), "{who}");
+        let out = fails(api.kubectl_as(v, "alice-token", &["get", "pods", "-n", &ns]));
+        assert!(
+            out.contains(&format!(
+                "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"{ns}\""
+            )),
+            "{out}"
+        );
+        assert_eq!(
+            integration::stdout(&api.kubectl_as(v, "alice-token", &["auth", "can-i", "list", "pods", "-n", &ns]))
+                .trim(),
+            "no"
+        );
+        ok(api.kubectl(v, &["create", "role", "pod-reader", "-n", &ns, "--verb=get,list,watch", "--resource=pods"]));
+        ok(api.kubectl(v, &["create", "rolebinding", "alice-reads", "-n", &ns, "--role=pod-reader", "--user=alice"]));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        ok(api.kubectl_as(v, "alice-token", &["get", "pods", "-n", &ns]));
+        assert_eq!(
+            integration::stdout(&api.kubectl_as(v, "alice-token", &["auth", "can-i", "list", "pods", "-n", &ns]))
+                .trim(),
+            "yes"
+        );
+        assert_eq!(
+            integration::stdout(&api.kubectl_as(v, "alice-token", &["auth", "can-i", "delete", "pods", "-n", &ns]))
+                .trim(),
+            "no"
+        );
+        assert_eq!(
+            integration::stdout(&api.kubectl_as(v, "alice-token", &["auth", "can-i", "list", "pods", "-n", "default"]))
+                .trim(),
+            "no"
+        );
+        let out = fails(api.kubectl_as(v, "alice-token", &["run", "x", "--image=busybox", "-n", &ns]));
+        assert!(out.contains("cannot create resource \"pods\""), "{out}");
+        let out = fails(api.kubectl_as(v, "alice-token", &["get", "secrets", "-n", &ns]));
+        assert!(out.contains("Forbidden") || out.contains("forbidden"), "{out}");
+        let list = ok(api.kubectl_as(v, "alice-token", &["auth", "can-i", "--list", "-n", &ns]));
+        assert!(list.lines().any(|l| l.starts_with("pods ") && l.contains("[get list watch]")), "{list}");
+        // The admin (system:masters) may do anything.
+        assert_eq!(ok(api.kubectl(v, &["auth", "can-i", "*", "*"])).trim(), "yes");
+    }
+}
+
+#[test]
+fn bootstrap_policy_gives_components_least_privilege() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    // SubjectAccessReview asks on behalf of another user, as a webhook would.
+    let can = |user: &str, verb: &str, group: &str, resource: &str, sub: &str, ns: &str| -> bool {
+        let review = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": user, "groups": ["system:authenticated"],
+                     "resourceAttributes": {"verb": verb, "group": group, "resource": resource, "subresource": sub, "namespace": ns}},
+        });
+        let (code, body) = api.json("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", Some(&review));
+        assert_eq!(code, 201, "{body}");
+        body["status"]["allowed"].as_bool().unwrap_or(false)
+    };
+    assert!(can("system:kube-scheduler", "create", "", "pods", "binding", "default"));
+    assert!(!can("system:kube-scheduler", "get", "", "secrets", "", "default"));
+    assert!(can("system:kube-proxy", "list", "discovery.k8s.io", "endpointslices", "", ""));
+    assert!(!can("system:kube-proxy", "create", "", "pods", "", "default"));
+    assert!(can("system:kube-controller-manager", "get", "", "secrets", "", "kube-system"));
+    assert!(!can("nobody", "get", "", "pods", "", "default"));
+    let roles = ok(api.kubectl("1.33", &["get", "clusterroles", "-o", "name"]));
+    for r in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:node-proxier",
+        "system:kube-scheduler",
+        "system:controller:deployment-controller",
+    ] {
+        assert!(roles.contains(&format!("clusterrole.rbac.authorization.k8s.io/{r}\n")), "missing {r}");
+    }
+}
