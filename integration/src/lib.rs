@@ -68,12 +68,29 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Result<Etcd> {
+        Self::start_inner(None)
+    }
+
+    /// etcd serving TLS and requiring client certificates from `pki` (kube-pki's layout).
+    pub fn start_tls(pki: &Path) -> Result<Etcd> {
+        Self::start_inner(Some(pki))
+    }
+
+    fn start_inner(pki: Option<&Path>) -> Result<Etcd> {
         let dir = tempfile::tempdir()?;
         let client = free_port();
         let peer = free_port();
-        let client_url = format!("http://127.0.0.1:{client}");
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client}");
         let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(p) = pki {
+            cmd.arg(format!("--cert-file={}", p.join(kube_pki::paths::ETCD_SERVER.cert).display()))
+                .arg(format!("--key-file={}", p.join(kube_pki::paths::ETCD_SERVER.key).display()))
+                .arg(format!("--trusted-ca-file={}", p.join(kube_pki::paths::ETCD_CA.cert).display()))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client_url}"))
@@ -123,9 +140,47 @@ impl ApiServer {
         Self::start_with(etcd, &[])
     }
 
+    /// An apiserver on `port` (the one [`ApiServer::generate_pki`] was given)
+    /// with a real PKI from kube-pki in `pki`: serving certificate,
+    /// client-certificate authentication, and etcd over TLS when `etcd` uses it.
+    /// The kubeconfig is kube-pki's admin.conf (a client certificate in system:masters).
+    pub fn start_secure(etcd: &Etcd, pki: &Path, port: u16) -> Result<ApiServer> {
+        let p = |rel: &str| pki.join(rel).display().to_string();
+        let mut args = vec![
+            format!("--tls-cert-file={}", p(kube_pki::paths::APISERVER.cert)),
+            format!("--tls-private-key-file={}", p(kube_pki::paths::APISERVER.key)),
+            format!("--client-ca-file={}", p(kube_pki::paths::CA.cert)),
+            "--anonymous-auth=true".to_string(),
+        ];
+        if etcd.client_url.starts_with("https") {
+            args.push(format!("--etcd-cafile={}", p(kube_pki::paths::ETCD_CA.cert)));
+            args.push(format!("--etcd-certfile={}", p(kube_pki::paths::APISERVER_ETCD_CLIENT.cert)));
+            args.push(format!("--etcd-keyfile={}", p(kube_pki::paths::APISERVER_ETCD_CLIENT.key)));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut s = Self::prepare(etcd, &refs, port)?;
+        std::fs::copy(pki.join(kube_pki::paths::ADMIN_CONF), &s.kubeconfig)?;
+        s.launch()?;
+        Ok(s)
+    }
+
+    /// Generates a PKI for an apiserver on `port` at 127.0.0.1.
+    pub fn generate_pki(dir: &Path, port: u16) -> Result<()> {
+        let mut opts = kube_pki::InitOptions::new(dir, std::net::IpAddr::from([127, 0, 0, 1]), "test-node");
+        opts.bind_port = port;
+        opts.control_plane_endpoint = Some(format!("https://127.0.0.1:{port}"));
+        let _report = kube_pki::init(&opts).map_err(|e| anyhow::anyhow!("kube-pki: {e}"))?;
+        Ok(())
+    }
+
     pub fn start_with(etcd: &Etcd, extra_args: &[&str]) -> Result<ApiServer> {
+        let mut s = Self::prepare(etcd, extra_args, free_port())?;
+        s.launch()?;
+        Ok(s)
+    }
+
+    fn prepare(etcd: &Etcd, extra_args: &[&str], port: u16) -> Result<ApiServer> {
         let dir = tempfile::tempdir()?;
-        let port = free_port();
         let kubeconfig = dir.path().join("admin.conf");
         std::fs::write(
             &kubeconfig,
@@ -133,16 +188,14 @@ impl ApiServer {
                 "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: admin\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n"
             ),
         )?;
-        let mut s = ApiServer {
+        Ok(ApiServer {
             child: None,
             dir,
             port,
             kubeconfig,
             etcd_url: etcd.client_url.clone(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        s.launch()?;
-        Ok(s)
+        })
     }
 
     fn launch(&mut self) -> Result<()> {

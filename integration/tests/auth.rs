@@ -110,3 +110,44 @@ fn bootstrap_policy_gives_components_least_privilege() {
         assert!(roles.contains(&format!("clusterrole.rbac.authorization.k8s.io/{r}\n")), "missing {r}");
     }
 }
+
+#[test]
+fn rbac_writes_cannot_grant_more_than_the_writer_holds() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let v = "1.33";
+    ok(api.kubectl(v, &["create", "namespace", "esc"]));
+    ok(api.kubectl(
+        v,
+        &["create", "role", "rbac-writer", "-n", "esc", "--verb=create,get,list", "--resource=roles,rolebindings,pods"],
+    ));
+    ok(api.kubectl(v, &["create", "rolebinding", "alice-writes", "-n", "esc", "--role=rbac-writer", "--user=alice"]));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Within what alice holds: allowed.
+    ok(api.kubectl_as(
+        v,
+        "alice-token",
+        &["create", "role", "reader", "-n", "esc", "--verb=get,list", "--resource=pods"],
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    ok(api.kubectl_as(
+        v,
+        "alice-token",
+        &["create", "rolebinding", "bob-reads", "-n", "esc", "--role=reader", "--user=bob"],
+    ));
+    // Beyond it: refused with upstream's explanation.
+    let out = fails(api.kubectl_as(
+        v,
+        "alice-token",
+        &["create", "role", "deleter", "-n", "esc", "--verb=delete", "--resource=pods"],
+    ));
+    assert!(out.contains("is attempting to grant RBAC permissions not currently held"), "{out}");
+    let out = fails(api.kubectl_as(
+        v,
+        "alice-token",
+        &["create", "rolebinding", "grab", "-n", "esc", "--clusterrole=cluster-admin", "--user=alice"],
+    ));
+    assert!(out.contains("forbidden"), "{out}");
+    // The admin may grant anything.
+    ok(api.kubectl(v, &["create", "role", "deleter", "-n", "esc", "--verb=delete", "--resource=pods"]));
+}

@@ -442,7 +442,8 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         })?;
     }
     let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, obj).await?;
-    let result = ctx.server.store.create(&ctx.d, ns, obj.clone(), &opts, |_| Ok(())).await;
+    let admit = |o: &Value| crate::admission::check_rbac_escalation(&ctx.server, &ctx.d, &ctx.user, o);
+    let result = ctx.server.store.create(&ctx.d, ns, obj.clone(), &opts, admit).await;
     if result.is_err() || opts.dry_run {
         crate::admission::release(&ctx.server, &ctx.d, &obj).await;
     }
@@ -505,7 +506,9 @@ where
     let store = &ctx.server.store;
     let is_service = ctx.d.group.is_empty() && ctx.d.plural == "services" && target == Target::Main;
     let Some(alloc) = ctx.server.allocator.as_ref().filter(|_| is_service) else {
-        return store.update(&ctx.d, ns, name, target, opts, mutate, |_, _| Ok(())).await;
+        let admit =
+            |o: &Value, _: Option<&Value>| crate::admission::check_rbac_escalation(&ctx.server, &ctx.d, &ctx.user, o);
+        return store.update(&ctx.d, ns, name, target, opts, mutate, admit).await;
     };
     let before = store.get(&ctx.d, ns, name).await.ok();
     let mut pool = Vec::new();

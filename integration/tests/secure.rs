@@ -1,0 +1,91 @@
+//! A secured control plane from kube-pki: TLS everywhere, x509 client
+//! certificates for users and components, etcd over TLS with client certificates.
+
+use integration::{fails, free_port, ok, stdout, ApiServer, Etcd, KUBECTL_VERSIONS};
+
+fn kubectl_with(api: &ApiServer, kubeconfig: &std::path::Path, v: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(integration::kubectl_path(v))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .env("HOME", api.dir.path())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn client_certificates_authenticate_and_foreign_ones_are_refused() {
+    let pki = tempfile::tempdir().unwrap();
+    let port = free_port();
+    ApiServer::generate_pki(pki.path(), port).unwrap();
+    let etcd = Etcd::start_tls(pki.path()).unwrap();
+    // etcd itself refuses clients without a certificate.
+    let plain = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            &format!("--endpoints={}", etcd.client_url),
+            "--insecure-skip-tls-verify",
+            "--command-timeout=3s",
+            "get",
+            "/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "etcd accepted a client without a certificate");
+    let api = ApiServer::start_secure(&etcd, pki.path(), port).unwrap();
+    for v in KUBECTL_VERSIONS {
+        // admin.conf: a client certificate in system:masters, verified server certificate.
+        let who = ok(api.kubectl(v, &["auth", "whoami"]));
+        assert!(who.contains("kubernetes-admin") && who.contains("system:masters"), "{who}");
+        ok(api.kubectl(v, &["create", "configmap", &format!("c{}", v.replace('.', ""))]));
+    }
+    // A user's certificate: authenticated as its CN and O, then authorized by RBAC.
+    let carol = kube_pki::user_kubeconfig(pki.path(), &kube_pki::UserOptions::new("carol", ["dev"])).unwrap();
+    let carol_conf = api.dir.path().join("carol.conf");
+    std::fs::write(&carol_conf, carol).unwrap();
+    for v in KUBECTL_VERSIONS {
+        let who = ok(kubectl_with(&api, &carol_conf, v, &["auth", "whoami"]));
+        assert!(who.contains("carol") && who.contains("dev"), "{who}");
+        let out = fails(kubectl_with(&api, &carol_conf, v, &["get", "secrets"]));
+        assert!(out.contains("User \"carol\" cannot list resource \"secrets\""), "{out}");
+    }
+    // A certificate from another CA is refused in the TLS handshake.
+    let foreign = tempfile::tempdir().unwrap();
+    ApiServer::generate_pki(foreign.path(), port).unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &pki.path().join("pki/ca.crt").display().to_string(),
+            "--cert",
+            &foreign.path().join("pki/apiserver-kubelet-client.crt").display().to_string(),
+            "--key",
+            &foreign.path().join("pki/apiserver-kubelet-client.key").display().to_string(),
+            &format!("https://127.0.0.1:{}/api", api.port),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "000", "a foreign client certificate got an HTTP answer");
+    // With our CA's kubelet-client certificate the same request goes through.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &pki.path().join("pki/ca.crt").display().to_string(),
+            "--cert",
+            &pki.path().join("pki/apiserver-kubelet-client.crt").display().to_string(),
+            "--key",
+            &pki.path().join("pki/apiserver-kubelet-client.key").display().to_string(),
+            &format!("https://127.0.0.1:{}/api", api.port),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "200");
+}
