@@ -5,9 +5,11 @@
 #   scripts/init-cluster.sh [--bin-dir DIR] [--etcd-servers URLS] [--secure-port N]
 #   scripts/init-cluster.sh reset
 #
-# Today this starts etcd (Debian's package) and kube-apiserver as supervised
-# background processes with logs under /var/log/kubernetes, and writes
-# /etc/kubernetes/admin.conf for kubectl. Later services join it as they land.
+# Today this generates the cluster's PKI and kubeconfigs (kube-pki) into
+# /etc/kubernetes, starts etcd (Debian's package, TLS with client
+# certificates) and kube-apiserver (TLS, x509 client certificates, RBAC) as
+# supervised background processes with logs under /var/log/kubernetes.
+# admin.conf is kubectl's. Later services join it as they land.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -40,8 +42,9 @@ reset() {
   for svc in supervisor-kube-apiserver supervisor-etcd kube-apiserver etcd; do
     stop_pidfile "$RUN_DIR/$svc.pid"
   done
-  step "removing state: $STATE_DIR $CONF_DIR/admin.conf $RUN_DIR"
-  rm -rf "$STATE_DIR" "$RUN_DIR" "$CONF_DIR/admin.conf" "$CONF_DIR/pki/apiserver" "$CONF_DIR/tokens.csv"
+  step "removing state: $STATE_DIR $RUN_DIR and the PKI and kubeconfigs in $CONF_DIR"
+  rm -rf "$STATE_DIR" "$RUN_DIR" "$CONF_DIR/pki" "$CONF_DIR/tokens.csv"
+  rm -f "$CONF_DIR"/{admin,scheduler,controller-manager,kubelet,kube-proxy}.conf "$CONF_DIR"/kubelet-*.conf
   echo "reset done (logs kept in $LOG_DIR)"
 }
 
@@ -113,56 +116,43 @@ echo "ok"
 
 if [[ -z "$BIN_DIR" ]]; then
   step "building the binaries (release)"
-  (cd "$ROOT" && cargo build --release -p kube-apiserver) || fail "cargo build"
+  (cd "$ROOT" && cargo build --release -p kube-apiserver -p kube-pki) || fail "cargo build"
   BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 fi
-[[ -x "$BIN_DIR/kube-apiserver" ]] || fail "no kube-apiserver in $BIN_DIR"
+for b in kube-apiserver kube-pki; do [[ -x "$BIN_DIR/$b" ]] || fail "no $b in $BIN_DIR"; done
 
 mkdir -p "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
+
+# The address other hosts reach this one at (no packet is sent to find it).
+ADVERTISE="$(ip -4 route get 10.255.255.255 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)"
+ADVERTISE="${ADVERTISE:-127.0.0.1}"
+step "generating the PKI and kubeconfigs in $CONF_DIR (advertise address $ADVERTISE)"
+"$BIN_DIR/kube-pki" init --dir "$CONF_DIR" --apiserver-advertise-address "$ADVERTISE" \
+  --apiserver-bind-port "$SECURE_PORT" --node-name "$(hostname)" \
+  --control-plane-endpoint "https://$ADVERTISE:$SECURE_PORT" | sed 's/^/  /' || fail "kube-pki init"
+PKI="$CONF_DIR/pki"
 
 if [[ -z "$ETCD_SERVERS" ]]; then
   step "starting etcd (data in $STATE_DIR/etcd, log $LOG_DIR/etcd.log)"
   supervise etcd etcd --name=rustkube --data-dir="$STATE_DIR/etcd" \
-    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-client-urls="https://127.0.0.1:$ETCD_PORT" --advertise-client-urls="https://127.0.0.1:$ETCD_PORT" \
+    --cert-file="$PKI/etcd/server.crt" --key-file="$PKI/etcd/server.key" \
+    --trusted-ca-file="$PKI/etcd/ca.crt" --client-cert-auth \
     --listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
     --initial-cluster=rustkube=http://127.0.0.1:2380
-  ETCD_SERVERS="http://127.0.0.1:$ETCD_PORT"
-  wait_until etcd "$LOG_DIR/etcd.log" env ETCDCTL_API=3 etcdctl --endpoints="$ETCD_SERVERS" endpoint health
+  ETCD_SERVERS="https://127.0.0.1:$ETCD_PORT"
+  wait_until etcd "$LOG_DIR/etcd.log" env ETCDCTL_API=3 etcdctl --endpoints="$ETCD_SERVERS" \
+    --cacert="$PKI/etcd/ca.crt" --cert="$PKI/apiserver-etcd-client.crt" --key="$PKI/apiserver-etcd-client.key" endpoint health
 fi
 
 step "starting kube-apiserver (log $LOG_DIR/kube-apiserver.log)"
-mkdir -p "$CONF_DIR/pki/apiserver"
-# Until the PKI lands, the admin authenticates with a bootstrap token.
-if [[ ! -s "$CONF_DIR/tokens.csv" ]]; then
-  ( umask 077; printf '%s,admin,admin,"system:masters"\n' "$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" >"$CONF_DIR/tokens.csv" )
-fi
-ADMIN_TOKEN="$(cut -d, -f1 "$CONF_DIR/tokens.csv" | head -1)"
 supervise kube-apiserver "$BIN_DIR/kube-apiserver" --etcd-servers="$ETCD_SERVERS" \
-  --secure-port="$SECURE_PORT" --cert-dir="$CONF_DIR/pki/apiserver" --token-auth-file="$CONF_DIR/tokens.csv"
-wait_until kube-apiserver "$LOG_DIR/kube-apiserver.log" curl -skf "https://127.0.0.1:$SECURE_PORT/readyz"
-
-step "writing $CONF_DIR/admin.conf"
-CA_DATA="$(base64 -w0 <"$CONF_DIR/pki/apiserver/apiserver.crt")"
-umask 077
-cat >"$CONF_DIR/admin.conf" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: rustkube
-  cluster:
-    server: https://127.0.0.1:$SECURE_PORT
-    certificate-authority-data: $CA_DATA
-users:
-- name: admin
-  user:
-    token: $ADMIN_TOKEN
-contexts:
-- name: admin@rustkube
-  context:
-    cluster: rustkube
-    user: admin
-current-context: admin@rustkube
-EOF
+  --etcd-cafile="$PKI/etcd/ca.crt" --etcd-certfile="$PKI/apiserver-etcd-client.crt" \
+  --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
+  --secure-port="$SECURE_PORT" --advertise-address="$ADVERTISE" \
+  --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+  --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC
+wait_until kube-apiserver "$LOG_DIR/kube-apiserver.log" curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$SECURE_PORT/readyz"
 
 step "cluster is up"
 kubectl --kubeconfig "$CONF_DIR/admin.conf" get namespaces || fail "kubectl get namespaces"
