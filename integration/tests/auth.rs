@@ -151,3 +151,27 @@ fn rbac_writes_cannot_grant_more_than_the_writer_holds() {
     // The admin may grant anything.
     ok(api.kubectl(v, &["create", "role", "deleter", "-n", "esc", "--verb=delete", "--resource=pods"]));
 }
+
+#[test]
+fn impersonation_needs_the_impersonate_verb_and_then_acts_as_that_user() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    for v in KUBECTL_VERSIONS {
+        // The admin may impersonate: the answers are the impersonated user's.
+        let can = |args: &[&str]| integration::stdout(&api.kubectl(v, args)).trim().to_string();
+        assert_eq!(can(&["auth", "can-i", "get", "secrets", "--as", "system:kube-scheduler"]), "no");
+        assert_eq!(
+            can(&["auth", "can-i", "create", "pods", "--subresource=binding", "--as", "system:kube-scheduler"]),
+            "yes"
+        );
+        assert_eq!(can(&["auth", "can-i", "list", "pods", "--as", "alice"]), "no");
+        let who = ok(api.kubectl(v, &["auth", "whoami", "--as", "dave", "--as-group", "ops"]));
+        assert!(who.contains("dave") && who.contains("ops") && who.contains("system:authenticated"), "{who}");
+        // A user without the verb may not.
+        let out = fails(api.kubectl_as(v, "alice-token", &["get", "pods", "--as", "admin"]));
+        assert!(
+            out.contains("users \"admin\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
+            "{out}"
+        );
+    }
+}

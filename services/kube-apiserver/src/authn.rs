@@ -169,3 +169,57 @@ mod tests {
         assert_eq!(a.authenticate(&Credentials::default()).unwrap(), anonymous());
     }
 }
+
+/// What an `Impersonate-*` request asks to become.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Impersonation {
+    pub user: String,
+    pub uid: Option<String>,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// Reads the impersonation headers; `None` when the request impersonates nobody.
+pub fn impersonation(headers: &http::HeaderMap) -> Option<Impersonation> {
+    let values = |name: &str| -> Vec<String> {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(|v| v.to_string()).collect()
+    };
+    let user = values("Impersonate-User").into_iter().next()?;
+    let mut extra = BTreeMap::new();
+    for (name, value) in headers {
+        if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
+            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy().into_owned();
+            if let Ok(v) = value.to_str() {
+                extra.entry(key).or_insert_with(Vec::new).push(v.to_string());
+            }
+        }
+    }
+    Some(Impersonation {
+        user,
+        uid: values("Impersonate-Uid").into_iter().next(),
+        groups: values("Impersonate-Group"),
+        extra,
+    })
+}
+
+/// The user an allowed impersonation becomes: service accounts get their
+/// groups, everyone but anonymous gets `system:authenticated`.
+pub fn impersonated_user(i: &Impersonation) -> UserInfo {
+    let mut groups = i.groups.clone();
+    if let Some(rest) = i.user.strip_prefix("system:serviceaccount:") {
+        if let Some((ns, _)) = rest.split_once(':') {
+            for g in ["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")] {
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+        }
+    }
+    let user =
+        UserInfo { name: i.user.clone(), uid: i.uid.clone().unwrap_or_default(), groups, extra: i.extra.clone() };
+    if i.user == "system:anonymous" {
+        user
+    } else {
+        authenticated(user)
+    }
+}

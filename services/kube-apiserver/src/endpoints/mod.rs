@@ -96,6 +96,16 @@ pub async fn serve(
             return r;
         }
     };
+    let user = match crate::authn::impersonation(req.headers()) {
+        None => user,
+        Some(imp) => match authorize_impersonation(&server, &user, &imp) {
+            Ok(()) => crate::authn::impersonated_user(&imp),
+            Err(e) => {
+                server.metrics.observe_request(method.as_str(), "", 403, start.elapsed());
+                return error_response(&e);
+            }
+        },
+    };
     req.extensions_mut().insert(Arc::new(user));
     let (verb, resource, response) = route(&server, req).await;
     let code = response.status().as_u16();
@@ -116,6 +126,48 @@ pub fn forbidden(attrs: &rbac::Attributes, reason: &str) -> ApiError {
         e.details = Some(serde_json::json!({"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource}));
     }
     e
+}
+
+/// Upstream's impersonation check: the `impersonate` verb on each user,
+/// service account, uid and group asked for.
+fn authorize_impersonation(
+    server: &ApiServer,
+    user: &rbac::UserInfo,
+    imp: &crate::authn::Impersonation,
+) -> Result<(), ApiError> {
+    let mut checks = Vec::new();
+    match imp.user.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+        Some((ns, name)) => checks.push(
+            rbac::Attributes::resource(user.clone(), "impersonate", "", "serviceaccounts").in_namespace(ns).named(name),
+        ),
+        None => {
+            checks.push(rbac::Attributes::resource(user.clone(), "impersonate", "", "users").named(imp.user.clone()))
+        }
+    }
+    for g in &imp.groups {
+        checks.push(rbac::Attributes::resource(user.clone(), "impersonate", "", "groups").named(g.clone()));
+    }
+    if let Some(uid) = &imp.uid {
+        checks.push(
+            rbac::Attributes::resource(user.clone(), "impersonate", "authentication.k8s.io", "uids").named(uid.clone()),
+        );
+    }
+    for (key, values) in &imp.extra {
+        for v in values {
+            checks.push(
+                rbac::Attributes::resource(user.clone(), "impersonate", "authentication.k8s.io", "userextras")
+                    .with_subresource(key.clone())
+                    .named(v.clone()),
+            );
+        }
+    }
+    for attrs in checks {
+        let (decision, reason) = server.authorizer.authorize(&attrs);
+        if decision != rbac::Decision::Allow {
+            return Err(forbidden(&attrs, &reason));
+        }
+    }
+    Ok(())
 }
 
 fn user_of(req: &Request<hyper::body::Incoming>) -> Arc<rbac::UserInfo> {
