@@ -151,7 +151,9 @@ supervise kube-apiserver "$BIN_DIR/kube-apiserver" --etcd-servers="$ETCD_SERVERS
   --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
   --secure-port="$SECURE_PORT" --advertise-address="$ADVERTISE" \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-  --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC
+  --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC \
+  --service-account-signing-key-file="$PKI/sa.key" --service-account-key-file="$PKI/sa.pub" \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local
 wait_until kube-apiserver "$LOG_DIR/kube-apiserver.log" curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$SECURE_PORT/readyz"
 
 step "cluster is up"

@@ -151,6 +151,8 @@ impl ApiServer {
             format!("--tls-private-key-file={}", p(kube_pki::paths::APISERVER.key)),
             format!("--client-ca-file={}", p(kube_pki::paths::CA.cert)),
             "--anonymous-auth=true".to_string(),
+            format!("--service-account-signing-key-file={}", p(kube_pki::paths::SA_KEY)),
+            format!("--service-account-key-file={}", p(kube_pki::paths::SA_PUB)),
         ];
         if etcd.client_url.starts_with("https") {
             args.push(format!("--etcd-cafile={}", p(kube_pki::paths::ETCD_CA.cert)));

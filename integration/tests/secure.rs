@@ -89,3 +89,52 @@ fn client_certificates_authenticate_and_foreign_ones_are_refused() {
         .unwrap();
     assert_eq!(stdout(&out), "200");
 }
+
+#[test]
+fn service_account_tokens_are_issued_bound_and_revoked_with_their_objects() {
+    let pki = tempfile::tempdir().unwrap();
+    let port = free_port();
+    ApiServer::generate_pki(pki.path(), port).unwrap();
+    let etcd = Etcd::start().unwrap();
+    let api = ApiServer::start_secure(&etcd, pki.path(), port).unwrap();
+    for v in KUBECTL_VERSIONS {
+        let sa = format!("builder{}", v.replace('.', ""));
+        ok(api.kubectl(v, &["create", "serviceaccount", &sa]));
+        let token = ok(api.kubectl(v, &["create", "token", &sa, "--duration=1h"])).trim().to_string();
+        assert_eq!(token.split('.').count(), 3, "{token}");
+        let who = ok(api.kubectl_as(v, &token, &["auth", "whoami"]));
+        assert!(
+            who.contains(&format!("system:serviceaccount:default:{sa}"))
+                && who.contains("system:serviceaccounts:default"),
+            "{who}"
+        );
+        let out = fails(api.kubectl_as(v, &token, &["get", "secrets"]));
+        assert!(
+            out.contains(&format!("User \"system:serviceaccount:default:{sa}\" cannot list resource \"secrets\"")),
+            "{out}"
+        );
+        // TokenReview sees it as valid.
+        let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+        let (code, body) = api.json("POST", "/apis/authentication.k8s.io/v1/tokenreviews", Some(&review));
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["status"]["authenticated"], true, "{body}");
+        // A token bound to a pod dies with the pod.
+        let pod = format!("p{}", v.replace('.', ""));
+        ok(api.kubectl(v, &["run", &pod, "--image=busybox:1"]));
+        let bound = ok(
+            api.kubectl(v, &["create", "token", &sa, "--bound-object-kind=Pod", &format!("--bound-object-name={pod}")])
+        )
+        .trim()
+        .to_string();
+        ok(api.kubectl_as(v, &bound, &["auth", "whoami"]));
+        ok(api.kubectl(v, &["delete", "pod", &pod, "--wait"]));
+        let out = fails(api.kubectl_as(v, &bound, &["auth", "whoami"]));
+        assert!(out.contains("Unauthorized") || out.contains("provide credentials"), "{out}");
+        // Every token of a deleted service account stops working.
+        ok(api.kubectl(v, &["delete", "serviceaccount", &sa]));
+        let out = fails(api.kubectl_as(v, &token, &["auth", "whoami"]));
+        assert!(out.contains("Unauthorized") || out.contains("provide credentials"), "{out}");
+        let out = fails(api.kubectl(v, &["create", "token", "nobody"]));
+        assert!(out.contains("not found"), "{out}");
+    }
+}

@@ -16,6 +16,7 @@ pub mod options;
 pub mod registry;
 pub mod resources;
 pub mod reviews;
+pub mod serviceaccount;
 pub mod storage;
 pub mod tls;
 
@@ -48,6 +49,30 @@ fn advertise_address(o: &Options) -> String {
         })
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+/// Parses a Go-style duration (`24h`, `90m`, `3600s`, `1h30m`) into seconds.
+pub fn parse_duration_secs(s: &str) -> anyhow::Result<i64> {
+    let mut total = 0i64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: i64 = num.parse().with_context(|| format!("invalid duration {s:?}"))?;
+        num.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => anyhow::bail!("invalid duration {s:?}"),
+        };
+    }
+    if !num.is_empty() {
+        anyhow::bail!("invalid duration {s:?}: missing unit");
+    }
+    Ok(total)
 }
 
 /// Connects to etcd, starts the watch caches, bootstraps, and serves until the process ends.
@@ -92,10 +117,30 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     let authenticator = authn::Authenticator::new(options.token_auth_file.as_deref(), options.anonymous_auth)
         .context("--token-auth-file")?;
+    let issuers = options.service_account_issuer.clone();
+    let audiences = if options.api_audiences.is_empty() { issuers.clone() } else { options.api_audiences.clone() };
+    let mut verify_keys = options.service_account_key_file.clone();
+    if verify_keys.is_empty() {
+        verify_keys.extend(options.service_account_signing_key_file.clone());
+    }
+    let sa_verifier = serviceaccount::TokenVerifier::from_files(&verify_keys, issuers.clone(), audiences)
+        .context("--service-account-key-file")?;
+    let sa_signer = match &options.service_account_signing_key_file {
+        Some(path) => Some(
+            serviceaccount::TokenSigner::from_file(path, issuers.first().map(String::as_str).unwrap_or_default())
+                .context("--service-account-signing-key-file")?,
+        ),
+        None => None,
+    };
+    let max_token_expiration = parse_duration_secs(&options.service_account_max_token_expiration)
+        .context("--service-account-max-token-expiration")?;
     let modes = authz::parse_modes(&options.authorization_mode)?;
     let authorizer = authz::Authorizer::new(modes, store.clone());
     let server = Arc::new(ApiServer {
         authenticator,
+        sa_signer,
+        sa_verifier,
+        max_token_expiration,
         authorizer,
         store,
         resources,

@@ -49,6 +49,21 @@ pub struct Options {
     /// Enables anonymous requests (user system:anonymous, group system:unauthenticated).
     #[arg(long = "anonymous-auth", default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,
+    /// Identifier of the service account token issuer (the first signs; all are accepted).
+    #[arg(long = "service-account-issuer", default_value = "https://kubernetes.default.svc.cluster.local")]
+    pub service_account_issuer: Vec<String>,
+    /// PEM files of keys that verify service account tokens (public or private keys).
+    #[arg(long = "service-account-key-file")]
+    pub service_account_key_file: Vec<String>,
+    /// The PKCS#8 P-256 private key that signs service account tokens.
+    #[arg(long = "service-account-signing-key-file")]
+    pub service_account_signing_key_file: Option<String>,
+    /// Audiences accepted in tokens (default: the issuer).
+    #[arg(long = "api-audiences", value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// The longest validity a TokenRequest may ask for.
+    #[arg(long = "service-account-max-token-expiration", default_value = "24h")]
+    pub service_account_max_token_expiration: String,
     /// A CIDR notation IP range from which to assign service cluster IPs.
     #[arg(long = "service-cluster-ip-range", default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: String,

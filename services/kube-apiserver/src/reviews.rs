@@ -88,7 +88,10 @@ pub fn review(
         ReviewKind::SelfSubject => json!({"userInfo": user_json(caller)}),
         ReviewKind::Token => {
             let token = spec["token"].as_str().unwrap_or_default();
-            match server.authenticator.authenticate(&Credentials { bearer_token: Some(token), ..Default::default() }) {
+            match crate::endpoints::authenticate(
+                server,
+                &Credentials { bearer_token: Some(token), ..Default::default() },
+            ) {
                 Ok(u) if !token.is_empty() => json!({"authenticated": true, "user": user_json(&u)}),
                 _ => json!({"authenticated": false, "error": "invalid bearer token"}),
             }

@@ -35,6 +35,9 @@ fn subresources(
     if s.eviction {
         out.push(("eviction", "Eviction", "policy", "v1", vec!["create"]));
     }
+    if s.token {
+        out.push(("token", "TokenRequest", "authentication.k8s.io", "v1", vec!["create"]));
+    }
     if s.finalize {
         out.push(("finalize", d.kind, d.group, d.version, vec!["update"]));
     }

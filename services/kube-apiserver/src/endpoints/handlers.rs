@@ -65,6 +65,7 @@ async fn dispatch(ctx: &Ctx, body: RequestBody) -> Result<Response<Body>, ApiErr
         Some("binding") => subs.binding,
         Some("eviction") => subs.eviction,
         Some("finalize") => subs.finalize,
+        Some("token") => subs.token,
         Some(_) => false,
     };
     if !supported {
@@ -89,6 +90,7 @@ async fn dispatch(ctx: &Ctx, body: RequestBody) -> Result<Response<Body>, ApiErr
         "create" => match sub {
             Some("binding") => bind(ctx, &ns, body).await,
             Some("eviction") => evict(ctx, &ns, body).await,
+            Some("token") => token_request(ctx, &ns, body).await,
             None if ctx.info.name.is_none() => create(ctx, &ns, body).await,
             _ => Err(ApiError::method_not_supported(&ctx.d.qualified(), "create")),
         },
@@ -794,6 +796,109 @@ async fn evict(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
     let opts = delete_options(&eviction["deleteOptions"], &ctx.query)?;
     ctx.server.store.delete(&ctx.d, ns, &name, &opts).await?;
     Ok(value_response(StatusCode::CREATED, &success_status(json!({"name": name, "kind": "pods"}))))
+}
+
+// === token requests ===
+
+/// `serviceaccounts/<name>/token`: a signed token for the service account,
+/// optionally bound to a pod or secret, with audiences and an expiry.
+async fn token_request(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
+    use apimachinery::status::FieldError;
+    let server = &ctx.server;
+    let Some(signer) = server.sa_signer.as_ref() else {
+        return Err(ApiError::internal(
+            "service account token signing is not configured (--service-account-signing-key-file)",
+        ));
+    };
+    let name = ctx.info.name.clone().unwrap_or_default();
+    let mut req = decode_body(&body)?;
+    let sa = server.store.get(&ctx.d, ns, &name).await?;
+    let spec = req["spec"].clone();
+    let exp = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+    if exp < 600 {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            &name,
+            &[FieldError::invalid_json(
+                "spec.expirationSeconds",
+                &json!(exp),
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
+    }
+    let exp = exp.min(server.max_token_expiration);
+    let audiences: Vec<String> = match spec["audiences"].as_array() {
+        Some(a) if !a.is_empty() => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        _ => server.sa_verifier.audiences.clone(),
+    };
+    let mut bound = None;
+    let mut node = None;
+    if let Some(r) = spec.get("boundObjectRef").filter(|r| r.is_object()) {
+        let kind = r["kind"].as_str().unwrap_or_default().to_string();
+        let obj_name = r["name"].as_str().unwrap_or_default().to_string();
+        let plural = match kind.as_str() {
+            "Pod" => "pods",
+            "Secret" => "secrets",
+            other => {
+                return Err(ApiError::invalid(
+                    "authentication.k8s.io",
+                    "TokenRequest",
+                    &name,
+                    &[FieldError::not_supported("spec.boundObjectRef.kind", other, &["Pod", "Secret"])],
+                ))
+            }
+        };
+        let d =
+            server.resources.lookup("", "v1", plural).cloned().ok_or_else(|| ApiError::internal("no such resource"))?;
+        let obj = server.store.get(&d, ns, &obj_name).await?;
+        let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        if let Some(want) = r["uid"].as_str().filter(|u| !u.is_empty()) {
+            if want != uid {
+                return Err(ApiError::conflict(
+                    &d.qualified(),
+                    &obj_name,
+                    "the UID in the bound object reference does not match",
+                ));
+            }
+        }
+        if kind == "Pod" {
+            if let Some(n) = obj["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                let nd = server.resources.lookup("", "v1", "nodes").cloned();
+                let node_uid = match nd {
+                    Some(nd) => server
+                        .store
+                        .get(&nd, "", n)
+                        .await
+                        .ok()
+                        .and_then(|o| o["metadata"]["uid"].as_str().map(String::from)),
+                    None => None,
+                };
+                node = Some((n.to_string(), node_uid.unwrap_or_default()));
+            }
+        }
+        bound = Some((kind, obj_name, uid));
+    }
+    let claims = crate::serviceaccount::TokenClaims {
+        namespace: ns.to_string(),
+        service_account: name.clone(),
+        service_account_uid: sa["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+        audiences: audiences.clone(),
+        expiration_seconds: exp,
+        bound_object: bound,
+        node,
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let (token, expires) = signer.issue(&claims, now).map_err(|e| ApiError::internal(e.to_string()))?;
+    let expires =
+        jiff::Timestamp::from_second(expires).map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
+    req["apiVersion"] = json!("authentication.k8s.io/v1");
+    req["kind"] = json!("TokenRequest");
+    req["metadata"] = json!({"name": name, "namespace": ns, "creationTimestamp": null});
+    req["spec"]["audiences"] = json!(audiences);
+    req["spec"]["expirationSeconds"] = json!(exp);
+    req["status"] = json!({"token": token, "expirationTimestamp": expires});
+    Ok(value_response(StatusCode::CREATED, &req))
 }
 
 // === delete ===

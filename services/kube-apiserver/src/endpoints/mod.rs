@@ -25,6 +25,10 @@ use crate::registry::ResourceTable;
 /// Everything a request handler needs.
 pub struct ApiServer {
     pub authenticator: crate::authn::Authenticator,
+    pub sa_signer: Option<crate::serviceaccount::TokenSigner>,
+    pub sa_verifier: crate::serviceaccount::TokenVerifier,
+    /// Seconds, from --service-account-max-token-expiration.
+    pub max_token_expiration: i64,
     pub authorizer: crate::authz::Authorizer,
     pub store: Arc<Store>,
     pub resources: Arc<ResourceTable>,
@@ -87,7 +91,7 @@ pub async fn serve(
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|t| t.trim().to_string());
     let creds = crate::authn::Credentials { certificate_user: cert_user.as_deref(), bearer_token: token.as_deref() };
-    let user = match server.authenticator.authenticate(&creds) {
+    let user = match authenticate(&server, &creds) {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(%path, error = %e, "unauthenticated request");
@@ -112,6 +116,44 @@ pub async fn serve(
     server.metrics.observe_request(&verb, &resource, code, start.elapsed());
     tracing::debug!(%method, %path, code, elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
     response
+}
+
+/// All authenticators: service-account JWTs (whose service account and
+/// bound pod must still exist with the same uids), then the static ones.
+pub fn authenticate(
+    server: &ApiServer,
+    creds: &crate::authn::Credentials<'_>,
+) -> Result<rbac::UserInfo, crate::authn::AuthnError> {
+    use crate::serviceaccount::{user_for, TokenVerifier};
+    if let Some(token) = creds.bearer_token {
+        if TokenVerifier::looks_like_jwt(token) && !server.sa_verifier.is_empty() {
+            let now = jiff::Timestamp::now().as_second();
+            return match server.sa_verifier.verify(token, now) {
+                Ok(t) if bound_objects_exist(server, &t) => Ok(user_for(&t)),
+                _ => Err(crate::authn::AuthnError::InvalidToken),
+            };
+        }
+    }
+    server.authenticator.authenticate(creds)
+}
+
+fn bound_objects_exist(server: &ApiServer, t: &crate::serviceaccount::VerifiedToken) -> bool {
+    let uid_of = |plural: &str, ns: &str, name: &str| -> Option<String> {
+        let d = server.resources.lookup("", "v1", plural)?;
+        let obj = server.store.cache(d).get(&d.key(&server.store.root, ns, name))?;
+        let v = obj.value();
+        v["metadata"]["uid"].as_str().map(String::from)
+    };
+    if uid_of("serviceaccounts", &t.namespace, &t.name).as_deref() != Some(t.uid.as_str()) {
+        return false;
+    }
+    match &t.bound {
+        Some((kind, name, uid)) => {
+            let plural = if kind == "Pod" { "pods" } else { "secrets" };
+            uid_of(plural, &t.namespace, name).as_deref() == Some(uid.as_str())
+        }
+        None => true,
+    }
 }
 
 /// A 403 with upstream's wording for these attributes.

@@ -37,6 +37,8 @@ pub struct Subresources {
     pub eviction: bool,
     /// `namespaces/finalize`.
     pub finalize: bool,
+    /// `serviceaccounts/token` (TokenRequest).
+    pub token: bool,
 }
 
 /// Where a resource's objects live.

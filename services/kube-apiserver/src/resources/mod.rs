@@ -85,7 +85,7 @@ where
 }
 
 const STATUS: Subresources =
-    Subresources { status: true, scale: None, binding: false, eviction: false, finalize: false };
+    Subresources { status: true, scale: None, binding: false, eviction: false, finalize: false, token: false };
 
 const fn scaled(selector: &'static str) -> Subresources {
     Subresources {
@@ -94,6 +94,7 @@ const fn scaled(selector: &'static str) -> Subresources {
         binding: false,
         eviction: false,
         finalize: false,
+        token: false,
     }
 }
 
@@ -104,7 +105,14 @@ const fn review(singular: &'static str, kind: ReviewKind) -> Names {
         singular,
         short_names: &[],
         categories: &[],
-        subresources: Subresources { status: false, scale: None, binding: false, eviction: false, finalize: false },
+        subresources: Subresources {
+            status: false,
+            scale: None,
+            binding: false,
+            eviction: false,
+            finalize: false,
+            token: false,
+        },
         tracks_generation: false,
         selectable_fields: &[],
         backing: Some(Backing::Review(kind)),
@@ -164,6 +172,7 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
         plain::<core_v1::ServiceAccount>(Names {
             singular: "serviceaccount",
             short_names: &["sa"],
+            subresources: Subresources { token: true, ..Subresources::default() },
             ..Names::default()
         }),
         entry(
