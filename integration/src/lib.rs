@@ -204,7 +204,13 @@ impl ApiServer {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("apiserver.log"))?;
         // Bootstrap identities: the admin (system:masters) and an unprivileged user.
         let tokens = self.dir.path().join("tokens.csv");
-        std::fs::write(&tokens, "admin,admin,admin-uid,\"system:masters\"\nalice-token,alice,alice-uid,\"dev\"\n")?;
+        std::fs::write(
+            &tokens,
+            "admin,admin,admin-uid,\"system:masters\"\n\
+             alice-token,alice,alice-uid,\"dev\"\n\
+             node1-token,system:node:n1,n1-uid,\"system:nodes\"\n\
+             node2-token,system:node:n2,n2-uid,\"system:nodes\"\n",
+        )?;
         let child = Command::new(binary("kube-apiserver"))
             .arg(format!("--etcd-servers={}", self.etcd_url))
             .arg(format!("--token-auth-file={}", tokens.display()))

@@ -175,3 +175,40 @@ fn impersonation_needs_the_impersonate_verb_and_then_acts_as_that_user() {
         );
     }
 }
+
+#[test]
+fn a_kubelet_reads_only_its_own_pods_objects_and_writes_only_itself() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let v = "1.33";
+    ok(api.kubectl(v, &["create", "secret", "generic", "s1", "--from-literal=k=v"]));
+    ok(api.kubectl(v, &["create", "secret", "generic", "s2", "--from-literal=k=v"]));
+    ok(api.kubectl(v, &["create", "configmap", "c1", "--from-literal=k=v"]));
+    let pod = |name: &str, node: &str, secret: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox:1\n    envFrom:\n    - configMapRef:\n        name: c1\n  volumes:\n  - name: s\n    secret:\n      secretName: {secret}\n"
+        )
+    };
+    ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&pod("on-n1", "n1", "s1"))));
+    ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&pod("on-n2", "n2", "s2"))));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // n1 reads what its pod references, and nothing of n2's.
+    ok(api.kubectl_as(v, "node1-token", &["get", "secret", "s1"]));
+    ok(api.kubectl_as(v, "node1-token", &["get", "configmap", "c1"]));
+    let out = fails(api.kubectl_as(v, "node1-token", &["get", "secret", "s2"]));
+    assert!(out.contains("no relationship found between node 'n1' and this object"), "{out}");
+    let out = fails(api.kubectl_as(v, "node1-token", &["get", "secrets"]));
+    assert!(out.contains("forbidden"), "{out}");
+    ok(api.kubectl_as(v, "node2-token", &["get", "secret", "s2"]));
+    // Kubelets may read pods and nodes (upstream's node rules).
+    ok(api.kubectl_as(v, "node1-token", &["get", "pods", "-A"]));
+    // NodeRestriction: its own Node yes, another's no; pods bound elsewhere no.
+    let node = |name: &str| format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n");
+    ok(api.kubectl_stdin(v, &["--token", "node1-token", "create", "-f", "-"], Some(&node("n1"))));
+    let out = fails(api.kubectl_stdin(v, &["--token", "node1-token", "create", "-f", "-"], Some(&node("n2"))));
+    assert!(out.contains("is not allowed to modify node \"n2\""), "{out}");
+    let out = fails(api.kubectl_as(v, "node1-token", &["label", "pod", "on-n2", "x=y"]));
+    assert!(out.contains("forbidden"), "{out}");
+    let out = fails(api.kubectl_as(v, "node1-token", &["delete", "pod", "on-n2"]));
+    assert!(out.contains("can only update pod status for pods with spec.nodeName set to itself"), "{out}");
+}

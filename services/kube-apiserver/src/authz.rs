@@ -19,7 +19,8 @@ pub enum Mode {
     AlwaysAllow,
     AlwaysDeny,
     Rbac,
-    /// The Node authorizer (kubelets): not yet implemented, so it has no opinion.
+    /// The Node authorizer: kubelets reach secrets, configmaps, PVCs and
+    /// service-account tokens only through pods bound to them.
     Node,
 }
 
@@ -45,11 +46,17 @@ pub fn parse_modes(modes: &[String]) -> Result<Vec<Mode>, UnknownMode> {
 pub struct Authorizer {
     modes: Vec<Mode>,
     rbac: RbacIndex,
+    /// What every kubelet may do beyond its pods' objects (upstream's NodeRules).
+    node_rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>,
 }
 
 impl Authorizer {
     pub fn new(modes: Vec<Mode>, store: Arc<Store>) -> Self {
-        Authorizer { modes, rbac: RbacIndex { store, snapshot: RwLock::new(None) } }
+        Authorizer {
+            modes,
+            rbac: RbacIndex { store, snapshot: RwLock::new(None) },
+            node_rules: rbac::bootstrap::node_rules(),
+        }
     }
 
     pub fn uses_rbac(&self) -> bool {
@@ -61,18 +68,76 @@ impl Authorizer {
         if attrs.user.groups.iter().any(|g| g == rbac::user::SYSTEM_PRIVILEGED_GROUP) {
             return (Decision::Allow, String::new());
         }
+        let mut reasons: Vec<String> = Vec::new();
         for mode in &self.modes {
             let (decision, reason) = match mode {
                 Mode::AlwaysAllow => (Decision::Allow, String::new()),
                 Mode::AlwaysDeny => (Decision::Deny, "Everything is forbidden.".into()),
                 Mode::Rbac => rbac::authorize(self.rbac.snapshot().as_ref(), attrs),
-                Mode::Node => (Decision::NoOpinion, String::new()),
+                Mode::Node => self.authorize_node(attrs),
             };
             if decision != Decision::NoOpinion {
                 return (decision, reason);
             }
+            // Upstream's union authorizer reports every no-opinion reason.
+            if !reason.is_empty() && !reason.starts_with("RBAC:") {
+                reasons.push(reason);
+            }
+        }
+        (Decision::NoOpinion, reasons.join(", "))
+    }
+
+    /// Upstream's Node authorizer, over the watch caches.
+    fn authorize_node(&self, attrs: &Attributes) -> (Decision, String) {
+        let Some(node) = node_name(&attrs.user) else { return (Decision::NoOpinion, String::new()) };
+        if attrs.is_resource_request && attrs.api_group.is_empty() {
+            let graph_resource = matches!(
+                (attrs.resource.as_str(), attrs.subresource.as_str()),
+                ("secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes", "")
+                    | ("serviceaccounts", "token")
+            );
+            if graph_resource {
+                let verb_ok = match attrs.resource.as_str() {
+                    "serviceaccounts" => attrs.verb == "create",
+                    _ => attrs.verb == "get",
+                };
+                if verb_ok && !attrs.name.is_empty() && self.node_references(node, attrs) {
+                    return (Decision::Allow, String::new());
+                }
+                return (Decision::NoOpinion, format!("no relationship found between node '{node}' and this object"));
+            }
+        }
+        if rbac::rules_allow(attrs, &self.node_rules) {
+            return (Decision::Allow, String::new());
         }
         (Decision::NoOpinion, String::new())
+    }
+
+    /// Whether a pod bound to `node` references the object in `attrs`.
+    fn node_references(&self, node: &str, attrs: &Attributes) -> bool {
+        let store = &self.rbac.store;
+        let Some(pods) = store.resources.lookup("", "v1", "pods") else { return false };
+        let (items, _) = store.cache(pods).snapshot(&pods.key_prefix(&store.root, Some(&attrs.namespace)));
+        let on_node = items.iter().filter(|o| o.attrs.field("spec.nodeName") == Some(node));
+        if attrs.resource == "persistentvolumes" {
+            // A PV is reachable through a PVC of one of the node's pods.
+            let Some(pvcs) = store.resources.lookup("", "v1", "persistentvolumeclaims") else { return false };
+            let (all_pods, _) = store.cache(pods).snapshot(&pods.key_prefix(&store.root, None));
+            return all_pods.iter().filter(|o| o.attrs.field("spec.nodeName") == Some(node)).any(|p| {
+                let pod = p.value();
+                pod_references(&pod, "persistentvolumeclaims").iter().any(|claim| {
+                    let key = pvcs.key(&store.root, &p.attrs.namespace, claim);
+                    store.cache(pvcs).get(&key).is_some_and(|c| c.value()["spec"]["volumeName"] == attrs.name.as_str())
+                })
+            });
+        }
+        for p in on_node {
+            let pod = p.value();
+            if pod_references(&pod, &attrs.resource).contains(&attrs.name) {
+                return true;
+            }
+        }
+        false
     }
 
     /// The rules that apply to a user in a namespace (SelfSubjectRulesReview).
@@ -84,6 +149,75 @@ impl Authorizer {
     pub fn rbac_source(&self) -> Arc<RbacSnapshot> {
         self.rbac.snapshot()
     }
+}
+
+/// `system:node:<name>` in group `system:nodes`.
+pub fn node_name(user: &rbac::UserInfo) -> Option<&str> {
+    if !user.groups.iter().any(|g| g == rbac::user::NODES_GROUP) {
+        return None;
+    }
+    user.name.strip_prefix("system:node:").filter(|n| !n.is_empty())
+}
+
+/// The names of objects of one kind a pod references: volumes, env, envFrom,
+/// projected sources, image pull secrets, its service account.
+pub fn pod_references(pod: &serde_json::Value, resource: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let spec = &pod["spec"];
+    let push = |out: &mut Vec<String>, v: &serde_json::Value| {
+        if let Some(n) = v.as_str().filter(|n| !n.is_empty()) {
+            out.push(n.to_string());
+        }
+    };
+    if resource == "serviceaccounts" {
+        push(&mut out, &spec["serviceAccountName"]);
+        return out;
+    }
+    for vol in spec["volumes"].as_array().into_iter().flatten() {
+        match resource {
+            "secrets" => push(&mut out, &vol["secret"]["secretName"]),
+            "configmaps" => push(&mut out, &vol["configMap"]["name"]),
+            "persistentvolumeclaims" => push(&mut out, &vol["persistentVolumeClaim"]["claimName"]),
+            _ => {}
+        }
+        for src in vol["projected"]["sources"].as_array().into_iter().flatten() {
+            match resource {
+                "secrets" => push(&mut out, &src["secret"]["name"]),
+                "configmaps" => push(&mut out, &src["configMap"]["name"]),
+                _ => {}
+            }
+        }
+        for key in ["cephfs", "cinder", "flexVolume", "iscsi", "rbd", "scaleIO", "storageos", "csi"] {
+            if resource == "secrets" {
+                push(&mut out, &vol[key]["secretRef"]["name"]);
+                push(&mut out, &vol[key]["nodePublishSecretRef"]["name"]);
+            }
+        }
+    }
+    if resource == "secrets" {
+        for s in spec["imagePullSecrets"].as_array().into_iter().flatten() {
+            push(&mut out, &s["name"]);
+        }
+    }
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        for c in spec[list].as_array().into_iter().flatten() {
+            for e in c["envFrom"].as_array().into_iter().flatten() {
+                match resource {
+                    "secrets" => push(&mut out, &e["secretRef"]["name"]),
+                    "configmaps" => push(&mut out, &e["configMapRef"]["name"]),
+                    _ => {}
+                }
+            }
+            for e in c["env"].as_array().into_iter().flatten() {
+                match resource {
+                    "secrets" => push(&mut out, &e["valueFrom"]["secretKeyRef"]["name"]),
+                    "configmaps" => push(&mut out, &e["valueFrom"]["configMapKeyRef"]["name"]),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
 }
 
 /// RBAC objects decoded once per change of the RBAC caches, with aggregated
@@ -181,6 +315,32 @@ impl RbacSource for RbacSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_reference_secrets_through_volumes_env_and_pull_secrets() {
+        let pod = serde_json::json!({"spec": {
+            "serviceAccountName": "sa",
+            "imagePullSecrets": [{"name": "pull"}],
+            "volumes": [{"name": "v", "secret": {"secretName": "vol"}},
+                        {"name": "p", "projected": {"sources": [{"secret": {"name": "proj"}}, {"configMap": {"name": "cm1"}}]}}],
+            "containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "from"}}],
+                            "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "key", "key": "k"}}}]}],
+        }});
+        let mut s = pod_references(&pod, "secrets");
+        s.sort();
+        assert_eq!(s, ["from", "key", "proj", "pull", "vol"]);
+        assert_eq!(pod_references(&pod, "configmaps"), ["cm1"]);
+        assert_eq!(pod_references(&pod, "serviceaccounts"), ["sa"]);
+    }
+
+    #[test]
+    fn only_node_identities_get_a_node_name() {
+        let kubelet =
+            rbac::UserInfo { name: "system:node:n1".into(), groups: vec!["system:nodes".into()], ..Default::default() };
+        assert_eq!(node_name(&kubelet), Some("n1"));
+        let impostor = rbac::UserInfo { name: "system:node:n1".into(), ..Default::default() };
+        assert_eq!(node_name(&impostor), None);
+    }
 
     #[test]
     fn modes_parse_with_upstream_spellings_and_reject_unknown_ones() {

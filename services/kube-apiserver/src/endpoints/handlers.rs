@@ -444,7 +444,7 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         })?;
     }
     let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, obj).await?;
-    let admit = |o: &Value| crate::admission::check_rbac_escalation(&ctx.server, &ctx.d, &ctx.user, o);
+    let admit = |o: &Value| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, None);
     let result = ctx.server.store.create(&ctx.d, ns, obj.clone(), &opts, admit).await;
     if result.is_err() || opts.dry_run {
         crate::admission::release(&ctx.server, &ctx.d, &obj).await;
@@ -508,8 +508,7 @@ where
     let store = &ctx.server.store;
     let is_service = ctx.d.group.is_empty() && ctx.d.plural == "services" && target == Target::Main;
     let Some(alloc) = ctx.server.allocator.as_ref().filter(|_| is_service) else {
-        let admit =
-            |o: &Value, _: Option<&Value>| crate::admission::check_rbac_escalation(&ctx.server, &ctx.d, &ctx.user, o);
+        let admit = |o: &Value, old: Option<&Value>| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, old);
         return store.update(&ctx.d, ns, name, target, opts, mutate, admit).await;
     };
     let before = store.get(&ctx.d, ns, name).await.ok();
@@ -534,7 +533,7 @@ where
                 }
                 Ok(new)
             },
-            |_, _| Ok(()),
+            |o: &Value, old: Option<&Value>| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, old),
         )
         .await;
     let release: Vec<u16> = match &result {
@@ -710,7 +709,7 @@ async fn scale_to(
                 };
                 Ok(next)
             },
-            |_, _| Ok(()),
+            |o: &Value, old: Option<&Value>| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, old),
         )
         .await?;
     Ok(value_response(StatusCode::OK, &scale_of(&ctx.d, &w.object)))
@@ -942,6 +941,10 @@ async fn delete(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         return Err(ApiError::method_not_supported(&ctx.d.qualified(), "delete"));
     }
     let opts = delete_options(&delete_body(&body)?, &ctx.query)?;
+    if crate::authz::node_name(&ctx.user).is_some() && ctx.d.plural == "pods" {
+        let current = ctx.server.store.get(&ctx.d, ns, &name).await?;
+        crate::admission::check_node_restriction(&ctx.d, &ctx.user, &current, Some(&current))?;
+    }
     let deleted = ctx.server.store.delete(&ctx.d, ns, &name, &opts).await?;
     if deleted.removed && !opts.dry_run {
         crate::admission::release(&ctx.server, &ctx.d, &deleted.object).await;
