@@ -212,3 +212,49 @@ fn a_kubelet_reads_only_its_own_pods_objects_and_writes_only_itself() {
     let out = fails(api.kubectl_as(v, "node1-token", &["delete", "pod", "on-n2"]));
     assert!(out.contains("can only update pod status for pods with spec.nodeName set to itself"), "{out}");
 }
+
+#[test]
+fn resource_quotas_are_enforced_tracked_in_status_and_hold_under_concurrency() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let v = "1.33";
+    ok(api.kubectl(v, &["create", "namespace", "q"]));
+    ok(api.kubectl(v, &["create", "quota", "small", "-n", "q", "--hard=pods=2,requests.cpu=1,configmaps=3"]));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pod = |name: &str, cpu: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: q\nspec:\n  containers:\n  - name: c\n    image: busybox:1\n    resources:\n      requests:\n        cpu: {cpu}\n"
+        )
+    };
+    ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&pod("a", "400m"))));
+    let out = fails(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&pod("big", "700m"))));
+    assert!(
+        out.contains(
+            "exceeded quota: small, requested: requests.cpu=700m, used: requests.cpu=400m, limited: requests.cpu=1"
+        ),
+        "{out}"
+    );
+    ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&pod("b", "100m"))));
+    let out = fails(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&pod("c", "100m"))));
+    assert!(out.contains("exceeded quota: small, requested: pods=1, used: pods=2, limited: pods=2"), "{out}");
+    let used = ok(api.kubectl(
+        v,
+        &["get", "quota", "small", "-n", "q", "-o", "jsonpath={.status.used.pods} {.status.used.requests\\.cpu}"],
+    ));
+    assert_eq!(used, "2 500m");
+    // Deleting refunds.
+    ok(api.kubectl(v, &["delete", "pod", "b", "-n", "q"]));
+    ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&pod("c", "100m"))));
+    // Concurrent creates never overshoot: 3 configmaps allowed, 8 tried at once.
+    let results: Vec<bool> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn(move || api.kubectl(v, &["create", "configmap", &format!("cm{i}"), "-n", "q"]).status.success())
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|r| **r).count(), 3, "{results:?}");
+    let cms = ok(api.kubectl(v, &["get", "configmaps", "-n", "q", "-o", "name"]));
+    assert_eq!(cms.lines().count(), 3, "{cms}");
+}

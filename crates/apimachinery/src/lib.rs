@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod patch;
+pub mod quantity;
 pub mod selector;
 pub mod status;
 pub mod validation;

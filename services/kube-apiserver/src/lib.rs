@@ -13,6 +13,7 @@ pub mod cache;
 pub mod endpoints;
 pub mod metrics;
 pub mod options;
+pub mod quota;
 pub mod registry;
 pub mod resources;
 pub mod reviews;

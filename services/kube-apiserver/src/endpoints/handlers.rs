@@ -445,11 +445,27 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
     }
     let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, obj).await?;
     let admit = |o: &Value| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, None);
+    // Quota is charged before the write, so concurrent creates cannot both fit.
+    let charged = if opts.dry_run {
+        false
+    } else {
+        if let Err(e) = crate::quota::charge(&ctx.server, &ctx.d, ns, &obj, 1).await {
+            crate::admission::release(&ctx.server, &ctx.d, &obj).await;
+            return Err(e);
+        }
+        true
+    };
     let result = ctx.server.store.create(&ctx.d, ns, obj.clone(), &opts, admit).await;
     if result.is_err() || opts.dry_run {
         crate::admission::release(&ctx.server, &ctx.d, &obj).await;
+        if charged {
+            let _ = crate::quota::charge(&ctx.server, &ctx.d, ns, &obj, -1).await;
+        }
     }
     let w = result?;
+    if ctx.d.group.is_empty() && ctx.d.plural == "resourcequotas" && !opts.dry_run {
+        crate::quota::initialize(&ctx.server, ns, &w.object).await;
+    }
     Ok(with_warnings(object_response(ctx, StatusCode::CREATED, &w.object), &w.warnings))
 }
 
@@ -948,6 +964,7 @@ async fn delete(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
     let deleted = ctx.server.store.delete(&ctx.d, ns, &name, &opts).await?;
     if deleted.removed && !opts.dry_run {
         crate::admission::release(&ctx.server, &ctx.d, &deleted.object).await;
+        let _ = crate::quota::charge(&ctx.server, &ctx.d, ns, &deleted.object, -1).await;
     }
     if deleted.removed {
         let status = success_status(json!({
