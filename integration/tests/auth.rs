@@ -258,3 +258,58 @@ fn resource_quotas_are_enforced_tracked_in_status_and_hold_under_concurrency() {
     let cms = ok(api.kubectl(v, &["get", "configmaps", "-n", "q", "-o", "name"]));
     assert_eq!(cms.lines().count(), 3, "{cms}");
 }
+
+#[test]
+fn limit_ranges_default_and_bound_containers_and_priority_classes_resolve() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let v = "1.33";
+    ok(api.kubectl(v, &["create", "namespace", "lr"]));
+    let lr = "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: lim\n  namespace: lr\nspec:\n  limits:\n  - type: Container\n    default:\n      cpu: 500m\n    defaultRequest:\n      cpu: 200m\n    max:\n      cpu: \"1\"\n";
+    ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(lr)));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    ok(api.kubectl(v, &["run", "d", "-n", "lr", "--image=busybox:1"]));
+    let res = ok(api.kubectl(
+        v,
+        &[
+            "get",
+            "pod",
+            "d",
+            "-n",
+            "lr",
+            "-o",
+            "jsonpath={.spec.containers[0].resources.limits.cpu} {.spec.containers[0].resources.requests.cpu}",
+        ],
+    ));
+    assert_eq!(res, "500m 200m");
+    let big = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: big\n  namespace: lr\nspec:\n  containers:\n  - name: c\n    image: busybox:1\n    resources:\n      limits:\n        cpu: \"2\"\n";
+    let out = fails(api.kubectl_stdin(v, &["create", "-f", "-"], Some(big)));
+    assert!(out.contains("maximum cpu usage per Container is 1, but limit is 2"), "{out}");
+    // Priority classes: the built-in ones exist; names resolve to values.
+    let pcs = ok(api.kubectl(v, &["get", "priorityclasses", "-o", "name"]));
+    assert!(pcs.contains("system-node-critical") && pcs.contains("system-cluster-critical"), "{pcs}");
+    ok(api.kubectl(v, &["create", "priorityclass", "high", "--value=1000"]));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hi\nspec:\n  priorityClassName: high\n  containers:\n  - name: c\n    image: busybox:1\n";
+    ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(pod)));
+    assert_eq!(ok(api.kubectl(v, &["get", "pod", "hi", "-o", "jsonpath={.spec.priority}"])), "1000");
+    let out = fails(api.kubectl_stdin(
+        v,
+        &["create", "-f", "-"],
+        Some(&pod.replace("high", "missing").replace("name: hi", "name: hm")),
+    ));
+    assert!(out.contains("no PriorityClass with name missing was found"), "{out}");
+}
+
+#[test]
+fn unknown_admission_plugins_and_authorization_modes_stop_the_apiserver_with_their_name() {
+    for (flag, name) in [("--enable-admission-plugins=Bogus", "Bogus"), ("--authorization-mode=ABAC", "ABAC")] {
+        let out = std::process::Command::new(integration::binary("kube-apiserver"))
+            .args(["--etcd-servers=http://127.0.0.1:1", flag])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let text = integration::text(&out);
+        assert!(text.contains(name), "{text}");
+    }
+}

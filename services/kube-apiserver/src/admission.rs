@@ -7,14 +7,133 @@ use serde_json::{json, Value};
 use crate::endpoints::ApiServer;
 use crate::registry::ResourceDescriptor;
 
+/// The admission plugins this server implements, by upstream's names, in
+/// the order they run. A new plugin is one entry here plus its function.
+pub const PLUGINS: &[&str] = &[
+    "NamespaceLifecycle",
+    "LimitRanger",
+    "ServiceAccount",
+    "DefaultTolerationSeconds",
+    "Priority",
+    "NodeRestriction",
+    "ResourceQuota",
+];
+
+/// Checks `--enable-admission-plugins`/`--disable-admission-plugins`; unknown names are errors.
+pub fn check_plugin_flags(enable: &[String], disable: &[String]) -> Result<(), String> {
+    for name in enable.iter().chain(disable).filter(|n| !n.is_empty()) {
+        if !PLUGINS.contains(&name.as_str()) {
+            return Err(format!("unknown admission plugin {name:?} (this server implements: {})", PLUGINS.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+/// LimitRanger: container requests/limits default from the namespace's
+/// LimitRanges and must stay within their min/max.
+fn limit_ranger(server: &ApiServer, ns: &str, pod: &mut Value) -> Result<(), ApiError> {
+    use apimachinery::quantity::parse_milli;
+    let Some(lrd) = server.resources.lookup("", "v1", "limitranges").cloned() else { return Ok(()) };
+    let (ranges, _) = server.store.cache(&lrd).snapshot(&lrd.key_prefix(&server.store.root, Some(ns)));
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    for lr in ranges {
+        let lr = lr.value();
+        for limit in lr["spec"]["limits"].as_array().into_iter().flatten().filter(|l| l["type"] == "Container") {
+            for list in ["containers", "initContainers"] {
+                let Some(containers) = pod["spec"][list].as_array_mut() else { continue };
+                for c in containers {
+                    for (field, source) in [("limits", "default"), ("requests", "defaultRequest")] {
+                        for (res, q) in limit[source].as_object().into_iter().flatten() {
+                            if c["resources"][field][res].is_null() {
+                                c["resources"][field][res] = q.clone();
+                            }
+                        }
+                    }
+                    // A default limit below an explicit request would be invalid; upstream
+                    // defaults requests from limits when only limits are set.
+                    for (res, q) in c["resources"]["limits"].as_object().cloned().unwrap_or_default() {
+                        if c["resources"]["requests"][&res].is_null() {
+                            c["resources"]["requests"][&res] = q;
+                        }
+                    }
+                    for (bound, field, word) in [("max", "limits", "maximum"), ("min", "requests", "minimum")] {
+                        for (res, q) in limit[bound].as_object().into_iter().flatten() {
+                            let (Some(b), Some(v)) = (
+                                q.as_str().and_then(|q| parse_milli(q).ok()),
+                                c["resources"][field][res].as_str().and_then(|q| parse_milli(q).ok()),
+                            ) else {
+                                continue;
+                            };
+                            let over = if bound == "max" { v > b } else { v < b };
+                            if over {
+                                let what = if field == "limits" { "limit" } else { "request" };
+                                return Err(ApiError::forbidden(format!(
+                                    "pods \"{name}\" is forbidden: {word} {res} usage per Container is {}, but {what} is {}",
+                                    q.as_str().unwrap_or_default(),
+                                    c["resources"][field][res].as_str().unwrap_or_default()
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Priority: `priorityClassName` resolves to `priority` and `preemptionPolicy`;
+/// a pod without one gets the global default class, if any.
+fn priority(server: &ApiServer, pod: &mut Value) -> Result<(), ApiError> {
+    let Some(pcd) = server.resources.lookup("scheduling.k8s.io", "v1", "priorityclasses").cloned() else {
+        return Ok(());
+    };
+    let cache = server.store.cache(&pcd);
+    let wanted = pod["spec"]["priorityClassName"].as_str().unwrap_or_default().to_string();
+    let class = if wanted.is_empty() {
+        let (all, _) = cache.snapshot(&pcd.key_prefix(&server.store.root, None));
+        all.iter().map(|c| c.value()).find(|c| c["globalDefault"] == true)
+    } else {
+        match cache.get(&pcd.key(&server.store.root, "", &wanted)) {
+            Some(c) => Some(c.value()),
+            None => {
+                let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                return Err(ApiError::forbidden(format!(
+                    "pods \"{name}\" is forbidden: no PriorityClass with name {wanted} was found"
+                )));
+            }
+        }
+    };
+    if let Some(c) = class {
+        pod["spec"]["priorityClassName"] = c["metadata"]["name"].clone();
+        pod["spec"]["priority"] = c["value"].clone();
+        pod["spec"]["preemptionPolicy"] = c.get("preemptionPolicy").cloned().unwrap_or(json!("PreemptLowerPriority"));
+    }
+    Ok(())
+}
+
 /// Mutations applied to a new object before it is validated and stored.
-pub async fn mutate_on_create(server: &ApiServer, d: &ResourceDescriptor, mut obj: Value) -> Result<Value, ApiError> {
+pub async fn mutate_on_create(
+    server: &ApiServer,
+    d: &ResourceDescriptor,
+    ns: &str,
+    mut obj: Value,
+) -> Result<Value, ApiError> {
     match (d.group, d.plural) {
         ("", "pods") => {
+            if server.admission_enabled("LimitRanger") && !ns.is_empty() {
+                limit_ranger(server, ns, &mut obj)?;
+            }
             let spec = &mut obj["spec"];
-            if spec.is_object() && spec["serviceAccountName"].as_str().unwrap_or_default().is_empty() {
+            if server.admission_enabled("ServiceAccount")
+                && spec.is_object()
+                && spec["serviceAccountName"].as_str().unwrap_or_default().is_empty()
+            {
                 spec["serviceAccountName"] = json!("default");
                 spec["serviceAccount"] = json!("default");
+            }
+            if server.admission_enabled("Priority") {
+                priority(server, &mut obj)?;
             }
         }
         ("", "services") => {
@@ -159,6 +278,8 @@ pub fn validate(
     new: &Value,
     old: Option<&Value>,
 ) -> Result<(), ApiError> {
-    check_node_restriction(d, user, new, old)?;
+    if server.admission_enabled("NodeRestriction") {
+        check_node_restriction(d, user, new, old)?;
+    }
     check_rbac_escalation(server, d, user, new)
 }

@@ -63,6 +63,20 @@ pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("creating namespace {ns}: {e}"),
         }
     }
+    // The built-in priority classes.
+    if let Some(pcd) = server.resources.lookup("scheduling.k8s.io", "v1", "priorityclasses").cloned() {
+        for (name, value, description) in [
+            ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+            ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+        ] {
+            let pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+                            "value": value, "description": description, "preemptionPolicy": "PreemptLowerPriority"});
+            match store.create(&pcd, "", pc, &opts, |_| Ok(())).await {
+                Ok(_) | Err(apimachinery::status::ApiError { reason: "AlreadyExists", .. }) => {}
+                Err(e) => anyhow::bail!("creating priority class {name}: {e}"),
+            }
+        }
+    }
     let ip = server.allocator.as_ref().map(|a| a.first_ip().to_string());
     let svcd = server.resources.lookup("", "v1", "services").cloned().ok_or_else(|| anyhow::anyhow!("no services"))?;
     let mut svc = json!({
@@ -74,7 +88,7 @@ pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
         if let Some(ip) = &ip {
             svc["spec"]["clusterIP"] = json!(ip);
         }
-        let svc = crate::admission::mutate_on_create(server, &svcd, svc).await?;
+        let svc = crate::admission::mutate_on_create(server, &svcd, "default", svc).await?;
         match store.create(&svcd, "default", svc, &opts, |_| Ok(())).await {
             Ok(_) | Err(apimachinery::status::ApiError { reason: "AlreadyExists", .. }) => {}
             Err(e) => anyhow::bail!("creating the kubernetes service: {e}"),

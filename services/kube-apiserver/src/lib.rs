@@ -78,6 +78,10 @@ pub fn parse_duration_secs(s: &str) -> anyhow::Result<i64> {
 
 /// Connects to etcd, starts the watch caches, bootstraps, and serves until the process ends.
 pub async fn run(options: Options) -> anyhow::Result<()> {
+    // Flags are checked before anything is started.
+    admission::check_plugin_flags(&options.enable_admission_plugins, &options.disable_admission_plugins)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    authz::parse_modes(&options.authorization_mode)?;
     let etcd = EtcdStorage::connect(&EtcdConfig {
         servers: options.etcd_servers.clone(),
         ca_file: options.etcd_cafile.clone(),
@@ -148,6 +152,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         openapi: Default::default(),
         metrics: Default::default(),
         allocator: Some(allocator),
+        disabled_admission: options.disable_admission_plugins.clone(),
         config: ServerInfo {
             advertise_address: advertise.clone(),
             secure_port: options.secure_port,

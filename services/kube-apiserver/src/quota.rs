@@ -189,9 +189,8 @@ pub async fn charge(
                         used.insert(r.clone(), next);
                     }
                     if !exceeded.is_empty() {
-                        let part = |f: &dyn Fn(&Exceeded) -> String| {
-                            exceeded.iter().map(f).collect::<Vec<_>>().join(",")
-                        };
+                        let part =
+                            |f: &dyn Fn(&Exceeded) -> String| exceeded.iter().map(f).collect::<Vec<_>>().join(",");
                         return Err(ApiError::forbidden(format!(
                             "{} \"{name}\" is forbidden: exceeded quota: {qname}, requested: {}, used: {}, limited: {}",
                             d.plural,

@@ -434,7 +434,7 @@ async fn admit_namespace(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
 async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
     let obj = decode_body(&body)?;
     let opts = write_options(ctx)?;
-    if ctx.d.namespaced {
+    if ctx.d.namespaced && ctx.server.admission_enabled("NamespaceLifecycle") {
         admit_namespace(ctx, ns).await.map_err(|e| {
             if e.is_not_found() {
                 ApiError::not_found(&apimachinery::status::Qualified::new("", "namespaces"), ns)
@@ -443,10 +443,10 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
             }
         })?;
     }
-    let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, obj).await?;
+    let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, ns, obj).await?;
     let admit = |o: &Value| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, None);
     // Quota is charged before the write, so concurrent creates cannot both fit.
-    let charged = if opts.dry_run {
+    let charged = if opts.dry_run || !ctx.server.admission_enabled("ResourceQuota") {
         false
     } else {
         if let Err(e) = crate::quota::charge(&ctx.server, &ctx.d, ns, &obj, 1).await {
