@@ -313,3 +313,35 @@ fn unknown_admission_plugins_and_authorization_modes_stop_the_apiserver_with_the
         assert!(text.contains(name), "{text}");
     }
 }
+
+#[test]
+fn pod_security_levels_are_enforced_and_warned_by_namespace_label() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    for v in KUBECTL_VERSIONS {
+        let s = v.replace('.', "");
+        let (strict, lax) = (format!("strict{s}"), format!("lax{s}"));
+        ok(api.kubectl(v, &["create", "namespace", &strict]));
+        ok(api.kubectl(v, &["label", "namespace", &strict, "pod-security.kubernetes.io/enforce=baseline"]));
+        ok(api.kubectl(v, &["create", "namespace", &lax]));
+        ok(api.kubectl(v, &["label", "namespace", &lax, "pod-security.kubernetes.io/warn=restricted"]));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let privileged = |ns: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: priv\n  namespace: {ns}\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: busybox:1\n    securityContext:\n      privileged: true\n"
+            )
+        };
+        let out = fails(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&privileged(&strict))));
+        assert!(
+            out.contains("violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true), privileged (container \"c\" must not set securityContext.privileged=true)"),
+            "{out}"
+        );
+        // An ordinary pod passes baseline.
+        ok(api.kubectl(v, &["run", "plain", "-n", &strict, "--image=busybox:1"]));
+        // warn=restricted: admitted, with kubectl printing the warning.
+        let out = api.kubectl(v, &["run", "w", "-n", &lax, "--image=busybox:1"]);
+        assert!(out.status.success());
+        let text = integration::text(&out);
+        assert!(text.contains("Warning: would violate PodSecurity \"restricted:latest\""), "{text}");
+    }
+}

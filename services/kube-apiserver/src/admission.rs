@@ -16,8 +16,37 @@ pub const PLUGINS: &[&str] = &[
     "DefaultTolerationSeconds",
     "Priority",
     "NodeRestriction",
+    "PodSecurity",
     "ResourceQuota",
 ];
+
+/// PodSecurity for a new pod: an enforced level's violations are a 403, a
+/// warned level's come back as warnings.
+pub fn pod_security(server: &ApiServer, ns: &str, pod: &Value) -> Result<Vec<String>, ApiError> {
+    use crate::podsecurity::{forbidden_message, namespace_levels, violations, warning, Level};
+    if !server.admission_enabled("PodSecurity") || ns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(nsd) = server.resources.lookup("", "v1", "namespaces").cloned() else { return Ok(Vec::new()) };
+    let Some(namespace) = server.store.cache(&nsd).get(&nsd.key(&server.store.root, "", ns)) else {
+        return Ok(Vec::new());
+    };
+    let (enforce, warn) = namespace_levels(&namespace.value());
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    if enforce > Level::Privileged {
+        let v = violations(pod, enforce);
+        if !v.is_empty() {
+            return Err(ApiError::forbidden(forbidden_message(name, enforce, &v)));
+        }
+    }
+    if warn > Level::Privileged {
+        let v = violations(pod, warn);
+        if !v.is_empty() {
+            return Ok(vec![warning(name, warn, &v)]);
+        }
+    }
+    Ok(Vec::new())
+}
 
 /// Checks `--enable-admission-plugins`/`--disable-admission-plugins`; unknown names are errors.
 pub fn check_plugin_flags(enable: &[String], disable: &[String]) -> Result<(), String> {

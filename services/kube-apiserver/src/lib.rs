@@ -13,6 +13,7 @@ pub mod cache;
 pub mod endpoints;
 pub mod metrics;
 pub mod options;
+pub mod podsecurity;
 pub mod quota;
 pub mod registry;
 pub mod resources;

@@ -444,6 +444,11 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         })?;
     }
     let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, ns, obj).await?;
+    let pod_warnings = if ctx.d.group.is_empty() && ctx.d.plural == "pods" {
+        crate::admission::pod_security(&ctx.server, ns, &obj)?
+    } else {
+        Vec::new()
+    };
     let admit = |o: &Value| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, None);
     // Quota is charged before the write, so concurrent creates cannot both fit.
     let charged = if opts.dry_run || !ctx.server.admission_enabled("ResourceQuota") {
@@ -462,7 +467,8 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
             let _ = crate::quota::charge(&ctx.server, &ctx.d, ns, &obj, -1).await;
         }
     }
-    let w = result?;
+    let mut w = result?;
+    w.warnings.extend(pod_warnings);
     if ctx.d.group.is_empty() && ctx.d.plural == "resourcequotas" && !opts.dry_run {
         crate::quota::initialize(&ctx.server, ns, &w.object).await;
     }
