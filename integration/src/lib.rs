@@ -296,8 +296,8 @@ impl ApiServer {
         content_type: Option<&str>,
         body: Option<&[u8]>,
     ) -> Result<(u16, String)> {
-        let body_file = self.dir.path().join(format!("body-{}", free_port()));
-        let out_file = self.dir.path().join(format!("out-{}", free_port()));
+        let body_file = self.dir.path().join(unique_name("body"));
+        let out_file = self.dir.path().join(unique_name("out"));
         let url = format!("{}{path}", self.url());
         let mut args: Vec<String> = vec![
             "-sk".into(),
@@ -348,8 +348,8 @@ impl ApiServer {
 
     /// A request with exactly these headers (no credentials unless given).
     pub fn raw_request(&self, method: &str, path: &str, headers: &[&str]) -> Result<(u16, Vec<u8>, String)> {
-        let out_file = self.dir.path().join(format!("out-{}", free_port()));
-        let hdr_file = self.dir.path().join(format!("hdr-{}", free_port()));
+        let out_file = self.dir.path().join(unique_name("out"));
+        let hdr_file = self.dir.path().join(unique_name("hdr"));
         let url = format!("{}{path}", self.url());
         let mut args: Vec<String> = vec![
             "-sk".into(),
@@ -382,6 +382,12 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A name unique within this process, for temporary files of concurrent requests.
+fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!("{prefix}-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 fn curl(args: &[&str]) -> Result<Output> {

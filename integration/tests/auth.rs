@@ -345,3 +345,23 @@ fn pod_security_levels_are_enforced_and_warned_by_namespace_label() {
         assert!(text.contains("Warning: would violate PodSecurity \"restricted:latest\""), "{text}");
     }
 }
+
+#[test]
+fn pods_get_a_projected_service_account_token_volume_unless_they_opt_out() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let v = "1.33";
+    ok(api.kubectl(v, &["run", "auto", "--image=busybox:1"]));
+    let got = ok(api.kubectl(v, &["get", "pod", "auto", "-o", "json"]));
+    let pod: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(pod["spec"]["serviceAccountName"], "default");
+    let vol = &pod["spec"]["volumes"][0];
+    assert!(vol["name"].as_str().unwrap().starts_with("kube-api-access-"), "{pod}");
+    assert_eq!(vol["projected"]["sources"][0]["serviceAccountToken"]["path"], "token");
+    let mount = &pod["spec"]["containers"][0]["volumeMounts"][0];
+    assert_eq!(mount["mountPath"], "/var/run/secrets/kubernetes.io/serviceaccount");
+    assert_eq!(mount["name"], vol["name"]);
+    let off = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: no-automount\nspec:\n  automountServiceAccountToken: false\n  containers:\n  - name: c\n    image: busybox:1\n";
+    ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(off)));
+    assert_eq!(ok(api.kubectl(v, &["get", "pod", "no-automount", "-o", "jsonpath={.spec.volumes}"])), "");
+}

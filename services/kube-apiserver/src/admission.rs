@@ -141,6 +141,76 @@ fn priority(server: &ApiServer, pod: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+const SA_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// ServiceAccount: pods run as `default` unless they name an account, and get
+/// the projected `kube-api-access-*` volume (a bound token, the cluster CA and
+/// their namespace) mounted in every container, unless automounting is off
+/// for the pod or its service account, or the path is already mounted.
+fn service_account(server: &ApiServer, ns: &str, pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    if spec["serviceAccountName"].as_str().unwrap_or_default().is_empty() {
+        spec["serviceAccountName"] = json!("default");
+    }
+    spec["serviceAccount"] = spec["serviceAccountName"].clone();
+    let mirror = pod["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string();
+    let spec = &mut pod["spec"];
+    let sa_name = spec["serviceAccountName"].as_str().unwrap_or_default().to_string();
+    let sa_automount = server
+        .resources
+        .lookup("", "v1", "serviceaccounts")
+        .and_then(|d| server.store.cache(d).get(&d.key(&server.store.root, ns, &sa_name)))
+        .map(|o| o.value()["automountServiceAccountToken"] != false)
+        .unwrap_or(true);
+    let automount = match spec["automountServiceAccountToken"].as_bool() {
+        Some(b) => b,
+        None => sa_automount,
+    };
+    if mirror || !automount {
+        return;
+    }
+    let mounted = ["containers", "initContainers"].iter().any(|l| {
+        spec[*l]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["volumeMounts"].as_array().into_iter().flatten().any(|m| m["mountPath"] == SA_MOUNT_PATH))
+    });
+    if mounted {
+        return;
+    }
+    let volume = format!("kube-api-access-{}", crate::registry::meta::name_suffix());
+    let projected = json!({
+        "name": volume,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}, "path": "namespace"}]}},
+            ],
+        },
+    });
+    match spec["volumes"].as_array_mut() {
+        Some(v) => v.push(projected),
+        None => spec["volumes"] = json!([projected]),
+    }
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = spec[list].as_array_mut() {
+            for c in cs {
+                let mount = json!({"name": volume, "mountPath": SA_MOUNT_PATH, "readOnly": true});
+                match c["volumeMounts"].as_array_mut() {
+                    Some(m) => m.push(mount),
+                    None => c["volumeMounts"] = json!([mount]),
+                }
+            }
+        }
+    }
+}
+
 /// Mutations applied to a new object before it is validated and stored.
 pub async fn mutate_on_create(
     server: &ApiServer,
@@ -153,13 +223,8 @@ pub async fn mutate_on_create(
             if server.admission_enabled("LimitRanger") && !ns.is_empty() {
                 limit_ranger(server, ns, &mut obj)?;
             }
-            let spec = &mut obj["spec"];
-            if server.admission_enabled("ServiceAccount")
-                && spec.is_object()
-                && spec["serviceAccountName"].as_str().unwrap_or_default().is_empty()
-            {
-                spec["serviceAccountName"] = json!("default");
-                spec["serviceAccount"] = json!("default");
+            if server.admission_enabled("ServiceAccount") {
+                service_account(server, ns, &mut obj);
             }
             if server.admission_enabled("Priority") {
                 priority(server, &mut obj)?;
