@@ -92,6 +92,7 @@ impl Conn {
             .method(method)
             .uri(path)
             .header("host", "localhost")
+            .header("authorization", "Bearer admin")
             .header("content-type", "application/json")
             .header("accept", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
@@ -194,6 +195,7 @@ async fn main() -> Result<()> {
                     "/api/v1/namespaces/{ns}/configmaps?watch=1&labelSelector=kind%3Dwatched&timeoutSeconds=120"
                 ))
                 .header("host", "localhost")
+                .header("authorization", "Bearer admin")
                 .body(Full::new(Bytes::new()))?;
             let resp = c.sender.send_request(req).await?;
             let mut body = resp.into_body();
