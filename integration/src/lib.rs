@@ -288,7 +288,7 @@ impl ApiServer {
         })
     }
 
-    /// A raw HTTPS request with curl: (status code, body).
+    /// A raw HTTPS request as the admin: (status code, body).
     pub fn request(
         &self,
         method: &str,
@@ -296,37 +296,11 @@ impl ApiServer {
         content_type: Option<&str>,
         body: Option<&[u8]>,
     ) -> Result<(u16, String)> {
-        let body_file = self.dir.path().join(unique_name("body"));
-        let out_file = self.dir.path().join(unique_name("out"));
-        let url = format!("{}{path}", self.url());
-        let mut args: Vec<String> = vec![
-            "-sk".into(),
-            "-X".into(),
-            method.into(),
-            "-o".into(),
-            out_file.display().to_string(),
-            "-w".into(),
-            "%{http_code}".into(),
-            "-H".into(),
-            "Authorization: Bearer admin".into(),
-        ];
-        if let Some(ct) = content_type {
-            args.push("-H".into());
-            args.push(format!("Content-Type: {ct}"));
-        }
-        if let Some(b) = body {
-            std::fs::write(&body_file, b)?;
-            args.push("--data-binary".into());
-            args.push(format!("@{}", body_file.display()));
-        }
-        args.push(url);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = curl(&refs)?;
-        let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
-        let text = std::fs::read_to_string(&out_file).unwrap_or_default();
-        let _ = std::fs::remove_file(&body_file);
-        let _ = std::fs::remove_file(&out_file);
-        Ok((code, text))
+        let ct = content_type.map(|c| format!("Content-Type: {c}"));
+        let mut headers = vec!["Authorization: Bearer admin"];
+        headers.extend(ct.as_deref());
+        let (code, bytes, _) = self.curl_request(method, path, &headers, body)?;
+        Ok((code, String::from_utf8_lossy(&bytes).into_owned()))
     }
 }
 
@@ -348,33 +322,40 @@ impl ApiServer {
 
     /// A request with exactly these headers (no credentials unless given).
     pub fn raw_request(&self, method: &str, path: &str, headers: &[&str]) -> Result<(u16, Vec<u8>, String)> {
+        self.curl_request(method, path, headers, None)
+    }
+
+    /// One curl request: (status code, body, response headers).
+    fn curl_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>, String)> {
+        let body_file = self.dir.path().join(unique_name("body"));
         let out_file = self.dir.path().join(unique_name("out"));
         let hdr_file = self.dir.path().join(unique_name("hdr"));
-        let url = format!("{}{path}", self.url());
-        let mut args: Vec<String> = vec![
-            "-sk".into(),
-            "-X".into(),
-            method.into(),
-            "-o".into(),
-            out_file.display().to_string(),
-            "-D".into(),
-            hdr_file.display().to_string(),
-            "-w".into(),
-            "%{http_code}".into(),
-        ];
+        let mut args: Vec<String> = vec!["-sk".into(), "-X".into(), method.into()];
+        args.extend(["-o".into(), out_file.display().to_string(), "-D".into(), hdr_file.display().to_string()]);
+        args.extend(["-w".into(), "%{http_code}".into()]);
         for h in headers {
-            args.push("-H".into());
-            args.push(h.to_string());
+            args.extend(["-H".into(), h.to_string()]);
         }
-        args.push(url);
+        if let Some(b) = body {
+            std::fs::write(&body_file, b)?;
+            args.extend(["--data-binary".into(), format!("@{}", body_file.display())]);
+        }
+        args.push(format!("{}{path}", self.url()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = curl(&refs)?;
         let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
-        let body = std::fs::read(&out_file).unwrap_or_default();
+        let response = std::fs::read(&out_file).unwrap_or_default();
         let hdrs = std::fs::read_to_string(&hdr_file).unwrap_or_default();
-        let _ = std::fs::remove_file(&out_file);
-        let _ = std::fs::remove_file(&hdr_file);
-        Ok((code, body, hdrs))
+        for f in [&body_file, &out_file, &hdr_file] {
+            let _ = std::fs::remove_file(f);
+        }
+        Ok((code, response, hdrs))
     }
 }
 

@@ -42,7 +42,7 @@ pub fn pod_security(server: &ApiServer, ns: &str, pod: &Value) -> Result<Vec<Str
     if warn > Level::Privileged {
         let v = violations(pod, warn);
         if !v.is_empty() {
-            return Ok(vec![warning(name, warn, &v)]);
+            return Ok(vec![warning(warn, &v)]);
         }
     }
     Ok(Vec::new())

@@ -249,8 +249,7 @@ pub fn forbidden_message(name: &str, level: Level, violations: &[String]) -> Str
 }
 
 /// The upstream warning for a warned level.
-pub fn warning(name: &str, level: Level, violations: &[String]) -> String {
-    let _ = name;
+pub fn warning(level: Level, violations: &[String]) -> String {
     format!("would violate PodSecurity \"{}:latest\": {}", level.as_str(), violations.join(", "))
 }
 

@@ -160,16 +160,10 @@ pub fn group_or_version(server: &ApiServer, path: &str) -> Option<Response<Body>
         ["api", v] => ("", *v),
         ["apis", g] => {
             let g = group_names(server).into_iter().find(|x| x == g)?;
-            return Some(value_response(
-                StatusCode::OK,
-                &json!({"kind": "APIGroup", "apiVersion": "v1"}).as_object().map(|m| {
-                    let mut v = api_group(server, g);
-                    for (k, val) in m {
-                        v[k] = val.clone();
-                    }
-                    v
-                })?,
-            ));
+            let mut body = api_group(server, g);
+            body["kind"] = json!("APIGroup");
+            body["apiVersion"] = json!("v1");
+            return Some(value_response(StatusCode::OK, &body));
         }
         ["apis", g, v] => (*g, *v),
         _ => return None,

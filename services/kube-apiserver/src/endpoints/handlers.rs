@@ -218,20 +218,8 @@ pub fn partial_metadata(obj: &Value) -> Value {
 
 /// A `meta.k8s.io/v1` Table for these objects with the kind's columns.
 fn table(ctx: &Ctx, objects: &[&Value]) -> Value {
-    let include = ctx.query.get("includeObject").map(String::as_str).unwrap_or("Metadata").to_string();
-    let t = printers::table(
-        ctx.d.group,
-        ctx.d.kind,
-        objects,
-        Value::Null,
-        |o: &Value| match include.as_str() {
-            "None" => Value::Null,
-            "Object" => o.clone(),
-            _ => partial_metadata(o),
-        },
-        jiff::Timestamp::now(),
-    );
-    t
+    let include = ctx.query.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+    table_for(&ctx.d, objects, include, true)
 }
 
 pub fn table_for(d: &ResourceDescriptor, objects: &[&Value], include: &str, with_columns: bool) -> Value {
@@ -281,7 +269,6 @@ async fn get(ctx: &Ctx, ns: &str) -> Result<Response<Body>, ApiError> {
 pub fn list_filter(
     d: &ResourceDescriptor,
     query: &Query,
-    namespace: Option<&str>,
     name: Option<&str>,
 ) -> Result<Option<crate::registry::ObjectFilter>, ApiError> {
     use apimachinery::selector::{field::FieldSelector, label::LabelSelector};
@@ -308,12 +295,10 @@ pub fn list_filter(
             Some(f)
         }
     };
-    let ns = namespace.map(String::from);
     let name = name.map(String::from);
     if labels.is_none() && fields.is_none() && name.is_none() {
         return Ok(None);
     }
-    let _ = ns;
     Ok(Some(Arc::new(move |a: &ObjectAttrs| {
         if let Some(n) = &name {
             if &a.name != n {
@@ -343,7 +328,7 @@ async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
         },
         continue_token: ctx.query.get("continue").filter(|c| !c.is_empty()).cloned(),
-        filter: list_filter(&ctx.d, &ctx.query, ctx.info.namespace.as_deref(), None)?,
+        filter: list_filter(&ctx.d, &ctx.query, None)?,
     };
     let result = ctx.server.store.list(&ctx.d, ctx.info.namespace.as_deref(), &opts).await?;
     let mut meta = json!({"resourceVersion": result.resource_version.to_string()});
@@ -415,11 +400,16 @@ async fn admit_namespace(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
         .lookup("", "v1", "namespaces")
         .cloned()
         .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
-    let obj = match ctx.server.store.cache(&nsd).get(&nsd.key(&ctx.server.store.root, "", ns)) {
-        Some(o) => o.value(),
-        None => ctx.server.store.get(&nsd, "", ns).await?,
+    // A deleted namespace is marked Terminating in status.phase, a selectable
+    // field the cache keeps: no JSON parse on this per-create path.
+    let terminating = match ctx.server.store.cache(&nsd).get(&nsd.key(&ctx.server.store.root, "", ns)) {
+        Some(o) => o.attrs.field("status.phase") == Some("Terminating"),
+        None => {
+            let obj = ctx.server.store.get(&nsd, "", ns).await?;
+            meta::is_terminating(&obj) || obj["status"]["phase"] == "Terminating"
+        }
     };
-    if meta::is_terminating(&obj) || obj["status"]["phase"] == "Terminating" {
+    if terminating {
         return Err(ApiError::forbidden(format!(
             "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
             ctx.d.plural,
@@ -972,26 +962,14 @@ async fn delete(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         crate::admission::release(&ctx.server, &ctx.d, &deleted.object).await;
         let _ = crate::quota::charge(&ctx.server, &ctx.d, ns, &deleted.object, -1).await;
     }
-    if deleted.removed {
-        let status = success_status(json!({
-            "name": name,
-            "group": ctx.d.group,
-            "kind": ctx.d.plural,
-            "uid": deleted.object["metadata"]["uid"],
-        }));
-        // Upstream answers the deleted object for most kinds; kubectl handles both.
-        let _ = status;
-        return Ok(object_response(ctx, StatusCode::OK, &deleted.object));
-    }
+    // Removed or pending (graceful, finalizers), the answer is the object, as
+    // upstream answers pods; kubectl handles both that and a Status.
     Ok(object_response(ctx, StatusCode::OK, &deleted.object))
 }
 
 async fn delete_collection(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
     let opts = delete_options(&delete_body(&body)?, &ctx.query)?;
-    let list_opts = ListOptions {
-        filter: list_filter(&ctx.d, &ctx.query, ctx.info.namespace.as_deref(), None)?,
-        ..Default::default()
-    };
+    let list_opts = ListOptions { filter: list_filter(&ctx.d, &ctx.query, None)?, ..Default::default() };
     let ns_opt = if ctx.d.namespaced { Some(ns).filter(|n| !n.is_empty()) } else { None };
     let result = ctx.server.store.list(&ctx.d, ns_opt, &list_opts).await?;
     let mut items = Vec::new();

@@ -63,7 +63,7 @@ pub async fn serve(
     query: &HashMap<String, String>,
     output: Output,
 ) -> Result<Response<Body>, ApiError> {
-    let filter = list_filter(d, query, info.namespace.as_deref(), info.name.as_deref())?;
+    let filter = list_filter(d, query, info.name.as_deref())?;
     let namespace = info.namespace.clone().filter(|_| d.namespaced);
     let rv = query.get("resourceVersion").map(String::as_str).unwrap_or("");
     let send_initial = match query.get("sendInitialEvents").map(String::as_str) {
@@ -155,6 +155,20 @@ pub async fn serve(
     Ok(response)
 }
 
+/// What a watcher sees of a change, given whether the object matches its
+/// selectors now and did before: upstream turns a change into or out of the
+/// selection into ADDED or DELETED.
+fn visible_type(t: EventType, now: bool, before: bool) -> Option<&'static str> {
+    match t {
+        EventType::Added if now => Some("ADDED"),
+        EventType::Modified if now && before => Some("MODIFIED"),
+        EventType::Modified if now => Some("ADDED"),
+        EventType::Modified if before => Some("DELETED"),
+        EventType::Deleted if now || before => Some("DELETED"),
+        _ => None,
+    }
+}
+
 struct Watcher {
     tx: mpsc::Sender<Vec<Bytes>>,
     filter: Option<Filter>,
@@ -171,19 +185,11 @@ impl Watcher {
         obj.key.starts_with(&self.prefix) && self.filter.as_ref().is_none_or(|f| f(&obj.attrs))
     }
 
-    /// What this watcher sees of an event, given its filter: upstream turns a
-    /// change into or out of the selection into ADDED or DELETED.
+    /// This watcher's line for an event, if its filter lets it through.
     fn project(&mut self, ev: &WatchEvent) -> Option<Bytes> {
         let now = self.matches(&ev.object);
         let before = ev.prev.as_ref().is_some_and(|p| self.matches(p));
-        let t = match ev.event_type {
-            EventType::Added if now => "ADDED",
-            EventType::Modified if now && before => "MODIFIED",
-            EventType::Modified if now => "ADDED",
-            EventType::Modified if before => "DELETED",
-            EventType::Deleted if now || before => "DELETED",
-            _ => return None,
-        };
+        let t = visible_type(ev.event_type, now, before)?;
         let mut first = self.first;
         let line = self.shape.line(t, Some(ev), &ev.object, &mut first);
         self.first = first;
@@ -339,18 +345,26 @@ async fn stream_from_etcd(
             };
             let now = matches(&obj);
             let before = prev.as_ref().is_some_and(|p| matches(p));
-            let name = match t {
-                EventType::Added if now => "ADDED",
-                EventType::Modified if now && before => "MODIFIED",
-                EventType::Modified if now => "ADDED",
-                EventType::Modified if before => "DELETED",
-                EventType::Deleted if now || before => "DELETED",
-                _ => continue,
-            };
+            let Some(name) = visible_type(t, now, before) else { continue };
             let line = shape.line(name, None, &obj, &mut first);
             if tx.send(vec![line]).await.is_err() {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_into_and_out_of_a_selection_become_added_and_deleted() {
+        assert_eq!(visible_type(EventType::Modified, true, false), Some("ADDED"));
+        assert_eq!(visible_type(EventType::Modified, false, true), Some("DELETED"));
+        assert_eq!(visible_type(EventType::Modified, true, true), Some("MODIFIED"));
+        assert_eq!(visible_type(EventType::Modified, false, false), None);
+        assert_eq!(visible_type(EventType::Deleted, false, true), Some("DELETED"));
+        assert_eq!(visible_type(EventType::Added, false, false), None);
     }
 }

@@ -226,11 +226,6 @@ impl ResourceTable {
         self.by_path.get(&(group.to_string(), version.to_string(), plural.to_string())).map(|i| &self.resources[*i])
     }
 
-    /// The resource of an `apiVersion` + `kind` (for request bodies).
-    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&Arc<ResourceDescriptor>> {
-        self.resources.iter().find(|r| r.kind == kind && r.api_version() == api_version)
-    }
-
     /// Group versions in discovery order (core first, then groups in table order).
     pub fn group_versions(&self) -> Vec<(&'static str, &'static str)> {
         let mut out: Vec<(&'static str, &'static str)> = Vec::new();

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::meta::{self, NameRule};
 use super::{ResourceDescriptor, ResourceTable};
-use crate::cache::{stamp_resource_version, CacheError, CachedObject, Cacher, Subscription};
+use crate::cache::{stamp_resource_version, CachedObject, Cacher};
 use crate::storage::{EtcdStorage, KeyValue, StorageError};
 
 /// `fieldValidation` query parameter.
@@ -819,12 +819,6 @@ impl Store {
         }
         Ok(ListResult { items, resource_version: revision, continue_token: None, remaining: None })
     }
-
-    /// Subscribes a watch from the cache; a version older than the cache
-    /// window falls back to a direct etcd watch when etcd still has it.
-    pub fn subscribe(&self, d: &ResourceDescriptor, after: Option<i64>) -> Result<Subscription, CacheError> {
-        self.cache(d).subscribe(after)
-    }
 }
 
 /// etcd fixed its requested progress notifications (etcd-io/etcd#15220 and
@@ -872,27 +866,19 @@ fn set_or_remove(obj: &mut Value, field: &str, v: Option<&Value>) {
 fn check_type_meta(d: &ResourceDescriptor, obj: &Value) -> Result<(), ApiError> {
     let kind = obj["kind"].as_str().unwrap_or_default();
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    if (!kind.is_empty() && kind != d.kind) || (!api_version.is_empty() && api_version != d.api_version()) {
+    if !kind.is_empty() && kind != d.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            d.kind
+        )));
+    }
+    if !api_version.is_empty() && api_version != d.api_version() {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({})",
             d.api_version()
-        ))
-        .with_kind_hint(kind, d.kind));
+        )));
     }
     Ok(())
-}
-
-trait KindHint {
-    fn with_kind_hint(self, got: &str, want: &str) -> Self;
-}
-
-impl KindHint for ApiError {
-    fn with_kind_hint(mut self, got: &str, want: &str) -> Self {
-        if !got.is_empty() && got != want {
-            self.message = format!("the kind in the data ({got}) does not match the expected kind ({want})");
-        }
-        self
-    }
 }
 
 #[cfg(test)]

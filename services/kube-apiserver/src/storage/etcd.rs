@@ -115,7 +115,7 @@ impl EtcdStorage {
 
     /// Runs `op` against the current endpoint, moving on to the next ones
     /// while endpoints are unreachable.
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, etcd_client::Error>
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StorageError>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -125,35 +125,27 @@ impl EtcdStorage {
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            match self.timed(op(self.clients[idx].clone())).await {
-                Ok(v) => {
+            match tokio::time::timeout(self.timeout, op(self.clients[idx].clone())).await {
+                // A request that timed out may have reached etcd: never retried elsewhere.
+                Err(_) => return Err(StorageError::Timeout(self.timeout)),
+                Ok(Ok(v)) => {
                     if idx != start {
                         self.current.store(idx, Ordering::Relaxed);
                         tracing::warn!(endpoint = idx, "etcd: failed over to another endpoint");
                     }
                     return Ok(v);
                 }
-                Err(e) if unreachable(&e) => last = Some(e),
-                Err(e) => return Err(e),
+                Ok(Err(e)) if unreachable(&e) => last = Some(e),
+                Ok(Err(e)) => return Err(StorageError::Etcd(e)),
             }
         }
-        Err(last.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoint".into())))
+        Err(StorageError::Etcd(last.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoint".into()))))
     }
 
     /// The version etcd reports (`3.4.23`).
     pub async fn version(&self) -> Result<String, StorageError> {
         let status = self.call(|mut c| async move { c.status().await }).await?;
         Ok(status.version().to_string())
-    }
-
-    async fn timed<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, etcd_client::Error> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(etcd_client::Error::WatchError(format!("request timed out after {:?}", self.timeout))),
-        }
     }
 
     /// The store's current revision.
@@ -178,14 +170,6 @@ impl EtcdStorage {
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, StorageError> {
         let resp = self.call(|c| async move { c.kv_client().get(key, None).await }).await?;
         Ok(resp.kvs().first().map(to_kv))
-    }
-
-    /// The key's mod revision, without its value (a cheap freshness check).
-    pub async fn mod_revision(&self, key: &str) -> Result<Option<i64>, StorageError> {
-        let resp = self
-            .call(|c| async move { c.kv_client().get(key, Some(GetOptions::new().with_keys_only())).await })
-            .await?;
-        Ok(resp.kvs().first().map(|kv| kv.mod_revision()))
     }
 
     /// The mod revisions of several keys (absent = `None`) in one
@@ -315,21 +299,13 @@ impl EtcdStorage {
                 async move { c.kv_client().get(from, Some(options)).await }
             })
             .await
-            .map_err(|e| map_etcd_error(e, revision))?;
+            .map_err(|e| match e {
+                StorageError::Etcd(e) => map_etcd_error(e, revision),
+                other => other,
+            })?;
         let items: Vec<KeyValue> = resp.kvs().iter().map(to_kv).collect();
         let remaining = (resp.count() - items.len() as i64).max(0);
         Ok(ListPage { revision: resp.header().map(|h| h.revision()).unwrap_or(0), more: resp.more(), remaining, items })
-    }
-
-    /// Counts keys under `prefix` (for `apiserver_storage_objects`).
-    pub async fn count(&self, prefix: &str) -> Result<i64, StorageError> {
-        let resp = self
-            .call(|c| async move {
-                let options = GetOptions::new().with_range(prefix_end(prefix)).with_count_only();
-                c.kv_client().get(prefix, Some(options)).await
-            })
-            .await?;
-        Ok(resp.count())
     }
 
     /// Watches keys under `prefix` from `start_revision` (inclusive), with previous values.
