@@ -1,0 +1,251 @@
+//! kube-controller-manager against the real apiserver and etcd. No kubelet
+//! runs: where a controller needs running, ready pods, the test marks them so
+//! through pods/status, as a kubelet would.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::process::Command;
+use std::time::Duration;
+
+use futures::StreamExt;
+use integration::{Component, ControlPlane};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Config};
+use serde_json::json;
+
+async fn client(cp: &ControlPlane) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+fn kcm(cp: &ControlPlane, args: &[&str]) -> Component {
+    let mut all = vec!["--leader-elect=false", "--secure-port=0"];
+    all.extend_from_slice(args);
+    cp.apiserver.start_component("kube-controller-manager", &cp.apiserver.kubeconfig, &all).unwrap()
+}
+
+/// Polls `check` every 200ms until it returns Some, or panics with `what` after `limit`.
+async fn until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn pods(api: &Api<Pod>, selector: &str) -> Vec<Pod> {
+    api.list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// What a kubelet would report for a started pod: Running and Ready.
+async fn mark_ready(api: &Api<Pod>, pod: &Pod) {
+    let name = pod.metadata.name.as_deref().unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": "10.0.0.1",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+    }});
+    let _ = api.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await;
+}
+
+/// A stand-in kubelet: marks every pod in the namespace ready as it appears.
+fn fake_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let api: Api<Pod> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        let mut stream = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
+        while let Some(Ok(pod)) = stream.next().await {
+            if pod.metadata.deletion_timestamp.is_none() && !is_ready(&pod) {
+                mark_ready(&api, &pod).await;
+            }
+        }
+    })
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn replicaset(name: &str, replicas: i32, app: &str) -> ReplicaSet {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
+            },
+        },
+    }))
+    .unwrap()
+}
+
+#[test]
+fn unknown_flags_and_controllers_are_rejected() {
+    let bin = integration::binary("kube-controller-manager");
+    let out = Command::new(&bin).arg("--no-such-flag").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    let out = Command::new(&bin).args(["--controllers=*,-bogus", "--master=http://127.0.0.1:1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the list of known controllers"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_healthz_and_metrics() {
+    let cp = ControlPlane::start().unwrap();
+    let port = integration::free_port();
+    let c = cp
+        .apiserver
+        .start_component(
+            "kube-controller-manager",
+            &cp.apiserver.kubeconfig,
+            &["--leader-elect=false", &format!("--secure-port={port}"), "--bind-address=127.0.0.1"],
+        )
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let body = until(Duration::from_secs(20), "healthz", || async {
+        let o = Command::new("curl").args(["-sk", &format!("{url}/healthz")]).output().ok()?;
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    })
+    .await;
+    assert_eq!(body, "ok", "{}", c.log());
+    let api: Api<ReplicaSet> = Api::namespaced(client(&cp).await, "default");
+    api.create(&PostParams::default(), &replicaset("m", 1, "m")).await.unwrap();
+    until(Duration::from_secs(20), "workqueue metrics", || async {
+        let o = Command::new("curl").args(["-sk", &format!("{url}/metrics")]).output().ok()?;
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.contains("workqueue_adds_total{name=\"replicaset\"}").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicaset_adopts_creates_releases_and_reports_status() {
+    let cp = ControlPlane::start().unwrap();
+    let client = client(&cp).await;
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    // An orphan that matches: adopted rather than duplicated.
+    let orphan: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "orphan", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
+    }))
+    .unwrap();
+    pod_api.create(&PostParams::default(), &orphan).await.unwrap();
+    let rs = rs_api.create(&PostParams::default(), &replicaset("web", 3, "web")).await.unwrap();
+    let _kcm = kcm(&cp, &[]);
+
+    let owned = until(Duration::from_secs(30), "3 pods", || async {
+        let p = pods(&pod_api, "app=web").await;
+        (p.len() == 3).then_some(p)
+    })
+    .await;
+    for p in &owned {
+        let r = p.metadata.owner_references.as_ref().unwrap().iter().find(|r| r.controller == Some(true)).unwrap();
+        assert_eq!(r.uid, rs.metadata.uid.clone().unwrap());
+        assert_eq!(r.block_owner_deletion, Some(true));
+    }
+    assert!(owned.iter().any(|p| p.metadata.name.as_deref() == Some("orphan")));
+    // No more than 3 were ever made, even after a while.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pods(&pod_api, "app=web").await.len(), 3);
+
+    for p in &owned {
+        mark_ready(&pod_api, p).await;
+    }
+    until(Duration::from_secs(20), "status with 3 ready", || async {
+        let s = rs_api.get("web").await.ok()?.status?;
+        (s.replicas == 3
+            && s.ready_replicas == Some(3)
+            && s.available_replicas == Some(3)
+            && s.fully_labeled_replicas == Some(3)
+            && s.observed_generation == Some(1))
+        .then_some(())
+    })
+    .await;
+
+    // A pod relabelled out of the selector is released and replaced.
+    pod_api
+        .patch("orphan", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})))
+        .await
+        .unwrap();
+    until(Duration::from_secs(20), "release and replacement", || async {
+        let released = pod_api.get("orphan").await.ok()?;
+        let free = released.metadata.owner_references.as_ref().is_none_or(|r| r.is_empty());
+        (free && pods(&pod_api, "app=web").await.len() == 3).then_some(())
+    })
+    .await;
+
+    // Scaling down deletes the not-ready replacement before the ready pods.
+    let ready_before: BTreeSet<String> =
+        pods(&pod_api, "app=web").await.into_iter().filter(is_ready).filter_map(|p| p.metadata.name).collect();
+    assert_eq!(ready_before.len(), 2);
+    rs_api.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}}))).await.unwrap();
+    let left = until(Duration::from_secs(20), "scale down to 2", || async {
+        let p = pods(&pod_api, "app=web").await;
+        (p.len() == 2).then_some(p)
+    })
+    .await;
+    let left: BTreeSet<String> = left.into_iter().filter_map(|p| p.metadata.name).collect();
+    assert_eq!(left, ready_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_without_duplicate_pods() {
+    let cp = ControlPlane::start().unwrap();
+    let client = client(&cp).await;
+    let le = [
+        "--leader-elect=true",
+        "--secure-port=0",
+        "--leader-elect-lease-duration=4s",
+        "--leader-elect-renew-deadline=3s",
+        "--leader-elect-retry-period=500ms",
+    ];
+    let mut a = cp.apiserver.start_component("kube-controller-manager", &cp.apiserver.kubeconfig, &le).unwrap();
+    let mut b = cp.apiserver.start_component("kube-controller-manager", &cp.apiserver.kubeconfig, &le).unwrap();
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    rs_api.create(&PostParams::default(), &replicaset("ha", 3, "ha")).await.unwrap();
+    until(Duration::from_secs(30), "3 pods", || async { (pods(&pod_api, "app=ha").await.len() == 3).then_some(()) })
+        .await;
+    let a_leads = a.log().contains("acquired the leader lease");
+    assert_ne!(
+        a_leads,
+        b.log().contains("acquired the leader lease"),
+        "exactly one leader: {}\n---\n{}",
+        a.log(),
+        b.log()
+    );
+    let (leader, standby) = if a_leads { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    leader.kill();
+    rs_api.patch("ha", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 5}}))).await.unwrap();
+    until(Duration::from_secs(30), "5 pods after failover", || async {
+        (pods(&pod_api, "app=ha").await.len() == 5).then_some(())
+    })
+    .await;
+    assert!(standby.log().contains("acquired the leader lease"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pods(&pod_api, "app=ha").await.len(), 5, "no duplicates");
+}

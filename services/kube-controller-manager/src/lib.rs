@@ -1,0 +1,88 @@
+//! kube-controller-manager: the control loops. Each controller registers
+//! handlers on shared informers, turning changes into keys on its work
+//! queue, and a few workers reconcile those keys against the caches.
+#![forbid(unsafe_code)]
+
+pub mod informer;
+pub mod options;
+pub mod queue;
+pub mod replicaset;
+pub mod util;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use component_base::LeaderElector;
+use prometheus_client::registry::Registry;
+
+use crate::informer::Factory;
+use crate::options::Options;
+use crate::queue::{QueueMetrics, WorkQueue};
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    options.validate()?;
+    let client = options.client.client().await?;
+    let metrics = QueueMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let serving = component_base::serving::serve(&options.serving, 10257, "kube-controller-manager", registry);
+    let controllers = async {
+        if options.leader_election.leader_elect {
+            let elector = LeaderElector::new(client.clone(), &options.leader_election, "kube-controller-manager")?;
+            elector.run(start_controllers(&options, client.clone(), &metrics)).await
+        } else {
+            start_controllers(&options, client.clone(), &metrics).await
+        }
+    };
+    tokio::select! {
+        r = serving => r.context("serving health and metrics"),
+        r = controllers => r,
+        _ = component_base::shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+/// Registers every enabled controller, starts the informers, waits for their
+/// caches and runs the workers; then runs until the process ends.
+async fn start_controllers(options: &Options, client: kube::Client, metrics: &QueueMetrics) -> anyhow::Result<()> {
+    let factory = Factory::new(client.clone());
+    let mut starters: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+
+    if options.enabled("replicaset-controller") {
+        let c =
+            replicaset::ReplicaSetController::register(&factory, client.clone(), WorkQueue::new("replicaset", metrics));
+        let n = options.concurrent_replicaset_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
+
+    factory.start();
+    wait_synced(&factory).await;
+    tracing::info!("caches synced; starting controllers");
+    for s in starters {
+        s();
+    }
+    futures::future::pending::<()>().await;
+    Ok(())
+}
+
+async fn wait_synced(f: &Factory) {
+    macro_rules! wait {
+        ($($f:ident),*) => { $( if let Some(i) = f.$f.get() { i.wait_synced().await; } )* };
+    }
+    wait!(
+        pods,
+        replicasets,
+        deployments,
+        namespaces,
+        nodes,
+        services,
+        service_accounts,
+        config_maps,
+        endpoint_slices,
+        leases
+    );
+}

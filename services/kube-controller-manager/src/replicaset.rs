@@ -1,0 +1,414 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods matching the
+//! selector, owned through a controller reference; adopts matching orphans,
+//! releases pods that stopped matching, creates in slow-start batches and
+//! deletes the least valuable pods first, gated on expectations.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use serde_json::json;
+
+use crate::informer::{Change, Factory};
+use crate::queue::WorkQueue;
+use crate::util::{self, Expectations};
+
+/// At most this many creations or deletions per sync (upstream's burstReplicas).
+const BURST_REPLICAS: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {key}: {source}")]
+    Api {
+        action: &'static str,
+        key: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn api_err(action: &'static str, key: &str) -> impl FnOnce(kube::Error) -> Error {
+    let key = key.to_string();
+    move |source| Error::Api { action, key, source }
+}
+
+pub struct ReplicaSetController {
+    client: kube::Client,
+    rs: Store<ReplicaSet>,
+    pods: Store<Pod>,
+    expectations: Arc<Expectations>,
+    queue: WorkQueue,
+}
+
+/// The ReplicaSet owning `meta` through its controllerRef, from the cache.
+fn resolve_owner(rs: &Store<ReplicaSet>, meta: &ObjectMeta) -> Option<Arc<ReplicaSet>> {
+    let r = util::controller_ref(meta)?;
+    if r.kind != "ReplicaSet" {
+        return None;
+    }
+    let owner = rs.get(&ObjectRef::new(&r.name).within(meta.namespace.as_deref().unwrap_or_default()))?;
+    (owner.metadata.uid.as_deref() == Some(r.uid.as_str())).then_some(owner)
+}
+
+/// ReplicaSets in the pod's namespace whose selector matches it.
+fn matching(rs: &Store<ReplicaSet>, pod: &Pod) -> Vec<Arc<ReplicaSet>> {
+    let labels = util::labels(&pod.metadata);
+    rs.state()
+        .into_iter()
+        .filter(|r| r.metadata.namespace == pod.metadata.namespace)
+        .filter(|r| {
+            let sel = util::selector(r.spec.as_ref().map(|s| &s.selector));
+            !sel.is_empty() && sel.matches(&labels)
+        })
+        .collect()
+}
+
+impl ReplicaSetController {
+    pub fn register(factory: &Factory, client: kube::Client, queue: WorkQueue) -> Arc<Self> {
+        let rs_inf = factory.replicasets();
+        let pod_inf = factory.pods();
+        let this = Arc::new(ReplicaSetController {
+            client,
+            rs: rs_inf.store(),
+            pods: pod_inf.store(),
+            expectations: Default::default(),
+            queue,
+        });
+        let q = this.queue.clone();
+        rs_inf.add_handler(move |c| match c {
+            Change::Upsert { new, .. } => q.add(util::key_of(&new.metadata)),
+            Change::Deleted(old) => q.add(util::key_of(&old.metadata)),
+        });
+        let me = this.clone();
+        pod_inf.add_handler(move |c| me.on_pod(c));
+        this
+    }
+
+    fn on_pod(&self, change: &Change<Pod>) {
+        match change {
+            Change::Upsert { old, new } => {
+                let new_owner = resolve_owner(&self.rs, &new.metadata);
+                if let Some(owner) = &new_owner {
+                    let key = util::key_of(&owner.metadata);
+                    if old.is_none() {
+                        self.expectations.creation_observed(&key);
+                    }
+                    if new.metadata.deletion_timestamp.is_some()
+                        && old.as_ref().is_none_or(|o| o.metadata.deletion_timestamp.is_none())
+                    {
+                        self.expectations.deletion_observed(&key, &util::key_of(&new.metadata));
+                    }
+                    self.queue.add(key.clone());
+                    // A pod turning ready makes it available minReadySeconds later.
+                    let min_ready = owner.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
+                    if min_ready > 0 && util::is_ready(new) && !old.as_ref().is_some_and(|o| util::is_ready(o)) {
+                        self.queue.add_after(key, Duration::from_secs(min_ready as u64 + 1));
+                    }
+                }
+                if let Some(old) = old {
+                    if let Some(old_owner) = resolve_owner(&self.rs, &old.metadata) {
+                        if new_owner.as_ref().map(|o| &o.metadata.uid) != Some(&old_owner.metadata.uid) {
+                            self.queue.add(util::key_of(&old_owner.metadata));
+                        }
+                    }
+                }
+                let labels_changed = old.as_ref().is_none_or(|o| o.metadata.labels != new.metadata.labels);
+                if util::controller_ref(&new.metadata).is_none() && labels_changed {
+                    for r in matching(&self.rs, new) {
+                        self.queue.add(util::key_of(&r.metadata));
+                    }
+                }
+            }
+            Change::Deleted(pod) => {
+                if let Some(owner) = resolve_owner(&self.rs, &pod.metadata) {
+                    let key = util::key_of(&owner.metadata);
+                    self.expectations.deletion_observed(&key, &util::key_of(&pod.metadata));
+                    self.queue.add(key);
+                }
+            }
+        }
+    }
+
+    pub fn run(self: &Arc<Self>, workers: usize) {
+        let me = self.clone();
+        self.queue.run_workers(workers, move |key| {
+            let me = me.clone();
+            async move { me.sync(&key).await }
+        });
+    }
+
+    pub async fn sync(&self, key: &str) -> Result<Option<Duration>, Error> {
+        let (ns, name) = util::split_key(key);
+        let Some(rs) = self.rs.get(&ObjectRef::new(name).within(ns)) else {
+            self.expectations.forget(key);
+            return Ok(None);
+        };
+        let spec = rs.spec.clone().unwrap_or_default();
+        let sel = util::selector(Some(&spec.selector));
+        let needs_sync = self.expectations.satisfied(key);
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let deleting = rs.metadata.deletion_timestamp.is_some();
+        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+
+        // Claim: keep ours that match, adopt matching orphans, release the rest.
+        let mut owned = Vec::new();
+        let mut can_adopt: Option<bool> = None;
+        for pod in self.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(ns)) {
+            if !util::is_active(&pod) {
+                continue;
+            }
+            let matches = !sel.is_empty() && sel.matches(&util::labels(&pod.metadata));
+            match util::controller_ref(&pod.metadata) {
+                Some(r) if r.uid != uid => {}
+                Some(_) if matches || deleting => owned.push(pod),
+                Some(_) => self.release(&pod_api, &pod, &uid).await?,
+                None if !matches || deleting => {}
+                None => {
+                    if can_adopt.is_none() {
+                        can_adopt = Some(self.can_adopt(ns, name, &uid).await?);
+                    }
+                    if can_adopt == Some(true) && self.adopt(&pod_api, &pod, &rs).await? {
+                        owned.push(pod);
+                    }
+                }
+            }
+        }
+
+        if needs_sync && !deleting {
+            self.manage_replicas(key, &rs, &owned, &pod_api).await?;
+        }
+        self.update_status(&rs, &owned).await?;
+
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let ready = owned.iter().filter(|p| util::is_ready(p)).count();
+        let now = jiff::Timestamp::now();
+        let available = owned.iter().filter(|p| util::is_available(p, min_ready, now)).count();
+        if min_ready > 0 && ready != available {
+            return Ok(Some(Duration::from_secs(min_ready as u64)));
+        }
+        Ok(None)
+    }
+
+    /// Upstream re-reads the owner before adopting so a deleted or recreated one adopts nothing.
+    async fn can_adopt(&self, ns: &str, name: &str, uid: &str) -> Result<bool, Error> {
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+        let fresh = api.get_opt(name).await.map_err(api_err("get", name))?;
+        Ok(fresh.is_some_and(|f| f.metadata.uid.as_deref() == Some(uid) && f.metadata.deletion_timestamp.is_none()))
+    }
+
+    async fn adopt(&self, api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> Result<bool, Error> {
+        let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+        refs.push(util::new_controller_ref(rs));
+        let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version}});
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(util::api_code(&e), Some(404 | 409 | 422)) => Ok(false),
+            Err(e) => Err(api_err("adopting pod", name)(e)),
+        }
+    }
+
+    async fn release(&self, api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), Error> {
+        let refs: Vec<_> = pod.metadata.owner_references.iter().flatten().filter(|r| r.uid != uid).cloned().collect();
+        let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version}});
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(util::api_code(&e), Some(404 | 409 | 422)) => Ok(()),
+            Err(e) => Err(api_err("releasing pod", name)(e)),
+        }
+    }
+
+    async fn manage_replicas(
+        &self,
+        key: &str,
+        rs: &ReplicaSet,
+        pods: &[Arc<Pod>],
+        api: &Api<Pod>,
+    ) -> Result<(), Error> {
+        let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+        if pods.len() < want {
+            let diff = (want - pods.len()).min(BURST_REPLICAS);
+            self.expectations.expect(key, diff as i64, []);
+            let pod = pod_from_template(rs);
+            let mut remaining = diff;
+            let mut batch = 1;
+            let mut first_err = None;
+            let pp = PostParams::default();
+            while remaining > 0 {
+                let n = batch.min(remaining);
+                let results = join_all((0..n).map(|_| api.create(&pp, &pod))).await;
+                let failed = results.into_iter().filter_map(Result::err).collect::<Vec<_>>();
+                remaining -= n;
+                if !failed.is_empty() {
+                    // Neither the failed creations nor the skipped ones will be observed.
+                    self.expectations.lowered(key, (failed.len() + remaining) as i64);
+                    first_err = failed.into_iter().next();
+                    break;
+                }
+                batch *= 2;
+            }
+            if let Some(e) = first_err {
+                return Err(api_err("creating pods for", key)(e));
+            }
+        } else if pods.len() > want {
+            let diff = (pods.len() - want).min(BURST_REPLICAS);
+            let mut ranked: Vec<&Arc<Pod>> = pods.iter().collect();
+            ranked.sort_by(|a, b| deletion_order(a, b));
+            let victims: Vec<&Arc<Pod>> = ranked.into_iter().take(diff).collect();
+            self.expectations.expect(key, 0, victims.iter().map(|p| util::key_of(&p.metadata)));
+            let results = join_all(victims.iter().map(|p| async move {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                (*p, api.delete(&name, &DeleteParams::default()).await)
+            }))
+            .await;
+            let mut first_err = None;
+            for (p, r) in results {
+                match r {
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.expectations.deletion_observed(key, &util::key_of(&p.metadata));
+                        if util::api_code(&e) != Some(404) && first_err.is_none() {
+                            first_err = Some(e);
+                        }
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(api_err("deleting pods of", key)(e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_status(&self, rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Result<(), Error> {
+        let spec = rs.spec.clone().unwrap_or_default();
+        let template_labels =
+            spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let now = jiff::Timestamp::now();
+        let fully_labeled = pods
+            .iter()
+            .filter(|p| {
+                let l = util::labels(&p.metadata);
+                template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
+            })
+            .count() as i32;
+        let ready = pods.iter().filter(|p| util::is_ready(p)).count() as i32;
+        let available = pods.iter().filter(|p| util::is_available(p, min_ready, now)).count() as i32;
+        let status = rs.status.clone().unwrap_or_default();
+        let generation = rs.metadata.generation;
+        if status.replicas == pods.len() as i32
+            && status.fully_labeled_replicas.unwrap_or(0) == fully_labeled
+            && status.ready_replicas.unwrap_or(0) == ready
+            && status.available_replicas.unwrap_or(0) == available
+            && status.observed_generation == generation
+        {
+            return Ok(());
+        }
+        let api: Api<ReplicaSet> =
+            Api::namespaced(self.client.clone(), rs.metadata.namespace.as_deref().unwrap_or_default());
+        let name = rs.metadata.name.as_deref().unwrap_or_default();
+        let patch = json!({"status": {
+            "replicas": pods.len(),
+            "fullyLabeledReplicas": fully_labeled,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "observedGeneration": generation,
+        }});
+        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => Ok(()),
+            Err(e) if util::api_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(api_err("updating status of", name)(e)),
+        }
+    }
+}
+
+/// A pod for the ReplicaSet's template, owned by it.
+pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
+    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+    let tm = template.metadata.unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", rs.metadata.name.as_deref().unwrap_or_default())),
+            namespace: rs.metadata.namespace.clone(),
+            labels: tm.labels,
+            annotations: tm.annotations,
+            finalizers: tm.finalizers,
+            owner_references: Some(vec![util::new_controller_ref(rs)]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+fn phase_rank(p: &Pod) -> u8 {
+    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Pending") => 0,
+        Some("Running") => 2,
+        _ => 1,
+    }
+}
+
+fn restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|c| c.iter().map(|c| c.restart_count).max().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// Upstream's ActivePods ordering: the pod to delete first sorts first.
+pub fn deletion_order(a: &Pod, b: &Pod) -> Ordering {
+    let assigned = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    assigned(a)
+        .cmp(&assigned(b))
+        .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
+        .then_with(|| util::is_ready(a).cmp(&util::is_ready(b)))
+        // Both ready: the more recently ready goes first.
+        .then_with(|| match (util::ready_since(a).flatten(), util::ready_since(b).flatten()) {
+            (Some(x), Some(y)) => y.cmp(&x),
+            _ => Ordering::Equal,
+        })
+        .then_with(|| restarts(b).cmp(&restarts(a)))
+        .then_with(|| {
+            let t = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            t(b).cmp(&t(a))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(node: Option<&str>, phase: &str, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [], "nodeName": node},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn unassigned_pending_and_unready_pods_are_deleted_first() {
+        let mut pods = [
+            pod(Some("n"), "Running", true),
+            pod(Some("n"), "Running", false),
+            pod(Some("n"), "Pending", false),
+            pod(None, "Pending", false),
+        ];
+        pods.sort_by(deletion_order);
+        assert!(pods[0].spec.as_ref().unwrap().node_name.is_none());
+        assert_eq!(pods[1].status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+        assert!(!util::is_ready(&pods[2]));
+        assert!(util::is_ready(&pods[3]));
+    }
+}
