@@ -209,7 +209,9 @@ impl ApiServer {
             "admin,admin,admin-uid,\"system:masters\"\n\
              alice-token,alice,alice-uid,\"dev\"\n\
              node1-token,system:node:n1,n1-uid,\"system:nodes\"\n\
-             node2-token,system:node:n2,n2-uid,\"system:nodes\"\n",
+             node2-token,system:node:n2,n2-uid,\"system:nodes\"\n\
+             scheduler-token,system:kube-scheduler,scheduler-uid\n\
+             controller-manager-token,system:kube-controller-manager,kcm-uid\n",
         )?;
         let child = Command::new(binary("kube-apiserver"))
             .arg(format!("--etcd-servers={}", self.etcd_url))
@@ -356,6 +358,84 @@ impl ApiServer {
             let _ = std::fs::remove_file(f);
         }
         Ok((code, response, hdrs))
+    }
+}
+
+impl ApiServer {
+    /// A kubeconfig for this server with a bearer token from the token file.
+    pub fn token_kubeconfig(&self, user: &str, token: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(format!("{user}.conf"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\ncurrent-context: test\n",
+                self.url()
+            ),
+        )?;
+        Ok(path)
+    }
+
+    /// Starts a component binary (`kube-scheduler`, `kube-controller-manager`...)
+    /// against this server with `--kubeconfig` and `args`; it is killed on drop.
+    pub fn start_component(&self, binary_name: &str, kubeconfig: &Path, args: &[&str]) -> Result<Component> {
+        let dir = tempfile::tempdir()?;
+        let log_path = dir.path().join(format!("{binary_name}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(binary(binary_name))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(args)
+            .env("RUST_LOG", std::env::var("COMPONENT_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary(binary_name).display()))?;
+        Ok(Component { child: Some(child), dir, log_path })
+    }
+}
+
+/// A running component process; killed (SIGKILL) when dropped.
+pub struct Component {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    log_path: PathBuf,
+}
+
+impl Component {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().map(|c| matches!(c.try_wait(), Ok(None))).unwrap_or(false)
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns Some or `limit` passes.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

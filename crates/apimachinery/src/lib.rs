@@ -3,6 +3,7 @@
 //! objects held as JSON values. No IO lives here.
 #![forbid(unsafe_code)]
 
+pub mod duration;
 pub mod patch;
 pub mod quantity;
 pub mod selector;

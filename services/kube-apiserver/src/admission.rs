@@ -134,9 +134,18 @@ fn priority(server: &ApiServer, pod: &mut Value) -> Result<(), ApiError> {
         }
     };
     if let Some(c) = class {
+        let computed = c.get("preemptionPolicy").cloned().unwrap_or(json!("PreemptLowerPriority"));
+        let given = &pod["spec"]["preemptionPolicy"];
+        if given.is_string() && *given != computed {
+            return Err(ApiError::forbidden(format!(
+                "the string value of PreemptionPolicy ({}) must not be provided in pod spec; priority admission controller computed {} from the given PriorityClass name",
+                given.as_str().unwrap_or_default(),
+                computed.as_str().unwrap_or_default()
+            )));
+        }
         pod["spec"]["priorityClassName"] = c["metadata"]["name"].clone();
         pod["spec"]["priority"] = c["value"].clone();
-        pod["spec"]["preemptionPolicy"] = c.get("preemptionPolicy").cloned().unwrap_or(json!("PreemptLowerPriority"));
+        pod["spec"]["preemptionPolicy"] = computed;
     }
     Ok(())
 }

@@ -1,0 +1,545 @@
+//! kube-scheduler against the real apiserver and etcd, with Node objects
+//! created by the test (no kubelet): each filter and score deciding a
+//! placement, the queue retrying when a fitting node appears, preemption,
+//! profiles from a configuration file, and leader failover.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use integration::{eventually, Component, ControlPlane};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, Config};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    cp: ControlPlane,
+    client: Client,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let cp = ControlPlane::start().unwrap();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig).unwrap();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        let client = Client::try_from(config).unwrap();
+        Cluster { cp, client }
+    }
+
+    /// A scheduler running as system:kube-scheduler (least privilege, upstream's bootstrap RBAC).
+    fn scheduler(&self, args: &[&str]) -> Component {
+        let kubeconfig = self.cp.apiserver.token_kubeconfig("system:kube-scheduler", "scheduler-token").unwrap();
+        let mut all = vec!["--secure-port=0"];
+        all.extend_from_slice(args);
+        self.cp.apiserver.start_component("kube-scheduler", &kubeconfig, &all).unwrap()
+    }
+
+    fn nodes(&self) -> Api<Node> {
+        Api::all(self.client.clone())
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn node(&self, name: &str, cpu: &str, memory: &str, labels: Value, extra: Value) {
+        let mut node = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {},
+            "status": {
+                "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
+                "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test node"}],
+            },
+        });
+        merge(&mut node, extra);
+        let node: Node = serde_json::from_value(node).unwrap();
+        let created = self.nodes().create(&PostParams::default(), &node).await.unwrap();
+        // Status is kept on create by upstream; make sure of it either way.
+        if created.status.as_ref().and_then(|s| s.allocatable.as_ref()).is_none() {
+            let status = json!({"status": serde_json::to_value(node.status).unwrap()});
+            self.nodes()
+                .patch_status(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(status))
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn pod(&self, name: &str, spec: Value) -> Pod {
+        self.pod_with(name, json!({}), spec).await
+    }
+
+    async fn pod_with(&self, name: &str, metadata: Value, spec: Value) -> Pod {
+        let mut pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        });
+        merge(&mut pod["metadata"], metadata);
+        merge(&mut pod["spec"], spec);
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        self.pods().create(&PostParams::default(), &pod).await.unwrap()
+    }
+
+    /// The node the pod gets bound to.
+    async fn bound(&self, name: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(p) = self.pods().get(name).await {
+                if let Some(n) = p.spec.and_then(|s| s.node_name) {
+                    return n;
+                }
+            }
+            if start.elapsed() > WAIT {
+                panic!("pod {name} was not bound within {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The PodScheduled=False message once the scheduler gave up on the pod.
+    async fn unschedulable_message(&self, name: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(p) = self.pods().get(name).await {
+                assert!(p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none(), "{name} was bound");
+                let cond =
+                    p.status.and_then(|s| s.conditions).and_then(|c| c.into_iter().find(|c| c.type_ == "PodScheduled"));
+                if let Some(c) = cond.filter(|c| c.status == "False") {
+                    assert_eq!(c.reason.as_deref(), Some("Unschedulable"));
+                    return c.message.unwrap_or_default();
+                }
+            }
+            if start.elapsed() > WAIT {
+                panic!("pod {name} never got PodScheduled=False");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+fn cpu(request: &str) -> Value {
+    json!({"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": request}}}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_decide_placement() {
+    let c = Cluster::start().await;
+    c.node("ssd", "2", "4Gi", json!({"disk": "ssd", "zone": "a", "kubernetes.io/hostname": "ssd"}), json!({})).await;
+    c.node("big", "16", "32Gi", json!({"disk": "hdd", "zone": "b", "kubernetes.io/hostname": "big"}), json!({})).await;
+    c.node(
+        "gpu",
+        "4",
+        "8Gi",
+        json!({"disk": "hdd", "zone": "c", "kubernetes.io/hostname": "gpu"}),
+        json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]},
+               "status": {"allocatable": {"example.com/gpu": "2"}, "capacity": {"example.com/gpu": "2"}}}),
+    )
+    .await;
+    c.node("cordoned", "64", "64Gi", json!({"zone": "d"}), json!({"spec": {"unschedulable": true}})).await;
+    c.node(
+        "notready",
+        "64",
+        "64Gi",
+        json!({"zone": "e"}),
+        json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]}}),
+    )
+    .await;
+    let sched = c.scheduler(&["--leader-elect=false"]);
+
+    // nodeSelector: the seeds' disk=ssd example.
+    c.pod("wants-ssd", json!({"nodeSelector": {"disk": "ssd"}})).await;
+    assert_eq!(c.bound("wants-ssd").await, "ssd");
+    // Resource fit: only the big node has 8 CPUs free (cordoned and not-ready nodes are out).
+    c.pod("wants-8-cpus", cpu("8")).await;
+    assert_eq!(c.bound("wants-8-cpus").await, "big");
+    // Taints and tolerations, and an extended resource only the tainted node offers.
+    c.pod(
+        "wants-gpu",
+        json!({
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}],
+            "containers": [{"name": "c", "image": "busybox", "resources": {"limits": {"example.com/gpu": "1"}}}],
+        }),
+    )
+    .await;
+    assert_eq!(c.bound("wants-gpu").await, "gpu");
+    // Required node affinity.
+    c.pod(
+        "wants-zone-b",
+        json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b", "x"]}]}]}}}}),
+    )
+    .await;
+    assert_eq!(c.bound("wants-zone-b").await, "big");
+    // Host ports: two pods asking for the same port on the one matching node cannot both fit.
+    let port = json!({"nodeSelector": {"disk": "ssd"}, "containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 80, "hostPort": 8080}]}]});
+    c.pod("port-1", port.clone()).await;
+    assert_eq!(c.bound("port-1").await, "ssd");
+    c.pod("port-2", port).await;
+    let msg = c.unschedulable_message("port-2").await;
+    assert!(msg.contains("1 node(s) didn't have free ports for the requested pod ports"), "{msg}");
+    // Inter-pod affinity: next to the pod labelled app=web (by hostname).
+    c.pod_with("web", json!({"labels": {"app": "web"}}), json!({"nodeSelector": {"zone": "b"}})).await;
+    assert_eq!(c.bound("web").await, "big");
+    c.pod(
+        "near-web",
+        json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}}),
+    )
+    .await;
+    assert_eq!(c.bound("near-web").await, "big");
+    // Anti-affinity by zone: one per zone among the three schedulable nodes, the fourth cannot go anywhere.
+    let anti = json!({
+        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "spread"}}, "topologyKey": "zone"}]}}});
+    let mut zones = Vec::new();
+    for i in 0..3 {
+        let name = format!("anti-{i}");
+        c.pod_with(&name, json!({"labels": {"app": "spread"}}), anti.clone()).await;
+        zones.push(c.bound(&name).await);
+    }
+    zones.sort();
+    assert_eq!(zones, vec!["big", "gpu", "ssd"]);
+    c.pod_with("anti-3", json!({"labels": {"app": "spread"}}), anti).await;
+    let msg = c.unschedulable_message("anti-3").await;
+    assert!(msg.starts_with("0/5 nodes are available:"), "{msg}");
+    assert!(msg.contains("3 node(s) didn't satisfy existing pods anti-affinity rules"), "{msg}");
+    assert!(msg.contains("1 node(s) were unschedulable"), "{msg}");
+    assert!(msg.contains("1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }"), "{msg}");
+    // The example message from upstream's docs: insufficient cpu and affinity misses, counted per node.
+    c.pod(
+        "too-big",
+        json!({
+            "nodeSelector": {"disk": "hdd"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100"}}}],
+        }),
+    )
+    .await;
+    let msg = c.unschedulable_message("too-big").await;
+    assert!(
+        msg.starts_with("0/5 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, 1 node(s) were unschedulable, 2 Insufficient cpu."),
+        "{msg}"
+    );
+    // Topology spread (DoNotSchedule, maxSkew 1 over zones a and b): alternate between them.
+    let spread = json!({
+        "nodeSelector": {"disk": "ssd"},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "zonal"}}}]});
+    c.pod_with("zonal-0", json!({"labels": {"app": "zonal"}}), spread.clone()).await;
+    assert_eq!(c.bound("zonal-0").await, "ssd");
+    let mut spread_any_zone = spread.clone();
+    spread_any_zone["nodeSelector"] = json!({});
+    spread_any_zone["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}});
+    c.pod_with("zonal-1", json!({"labels": {"app": "zonal"}}), spread_any_zone.clone()).await;
+    assert_eq!(c.bound("zonal-1").await, "big", "zone a already has one; skew would be 2");
+    // Events: FailedScheduling for the pending pod and Scheduled for the placed ones, as kubectl shows them.
+    let events = c.cp.apiserver.kubectl("1.33", &["get", "events", "--field-selector", "involvedObject.name=too-big"]);
+    assert!(integration::stdout(&events).contains("FailedScheduling"), "{}", integration::text(&events));
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    let scheduled = events.list(&ListParams::default()).await.unwrap();
+    assert!(
+        scheduled.items.iter().any(|e| e.reason.as_deref() == Some("Scheduled")
+            && e.message.as_deref() == Some("Successfully assigned default/wants-ssd to ssd")),
+        "no Scheduled event"
+    );
+    drop(sched);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_decide_placement() {
+    let c = Cluster::start().await;
+    c.node("a", "4", "8Gi", json!({"zone": "a", "kubernetes.io/hostname": "a"}), json!({})).await;
+    c.node("b", "4", "8Gi", json!({"zone": "b", "kubernetes.io/hostname": "b"}), json!({})).await;
+    let _sched = c.scheduler(&["--leader-elect=false"]);
+    // Preferred node affinity.
+    let prefer_b = json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}]}}});
+    c.pod("likes-b", prefer_b).await;
+    assert_eq!(c.bound("likes-b").await, "b");
+    // Least allocated: after a big pod on a, the next plain pod goes to b; then a big one on b
+    // makes a the least allocated again.
+    c.pod_with("big-a", json!({}), json!({"nodeName": "a", "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "3", "memory": "6Gi"}}}]})).await;
+    c.pod("plain-1", cpu("100m")).await;
+    assert_eq!(c.bound("plain-1").await, "b");
+    // Preferred pod anti-affinity: away from app=noisy.
+    c.pod_with("noisy", json!({"labels": {"app": "noisy"}}), json!({"nodeName": "b"})).await;
+    c.pod_with("big-b", json!({}), json!({"nodeName": "b", "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "3", "memory": "6Gi"}}}]})).await;
+    c.pod(
+        "quiet",
+        json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+            "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "noisy"}}, "topologyKey": "kubernetes.io/hostname"}}]}}}),
+    )
+    .await;
+    assert_eq!(c.bound("quiet").await, "a");
+    // Preferred pod affinity: next to app=noisy.
+    c.pod(
+        "fan",
+        json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+            "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "noisy"}}, "topologyKey": "kubernetes.io/hostname"}}]}}}),
+    )
+    .await;
+    assert_eq!(c.bound("fan").await, "b");
+    // PreferNoSchedule taints push pods away.
+    c.node(
+        "c",
+        "64",
+        "64Gi",
+        json!({"zone": "c"}),
+        json!({"spec": {"taints": [{"key": "old", "effect": "PreferNoSchedule"}]}}),
+    )
+    .await;
+    c.node("d", "64", "64Gi", json!({"zone": "d"}), json!({})).await;
+    for i in 0..3 {
+        let name = format!("avoid-taint-{i}");
+        c.pod(
+            &name,
+            json!({"nodeSelector": {}, "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["c", "d"]}]}]}}}}),
+        )
+        .await;
+        assert_eq!(c.bound(&name).await, "d");
+    }
+    // Image locality: a node that already has a large image attracts pods using it.
+    c.node(
+        "e",
+        "64",
+        "64Gi",
+        json!({"zone": "e"}),
+        json!({"status": {"images": [{"names": ["registry.local/huge:v1"], "sizeBytes": 2_000_000_000i64}]}}),
+    )
+    .await;
+    c.node("f", "64", "64Gi", json!({"zone": "f"}), json!({})).await;
+    let ef = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["e", "f"]}]}]}}});
+    c.pod("huge", json!({"affinity": ef, "containers": [{"name": "c", "image": "registry.local/huge:v1"}]})).await;
+    assert_eq!(c.bound("huge").await, "e");
+    // Topology spread (ScheduleAnyway): pods of one app alternate between the two zones g and h.
+    c.node("g", "64", "64Gi", json!({"zone": "g"}), json!({})).await;
+    c.node("h", "64", "64Gi", json!({"zone": "h"}), json!({})).await;
+    let gh = json!({
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["g", "h"]}]}]}}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app": "soft"}}}]});
+    let mut placed = BTreeMap::new();
+    for i in 0..4 {
+        let name = format!("soft-{i}");
+        c.pod_with(&name, json!({"labels": {"app": "soft"}}), gh.clone()).await;
+        *placed.entry(c.bound(&name).await).or_insert(0) += 1;
+    }
+    assert_eq!(placed.get("g"), Some(&2), "{placed:?}");
+    assert_eq!(placed.get("h"), Some(&2), "{placed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unschedulable_pod_is_retried_when_a_node_fits() {
+    let c = Cluster::start().await;
+    c.node("small", "1", "1Gi", json!({}), json!({})).await;
+    let _sched = c.scheduler(&["--leader-elect=false"]);
+    c.pod("needs-4", cpu("4")).await;
+    let msg = c.unschedulable_message("needs-4").await;
+    assert_eq!(msg, "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.");
+    // Let it sit past the longest backoff: only the event may wake it.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let added = std::time::Instant::now();
+    c.node("large", "8", "8Gi", json!({}), json!({})).await;
+    assert_eq!(c.bound("needs-4").await, "large");
+    assert!(added.elapsed() < Duration::from_secs(3), "took {:?} after the node appeared", added.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_evicts_lower_priority_pods() {
+    let c = Cluster::start().await;
+    c.node("only", "2", "4Gi", json!({}), json!({})).await;
+    c.cp.apiserver.kubectl("1.33", &["create", "priorityclass", "high", "--value=1000"]);
+    let out = c.cp.apiserver.kubectl("1.33", &["create", "priorityclass", "low", "--value=10"]);
+    assert!(out.status.success(), "{}", integration::text(&out));
+    let _sched = c.scheduler(&["--leader-elect=false"]);
+    let mut low = cpu("1500m");
+    low["priorityClassName"] = json!("low");
+    c.pod("victim", low).await;
+    assert_eq!(c.bound("victim").await, "only");
+    let mut high = cpu("1");
+    high["priorityClassName"] = json!("high");
+    c.pod("important", high).await;
+    // The victim is deleted gracefully; with no kubelet, the test finishes the deletion as a kubelet would.
+    let pods = c.pods();
+    let terminating = eventually(WAIT, || {
+        let p = futures::executor::block_on(pods.get("victim")).ok()?;
+        p.metadata.deletion_timestamp.is_some().then_some(p)
+    });
+    let listing = c.cp.apiserver.kubectl(
+        "1.33",
+        &[
+            "get",
+            "pods",
+            "-o",
+            "custom-columns=N:.metadata.name,P:.spec.priority,NODE:.spec.nodeName,MSG:.status.conditions[0].message",
+        ],
+    );
+    assert!(terminating.is_some(), "the lower-priority pod was not preempted: {}", integration::text(&listing));
+    let nominated = c.pods().get("important").await.unwrap().status.and_then(|s| s.nominated_node_name);
+    assert_eq!(nominated.as_deref(), Some("only"));
+    c.pods().delete("victim", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    assert_eq!(c.bound("important").await, "only");
+    // A pod that may not preempt says so.
+    let mut polite = cpu("1500m");
+    let out =
+        c.cp.apiserver
+            .kubectl("1.33", &["create", "priorityclass", "polite", "--value=1000", "--preemption-policy=Never"]);
+    assert!(out.status.success(), "{}", integration::text(&out));
+    polite["priorityClassName"] = json!("polite");
+    c.pod("polite", polite).await;
+    let msg = c.unschedulable_message("polite").await;
+    assert!(msg.ends_with("preemption: not eligible due to preemptionPolicy=Never."), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_from_a_configuration_file() {
+    let c = Cluster::start().await;
+    for n in ["n1", "n2", "n3"] {
+        c.node(n, "8", "16Gi", json!({}), json!({})).await;
+    }
+    let config = c.cp.apiserver.dir.path().join("scheduler.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nleaderElection:\n  leaderElect: false\nprofiles:\n- schedulerName: default-scheduler\n- schedulerName: bin-packer\n  plugins:\n    score:\n      disabled:\n      - name: NodeResourcesBalancedAllocation\n      - name: ImageLocality\n  pluginConfig:\n  - name: NodeResourcesFit\n    args:\n      scoringStrategy:\n        type: MostAllocated\n",
+    )
+    .unwrap();
+    let _sched = c.scheduler(&[&format!("--config={}", config.display())]);
+    let mut packed = Vec::new();
+    for i in 0..4 {
+        let name = format!("packed-{i}");
+        let mut spec = cpu("1");
+        spec["schedulerName"] = json!("bin-packer");
+        c.pod(&name, spec).await;
+        packed.push(c.bound(&name).await);
+    }
+    packed.dedup();
+    assert_eq!(packed.len(), 1, "MostAllocated packs pods onto one node: {packed:?}");
+    // A pod for another scheduler is left alone.
+    let mut other = cpu("1");
+    other["schedulerName"] = json!("someone-else");
+    c.pod("not-mine", other).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = c.pods().get("not-mine").await.unwrap();
+    assert!(p.spec.unwrap().node_name.is_none());
+    // A bad configuration is a clear error that names the problem.
+    let bad = c.cp.apiserver.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n- schedulerName: x\n  plugins:\n    score:\n      enabled:\n      - name: NoSuchPlugin\n").unwrap();
+    let out = std::process::Command::new(integration::binary("kube-scheduler"))
+        .arg(format!("--config={}", bad.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NoSuchPlugin"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(integration::binary("kube-scheduler")).arg("--no-such-flag").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_binds_every_pod_once() {
+    let c = Cluster::start().await;
+    for n in ["n1", "n2"] {
+        c.node(n, "64", "64Gi", json!({}), json!({})).await;
+    }
+    let args =
+        ["--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s"];
+    let mut first = c.scheduler(&args);
+    let mut second = c.scheduler(&args);
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-system");
+    let holder = eventually(WAIT, || {
+        let l = futures::executor::block_on(leases.get("kube-scheduler")).ok()?;
+        l.spec?.holder_identity
+    })
+    .expect("a leader");
+    for i in 0..10 {
+        c.pod(&format!("before-{i}"), json!({})).await;
+    }
+    for i in 0..10 {
+        c.bound(&format!("before-{i}")).await;
+    }
+    // Kill whichever is leading; the other must take over within the lease duration.
+    let first_leads = first.log().contains(&holder);
+    assert!(
+        first_leads || second.log().contains(&holder),
+        "the holder {holder} is one of the two: {}\n{}",
+        first.log(),
+        second.log()
+    );
+    if first_leads {
+        first.kill();
+    } else {
+        second.kill();
+    }
+    let killed_at = std::time::Instant::now();
+    for i in 0..10 {
+        c.pod(&format!("after-{i}"), json!({})).await;
+    }
+    for i in 0..10 {
+        c.bound(&format!("after-{i}")).await;
+    }
+    assert!(killed_at.elapsed() < Duration::from_secs(12), "takeover took {:?}", killed_at.elapsed());
+    let new_holder = leases.get("kube-scheduler").await.unwrap().spec.unwrap().holder_identity.unwrap();
+    assert_ne!(new_holder, holder);
+    assert!(first.running() != second.running());
+    // Every pod was bound exactly once.
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    let list = events.list(&ListParams::default()).await.unwrap();
+    let mut scheduled: BTreeMap<String, usize> = BTreeMap::new();
+    for e in list.items.iter().filter(|e| e.reason.as_deref() == Some("Scheduled")) {
+        *scheduled.entry(e.involved_object.name.clone().unwrap_or_default()).or_default() += 1;
+    }
+    assert_eq!(scheduled.len(), 20, "{scheduled:?}");
+    assert!(scheduled.values().all(|n| *n == 1), "{scheduled:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_endpoints() {
+    let c = Cluster::start().await;
+    c.node("n1", "4", "8Gi", json!({}), json!({})).await;
+    let port = integration::free_port();
+    let kubeconfig = c.cp.apiserver.token_kubeconfig("system:kube-scheduler", "scheduler-token").unwrap();
+    let _sched =
+        c.cp.apiserver
+            .start_component(
+                "kube-scheduler",
+                &kubeconfig,
+                &["--leader-elect=false", &format!("--secure-port={port}"), "--bind-address=127.0.0.1"],
+            )
+            .unwrap();
+    c.pod("p", json!({})).await;
+    c.bound("p").await;
+    let get = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", &format!("https://127.0.0.1:{port}{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(eventually(WAIT, || Some(get("/healthz")).filter(|s| s == "ok")).as_deref(), Some("ok"));
+    let metrics =
+        eventually(WAIT, || Some(get("/metrics")).filter(|m| m.contains("result=\"scheduled\""))).unwrap_or_default();
+    assert!(metrics.contains("scheduler_schedule_attempts_total"), "{metrics}");
+    assert!(metrics.contains("scheduler_pending_pods"), "{metrics}");
+    assert!(metrics.contains("scheduler_scheduling_attempt_duration_seconds_bucket"), "{metrics}");
+}

@@ -1,0 +1,25 @@
+use clap::Parser;
+
+/// mimalloc keeps the RSS low after bursts (see kube-apiserver's main).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let options = kube_scheduler::options::Options::parse();
+    component_base::init_logging(options.verbosity);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-scheduler: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(kube_scheduler::run(options)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("kube-scheduler: {e:#}");
+            eprintln!("kube-scheduler: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
