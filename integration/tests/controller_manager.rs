@@ -249,3 +249,88 @@ async fn a_killed_leader_is_replaced_without_duplicate_pods() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(pods(&pod_api, "app=ha").await.len(), 5, "no duplicates");
 }
+
+fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
+    integration::ok(cp.apiserver.kubectl("1.33", args))
+}
+
+async fn ready_count(api: &Api<Pod>, selector: &str) -> usize {
+    pods(api, selector).await.iter().filter(|p| is_ready(p)).count()
+}
+
+fn images(pods: &[Pod]) -> BTreeSet<String> {
+    pods.iter().flat_map(|p| p.spec.as_ref().unwrap().containers.iter().filter_map(|c| c.image.clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_rolls_out_within_max_unavailable_and_rollout_undo_restores_the_template() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cp = ControlPlane::start().unwrap();
+    let client = client(&cp).await;
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    let _kcm = kcm(&cp, &[]);
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 5,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
+            },
+        },
+    }))
+    .unwrap();
+    d_api.create(&PostParams::default(), &d).await.unwrap();
+    let out = kubectl(&cp, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(ready_count(&pod_api, "app=web").await, 5);
+
+    // Watch readiness through the rollout: never below replicas - maxUnavailable (5 - 1).
+    let monitor = {
+        let api = pod_api.clone();
+        tokio::spawn(async move {
+            let mut min = usize::MAX;
+            for _ in 0..400 {
+                min = min.min(ready_count(&api, "app=web").await);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            min
+        })
+    };
+    kubectl(&cp, &["set", "image", "deployment/web", "c=nginx:1.26"]);
+    let out = kubectl(&cp, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let min = monitor.await.unwrap();
+    assert!(min >= 4, "ready pods dropped to {min} during the rollout");
+    let now = pods(&pod_api, "app=web").await;
+    assert_eq!(now.len(), 5);
+    assert_eq!(images(&now), BTreeSet::from(["nginx:1.26".to_string()]));
+    let d = d_api.get("web").await.unwrap();
+    assert_eq!(d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"], "2");
+    let st = d.status.unwrap();
+    assert_eq!((st.replicas, st.updated_replicas, st.available_replicas), (Some(5), Some(5), Some(5)));
+    let progressing = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Progressing").unwrap();
+    assert_eq!(progressing.reason.as_deref(), Some("NewReplicaSetAvailable"));
+    let history = kubectl(&cp, &["rollout", "history", "deployment/web"]);
+    assert!(history.contains("1 ") && history.contains("2 "), "{history}");
+
+    kubectl(&cp, &["rollout", "undo", "deployment/web"]);
+    let out = kubectl(&cp, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let now = until(Duration::from_secs(20), "old pods gone", || async {
+        let p = pods(&pod_api, "app=web").await;
+        (p.len() == 5).then_some(p)
+    })
+    .await;
+    assert_eq!(images(&now), BTreeSet::from(["nginx:1.25".to_string()]));
+    let d = d_api.get("web").await.unwrap();
+    assert_eq!(d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"], "3");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let rss = rs_api.list(&ListParams::default()).await.unwrap().items;
+    let templates: Vec<_> =
+        rss.iter().map(|r| serde_json::to_string(&r.spec.as_ref().unwrap().template).unwrap()).collect();
+    assert_eq!(rss.len(), 2, "undo reuses the old ReplicaSet: {templates:#?}");
+}

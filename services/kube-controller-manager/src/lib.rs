@@ -3,6 +3,8 @@
 //! queue, and a few workers reconcile those keys against the caches.
 #![forbid(unsafe_code)]
 
+pub mod deployment;
+pub mod garbagecollector;
 pub mod informer;
 pub mod options;
 pub mod queue;
@@ -59,8 +61,35 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
         starters.push(Box::new(move || c.run(n)));
     }
 
+    if options.enabled("deployment-controller") {
+        let c =
+            deployment::DeploymentController::register(&factory, client.clone(), WorkQueue::new("deployment", metrics));
+        let n = options.concurrent_deployment_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
+
+    let gc = if options.enabled("garbage-collector-controller") {
+        Some(
+            garbagecollector::GarbageCollector::new(
+                client.clone(),
+                WorkQueue::new("garbage_collector_attempt_to_delete", metrics),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     factory.start();
+    if let Some(gc) = &gc {
+        gc.start_informers();
+    }
     wait_synced(&factory).await;
+    if let Some(gc) = gc {
+        gc.wait_synced().await;
+        let n = options.concurrent_gc_syncs;
+        starters.push(Box::new(move || gc.run(n)));
+    }
     tracing::info!("caches synced; starting controllers");
     for s in starters {
         s();

@@ -181,7 +181,9 @@ impl ReplicaSetController {
         }
 
         if needs_sync && !deleting {
-            self.manage_replicas(key, &rs, &owned, &pod_api).await?;
+            // Deleted pods no longer count, so status never overstates what is left.
+            let deleted = self.manage_replicas(key, &rs, &owned, &pod_api).await?;
+            owned.retain(|p| !deleted.contains(&util::key_of(&p.metadata)));
         }
         self.update_status(&rs, &owned).await?;
 
@@ -231,7 +233,7 @@ impl ReplicaSetController {
         rs: &ReplicaSet,
         pods: &[Arc<Pod>],
         api: &Api<Pod>,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<String>, Error> {
         let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
         if pods.len() < want {
             let diff = (want - pods.len()).min(BURST_REPLICAS);
@@ -269,9 +271,10 @@ impl ReplicaSetController {
             }))
             .await;
             let mut first_err = None;
+            let mut deleted = Vec::new();
             for (p, r) in results {
                 match r {
-                    Ok(_) => {}
+                    Ok(_) => deleted.push(util::key_of(&p.metadata)),
                     Err(e) => {
                         self.expectations.deletion_observed(key, &util::key_of(&p.metadata));
                         if util::api_code(&e) != Some(404) && first_err.is_none() {
@@ -283,8 +286,9 @@ impl ReplicaSetController {
             if let Some(e) = first_err {
                 return Err(api_err("deleting pods of", key)(e));
             }
+            return Ok(deleted);
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     async fn update_status(&self, rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Result<(), Error> {
