@@ -334,3 +334,76 @@ async fn deployment_rolls_out_within_max_unavailable_and_rollout_undo_restores_t
         rss.iter().map(|r| serde_json::to_string(&r.spec.as_ref().unwrap().template).unwrap()).collect();
     assert_eq!(rss.len(), 2, "undo reuses the old ReplicaSet: {templates:#?}");
 }
+
+fn deployment(name: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
+            },
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_deletion_removes_replicasets_and_pods_before_the_deployment() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cp = ControlPlane::start().unwrap();
+    let client = client(&cp).await;
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    let _kcm = kcm(&cp, &[]);
+    let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    d_api.create(&PostParams::default(), &deployment("fg", 3)).await.unwrap();
+    kubectl(&cp, &["rollout", "status", "deployment/fg", "--timeout=60s"]);
+    kubectl(&cp, &["delete", "deployment", "fg", "--cascade=foreground", "--wait=false"]);
+    let mut saw_finalizer = false;
+    let start = std::time::Instant::now();
+    while let Some(d) = d_api.get_opt("fg").await.unwrap() {
+        saw_finalizer |= d.metadata.finalizers.iter().flatten().any(|f| f == "foregroundDeletion");
+        assert!(start.elapsed() < Duration::from_secs(30), "the deployment was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Gone: its dependents must already be gone.
+    assert!(rs_api.list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(pod_api.list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(saw_finalizer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_deletion_collects_dependents_and_orphaning_keeps_them() {
+    let cp = ControlPlane::start().unwrap();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    rs_api.create(&PostParams::default(), &replicaset("bg", 2, "bg")).await.unwrap();
+    rs_api.create(&PostParams::default(), &replicaset("or", 2, "or")).await.unwrap();
+    until(Duration::from_secs(30), "4 pods", || async {
+        (pods(&pod_api, "app in (bg,or)").await.len() == 4).then_some(())
+    })
+    .await;
+
+    kubectl(&cp, &["delete", "replicaset", "bg"]);
+    until(Duration::from_secs(30), "background collection", || async {
+        pod_api.list(&ListParams::default().labels("app=bg")).await.unwrap().items.is_empty().then_some(())
+    })
+    .await;
+
+    kubectl(&cp, &["delete", "replicaset", "or", "--cascade=orphan"]);
+    until(Duration::from_secs(30), "orphaning", || async {
+        let gone = rs_api.get_opt("or").await.unwrap().is_none();
+        let left = pods(&pod_api, "app=or").await;
+        let free = left.iter().all(|p| p.metadata.owner_references.as_ref().is_none_or(|r| r.is_empty()));
+        (gone && left.len() == 2 && free).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pods(&pod_api, "app=or").await.len(), 2, "orphans are kept");
+}
