@@ -407,3 +407,93 @@ async fn background_deletion_collects_dependents_and_orphaning_keeps_them() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pods(&pod_api, "app=or").await.len(), 2, "orphans are kept");
 }
+
+/// 5 objects of each of 10 kinds in `ns`, as one YAML stream.
+fn fifty_objects(ns: &str) -> String {
+    let mut docs = Vec::new();
+    for i in 0..5 {
+        docs.push(format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm{i}, namespace: {ns}}}\ndata: {{k: v}}"
+        ));
+        docs.push(format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: s{i}, namespace: {ns}}}\nstringData: {{k: v}}"
+        ));
+        docs.push(format!("apiVersion: v1\nkind: Service\nmetadata: {{name: svc{i}, namespace: {ns}}}\nspec: {{ports: [{{port: 80}}]}}"));
+        docs.push(format!("apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: sa{i}, namespace: {ns}}}"));
+        docs.push(format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: {ns}}}\nspec: {{containers: [{{name: c, image: nginx}}]}}"
+        ));
+        docs.push(format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: r{i}, namespace: {ns}}}\nrules: []"
+        ));
+        docs.push(format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: rb{i}, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: r{i}}}\nsubjects: [{{kind: User, name: u}}]"
+        ));
+        docs.push(format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: l{i}, namespace: {ns}}}"
+        ));
+        docs.push(format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: pvc{i}, namespace: {ns}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}"
+        ));
+        docs.push(format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d{i}, namespace: {ns}}}\nspec: {{replicas: 1, selector: {{matchLabels: {{app: d{i}}}}}, template: {{metadata: {{labels: {{app: d{i}}}}}, spec: {{containers: [{{name: c, image: nginx}}]}}}}}}"
+        ));
+    }
+    docs.join("\n---\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_empties_it_and_it_goes_away() {
+    let cp = ControlPlane::start().unwrap();
+    let kcm = kcm(&cp, &[]);
+    kubectl(&cp, &["create", "namespace", "big"]);
+    let out = cp.apiserver.kubectl_stdin("1.33", &["apply", "-f", "-"], Some(&fifty_objects("big")));
+    assert!(out.status.success(), "{}", integration::text(&out));
+    // The deployments' ReplicaSets and pods come too.
+    until(Duration::from_secs(30), "deployment pods", || async {
+        let out = cp.apiserver.kubectl("1.33", &["get", "pods", "-n", "big", "-o", "name"]);
+        (integration::stdout(&out).lines().count() >= 10).then_some(())
+    })
+    .await;
+    kubectl(&cp, &["delete", "namespace", "big", "--wait=false"]);
+    until(Duration::from_secs(60), "the namespace to go", || async {
+        let out = cp.apiserver.kubectl("1.33", &["get", "namespace", "big"]);
+        integration::text(&out).contains("NotFound").then_some(())
+    })
+    .await;
+    let (code, _) = cp.apiserver.json("GET", "/api/v1/namespaces/big/configmaps", None);
+    let (_, list) = cp.apiserver.json("GET", "/apis/apps/v1/replicasets", None);
+    assert_eq!(list["items"].as_array().map(|a| a.len()), Some(0), "{code}");
+    assert!(kcm.log().contains("namespace emptied and finalized"), "{}", kcm.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
+    let cp = ControlPlane::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.crt");
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
+    std::fs::write(&ca_path, ca).unwrap();
+    let _kcm = kcm(&cp, &[&format!("--root-ca-file={}", ca_path.display())]);
+    kubectl(&cp, &["create", "namespace", "team"]);
+    let client = client(&cp).await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "team");
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "team");
+    for _ in 0..2 {
+        until(Duration::from_secs(20), "default SA and root CA", || async {
+            let sa = sas.get_opt("default").await.unwrap();
+            let cm = cms.get_opt("kube-root-ca.crt").await.unwrap()?;
+            (sa.is_some() && cm.data?.get("ca.crt").map(String::as_str) == Some(ca)).then_some(())
+        })
+        .await;
+        // Both come back when deleted or tampered with.
+        kubectl(&cp, &["delete", "serviceaccount", "default", "-n", "team"]);
+        kubectl(&cp, &["patch", "configmap", "kube-root-ca.crt", "-n", "team", "-p", r#"{"data":{"ca.crt":"x"}}"#]);
+    }
+    // Existing namespaces too.
+    let kube_system: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    until(Duration::from_secs(20), "root CA in kube-system", || async {
+        kube_system.get_opt("kube-root-ca.crt").await.unwrap().map(|_| ())
+    })
+    .await;
+}

@@ -6,9 +6,11 @@
 pub mod deployment;
 pub mod garbagecollector;
 pub mod informer;
+pub mod namespace;
 pub mod options;
 pub mod queue;
 pub mod replicaset;
+pub mod serviceaccount;
 pub mod util;
 
 use std::sync::Arc;
@@ -66,6 +68,36 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
             deployment::DeploymentController::register(&factory, client.clone(), WorkQueue::new("deployment", metrics));
         let n = options.concurrent_deployment_syncs;
         starters.push(Box::new(move || c.run(n)));
+    }
+
+    if options.enabled("namespace-controller") {
+        let c =
+            namespace::NamespaceController::register(&factory, client.clone(), WorkQueue::new("namespace", metrics));
+        let n = options.concurrent_namespace_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
+    if options.enabled("serviceaccount-controller") {
+        let c = serviceaccount::ServiceAccountController::register(
+            &factory,
+            client.clone(),
+            WorkQueue::new("serviceaccount", metrics),
+        );
+        starters.push(Box::new(move || c.run(1)));
+    }
+    if options.enabled("root-ca-certificate-publisher-controller") {
+        match &options.root_ca_file {
+            Some(path) => {
+                let ca = std::fs::read_to_string(path).with_context(|| format!("reading --root-ca-file {path}"))?;
+                let c = serviceaccount::RootCaPublisher::register(
+                    &factory,
+                    client.clone(),
+                    WorkQueue::new("root_ca_cert_publisher", metrics),
+                    ca,
+                );
+                starters.push(Box::new(move || c.run(1)));
+            }
+            None => tracing::warn!("no --root-ca-file: not publishing kube-root-ca.crt"),
+        }
     }
 
     let gc = if options.enabled("garbage-collector-controller") {
