@@ -497,3 +497,78 @@ async fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
     })
     .await;
 }
+
+async fn pod_with_status(api: &Api<Pod>, name: &str, app: &str, node: Option<&str>, ip: &str, ready: bool) {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx", "ports": [{"name": "http", "containerPort": 8080}]}]},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &pod).await.unwrap();
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": ip,
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpointslices_and_endpoints_follow_the_selected_pods() {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let cp = ControlPlane::start().unwrap();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for i in 0..3 {
+        pod_with_status(&pod_api, &format!("ready{i}"), "ep", None, &format!("10.1.0.{}", i + 1), true).await;
+    }
+    pod_with_status(&pod_api, "unready", "ep", None, "10.1.0.10", false).await;
+    pod_with_status(&pod_api, "leaving", "ep", Some("node-a"), "10.1.0.11", true).await;
+    pod_with_status(&pod_api, "other", "not-ep", None, "10.1.0.12", true).await;
+    pod_api.delete("leaving", &Default::default()).await.unwrap();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "ep"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default").create(&PostParams::default(), &svc).await.unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slice = until(Duration::from_secs(20), "a slice with 5 endpoints", || async {
+        let l = slices.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await.unwrap().items;
+        l.into_iter().find(|s| s.endpoints.len() == 5)
+    })
+    .await;
+    assert_eq!(slice.address_type, "IPv4");
+    let ports = slice.ports.clone().unwrap();
+    assert_eq!((ports[0].name.as_deref(), ports[0].port), (Some("http"), Some(8080)));
+    let cond = |name: &str| {
+        let e = slice.endpoints.iter().find(|e| e.target_ref.as_ref().unwrap().name.as_deref() == Some(name)).unwrap();
+        let c = e.conditions.clone().unwrap();
+        (c.ready, c.serving, c.terminating)
+    };
+    assert_eq!(cond("ready0"), (Some(true), Some(true), Some(false)));
+    assert_eq!(cond("unready"), (Some(false), Some(false), Some(false)));
+    assert_eq!(cond("leaving"), (Some(false), Some(true), Some(true)));
+    let owner = &slice.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Service", "web"));
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let ep = until(Duration::from_secs(20), "endpoints", || async { eps.get_opt("web").await.unwrap() }).await;
+    let subset = &ep.subsets.unwrap()[0];
+    assert_eq!(subset.addresses.as_ref().unwrap().len(), 3);
+    assert_eq!(subset.not_ready_addresses.as_ref().unwrap().len(), 1);
+    assert_eq!(subset.ports.as_ref().unwrap()[0].port, 8080);
+
+    // More than 100 endpoints split across slices.
+    for i in 0..100 {
+        pod_with_status(&pod_api, &format!("many{i}"), "ep", None, &format!("10.2.{}.{}", i / 200, i % 200 + 1), true)
+            .await;
+    }
+    until(Duration::from_secs(30), "two slices with 105 endpoints", || async {
+        let l = slices.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await.unwrap().items;
+        let total: usize = l.iter().map(|s| s.endpoints.len()).sum();
+        (l.len() == 2 && total == 105 && l.iter().all(|s| s.endpoints.len() <= 100)).then_some(())
+    })
+    .await;
+}

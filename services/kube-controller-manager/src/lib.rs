@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod deployment;
+pub mod endpointslice;
 pub mod garbagecollector;
 pub mod informer;
 pub mod namespace;
@@ -98,6 +99,17 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
             }
             None => tracing::warn!("no --root-ca-file: not publishing kube-root-ca.crt"),
         }
+    }
+
+    if options.enabled("endpointslice-controller") {
+        let c = endpointslice::EndpointSliceController::register(
+            &factory,
+            client.clone(),
+            WorkQueue::new("endpoint_slice", metrics),
+            options.enabled("endpoints-controller"),
+        );
+        let n = options.concurrent_service_endpoint_syncs;
+        starters.push(Box::new(move || c.run(n)));
     }
 
     let gc = if options.enabled("garbage-collector-controller") {
