@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -571,4 +572,135 @@ async fn endpointslices_and_endpoints_follow_the_selected_pods() {
         (l.len() == 2 && total == 105 && l.iter().all(|s| s.endpoints.len() <= 100)).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ipam_gives_every_node_a_distinct_pod_cidr() {
+    use k8s_openapi::api::core::v1::Node;
+    let cp = ControlPlane::start().unwrap();
+    let client = client(&cp).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = |name: &str, cidr: Option<&str>| -> Node {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"podCIDR": cidr, "podCIDRs": cidr.map(|c| vec![c])}}),
+        )
+        .unwrap()
+    };
+    nodes.create(&PostParams::default(), &node("pre", Some("10.100.0.0/24"))).await.unwrap();
+    let _kcm = kcm(&cp, &["--allocate-node-cidrs=true", "--cluster-cidr=10.100.0.0/16"]);
+    for i in 0..4 {
+        nodes.create(&PostParams::default(), &node(&format!("n{i}"), None)).await.unwrap();
+    }
+    let cidrs = until(Duration::from_secs(20), "pod CIDRs on every node", || async {
+        let l = nodes.list(&ListParams::default()).await.unwrap().items;
+        let cidrs: Vec<String> = l.iter().filter_map(|n| n.spec.as_ref()?.pod_cidr.clone()).collect();
+        (cidrs.len() == 5).then_some(cidrs)
+    })
+    .await;
+    let distinct: BTreeSet<&String> = cidrs.iter().collect();
+    assert_eq!(distinct.len(), 5, "{cidrs:?}");
+    assert!(cidrs.iter().all(|c| c.starts_with("10.100.") && c.ends_with(".0/24")), "{cidrs:?}");
+    let pre = nodes.get("pre").await.unwrap();
+    assert_eq!(pre.spec.unwrap().pod_cidr.as_deref(), Some("10.100.0.0/24"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_renewing_is_tainted_its_pods_evicted_and_replaced() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Node;
+    let cp = ControlPlane::start().unwrap();
+    let client = client(&cp).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let n: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+    nodes.create(&PostParams::default(), &n).await.unwrap();
+    let kubelet_status = || {
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now}]}})
+    };
+    nodes.patch_status("n1", &PatchParams::default(), &Patch::Merge(kubelet_status())).await.unwrap();
+    let _ = cp.apiserver.json("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "kube-node-lease"}})));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40}}),
+    )
+    .unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let renewing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let renewer = {
+        let (leases, renewing) = (leases.clone(), renewing.clone());
+        tokio::spawn(async move {
+            loop {
+                if renewing.load(std::sync::atomic::Ordering::SeqCst) {
+                    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                    let _ = leases
+                        .patch("n1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"renewTime": now}})))
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let _kcm = kcm(&cp, &["--node-monitor-grace-period=3s", "--node-monitor-period=500ms"]);
+
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let mut rs = replicaset("ev", 2, "ev");
+    let tolerations = serde_json::from_value(json!([
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2},
+    ]))
+    .unwrap();
+    rs.spec.as_mut().unwrap().template.as_mut().unwrap().spec.as_mut().unwrap().tolerations = Some(tolerations);
+    rs_api.create(&PostParams::default(), &rs).await.unwrap();
+    let first = until(Duration::from_secs(20), "2 pods", || async {
+        let p = pods(&pod_api, "app=ev").await;
+        (p.len() == 2).then_some(p)
+    })
+    .await;
+    for p in &first {
+        let name = p.metadata.name.clone().unwrap();
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}});
+        let (code, body) =
+            cp.apiserver.json("POST", &format!("/api/v1/namespaces/default/pods/{name}/binding"), Some(&binding));
+        assert_eq!(code, 201, "{body}");
+        mark_ready(&pod_api, p).await;
+    }
+    // Healthy for a while: nothing happens.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let node = nodes.get("n1").await.unwrap();
+    assert!(node.spec.and_then(|s| s.taints).unwrap_or_default().is_empty());
+
+    renewing.store(false, std::sync::atomic::Ordering::SeqCst);
+    until(Duration::from_secs(20), "Ready=Unknown and the unreachable taint", || async {
+        let node = nodes.get("n1").await.ok()?;
+        let ready = node.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
+        let taints = node.spec?.taints.unwrap_or_default();
+        (ready.status == "Unknown"
+            && taints.iter().any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute"))
+        .then_some(())
+    })
+    .await;
+    let evicted_names: BTreeSet<String> = first.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    until(Duration::from_secs(20), "eviction and replacement", || async {
+        let all = pod_api.list(&ListParams::default().labels("app=ev")).await.unwrap().items;
+        let evicted = all
+            .iter()
+            .filter(|p| evicted_names.contains(p.metadata.name.as_ref().unwrap()))
+            .all(|p| p.metadata.deletion_timestamp.is_some());
+        let replacements = all.iter().filter(|p| {
+            !evicted_names.contains(p.metadata.name.as_ref().unwrap()) && p.metadata.deletion_timestamp.is_none()
+        });
+        (evicted && replacements.count() == 2).then_some(())
+    })
+    .await;
+
+    // The kubelet comes back: the taints go.
+    renewing.store(true, std::sync::atomic::Ordering::SeqCst);
+    nodes.patch_status("n1", &PatchParams::default(), &Patch::Merge(kubelet_status())).await.unwrap();
+    until(Duration::from_secs(20), "taints removed", || async {
+        let node = nodes.get("n1").await.ok()?;
+        let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        taints.iter().all(|t| !t.key.starts_with("node.kubernetes.io/")).then_some(())
+    })
+    .await;
+    renewer.abort();
 }

@@ -301,11 +301,7 @@ impl EndpointSliceController {
         Ok(())
     }
 
-    async fn reconcile_endpoints(
-        &self,
-        svc: &Service,
-        groups: &Groups,
-    ) -> Result<(), Error> {
+    async fn reconcile_endpoints(&self, svc: &Service, groups: &Groups) -> Result<(), Error> {
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         let name = svc.metadata.name.clone().unwrap_or_default();
         let err = |action| {

@@ -8,6 +8,8 @@ pub mod endpointslice;
 pub mod garbagecollector;
 pub mod informer;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod options;
 pub mod queue;
 pub mod replicaset;
@@ -110,6 +112,26 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
         );
         let n = options.concurrent_service_endpoint_syncs;
         starters.push(Box::new(move || c.run(n)));
+    }
+
+    if options.enabled("node-ipam-controller") && options.allocate_node_cidrs {
+        let cidrs = nodeipam::CidrSet::new(&options.cluster_cidr, options.node_cidr_mask_size)?;
+        let c = nodeipam::NodeIpamController::register(
+            &factory,
+            client.clone(),
+            WorkQueue::new("node_ipam", metrics),
+            cidrs,
+        );
+        starters.push(Box::new(move || c.run()));
+    }
+    if options.enabled("node-lifecycle-controller") {
+        let c = nodelifecycle::NodeLifecycleController::register(
+            &factory,
+            client.clone(),
+            options.node_monitor_grace_period,
+            options.node_monitor_period,
+        );
+        starters.push(Box::new(move || c.run()));
     }
 
     let gc = if options.enabled("garbage-collector-controller") {
