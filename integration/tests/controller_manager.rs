@@ -17,16 +17,60 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Config};
 use serde_json::json;
 
+/// etcd and an apiserver that signs service account tokens (the
+/// controllers' credentials come from TokenRequests).
+struct Cluster {
+    cp: ControlPlane,
+    _keys: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = ControlPlane;
+    fn deref(&self) -> &ControlPlane {
+        &self.cp
+    }
+}
+
+fn start_cluster() -> Cluster {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("sa.key");
+    let public = keys.path().join("sa.pub");
+    let gen = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{gen:?}");
+    let pubout =
+        Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).arg("-out").arg(&public).output().unwrap();
+    assert!(pubout.status.success(), "{pubout:?}");
+    let etcd = integration::Etcd::start().unwrap();
+    let args = [
+        format!("--service-account-signing-key-file={}", key.display()),
+        format!("--service-account-key-file={}", public.display()),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let apiserver = integration::ApiServer::start_with(&etcd, &refs).unwrap();
+    Cluster { cp: ControlPlane { apiserver, etcd }, _keys: keys }
+}
+
 async fn client(cp: &ControlPlane) -> Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig).unwrap();
     let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
     Client::try_from(config).unwrap()
 }
 
+/// The controller-manager as upstream deploys it: its own identity
+/// (system:kube-controller-manager) for informers and leader election, and a
+/// ServiceAccount per controller (`system:controller:*` roles) for writes.
 fn kcm(cp: &ControlPlane, args: &[&str]) -> Component {
-    let mut all = vec!["--leader-elect=false", "--secure-port=0"];
+    let mut all = vec!["--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=true"];
     all.extend_from_slice(args);
-    cp.apiserver.start_component("kube-controller-manager", &cp.apiserver.kubeconfig, &all).unwrap()
+    cp.apiserver.start_component("kube-controller-manager", &kcm_kubeconfig(cp), &all).unwrap()
+}
+
+fn kcm_kubeconfig(cp: &ControlPlane) -> std::path::PathBuf {
+    cp.apiserver.token_kubeconfig("system:kube-controller-manager", "controller-manager-token").unwrap()
 }
 
 /// Polls `check` every 200ms until it returns Some, or panics with `what` after `limit`.
@@ -115,7 +159,7 @@ fn unknown_flags_and_controllers_are_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_healthz_and_metrics() {
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let port = integration::free_port();
     let c = cp
         .apiserver
@@ -144,7 +188,7 @@ async fn serves_healthz_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicaset_adopts_creates_releases_and_reports_status() {
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let client = client(&cp).await;
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
@@ -215,17 +259,18 @@ async fn replicaset_adopts_creates_releases_and_reports_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_without_duplicate_pods() {
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let client = client(&cp).await;
     let le = [
+        "--use-service-account-credentials=true",
         "--leader-elect=true",
         "--secure-port=0",
         "--leader-elect-lease-duration=4s",
         "--leader-elect-renew-deadline=3s",
         "--leader-elect-retry-period=500ms",
     ];
-    let mut a = cp.apiserver.start_component("kube-controller-manager", &cp.apiserver.kubeconfig, &le).unwrap();
-    let mut b = cp.apiserver.start_component("kube-controller-manager", &cp.apiserver.kubeconfig, &le).unwrap();
+    let mut a = cp.apiserver.start_component("kube-controller-manager", &kcm_kubeconfig(&cp), &le).unwrap();
+    let mut b = cp.apiserver.start_component("kube-controller-manager", &kcm_kubeconfig(&cp), &le).unwrap();
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     rs_api.create(&PostParams::default(), &replicaset("ha", 3, "ha")).await.unwrap();
@@ -266,10 +311,10 @@ fn images(pods: &[Pod]) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_rolls_out_within_max_unavailable_and_rollout_undo_restores_the_template() {
     use k8s_openapi::api::apps::v1::Deployment;
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let client = client(&cp).await;
     let _kubelet = fake_kubelet(client.clone(), "default");
-    let _kcm = kcm(&cp, &[]);
+    let kcm = kcm(&cp, &[]);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let d: Deployment = serde_json::from_value(json!({
@@ -334,6 +379,8 @@ async fn deployment_rolls_out_within_max_unavailable_and_rollout_undo_restores_t
     let templates: Vec<_> =
         rss.iter().map(|r| serde_json::to_string(&r.spec.as_ref().unwrap().template).unwrap()).collect();
     assert_eq!(rss.len(), 2, "undo reuses the old ReplicaSet: {templates:#?}");
+    let log = kcm.log();
+    assert!(!log.contains("forbidden") && !log.contains("Forbidden"), "least privilege suffices: {log}");
 }
 
 fn deployment(name: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Deployment {
@@ -354,7 +401,7 @@ fn deployment(name: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Deployme
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreground_deletion_removes_replicasets_and_pods_before_the_deployment() {
     use k8s_openapi::api::apps::v1::Deployment;
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let client = client(&cp).await;
     let _kubelet = fake_kubelet(client.clone(), "default");
     let _kcm = kcm(&cp, &[]);
@@ -379,7 +426,7 @@ async fn foreground_deletion_removes_replicasets_and_pods_before_the_deployment(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_deletion_collects_dependents_and_orphaning_keeps_them() {
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let client = client(&cp).await;
     let _kcm = kcm(&cp, &[]);
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
@@ -445,7 +492,7 @@ fn fifty_objects(ns: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_namespace_empties_it_and_it_goes_away() {
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let kcm = kcm(&cp, &[]);
     kubectl(&cp, &["create", "namespace", "big"]);
     let out = cp.apiserver.kubectl_stdin("1.33", &["apply", "-f", "-"], Some(&fifty_objects("big")));
@@ -470,7 +517,7 @@ async fn deleting_a_namespace_empties_it_and_it_goes_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.crt");
     let ca = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
@@ -518,7 +565,7 @@ async fn pod_with_status(api: &Api<Pod>, name: &str, app: &str, node: Option<&st
 async fn endpointslices_and_endpoints_follow_the_selected_pods() {
     use k8s_openapi::api::core::v1::{Endpoints, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let client = client(&cp).await;
     let _kcm = kcm(&cp, &[]);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -577,7 +624,7 @@ async fn endpointslices_and_endpoints_follow_the_selected_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_ipam_gives_every_node_a_distinct_pod_cidr() {
     use k8s_openapi::api::core::v1::Node;
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let client = client(&cp).await;
     let nodes: Api<Node> = Api::all(client.clone());
     let node = |name: &str, cidr: Option<&str>| -> Node {
@@ -608,7 +655,7 @@ async fn node_ipam_gives_every_node_a_distinct_pod_cidr() {
 async fn a_node_that_stops_renewing_is_tainted_its_pods_evicted_and_replaced() {
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Node;
-    let cp = ControlPlane::start().unwrap();
+    let cp = start_cluster();
     let client = client(&cp).await;
     let nodes: Api<Node> = Api::all(client.clone());
     let n: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();

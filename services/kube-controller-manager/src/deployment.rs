@@ -536,9 +536,11 @@ impl Sync<'_> {
         let api: Api<Deployment> =
             Api::namespaced(self.c.client.clone(), d.metadata.namespace.as_deref().unwrap_or_default());
         let name = d.metadata.name.clone().unwrap_or_default();
-        let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
+        // An update, not a patch: the deployment-controller role may only update deployments.
+        let mut annotated = d.clone();
+        annotated.metadata.annotations.get_or_insert_with(Default::default).insert(REVISION.into(), rev.into());
         let updated = api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .replace(&name, &PostParams::default(), &annotated)
             .await
             .map_err(api_err("annotating deployment", &name))?;
         d.metadata = updated.metadata;
@@ -883,8 +885,7 @@ impl Sync<'_> {
         let api: Api<Deployment> =
             Api::namespaced(self.c.client.clone(), d.metadata.namespace.as_deref().unwrap_or_default());
         let name = d.metadata.name.clone().unwrap_or_default();
-        let status = serde_json::to_value(&d.status).unwrap_or_default();
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await {
+        match api.replace_status(&name, &PostParams::default(), d).await {
             Ok(_) => Ok(()),
             Err(e) if util::api_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(api_err("updating deployment status", &name)(e)),

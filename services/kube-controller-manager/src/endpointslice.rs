@@ -41,10 +41,11 @@ type Groups = BTreeMap<Vec<ResolvedPort>, Vec<(Endpoint, bool)>>;
 
 pub struct EndpointSliceController {
     client: kube::Client,
+    /// Writes Endpoints (the endpoint-controller's identity), if that controller is on.
+    endpoints_client: Option<kube::Client>,
     services: Store<Service>,
     pods: Store<Pod>,
     slices: Store<EndpointSlice>,
-    endpoints: bool,
     queue: WorkQueue,
 }
 
@@ -58,8 +59,13 @@ fn selects(sel: &BTreeMap<String, String>, pod: &Pod) -> bool {
 }
 
 impl EndpointSliceController {
-    /// `endpoints`: also keep the core/v1 Endpoints object (the endpoints controller).
-    pub fn register(factory: &Factory, client: kube::Client, queue: WorkQueue, endpoints: bool) -> Arc<Self> {
+    /// `endpoints_client`: also keep the core/v1 Endpoints object (the endpoints controller), writing with it.
+    pub fn register(
+        factory: &Factory,
+        client: kube::Client,
+        endpoints_client: Option<kube::Client>,
+        queue: WorkQueue,
+    ) -> Arc<Self> {
         let svc_inf = factory.services();
         let pod_inf = factory.pods();
         let slice_inf = factory.endpoint_slices();
@@ -68,7 +74,7 @@ impl EndpointSliceController {
             services: svc_inf.store(),
             pods: pod_inf.store(),
             slices: slice_inf.store(),
-            endpoints,
+            endpoints_client,
             queue,
         });
         let q = this.queue.clone();
@@ -193,8 +199,8 @@ impl EndpointSliceController {
             })
             .collect();
         self.reconcile_slices(&svc, desired).await?;
-        if self.endpoints {
-            self.reconcile_endpoints(&svc, &groups).await?;
+        if let Some(client) = &self.endpoints_client {
+            self.reconcile_endpoints(client, &svc, &groups).await?;
         }
         Ok(None)
     }
@@ -301,7 +307,7 @@ impl EndpointSliceController {
         Ok(())
     }
 
-    async fn reconcile_endpoints(&self, svc: &Service, groups: &Groups) -> Result<(), Error> {
+    async fn reconcile_endpoints(&self, client: &kube::Client, svc: &Service, groups: &Groups) -> Result<(), Error> {
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         let name = svc.metadata.name.clone().unwrap_or_default();
         let err = |action| {
@@ -341,7 +347,7 @@ impl EndpointSliceController {
             })
             .filter(|s| s.addresses.is_some() || s.not_ready_addresses.is_some())
             .collect();
-        let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
         let current = api.get_opt(&name).await.map_err(err("getting endpoints"))?;
         let subsets = (!subsets.is_empty()).then_some(subsets);
         let labels = svc.metadata.labels.clone();

@@ -88,7 +88,8 @@ fn group_of(api_version: &str) -> &str {
 
 impl GarbageCollector {
     /// Discovers every deletable, watchable resource and registers an informer for each.
-    pub async fn new(client: kube::Client, queue: WorkQueue) -> Result<Arc<Self>, Error> {
+    /// `root` lists and watches; `client` (the collector's own identity) writes.
+    pub async fn new(root: kube::Client, client: kube::Client, queue: WorkQueue) -> Result<Arc<Self>, Error> {
         let discovery = Discovery::new(client.clone()).run().await.map_err(Error::Discovery)?;
         let mut kinds = HashMap::new();
         for group in discovery.groups() {
@@ -106,7 +107,7 @@ impl GarbageCollector {
                     continue;
                 }
                 watched.push(ar.clone());
-                informers.push(Informer::new_with(Api::<DynamicObject>::all_with(client.clone(), &ar), ar));
+                informers.push(Informer::new_with(Api::<DynamicObject>::all_with(root.clone(), &ar), ar));
             }
         }
         tracing::info!(resources = watched.len(), "garbage collector watching every deletable resource");

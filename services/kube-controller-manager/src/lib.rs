@@ -3,6 +3,7 @@
 //! queue, and a few workers reconcile those keys against the caches.
 #![forbid(unsafe_code)]
 
+pub mod credentials;
 pub mod deployment;
 pub mod endpointslice;
 pub mod garbagecollector;
@@ -56,34 +57,44 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 /// Registers every enabled controller, starts the informers, waits for their
 /// caches and runs the workers; then runs until the process ends.
 async fn start_controllers(options: &Options, client: kube::Client, metrics: &QueueMetrics) -> anyhow::Result<()> {
+    // Informers list and watch as the controller-manager; each controller writes as itself.
     let factory = Factory::new(client.clone());
+    let creds = credentials::Credentials::new(options, client.clone()).await?;
     let mut starters: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+    let queue = |name: &str| WorkQueue::new(name, metrics);
 
     if options.enabled("replicaset-controller") {
-        let c =
-            replicaset::ReplicaSetController::register(&factory, client.clone(), WorkQueue::new("replicaset", metrics));
+        let c = replicaset::ReplicaSetController::register(
+            &factory,
+            creds.client_for("replicaset-controller").await?,
+            queue("replicaset"),
+        );
         let n = options.concurrent_replicaset_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
-
     if options.enabled("deployment-controller") {
-        let c =
-            deployment::DeploymentController::register(&factory, client.clone(), WorkQueue::new("deployment", metrics));
+        let c = deployment::DeploymentController::register(
+            &factory,
+            creds.client_for("deployment-controller").await?,
+            queue("deployment"),
+        );
         let n = options.concurrent_deployment_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
-
     if options.enabled("namespace-controller") {
-        let c =
-            namespace::NamespaceController::register(&factory, client.clone(), WorkQueue::new("namespace", metrics));
+        let c = namespace::NamespaceController::register(
+            &factory,
+            creds.client_for("namespace-controller").await?,
+            queue("namespace"),
+        );
         let n = options.concurrent_namespace_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
     if options.enabled("serviceaccount-controller") {
         let c = serviceaccount::ServiceAccountController::register(
             &factory,
-            client.clone(),
-            WorkQueue::new("serviceaccount", metrics),
+            creds.client_for("service-account-controller").await?,
+            queue("serviceaccount"),
         );
         starters.push(Box::new(move || c.run(1)));
     }
@@ -93,8 +104,8 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
                 let ca = std::fs::read_to_string(path).with_context(|| format!("reading --root-ca-file {path}"))?;
                 let c = serviceaccount::RootCaPublisher::register(
                     &factory,
-                    client.clone(),
-                    WorkQueue::new("root_ca_cert_publisher", metrics),
+                    creds.client_for("root-ca-cert-publisher").await?,
+                    queue("root_ca_cert_publisher"),
                     ca,
                 );
                 starters.push(Box::new(move || c.run(1)));
@@ -102,24 +113,27 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
             None => tracing::warn!("no --root-ca-file: not publishing kube-root-ca.crt"),
         }
     }
-
     if options.enabled("endpointslice-controller") {
+        let endpoints_client = if options.enabled("endpoints-controller") {
+            Some(creds.client_for("endpoint-controller").await?)
+        } else {
+            None
+        };
         let c = endpointslice::EndpointSliceController::register(
             &factory,
-            client.clone(),
-            WorkQueue::new("endpoint_slice", metrics),
-            options.enabled("endpoints-controller"),
+            creds.client_for("endpointslice-controller").await?,
+            endpoints_client,
+            queue("endpoint_slice"),
         );
         let n = options.concurrent_service_endpoint_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
-
     if options.enabled("node-ipam-controller") && options.allocate_node_cidrs {
         let cidrs = nodeipam::CidrSet::new(&options.cluster_cidr, options.node_cidr_mask_size)?;
         let c = nodeipam::NodeIpamController::register(
             &factory,
-            client.clone(),
-            WorkQueue::new("node_ipam", metrics),
+            creds.client_for("node-controller").await?,
+            queue("node_ipam"),
             cidrs,
         );
         starters.push(Box::new(move || c.run()));
@@ -127,18 +141,19 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
     if options.enabled("node-lifecycle-controller") {
         let c = nodelifecycle::NodeLifecycleController::register(
             &factory,
-            client.clone(),
+            creds.client_for("node-controller").await?,
             options.node_monitor_grace_period,
             options.node_monitor_period,
         );
         starters.push(Box::new(move || c.run()));
     }
-
     let gc = if options.enabled("garbage-collector-controller") {
+        let writer = creds.client_for("generic-garbage-collector").await?;
         Some(
             garbagecollector::GarbageCollector::new(
                 client.clone(),
-                WorkQueue::new("garbage_collector_attempt_to_delete", metrics),
+                writer,
+                queue("garbage_collector_attempt_to_delete"),
             )
             .await?,
         )

@@ -319,14 +319,15 @@ impl ReplicaSetController {
         let api: Api<ReplicaSet> =
             Api::namespaced(self.client.clone(), rs.metadata.namespace.as_deref().unwrap_or_default());
         let name = rs.metadata.name.as_deref().unwrap_or_default();
-        let patch = json!({"status": {
-            "replicas": pods.len(),
-            "fullyLabeledReplicas": fully_labeled,
-            "readyReplicas": ready,
-            "availableReplicas": available,
-            "observedGeneration": generation,
-        }});
-        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        // An update, not a patch: the replicaset-controller role may only update replicasets/status.
+        let mut updated = rs.clone();
+        let st = updated.status.get_or_insert_with(Default::default);
+        st.replicas = pods.len() as i32;
+        st.fully_labeled_replicas = Some(fully_labeled);
+        st.ready_replicas = Some(ready);
+        st.available_replicas = Some(available);
+        st.observed_generation = generation;
+        match api.replace_status(name, &PostParams::default(), &updated).await {
             Ok(_) => Ok(()),
             Err(e) if util::api_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(api_err("updating status of", name)(e)),

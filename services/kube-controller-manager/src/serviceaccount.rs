@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use serde_json::json;
 
 use crate::informer::{Change, Factory};
 use crate::queue::WorkQueue;
@@ -163,10 +162,12 @@ impl RootCaPublisher {
                 }
             }
             Some(cm) if cm.data.as_ref() != Some(&data) || cm.binary_data.is_some() => {
-                let patch = json!({"data": data, "binaryData": null});
-                match api.patch(ROOT_CA_CONFIGMAP, &PatchParams::default(), &Patch::Merge(patch)).await {
+                let mut fixed = (*cm).clone();
+                fixed.data = Some(data);
+                fixed.binary_data = None;
+                match api.replace(ROOT_CA_CONFIGMAP, &PostParams::default(), &fixed).await {
                     Ok(_) => Ok(None),
-                    Err(e) if util::api_code(&e) == Some(404) => Ok(Some(Duration::ZERO)),
+                    Err(e) if matches!(util::api_code(&e), Some(404 | 409)) => Ok(Some(Duration::from_millis(100))),
                     Err(e) => Err(err("restoring the root CA")(e)),
                 }
             }
