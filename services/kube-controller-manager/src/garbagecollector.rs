@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions, PropagationPolicy,
+};
 use kube::discovery::{verbs, ApiResource, Discovery, Scope};
 use serde_json::json;
 
@@ -79,7 +81,7 @@ pub struct GarbageCollector {
     /// (group, kind) → resource, for ownerReferences.
     kinds: HashMap<(String, String), Arc<Kind>>,
     queue: WorkQueue,
-    informers: Vec<Arc<Informer<DynamicObject>>>,
+    informers: Vec<Arc<Informer<PartialObjectMeta<DynamicObject>>>>,
 }
 
 fn group_of(api_version: &str) -> &str {
@@ -107,7 +109,9 @@ impl GarbageCollector {
                     continue;
                 }
                 watched.push(ar.clone());
-                informers.push(Informer::new_with(Api::<DynamicObject>::all_with(root.clone(), &ar), ar));
+                // Metadata only: owner references, finalizers and deletion are all the graph needs.
+                let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(root.clone(), &ar);
+                informers.push(Informer::new_with(api, ar));
             }
         }
         tracing::info!(resources = watched.len(), "garbage collector watching every deletable resource");
@@ -132,7 +136,7 @@ impl GarbageCollector {
         }
     }
 
-    fn on_change(&self, kind: &Arc<Kind>, change: &Change<DynamicObject>) {
+    fn on_change(&self, kind: &Arc<Kind>, change: &Change<PartialObjectMeta<DynamicObject>>) {
         let mut g = self.graph.lock().unwrap_or_else(|e| e.into_inner());
         match change {
             Change::Upsert { new, .. } => {

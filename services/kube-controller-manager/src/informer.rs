@@ -31,13 +31,14 @@ pub enum Change<K> {
 }
 
 type Handler<K> = Arc<dyn Fn(&Change<K>) + Send + Sync>;
+type Source<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
 pub struct Informer<K>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
-    api: Api<K>,
+    source: Mutex<Option<Source<K>>>,
     dyntype: K::DynamicType,
     store: Store<K>,
     writer: Mutex<Option<Writer<K>>>,
@@ -60,9 +61,14 @@ where
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
     pub fn new_with(api: Api<K>, dyntype: K::DynamicType) -> Arc<Self> {
+        Self::from_source(watcher(api, watcher::Config::default()).boxed(), dyntype)
+    }
+
+    /// An informer over any watch stream (e.g. a metadata-only one).
+    pub fn from_source(source: Source<K>, dyntype: K::DynamicType) -> Arc<Self> {
         let writer = Writer::new(dyntype.clone());
         Arc::new(Informer {
-            api,
+            source: Mutex::new(Some(source)),
             store: writer.as_reader(),
             dyntype,
             writer: Mutex::new(Some(writer)),
@@ -82,12 +88,13 @@ where
     /// Starts the watch (once; later calls do nothing).
     pub fn start(self: &Arc<Self>) {
         let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let Some(source) = self.source.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
         let this = self.clone();
-        tokio::spawn(async move { this.run(writer).await });
+        tokio::spawn(async move { this.run(writer, source).await });
     }
 
-    async fn run(self: Arc<Self>, mut writer: Writer<K>) {
-        let mut stream = watcher(self.api.clone(), watcher::Config::default()).default_backoff().boxed();
+    async fn run(self: Arc<Self>, mut writer: Writer<K>, source: Source<K>) {
+        let mut stream = source.default_backoff().boxed();
         while let Some(event) = stream.next().await {
             let event = match event {
                 Ok(e) => e,
