@@ -117,7 +117,10 @@ fn fake_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut stream = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
         while let Some(Ok(pod)) = stream.next().await {
-            if pod.metadata.deletion_timestamp.is_none() && !is_ready(&pod) {
+            // An image that "fails to start" never becomes ready.
+            let broken =
+                pod.spec.as_ref().is_some_and(|s| s.containers.iter().any(|c| c.image.as_deref() == Some("broken")));
+            if pod.metadata.deletion_timestamp.is_none() && !is_ready(&pod) && !broken {
                 mark_ready(&api, &pod).await;
             }
         }
@@ -750,4 +753,142 @@ async fn a_node_that_stops_renewing_is_tainted_its_pods_evicted_and_replaced() {
     })
     .await;
     renewer.abort();
+}
+
+fn rs_replicas(rss: &[ReplicaSet]) -> Vec<(String, i32)> {
+    let mut v: Vec<(String, i32)> = rss
+        .iter()
+        .map(|r| {
+            let image =
+                r.spec.as_ref().unwrap().template.as_ref().unwrap().spec.as_ref().unwrap().containers[0].image.clone();
+            (image.unwrap_or_default(), r.spec.as_ref().unwrap().replicas.unwrap_or(0))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_pause_resume_restart_and_revision_history_limit() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    let _kcm = kcm(&cp, &[]);
+    let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let mut d = deployment("pr", 2);
+    d.spec.as_mut().unwrap().revision_history_limit = Some(1);
+    d_api.create(&PostParams::default(), &d).await.unwrap();
+    kubectl(&cp, &["rollout", "status", "deployment/pr", "--timeout=60s"]);
+
+    kubectl(&cp, &["rollout", "pause", "deployment/pr"]);
+    kubectl(&cp, &["set", "image", "deployment/pr", "c=nginx:1.26"]);
+    until(Duration::from_secs(20), "the paused condition", || async {
+        let st = d_api.get("pr").await.ok()?.status?;
+        let p = st.conditions?.into_iter().find(|c| c.type_ == "Progressing")?;
+        (p.reason.as_deref() == Some("DeploymentPaused")).then_some(())
+    })
+    .await;
+    assert_eq!(rs_api.list(&ListParams::default()).await.unwrap().items.len(), 1, "no rollout while paused");
+
+    kubectl(&cp, &["rollout", "resume", "deployment/pr"]);
+    kubectl(&cp, &["rollout", "status", "deployment/pr", "--timeout=60s"]);
+    kubectl(&cp, &["rollout", "restart", "deployment/pr"]);
+    kubectl(&cp, &["rollout", "status", "deployment/pr", "--timeout=60s"]);
+    let rss = until(Duration::from_secs(20), "history trimmed to 1 old ReplicaSet", || async {
+        let l = rs_api.list(&ListParams::default()).await.unwrap().items;
+        (l.len() == 2).then_some(l)
+    })
+    .await;
+    assert_eq!(rs_replicas(&rss), vec![("nginx:1.26".to_string(), 0), ("nginx:1.26".to_string(), 2)]);
+    let d = d_api.get("pr").await.unwrap();
+    assert_eq!(d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"], "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_removes_every_old_pod_before_creating_new_ones() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    let _kcm = kcm(&cp, &[]);
+    let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut d = deployment("rc", 3);
+    d.spec.as_mut().unwrap().strategy = Some(serde_json::from_value(json!({"type": "Recreate"})).unwrap());
+    d_api.create(&PostParams::default(), &d).await.unwrap();
+    kubectl(&cp, &["rollout", "status", "deployment/rc", "--timeout=60s"]);
+    let monitor = {
+        let api = pod_api.clone();
+        tokio::spawn(async move {
+            let mut mixed = false;
+            for _ in 0..200 {
+                let all = api.list(&ListParams::default().labels("app=rc")).await.unwrap().items;
+                mixed |= images(&all).len() > 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            mixed
+        })
+    };
+    kubectl(&cp, &["set", "image", "deployment/rc", "c=nginx:1.26"]);
+    kubectl(&cp, &["rollout", "status", "deployment/rc", "--timeout=60s"]);
+    assert!(!monitor.await.unwrap(), "old and new pods coexisted");
+    let now = pods(&pod_api, "app=rc").await;
+    assert_eq!((now.len(), images(&now)), (3, BTreeSet::from(["nginx:1.26".to_string()])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_rollout_exceeds_its_progress_deadline() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let mut d = deployment("stuck", 1);
+    d.spec.as_mut().unwrap().progress_deadline_seconds = Some(2);
+    d_api.create(&PostParams::default(), &d).await.unwrap();
+    // No kubelet: the pod never becomes ready.
+    let out =
+        integration::fails(cp.apiserver.kubectl("1.33", &["rollout", "status", "deployment/stuck", "--timeout=30s"]));
+    assert!(out.contains("exceeded its progress deadline"), "{out}");
+    let st = d_api.get("stuck").await.unwrap().status.unwrap();
+    let p = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Progressing").unwrap();
+    assert_eq!((p.status.as_str(), p.reason.as_deref()), ("False", Some("ProgressDeadlineExceeded")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_mid_rollout_is_proportional() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    let _kcm = kcm(&cp, &[]);
+    let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let mut d = deployment("prop", 10);
+    d.spec.as_mut().unwrap().strategy = Some(
+        serde_json::from_value(json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}))
+            .unwrap(),
+    );
+    d_api.create(&PostParams::default(), &d).await.unwrap();
+    kubectl(&cp, &["rollout", "status", "deployment/prop", "--timeout=60s"]);
+    // The new image never becomes ready: the rollout stalls with 8 old and 5 new.
+    kubectl(&cp, &["set", "image", "deployment/prop", "c=broken"]);
+    let stalled = until(Duration::from_secs(20), "a stalled rollout", || async {
+        let v = rs_replicas(&rs_api.list(&ListParams::default()).await.unwrap().items);
+        (v == vec![("broken".to_string(), 5), ("nginx:1.25".to_string(), 8)]).then_some(v)
+    })
+    .await;
+    assert_eq!(stalled.iter().map(|(_, n)| n).sum::<i32>(), 13);
+    kubectl(&cp, &["scale", "deployment/prop", "--replicas=20"]);
+    // 20 + maxSurge 3 = 23, split in proportion to 8:5.
+    let scaled = until(Duration::from_secs(20), "proportional scale-up", || async {
+        let v = rs_replicas(&rs_api.list(&ListParams::default()).await.unwrap().items);
+        (v.iter().map(|(_, n)| n).sum::<i32>() == 23).then_some(v)
+    })
+    .await;
+    let old = scaled.iter().find(|(i, _)| i == "nginx:1.25").unwrap().1;
+    let new = scaled.iter().find(|(i, _)| i == "broken").unwrap().1;
+    assert!((13..=15).contains(&old) && (8..=10).contains(&new), "{scaled:?}");
 }
