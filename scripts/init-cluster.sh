@@ -39,7 +39,7 @@ stop_pidfile() {
 
 reset() {
   step "stopping the cluster's processes"
-  for svc in supervisor-kube-apiserver supervisor-etcd kube-apiserver etcd; do
+  for svc in supervisor-kube-scheduler kube-scheduler supervisor-kube-apiserver supervisor-etcd kube-apiserver etcd; do
     stop_pidfile "$RUN_DIR/$svc.pid"
   done
   step "removing state: $STATE_DIR $RUN_DIR and the PKI and kubeconfigs in $CONF_DIR"
@@ -116,10 +116,10 @@ echo "ok"
 
 if [[ -z "$BIN_DIR" ]]; then
   step "building the binaries (release)"
-  (cd "$ROOT" && cargo build --release -p kube-apiserver -p kube-pki) || fail "cargo build"
+  (cd "$ROOT" && cargo build --release -p kube-apiserver -p kube-pki -p kube-scheduler) || fail "cargo build"
   BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 fi
-for b in kube-apiserver kube-pki; do [[ -x "$BIN_DIR/$b" ]] || fail "no $b in $BIN_DIR"; done
+for b in kube-apiserver kube-pki kube-scheduler; do [[ -x "$BIN_DIR/$b" ]] || fail "no $b in $BIN_DIR"; done
 
 mkdir -p "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
 
@@ -155,6 +155,12 @@ supervise kube-apiserver "$BIN_DIR/kube-apiserver" --etcd-servers="$ETCD_SERVERS
   --service-account-signing-key-file="$PKI/sa.key" --service-account-key-file="$PKI/sa.pub" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local
 wait_until kube-apiserver "$LOG_DIR/kube-apiserver.log" curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$SECURE_PORT/readyz"
+
+step "starting kube-scheduler (log $LOG_DIR/kube-scheduler.log)"
+supervise kube-scheduler "$BIN_DIR/kube-scheduler" --kubeconfig="$CONF_DIR/scheduler.conf" \
+  --authentication-kubeconfig="$CONF_DIR/scheduler.conf" --authorization-kubeconfig="$CONF_DIR/scheduler.conf" \
+  --bind-address=127.0.0.1 --leader-elect=true
+wait_until kube-scheduler "$LOG_DIR/kube-scheduler.log" curl -sfk https://127.0.0.1:10259/healthz
 
 step "cluster is up"
 kubectl --kubeconfig "$CONF_DIR/admin.conf" get namespaces || fail "kubectl get namespaces"

@@ -59,14 +59,8 @@ impl Cluster {
         merge(&mut node, extra);
         let node: Node = serde_json::from_value(node).unwrap();
         let created = self.nodes().create(&PostParams::default(), &node).await.unwrap();
-        // Status is kept on create by upstream; make sure of it either way.
-        if created.status.as_ref().and_then(|s| s.allocatable.as_ref()).is_none() {
-            let status = json!({"status": serde_json::to_value(node.status).unwrap()});
-            self.nodes()
-                .patch_status(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(status))
-                .await
-                .unwrap();
-        }
+        // Nodes register with their status, as upstream keeps it on create.
+        assert!(created.status.as_ref().and_then(|s| s.allocatable.as_ref()).is_some(), "node status dropped on create");
     }
 
     async fn pod(&self, name: &str, spec: Value) -> Pod {

@@ -144,6 +144,39 @@ impl NodeInfo {
     }
 }
 
+/// Keeps only what scheduling reads, so that tens of thousands of cached
+/// pods stay small: identity, labels, owners and deletion state; the spec
+/// without volumes and with containers reduced to image, ports and resources;
+/// the status fields the queue and preemption look at.
+pub fn trim_pod(mut pod: Pod) -> Pod {
+    let meta = &mut pod.metadata;
+    meta.annotations = None;
+    meta.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            *c = k8s_openapi::api::core::v1::Container {
+                name: std::mem::take(&mut c.name),
+                image: c.image.take(),
+                ports: c.ports.take(),
+                resources: c.resources.take(),
+                restart_policy: c.restart_policy.take(),
+                ..Default::default()
+            };
+        }
+        spec.ephemeral_containers = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            nominated_node_name: status.nominated_node_name.take(),
+            conditions: status.conditions.take().map(|c| c.into_iter().filter(|c| c.type_ == "PodScheduled").collect()),
+            ..Default::default()
+        };
+    }
+    pod
+}
+
 /// `busybox` and `docker.io/library/busybox:latest` are one image.
 pub fn normalize_image(name: &str) -> String {
     let mut n = name.to_string();

@@ -231,6 +231,7 @@ impl Scheduler {
     }
 
     fn pod_changed(&self, pod: Pod) {
+        let pod = crate::cache::trim_pod(pod);
         let key = pod_key(&pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = pod.spec.as_ref();

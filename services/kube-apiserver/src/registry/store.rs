@@ -375,7 +375,7 @@ impl Store {
         }
         meta::generate_name(&mut obj);
         meta::fill_on_create(&mut obj, d.tracks_generation);
-        if d.subresources.status {
+        if d.subresources.status && !d.strategy.keeps_status_on_create() {
             if let Value::Object(m) = &mut obj {
                 m.remove("status");
             }

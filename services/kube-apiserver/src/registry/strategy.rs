@@ -43,6 +43,11 @@ pub trait Strategy: Send + Sync {
     }
     /// Marks the object as terminating (namespace `status.phase`).
     fn mark_terminating(&self, _obj: &mut Value) {}
+    /// Whether a create keeps the client's status (nodes register with theirs);
+    /// otherwise kinds with a status subresource start without one.
+    fn keeps_status_on_create(&self) -> bool {
+        false
+    }
 }
 
 /// The result of [`Strategy::normalize`].
@@ -77,6 +82,9 @@ pub trait KindStrategy: Send + Sync + 'static {
         false
     }
     fn mark_terminating(&self, _obj: &mut Self::Object) {}
+    fn keeps_status_on_create(&self) -> bool {
+        false
+    }
 }
 
 /// Adapts a [`KindStrategy`] to the object-safe [`Strategy`].
@@ -155,6 +163,10 @@ impl<S: KindStrategy> Strategy for Typed<S> {
             }
         }
         Ok(Normalized { object, unknown_fields: unknown })
+    }
+
+    fn keeps_status_on_create(&self) -> bool {
+        self.kind.keeps_status_on_create()
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {

@@ -418,9 +418,9 @@ pub struct NodeStrategy;
 impl KindStrategy for NodeStrategy {
     type Object = Node;
 
-    fn prepare_for_create(&self, node: &mut Node) {
-        // Nodes may carry their status at registration (the kubelet sets it).
-        let _ = node;
+    /// Nodes register with their status (capacity, conditions), as the kubelet does.
+    fn keeps_status_on_create(&self) -> bool {
+        true
     }
 }
 
