@@ -258,6 +258,9 @@ async fn replicaset_adopts_creates_releases_and_reports_status() {
     .await;
     let left: BTreeSet<String> = left.into_iter().filter_map(|p| p.metadata.name).collect();
     assert_eq!(left, ready_before);
+    let events = kubectl(&cp, &["get", "events", "-o", "custom-columns=REASON:.reason,SOURCE:.source.component"]);
+    assert!(events.contains("SuccessfulCreate") && events.contains("SuccessfulDelete"), "{events}");
+    assert!(events.contains("replicaset-controller"), "{events}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,6 +366,8 @@ async fn deployment_rolls_out_within_max_unavailable_and_rollout_undo_restores_t
     assert_eq!((st.replicas, st.updated_replicas, st.available_replicas), (Some(5), Some(5), Some(5)));
     let progressing = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Progressing").unwrap();
     assert_eq!(progressing.reason.as_deref(), Some("NewReplicaSetAvailable"));
+    let described = kubectl(&cp, &["describe", "deployment", "web"]);
+    assert!(described.contains("ScalingReplicaSet"), "{described}");
     let history = kubectl(&cp, &["rollout", "history", "deployment/web"]);
     assert!(history.contains("1 ") && history.contains("2 "), "{history}");
 

@@ -16,6 +16,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
+use component_base::events::{object_ref, EventType, Recorder};
+
 use crate::informer::{Change, Factory};
 use crate::queue::WorkQueue;
 use crate::util;
@@ -48,6 +50,7 @@ fn api_err(action: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Erro
 
 pub struct DeploymentController {
     client: kube::Client,
+    recorder: Recorder,
     deployments: Store<Deployment>,
     rs: Store<ReplicaSet>,
     pods: Store<Pod>,
@@ -69,6 +72,7 @@ impl DeploymentController {
         let rs_inf = factory.replicasets();
         let pod_inf = factory.pods();
         let this = Arc::new(DeploymentController {
+            recorder: Recorder::new(client.clone(), "deployment-controller", None),
             client,
             deployments: d_inf.store(),
             rs: rs_inf.store(),
@@ -390,6 +394,12 @@ impl Sync<'_> {
             .await
             .map_err(api_err("scaling replicaset", &name))?;
         tracing::info!(replicaset = %name, replicas = to, "scaled");
+        if changed {
+            let from = replicas(&self.rss[i]);
+            let dir = if to > from { "up" } else { "down" };
+            let msg = format!("Scaled {dir} replica set {name} from {from} to {to}");
+            self.c.recorder.event(object_ref(d), EventType::Normal, "ScalingReplicaSet", &msg);
+        }
         self.rss[i] = updated;
         Ok(changed)
     }

@@ -16,6 +16,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
+use component_base::events::{object_ref, EventType, Recorder};
+
 use crate::informer::Factory;
 use crate::util;
 
@@ -24,6 +26,7 @@ pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 
 pub struct NodeLifecycleController {
     client: kube::Client,
+    recorder: Recorder,
     nodes: Store<Node>,
     leases: Store<Lease>,
     pods: Store<Pod>,
@@ -75,6 +78,7 @@ pub fn eviction_time(pod: &Pod, taints: &[Taint]) -> Option<jiff::Timestamp> {
 impl NodeLifecycleController {
     pub fn register(factory: &Factory, client: kube::Client, grace: Duration, period: Duration) -> Arc<Self> {
         Arc::new(NodeLifecycleController {
+            recorder: Recorder::new(client.clone(), "node-controller", None),
             client,
             nodes: factory.nodes().store(),
             leases: factory.leases().store(),
@@ -216,7 +220,12 @@ impl NodeLifecycleController {
                 tracing::info!(pod = %format!("{ns}/{name}"), %node, "evicting pod from a NoExecute-tainted node");
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
                 match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
+                    Ok(_) => self.recorder.event(
+                        object_ref(pod.as_ref()),
+                        EventType::Normal,
+                        "TaintManagerEviction",
+                        &format!("Marking for deletion Pod {ns}/{name}"),
+                    ),
                     Err(e) if util::api_code(&e) == Some(404) => {}
                     Err(e) => return Err(e),
                 }

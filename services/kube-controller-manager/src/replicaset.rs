@@ -15,6 +15,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
+use component_base::events::{object_ref, EventType, Recorder};
+
 use crate::informer::{Change, Factory};
 use crate::queue::WorkQueue;
 use crate::util::{self, Expectations};
@@ -40,6 +42,7 @@ fn api_err(action: &'static str, key: &str) -> impl FnOnce(kube::Error) -> Error
 
 pub struct ReplicaSetController {
     client: kube::Client,
+    recorder: Recorder,
     rs: Store<ReplicaSet>,
     pods: Store<Pod>,
     expectations: Arc<Expectations>,
@@ -74,6 +77,7 @@ impl ReplicaSetController {
         let rs_inf = factory.replicasets();
         let pod_inf = factory.pods();
         let this = Arc::new(ReplicaSetController {
+            recorder: Recorder::new(client.clone(), "replicaset-controller", None),
             client,
             rs: rs_inf.store(),
             pods: pod_inf.store(),
@@ -133,6 +137,10 @@ impl ReplicaSetController {
                 }
             }
         }
+    }
+
+    fn event(&self, rs: &ReplicaSet, kind: EventType, reason: &str, message: &str) {
+        self.recorder.event(object_ref(rs), kind, reason, message);
     }
 
     pub fn run(self: &Arc<Self>, workers: usize) {
@@ -246,7 +254,21 @@ impl ReplicaSetController {
             while remaining > 0 {
                 let n = batch.min(remaining);
                 let results = join_all((0..n).map(|_| api.create(&pp, &pod))).await;
-                let failed = results.into_iter().filter_map(Result::err).collect::<Vec<_>>();
+                let mut failed = Vec::new();
+                for r in results {
+                    match r {
+                        Ok(p) => self.event(
+                            rs,
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            &format!("Created pod: {}", p.metadata.name.unwrap_or_default()),
+                        ),
+                        Err(e) => {
+                            self.event(rs, EventType::Warning, "FailedCreate", &format!("Error creating: {e}"));
+                            failed.push(e);
+                        }
+                    }
+                }
                 remaining -= n;
                 if !failed.is_empty() {
                     // Neither the failed creations nor the skipped ones will be observed.
@@ -274,7 +296,15 @@ impl ReplicaSetController {
             let mut deleted = Vec::new();
             for (p, r) in results {
                 match r {
-                    Ok(_) => deleted.push(util::key_of(&p.metadata)),
+                    Ok(_) => {
+                        self.event(
+                            rs,
+                            EventType::Normal,
+                            "SuccessfulDelete",
+                            &format!("Deleted pod: {}", p.metadata.name.as_deref().unwrap_or_default()),
+                        );
+                        deleted.push(util::key_of(&p.metadata));
+                    }
                     Err(e) => {
                         self.expectations.deletion_observed(key, &util::key_of(&p.metadata));
                         if util::api_code(&e) != Some(404) && first_err.is_none() {
