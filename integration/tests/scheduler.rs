@@ -60,7 +60,10 @@ impl Cluster {
         let node: Node = serde_json::from_value(node).unwrap();
         let created = self.nodes().create(&PostParams::default(), &node).await.unwrap();
         // Nodes register with their status, as upstream keeps it on create.
-        assert!(created.status.as_ref().and_then(|s| s.allocatable.as_ref()).is_some(), "node status dropped on create");
+        assert!(
+            created.status.as_ref().and_then(|s| s.allocatable.as_ref()).is_some(),
+            "node status dropped on create"
+        );
     }
 
     async fn pod(&self, name: &str, spec: Value) -> Pod {
@@ -89,7 +92,8 @@ impl Cluster {
                 }
             }
             if start.elapsed() > WAIT {
-                panic!("pod {name} was not bound within {WAIT:?}");
+                let p = self.pods().get(name).await.ok().and_then(|p| p.status).and_then(|s| s.conditions);
+                panic!("pod {name} was not bound within {WAIT:?}: {p:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -255,6 +259,52 @@ async fn filters_decide_placement() {
         "no Scheduled event"
     );
     drop(sched);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_decide_placement() {
+    let c = Cluster::start().await;
+    c.node("a", "4", "8Gi", json!({"topology.kubernetes.io/zone": "z1"}), json!({})).await;
+    c.node("b", "4", "8Gi", json!({"topology.kubernetes.io/zone": "z2"}), json!({})).await;
+    let _sched = c.scheduler(&["--leader-elect=false"]);
+    let apply = |doc: &str| {
+        let out = c.cp.apiserver.kubectl_stdin("1.33", &["apply", "-f", "-"], Some(doc));
+        assert!(out.status.success(), "{}", integration::text(&out));
+    };
+    // A local volume pinned to node b through its node affinity.
+    apply("apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: local-b\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  storageClassName: local\n  local: {path: /mnt/disk}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions:\n        - {key: kubernetes.io/hostname, operator: In, values: [b]}\n");
+    apply("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\n  namespace: default\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: local\n  volumeName: local-b\n  resources: {requests: {storage: 1Gi}}\n");
+    // A zonal volume in z1.
+    apply("apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: zonal\n  labels: {topology.kubernetes.io/zone: z1}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /tmp/zonal}\n");
+    apply("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: zonal\n  namespace: default\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  volumeName: zonal\n  resources: {requests: {storage: 1Gi}}\n");
+    apply("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: unbound\n  namespace: default\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n");
+    // The labels kubectl-created nodes would have.
+    for n in ["a", "b"] {
+        let patch = json!({"metadata": {"labels": {"kubernetes.io/hostname": n}}});
+        c.nodes().patch(n, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(patch)).await.unwrap();
+    }
+    let uses = |claim: &str| json!({"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]});
+    c.pod("on-local", uses("data")).await;
+    assert_eq!(c.bound("on-local").await, "b");
+    c.pod("on-zonal", uses("zonal")).await;
+    assert_eq!(c.bound("on-zonal").await, "a");
+    c.pod("no-claim", uses("nope")).await;
+    let msg = c.unschedulable_message("no-claim").await;
+    assert!(msg.starts_with("0/2 nodes are available: persistentvolumeclaim \"nope\" not found."), "{msg}");
+    c.pod("waits", uses("unbound")).await;
+    let msg = c.unschedulable_message("waits").await;
+    assert!(msg.starts_with("0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims."), "{msg}");
+    // Both volumes at once: no node is in z1 and is b.
+    c.pod(
+        "conflict",
+        json!({"volumes": [
+        {"name": "v1", "persistentVolumeClaim": {"claimName": "data"}},
+        {"name": "v2", "persistentVolumeClaim": {"claimName": "zonal"}}]}),
+    )
+    .await;
+    let msg = c.unschedulable_message("conflict").await;
+    assert!(msg.contains("1 node(s) had volume node affinity conflict"), "{msg}");
+    assert!(msg.contains("1 node(s) had no available volume zone"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

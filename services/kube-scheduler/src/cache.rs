@@ -146,14 +146,24 @@ impl NodeInfo {
 
 /// Keeps only what scheduling reads, so that tens of thousands of cached
 /// pods stay small: identity, labels, owners and deletion state; the spec
-/// without volumes and with containers reduced to image, ports and resources;
+/// with only its claims among the volumes and with containers reduced to image, ports and resources;
 /// the status fields the queue and preemption look at.
 pub fn trim_pod(mut pod: Pod) -> Pod {
     let meta = &mut pod.metadata;
     meta.annotations = None;
     meta.managed_fields = None;
     if let Some(spec) = pod.spec.as_mut() {
-        spec.volumes = None;
+        // Only claims matter to the volume filters.
+        spec.volumes = spec.volumes.take().map(|vs| {
+            vs.into_iter()
+                .filter(|v| v.persistent_volume_claim.is_some())
+                .map(|v| k8s_openapi::api::core::v1::Volume {
+                    name: v.name,
+                    persistent_volume_claim: v.persistent_volume_claim,
+                    ..Default::default()
+                })
+                .collect()
+        });
         for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
             *c = k8s_openapi::api::core::v1::Container {
                 name: std::mem::take(&mut c.name),
@@ -211,6 +221,10 @@ pub struct Cache {
     affinity_pods: HashSet<String>,
     /// How many nodes hold each image, for image locality's spread.
     image_nodes: HashMap<String, usize>,
+    /// Claims, volumes and storage classes, for the volume filters.
+    pub volumes: crate::plugins::volume::VolumeIndex,
+    /// PodDisruptionBudgets by namespace/name, for preemption.
+    pub pdbs: HashMap<String, Arc<k8s_openapi::api::policy::v1::PodDisruptionBudget>>,
 }
 
 impl Cache {

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use component_base::events::{object_ref, EventType, Recorder};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -36,7 +37,6 @@ pub struct Scheduler {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     next_start: AtomicUsize,
-    pdbs: Mutex<HashMap<String, Arc<PodDisruptionBudget>>>,
     bindings: Arc<Semaphore>,
 }
 
@@ -53,24 +53,22 @@ impl FitError {
         if self.nodes == 0 {
             return "no nodes available to schedule pods".into();
         }
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        match &self.prefilter {
-            Some(u) => {
-                for r in &u.reasons {
-                    *counts.entry(r).or_default() += self.nodes;
-                }
-            }
+        // A PreFilter rejection is the same for every node and is given without counts.
+        let reasons = match &self.prefilter {
+            Some(u) => u.reasons.join(", "),
             None => {
+                let mut counts: HashMap<&str, usize> = HashMap::new();
                 for unfit in self.statuses.values() {
                     for r in &unfit.reasons {
                         *counts.entry(r).or_default() += 1;
                     }
                 }
+                let mut parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+                parts.sort();
+                parts.join(", ")
             }
-        }
-        let mut parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
-        parts.sort();
-        let mut msg = format!("0/{} nodes are available: {}.", self.nodes, parts.join(", "));
+        };
+        let mut msg = format!("0/{} nodes are available: {reasons}.", self.nodes);
         if let Some(p) = preemption {
             msg.push_str(" preemption: ");
             msg.push_str(p);
@@ -106,7 +104,6 @@ impl Scheduler {
             percentage_of_nodes_to_score: settings.percentage_of_nodes_to_score,
             metrics,
             next_start: AtomicUsize::new(0),
-            pdbs: Mutex::new(HashMap::new()),
             bindings: Arc::new(Semaphore::new(MAX_BINDINGS_IN_FLIGHT)),
         })
     }
@@ -119,10 +116,15 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
         let (nodes_synced_tx, nodes_synced) = tokio::sync::oneshot::channel();
         let (pods_synced_tx, pods_synced) = tokio::sync::oneshot::channel();
-        let watches = futures::future::try_join3(
+        let watches = futures::future::try_join5(
             self.clone().watch_nodes(nodes_synced_tx),
             self.clone().watch_pods(pods_synced_tx),
-            self.clone().watch_pdbs(),
+            self.clone().mirror::<PodDisruptionBudget>(|c| &mut c.pdbs),
+            self.clone().mirror::<PersistentVolumeClaim>(|c| &mut c.volumes.claims),
+            futures::future::try_join(
+                self.clone().mirror::<PersistentVolume>(|c| &mut c.volumes.volumes),
+                self.clone().mirror::<StorageClass>(|c| &mut c.volumes.classes),
+            ),
         );
         let scheduling = async {
             let _ = nodes_synced.await;
@@ -262,21 +264,41 @@ impl Scheduler {
         self.queue.add_or_update(Arc::new(pod));
     }
 
-    async fn watch_pdbs(self: Arc<Self>) -> anyhow::Result<()> {
-        let api: Api<PodDisruptionBudget> = Api::all(self.client.clone());
+    /// Mirrors a kind into a map of the cache (keyed namespace/name) and
+    /// retries unschedulable pods when it changes (a PDB, claim, volume or class).
+    async fn mirror<K>(self: Arc<Self>, field: fn(&mut Cache) -> &mut HashMap<String, Arc<K>>) -> anyhow::Result<()>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
         let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut relisted: HashMap<String, Arc<K>> = HashMap::new();
         while let Some(event) = stream.try_next().await? {
-            let mut pdbs = self.pdbs.lock().unwrap_or_else(|e| e.into_inner());
-            match event {
-                Event::Init => pdbs.clear(),
-                Event::InitApply(p) | Event::Apply(p) => {
-                    pdbs.insert(pod_key_meta(&p.metadata), Arc::new(p));
+            let key = |o: &K| object_key(o.meta());
+            {
+                let mut cache = self.cache();
+                let map = field(&mut cache);
+                match event {
+                    Event::Init => relisted.clear(),
+                    Event::InitApply(o) => {
+                        relisted.insert(key(&o), Arc::new(o));
+                    }
+                    Event::InitDone => *map = std::mem::take(&mut relisted),
+                    Event::Apply(o) => {
+                        map.insert(key(&o), Arc::new(o));
+                    }
+                    Event::Delete(o) => {
+                        map.remove(&key(&o));
+                    }
                 }
-                Event::Delete(p) => {
-                    pdbs.remove(&pod_key_meta(&p.metadata));
-                }
-                Event::InitDone => {}
             }
+            self.queue.move_all_to_active();
         }
         Ok(())
     }
@@ -300,9 +322,12 @@ impl Scheduler {
                     Ok(node)
                 }
                 Err(fit) => {
-                    let pdbs: Vec<Arc<PodDisruptionBudget>> =
-                        self.pdbs.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-                    let outcome = preemption::find(profile, &info, &cache, &fit.statuses, &pdbs);
+                    let pdbs: Vec<Arc<PodDisruptionBudget>> = cache.pdbs.values().cloned().collect();
+                    let outcome = if fit.prefilter.is_some() {
+                        Outcome::NoCandidate([(preemption::NOT_HELPFUL.to_string(), fit.nodes)].into())
+                    } else {
+                        preemption::find(profile, &info, &cache, &fit.statuses, &pdbs)
+                    };
                     Err((fit, outcome))
                 }
             }
@@ -472,8 +497,12 @@ impl Scheduler {
     }
 }
 
-fn pod_key_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""))
+/// `namespace/name`, or `name` for cluster-scoped objects.
+fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    match meta.namespace.as_deref().filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or("")),
+        None => meta.name.clone().unwrap_or_default(),
+    }
 }
 
 /// What about a node matters for placement; heartbeats alone do not requeue anything.

@@ -6,6 +6,7 @@
 pub mod interpod;
 pub mod node;
 pub mod spread;
+pub mod volume;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,8 @@ pub enum Filter {
     NodeAffinity,
     NodePorts,
     NodeResourcesFit,
+    VolumeBinding,
+    VolumeZone,
     PodTopologySpread,
     InterPodAffinity,
 }
@@ -41,13 +44,15 @@ pub enum Score {
 
 impl Filter {
     /// Upstream's default filter order.
-    pub const DEFAULT: [Filter; 8] = [
+    pub const DEFAULT: [Filter; 10] = [
         Filter::NodeUnschedulable,
         Filter::NodeName,
         Filter::TaintToleration,
         Filter::NodeAffinity,
         Filter::NodePorts,
         Filter::NodeResourcesFit,
+        Filter::VolumeBinding,
+        Filter::VolumeZone,
         Filter::PodTopologySpread,
         Filter::InterPodAffinity,
     ];
@@ -60,6 +65,8 @@ impl Filter {
             Filter::NodeAffinity => "NodeAffinity",
             Filter::NodePorts => "NodePorts",
             Filter::NodeResourcesFit => "NodeResourcesFit",
+            Filter::VolumeBinding => "VolumeBinding",
+            Filter::VolumeZone => "VolumeZone",
             Filter::PodTopologySpread => "PodTopologySpread",
             Filter::InterPodAffinity => "InterPodAffinity",
         }
@@ -156,6 +163,7 @@ pub struct CycleState<'a> {
     pub node_affinity: node::AffinityState,
     pub interpod: Option<interpod::State>,
     pub spread: Option<spread::State>,
+    pub volumes: Option<volume::State>,
 }
 
 impl Profile {
@@ -173,7 +181,12 @@ impl Profile {
             None
         };
         let spread = spread::State::new(pod, cache, &node_affinity)?;
-        Ok(CycleState { pod, node_affinity, interpod, spread })
+        let volumes = if self.filters.iter().any(|f| matches!(f, Filter::VolumeBinding | Filter::VolumeZone)) {
+            volume::State::new(pod, &cache.volumes)?
+        } else {
+            None
+        };
+        Ok(CycleState { pod, node_affinity, interpod, spread, volumes })
     }
 
     /// Runs the filters in order; the first that fails decides.
@@ -186,6 +199,16 @@ impl Profile {
                 Filter::NodeAffinity => state.node_affinity.filter(node)?,
                 Filter::NodePorts => node::ports(state.pod, node)?,
                 Filter::NodeResourcesFit => node::resources_fit(state.pod, node)?,
+                Filter::VolumeBinding => {
+                    if let Some(v) = &state.volumes {
+                        v.filter_binding(node)?
+                    }
+                }
+                Filter::VolumeZone => {
+                    if let Some(v) = &state.volumes {
+                        v.filter_zone(node)?
+                    }
+                }
                 Filter::PodTopologySpread => {
                     if let Some(s) = &state.spread {
                         s.filter(node)?
