@@ -897,3 +897,38 @@ async fn scaling_mid_rollout_is_proportional() {
     let new = scaled.iter().find(|(i, _)| i == "broken").unwrap().1;
     assert!((13..=15).contains(&old) && (8..=10).contains(&new), "{scaled:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_gc_deletes_terminated_pods_beyond_the_threshold_and_pods_of_missing_nodes() {
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for i in 0..4 {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("done{i}"), "labels": {"app": "done"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }))
+        .unwrap();
+        pod_api.create(&PostParams::default(), &pod).await.unwrap();
+        let status = json!({"status": {"phase": "Succeeded"}});
+        pod_api.patch_status(&format!("done{i}"), &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let ghost: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "on-ghost"},
+        "spec": {"nodeName": "ghost", "containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    pod_api.create(&PostParams::default(), &ghost).await.unwrap();
+    let _kcm = kcm(&cp, &["--terminated-pod-gc-threshold=2"]);
+    let left = until(Duration::from_secs(40), "terminated pods trimmed to 2", || async {
+        let l = pod_api.list(&ListParams::default().labels("app=done")).await.unwrap().items;
+        (l.len() == 2).then(|| l.into_iter().filter_map(|p| p.metadata.name).collect::<BTreeSet<_>>())
+    })
+    .await;
+    assert_eq!(left, BTreeSet::from(["done2".to_string(), "done3".to_string()]), "the oldest go first");
+    until(Duration::from_secs(90), "the pod of a missing node to go", || async {
+        pod_api.get_opt("on-ghost").await.unwrap().is_none().then_some(())
+    })
+    .await;
+}

@@ -12,6 +12,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod options;
+pub mod podgc;
 pub mod queue;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -144,6 +145,14 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
             creds.client_for("node-controller").await?,
             options.node_monitor_grace_period,
             options.node_monitor_period,
+        );
+        starters.push(Box::new(move || c.run()));
+    }
+    if options.enabled("pod-garbage-collector-controller") {
+        let c = podgc::PodGc::register(
+            &factory,
+            creds.client_for("pod-garbage-collector").await?,
+            options.terminated_pod_gc_threshold,
         );
         starters.push(Box::new(move || c.run()));
     }

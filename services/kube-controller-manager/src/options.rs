@@ -18,6 +18,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("endpoints-controller", "endpoint"),
     ("node-ipam-controller", "nodeipam"),
     ("node-lifecycle-controller", "nodelifecycle"),
+    ("pod-garbage-collector-controller", "podgc"),
 ];
 
 #[derive(clap::Parser, Debug, Clone)]
