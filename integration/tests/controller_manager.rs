@@ -932,3 +932,130 @@ async fn pod_gc_deletes_terminated_pods_beyond_the_threshold_and_pods_of_missing
     })
     .await;
 }
+
+/// A stand-in kubelet for job pods: each pod runs for `run_for`, then ends in `phase`.
+fn job_kubelet(client: Client, ns: &str, run_for: Duration, phase: &'static str) -> tokio::task::JoinHandle<()> {
+    let api: Api<Pod> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        let mut stream = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
+        let mut seen = BTreeSet::new();
+        while let Some(Ok(pod)) = stream.next().await {
+            let name = pod.metadata.name.clone().unwrap();
+            if pod.metadata.deletion_timestamp.is_some() || !seen.insert(name.clone()) {
+                continue;
+            }
+            let api = api.clone();
+            tokio::spawn(async move {
+                let running = json!({"status": {"phase": "Running"}});
+                let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(running)).await;
+                tokio::time::sleep(run_for).await;
+                let done = json!({"status": {"phase": phase}});
+                let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(done)).await;
+            });
+        }
+    })
+}
+
+fn job(name: &str, extra_spec: serde_json::Value) -> k8s_openapi::api::batch::v1::Job {
+    let mut spec = json!({
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}},
+    });
+    for (k, v) in extra_spec.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_its_completions_parallelism_at_a_time() {
+    use k8s_openapi::api::batch::v1::Job;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = job_kubelet(client.clone(), "default", Duration::from_millis(500), "Succeeded");
+    let _kcm = kcm(&cp, &[]);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("work", json!({"completions": 4, "parallelism": 2}))).await.unwrap();
+    let monitor = {
+        let api = pod_api.clone();
+        tokio::spawn(async move {
+            let mut max = 0;
+            for _ in 0..100 {
+                let all =
+                    api.list(&ListParams::default().labels("batch.kubernetes.io/job-name=work")).await.unwrap().items;
+                let running = all
+                    .iter()
+                    .filter(|p| {
+                        p.metadata.deletion_timestamp.is_none()
+                            && !matches!(
+                                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                                Some("Succeeded" | "Failed")
+                            )
+                    })
+                    .count();
+                max = max.max(running);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            max
+        })
+    };
+    let out = kubectl(&cp, &["wait", "--for=condition=complete", "job/work", "--timeout=60s"]);
+    assert!(out.contains("condition met"), "{out}");
+    assert!(monitor.await.unwrap() <= 2, "more than parallelism pods ran at once");
+    let st = jobs.get("work").await.unwrap().status.unwrap();
+    assert_eq!((st.succeeded, st.failed.unwrap_or(0), st.active.unwrap_or(0)), (Some(4), 0, 0));
+    assert!(st.completion_time.is_some() && st.start_time.is_some());
+    let all = pod_api.list(&ListParams::default().labels("batch.kubernetes.io/job-name=work")).await.unwrap().items;
+    assert_eq!(all.len(), 4, "exactly one pod per completion");
+    until(Duration::from_secs(10), "tracking finalizers removed", || async {
+        let all = pod_api.list(&ListParams::default().labels("batch.kubernetes.io/job-name=work")).await.unwrap().items;
+        all.iter().all(|p| p.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty())).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indexed_job_completes_every_index_once() {
+    use k8s_openapi::api::batch::v1::Job;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = job_kubelet(client.clone(), "default", Duration::from_millis(300), "Succeeded");
+    let _kcm = kcm(&cp, &[]);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job("idx", json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed"})),
+    )
+    .await
+    .unwrap();
+    kubectl(&cp, &["wait", "--for=condition=complete", "job/idx", "--timeout=60s"]);
+    let st = jobs.get("idx").await.unwrap().status.unwrap();
+    assert_eq!((st.succeeded, st.completed_indexes.as_deref()), (Some(3), Some("0-2")));
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let all = pod_api.list(&ListParams::default().labels("batch.kubernetes.io/job-name=idx")).await.unwrap().items;
+    let indexes: BTreeSet<String> = all
+        .iter()
+        .filter_map(|p| p.metadata.annotations.as_ref()?.get("batch.kubernetes.io/job-completion-index").cloned())
+        .collect();
+    assert_eq!(indexes, BTreeSet::from(["0".to_string(), "1".to_string(), "2".to_string()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_fails_once_its_backoff_limit_is_exceeded() {
+    use k8s_openapi::api::batch::v1::Job;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = job_kubelet(client.clone(), "default", Duration::from_millis(200), "Failed");
+    let _kcm = kcm(&cp, &[]);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("flaky", json!({"backoffLimit": 1}))).await.unwrap();
+    let out = kubectl(&cp, &["wait", "--for=condition=failed", "job/flaky", "--timeout=60s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let st = jobs.get("flaky").await.unwrap().status.unwrap();
+    assert_eq!(st.failed, Some(2));
+    let failed = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let all = pod_api.list(&ListParams::default().labels("batch.kubernetes.io/job-name=flaky")).await.unwrap().items;
+    assert_eq!(all.len(), 2, "one retry after the back-off");
+}

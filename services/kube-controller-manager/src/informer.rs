@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -157,6 +158,8 @@ pub struct Factory {
     pub config_maps: OnceLock<Arc<Informer<ConfigMap>>>,
     pub endpoint_slices: OnceLock<Arc<Informer<EndpointSlice>>>,
     pub leases: OnceLock<Arc<Informer<Lease>>>,
+    pub jobs: OnceLock<Arc<Informer<Job>>>,
+    pub cron_jobs: OnceLock<Arc<Informer<CronJob>>>,
 }
 
 impl Factory {
@@ -173,6 +176,8 @@ impl Factory {
             config_maps: OnceLock::new(),
             endpoint_slices: OnceLock::new(),
             leases: OnceLock::new(),
+            jobs: OnceLock::new(),
+            cron_jobs: OnceLock::new(),
         }
     }
 
@@ -207,6 +212,13 @@ impl Factory {
         self.leases.get_or_init(|| Informer::new(Api::namespaced(self.client.clone(), "kube-node-lease"))).clone()
     }
 
+    pub fn jobs(&self) -> Arc<Informer<Job>> {
+        self.jobs.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+    pub fn cron_jobs(&self) -> Arc<Informer<CronJob>> {
+        self.cron_jobs.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+
     /// Starts every informer created so far.
     pub fn start(&self) {
         macro_rules! start {
@@ -222,7 +234,9 @@ impl Factory {
             service_accounts,
             config_maps,
             endpoint_slices,
-            leases
+            leases,
+            jobs,
+            cron_jobs
         );
     }
 }

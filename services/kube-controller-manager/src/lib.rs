@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod informer;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -148,6 +149,11 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
         );
         starters.push(Box::new(move || c.run()));
     }
+    if options.enabled("job-controller") {
+        let c = job::JobController::register(&factory, creds.client_for("job-controller").await?, queue("job"));
+        let n = options.concurrent_job_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
     if options.enabled("pod-garbage-collector-controller") {
         let c = podgc::PodGc::register(
             &factory,
@@ -202,6 +208,8 @@ async fn wait_synced(f: &Factory) {
         service_accounts,
         config_maps,
         endpoint_slices,
-        leases
+        leases,
+        jobs,
+        cron_jobs
     );
 }

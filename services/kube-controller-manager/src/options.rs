@@ -19,6 +19,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("node-ipam-controller", "nodeipam"),
     ("node-lifecycle-controller", "nodelifecycle"),
     ("pod-garbage-collector-controller", "podgc"),
+    ("job-controller", "job"),
 ];
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -64,6 +65,8 @@ pub struct Options {
     pub concurrent_replicaset_syncs: usize,
     #[arg(long = "concurrent-deployment-syncs", default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
+    #[arg(long = "concurrent-job-syncs", default_value_t = 5)]
+    pub concurrent_job_syncs: usize,
     #[arg(long = "concurrent-gc-syncs", default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
     #[arg(long = "concurrent-namespace-syncs", default_value_t = 10)]
