@@ -1,0 +1,33 @@
+//! `rustkube-bridge`, the project's CNI plugin.
+//!
+//! ADD puts a pod on the node's bridge: the bridge (created on first use,
+//! with the subnet's gateway address), a veth pair whose container end is
+//! moved into the pod's netns with the pod's address and a default route via
+//! the gateway, IP forwarding, and masquerade for traffic leaving the cluster
+//! network (an nftables table of the plugin's own). Addresses come from an
+//! IPAM of its own: one file per address in a data directory, created with
+//! `O_EXCL`, so concurrent ADDs never share an address and allocations
+//! survive restarts. DEL undoes all of it and never fails on what is already
+//! gone. Links are driven through `ip`, `nsenter` and `nft`.
+//!
+//! Network configuration (the plugin's keys besides `cniVersion`, `name`, `type`, `dns`):
+//!
+//! | key | meaning | default |
+//! | --- | --- | --- |
+//! | `subnet` (or `podCIDR`) | this node's pod subnet, IPv4 CIDR; its first address is the gateway | required |
+//! | `bridge` | bridge name | `rkbr0` |
+//! | `clusterCIDR` | the whole cluster network; traffic from `subnet` to elsewhere is masqueraded | none: no masquerade |
+//! | `dataDir` | where allocations live | `/var/lib/cni/rustkube/<name>` |
+//! | `nftTable` | the `ip` family nftables table the plugin owns | `rustkube-cni` |
+//! | `mtu` | MTU of the bridge and veths | kernel default |
+//! | `hairpinMode` | hairpin on the host veth (a pod reaching itself through a service) | `true` |
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod ipam;
+pub mod net;
+pub mod plugin;
+
+pub use config::{Ipv4Net, PluginConfig};
+pub use plugin::Error;
