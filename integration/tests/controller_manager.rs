@@ -1059,3 +1059,96 @@ async fn a_job_fails_once_its_backoff_limit_is_exceeded() {
     let all = pod_api.list(&ListParams::default().labels("batch.kubernetes.io/job-name=flaky")).await.unwrap().items;
     assert_eq!(all.len(), 2, "one retry after the back-off");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cronjob_starts_a_job_on_schedule_and_finished_jobs_expire_after_their_ttl() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = job_kubelet(client.clone(), "default", Duration::from_millis(300), "Succeeded");
+    let _kcm = kcm(&cp, &[]);
+    let cjs: Api<CronJob> = Api::namespaced(client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let cj: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": "tick"},
+        "spec": {
+            "schedule": "* * * * *",
+            "jobTemplate": {"spec": {
+                "ttlSecondsAfterFinished": 2,
+                "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}},
+            }},
+        },
+    }))
+    .unwrap();
+    cjs.create(&PostParams::default(), &cj).await.unwrap();
+    // Within a minute and a bit: a job owned by the cronjob, for a whole minute.
+    let job = until(Duration::from_secs(75), "a scheduled job", || async {
+        jobs.list(&ListParams::default()).await.unwrap().items.into_iter().next()
+    })
+    .await;
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("CronJob", "tick"));
+    let scheduled: k8s_openapi::jiff::Timestamp =
+        job.metadata.annotations.as_ref().unwrap()["batch.kubernetes.io/cronjob-scheduled-timestamp"].parse().unwrap();
+    assert_eq!(scheduled.as_second() % 60, 0);
+    assert_eq!(job.metadata.name.as_deref(), Some(format!("tick-{}", scheduled.as_second() / 60).as_str()));
+    until(Duration::from_secs(30), "lastScheduleTime and lastSuccessfulTime", || async {
+        let st = cjs.get("tick").await.ok()?.status?;
+        (st.last_schedule_time.is_some() && st.last_successful_time.is_some()).then_some(())
+    })
+    .await;
+    // The finished job goes 2s after it completed (TTL-after-finished).
+    let name = job.metadata.name.clone().unwrap();
+    until(Duration::from_secs(30), "the finished job to expire", || async {
+        jobs.get_opt(&name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_disruption_budget_status_gates_evictions() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    let _kcm = kcm(&cp, &[]);
+    let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    d_api.create(&PostParams::default(), &deployment("guarded", 3)).await.unwrap();
+    kubectl(&cp, &["rollout", "status", "deployment/guarded", "--timeout=60s"]);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    for (name, budget) in [("min", json!({"minAvailable": 2})), ("max", json!({"maxUnavailable": "33%"}))] {
+        let mut spec = json!({"selector": {"matchLabels": {"app": "guarded"}}});
+        for (k, v) in budget.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let pdb: PodDisruptionBudget =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    }
+    for name in ["min", "max"] {
+        let st = until(Duration::from_secs(20), "PDB status", || async {
+            let st = pdbs.get(name).await.ok()?.status?;
+            (st.current_healthy == 3).then_some(st)
+        })
+        .await;
+        assert_eq!((st.expected_pods, st.desired_healthy, st.disruptions_allowed), (3, 2, 1), "{name}: {st:?}");
+        let cond = &st.conditions.unwrap()[0];
+        assert_eq!(
+            (cond.type_.as_str(), cond.status.as_str(), cond.reason.as_str()),
+            ("DisruptionAllowed", "True", "SufficientPods")
+        );
+    }
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let victim = pods(&pod_api, "app=guarded").await[0].metadata.name.clone().unwrap();
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": victim}});
+    let (code, body) =
+        cp.apiserver.json("POST", &format!("/api/v1/namespaces/default/pods/{victim}/eviction"), Some(&eviction));
+    assert_eq!(code, 201, "{body}");
+    // The replacement becomes ready, and the budget allows one disruption again.
+    until(Duration::from_secs(30), "the budget to recover", || async {
+        let st = pdbs.get("min").await.ok()?.status?;
+        (st.current_healthy == 3 && st.disruptions_allowed == 1).then_some(())
+    })
+    .await;
+}

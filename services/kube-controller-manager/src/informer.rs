@@ -14,6 +14,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::reflector::{store::Writer, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
@@ -160,6 +161,7 @@ pub struct Factory {
     pub leases: OnceLock<Arc<Informer<Lease>>>,
     pub jobs: OnceLock<Arc<Informer<Job>>>,
     pub cron_jobs: OnceLock<Arc<Informer<CronJob>>>,
+    pub pod_disruption_budgets: OnceLock<Arc<Informer<PodDisruptionBudget>>>,
 }
 
 impl Factory {
@@ -178,6 +180,7 @@ impl Factory {
             leases: OnceLock::new(),
             jobs: OnceLock::new(),
             cron_jobs: OnceLock::new(),
+            pod_disruption_budgets: OnceLock::new(),
         }
     }
 
@@ -219,6 +222,10 @@ impl Factory {
         self.cron_jobs.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
     }
 
+    pub fn pod_disruption_budgets(&self) -> Arc<Informer<PodDisruptionBudget>> {
+        self.pod_disruption_budgets.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+
     /// Starts every informer created so far.
     pub fn start(&self) {
         macro_rules! start {
@@ -236,7 +243,8 @@ impl Factory {
             endpoint_slices,
             leases,
             jobs,
-            cron_jobs
+            cron_jobs,
+            pod_disruption_budgets
         );
     }
 }

@@ -4,7 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod credentials;
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
+pub mod disruption;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod informer;
@@ -17,6 +20,7 @@ pub mod podgc;
 pub mod queue;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod ttlafterfinished;
 pub mod util;
 
 use std::sync::Arc;
@@ -154,6 +158,32 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
         let n = options.concurrent_job_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
+    if options.enabled("cronjob-controller") {
+        let c = cronjob::CronJobController::register(
+            &factory,
+            creds.client_for("cronjob-controller").await?,
+            queue("cronjob"),
+        );
+        let n = options.concurrent_cron_job_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
+    if options.enabled("ttl-after-finished-controller") {
+        let c = ttlafterfinished::TtlAfterFinishedController::register(
+            &factory,
+            creds.client_for("ttl-after-finished-controller").await?,
+            queue("ttl_jobs_to_delete"),
+        );
+        let n = options.concurrent_ttl_after_finished_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
+    if options.enabled("disruption-controller") {
+        let c = disruption::DisruptionController::register(
+            &factory,
+            creds.client_for("disruption-controller").await?,
+            queue("disruption"),
+        );
+        starters.push(Box::new(move || c.run(1)));
+    }
     if options.enabled("pod-garbage-collector-controller") {
         let c = podgc::PodGc::register(
             &factory,
@@ -210,6 +240,7 @@ async fn wait_synced(f: &Factory) {
         endpoint_slices,
         leases,
         jobs,
-        cron_jobs
+        cron_jobs,
+        pod_disruption_budgets
     );
 }

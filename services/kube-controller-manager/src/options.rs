@@ -20,6 +20,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("node-lifecycle-controller", "nodelifecycle"),
     ("pod-garbage-collector-controller", "podgc"),
     ("job-controller", "job"),
+    ("cronjob-controller", "cronjob"),
+    ("ttl-after-finished-controller", "ttl-after-finished"),
+    ("disruption-controller", "disruption"),
 ];
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -67,6 +70,10 @@ pub struct Options {
     pub concurrent_deployment_syncs: usize,
     #[arg(long = "concurrent-job-syncs", default_value_t = 5)]
     pub concurrent_job_syncs: usize,
+    #[arg(long = "concurrent-cron-job-syncs", default_value_t = 5)]
+    pub concurrent_cron_job_syncs: usize,
+    #[arg(long = "concurrent-ttl-after-finished-syncs", default_value_t = 5)]
+    pub concurrent_ttl_after_finished_syncs: usize,
     #[arg(long = "concurrent-gc-syncs", default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
     #[arg(long = "concurrent-namespace-syncs", default_value_t = 10)]
