@@ -1152,3 +1152,77 @@ async fn pod_disruption_budget_status_gates_evictions() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemonset_runs_one_pod_per_eligible_node_and_rolls_updates() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::Node;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (name, labels, taints) in [
+        ("a", json!({"role": "worker"}), json!([])),
+        ("b", json!({"role": "worker"}), json!([])),
+        ("c", json!({"role": "worker"}), json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}])),
+        ("d", json!({"role": "control-plane"}), json!([])),
+    ] {
+        let n: Node =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}}))
+                .unwrap();
+        nodes.create(&PostParams::default(), &n).await.unwrap();
+    }
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    let _kcm = kcm(&cp, &[]);
+    let ds_api: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "agent"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {"nodeSelector": {"role": "worker"}, "containers": [{"name": "c", "image": "agent:1"}]},
+            },
+        },
+    }))
+    .unwrap();
+    ds_api.create(&PostParams::default(), &ds).await.unwrap();
+    let out = kubectl(&cp, &["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let target = |p: &Pod| -> String {
+        let terms = &p
+            .spec
+            .as_ref()
+            .unwrap()
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .node_selector_terms;
+        terms[0].match_fields.as_ref().unwrap()[0].values.as_ref().unwrap()[0].clone()
+    };
+    let on: BTreeSet<String> = pods(&pod_api, "app=agent").await.iter().map(target).collect();
+    assert_eq!(on, BTreeSet::from(["a".to_string(), "b".to_string()]), "tainted and unselected nodes get none");
+    let st = ds_api.get("agent").await.unwrap().status.unwrap();
+    assert_eq!((st.desired_number_scheduled, st.current_number_scheduled, st.number_ready), (2, 2, 2));
+
+    // A new node that qualifies gets a pod; an update rolls node by node.
+    let e: Node = serde_json::from_value(json!({"metadata": {"name": "e", "labels": {"role": "worker"}}})).unwrap();
+    nodes.create(&PostParams::default(), &e).await.unwrap();
+    until(Duration::from_secs(20), "a pod on the new node", || async {
+        (pods(&pod_api, "app=agent").await.len() == 3).then_some(())
+    })
+    .await;
+    kubectl(&cp, &["set", "image", "daemonset/agent", "c=agent:2"]);
+    let out = kubectl(&cp, &["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let now = pods(&pod_api, "app=agent").await;
+    assert_eq!((now.len(), images(&now)), (3, BTreeSet::from(["agent:2".to_string()])));
+    let history = kubectl(&cp, &["rollout", "history", "daemonset/agent"]);
+    assert!(history.contains("1 ") && history.contains("2 "), "{history}");
+}

@@ -9,10 +9,10 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
@@ -162,6 +162,10 @@ pub struct Factory {
     pub jobs: OnceLock<Arc<Informer<Job>>>,
     pub cron_jobs: OnceLock<Arc<Informer<CronJob>>>,
     pub pod_disruption_budgets: OnceLock<Arc<Informer<PodDisruptionBudget>>>,
+    pub daemonsets: OnceLock<Arc<Informer<DaemonSet>>>,
+    pub statefulsets: OnceLock<Arc<Informer<StatefulSet>>>,
+    pub controller_revisions: OnceLock<Arc<Informer<ControllerRevision>>>,
+    pub persistent_volume_claims: OnceLock<Arc<Informer<PersistentVolumeClaim>>>,
 }
 
 impl Factory {
@@ -181,6 +185,10 @@ impl Factory {
             jobs: OnceLock::new(),
             cron_jobs: OnceLock::new(),
             pod_disruption_budgets: OnceLock::new(),
+            daemonsets: OnceLock::new(),
+            statefulsets: OnceLock::new(),
+            controller_revisions: OnceLock::new(),
+            persistent_volume_claims: OnceLock::new(),
         }
     }
 
@@ -226,6 +234,19 @@ impl Factory {
         self.pod_disruption_budgets.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
     }
 
+    pub fn daemonsets(&self) -> Arc<Informer<DaemonSet>> {
+        self.daemonsets.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+    pub fn statefulsets(&self) -> Arc<Informer<StatefulSet>> {
+        self.statefulsets.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+    pub fn controller_revisions(&self) -> Arc<Informer<ControllerRevision>> {
+        self.controller_revisions.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+    pub fn persistent_volume_claims(&self) -> Arc<Informer<PersistentVolumeClaim>> {
+        self.persistent_volume_claims.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+
     /// Starts every informer created so far.
     pub fn start(&self) {
         macro_rules! start {
@@ -244,7 +265,11 @@ impl Factory {
             leases,
             jobs,
             cron_jobs,
-            pod_disruption_budgets
+            pod_disruption_budgets,
+            daemonsets,
+            statefulsets,
+            controller_revisions,
+            persistent_volume_claims
         );
     }
 }

@@ -6,10 +6,12 @@
 pub mod credentials;
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod history;
 pub mod informer;
 pub mod job;
 pub mod namespace;
@@ -184,6 +186,15 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
         );
         starters.push(Box::new(move || c.run(1)));
     }
+    if options.enabled("daemonset-controller") {
+        let c = daemonset::DaemonSetController::register(
+            &factory,
+            creds.client_for("daemon-set-controller").await?,
+            queue("daemonset"),
+        );
+        let n = options.concurrent_daemonset_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
     if options.enabled("pod-garbage-collector-controller") {
         let c = podgc::PodGc::register(
             &factory,
@@ -241,6 +252,10 @@ async fn wait_synced(f: &Factory) {
         leases,
         jobs,
         cron_jobs,
-        pod_disruption_budgets
+        pod_disruption_budgets,
+        daemonsets,
+        statefulsets,
+        controller_revisions,
+        persistent_volume_claims
     );
 }

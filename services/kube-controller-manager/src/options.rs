@@ -23,6 +23,8 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("cronjob-controller", "cronjob"),
     ("ttl-after-finished-controller", "ttl-after-finished"),
     ("disruption-controller", "disruption"),
+    ("daemonset-controller", "daemonset"),
+    ("statefulset-controller", "statefulset"),
 ];
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -74,6 +76,10 @@ pub struct Options {
     pub concurrent_cron_job_syncs: usize,
     #[arg(long = "concurrent-ttl-after-finished-syncs", default_value_t = 5)]
     pub concurrent_ttl_after_finished_syncs: usize,
+    #[arg(long = "concurrent-daemonset-syncs", default_value_t = 2)]
+    pub concurrent_daemonset_syncs: usize,
+    #[arg(long = "concurrent-statefulset-syncs", default_value_t = 5)]
+    pub concurrent_statefulset_syncs: usize,
     #[arg(long = "concurrent-gc-syncs", default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
     #[arg(long = "concurrent-namespace-syncs", default_value_t = 10)]
