@@ -1226,3 +1226,101 @@ async fn a_daemonset_runs_one_pod_per_eligible_node_and_rolls_updates() {
     let history = kubectl(&cp, &["rollout", "history", "daemonset/agent"]);
     assert!(history.contains("1 ") && history.contains("2 "), "{history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_creates_updates_and_removes_pods_in_order() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Record, as the watch sees them, pod creations (with which pods were ready then) and deletions.
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let recorder = {
+        let (api, log) = (pod_api.clone(), log.clone());
+        tokio::spawn(async move {
+            let mut ready = BTreeSet::new();
+            let mut known = BTreeSet::new();
+            let mut stream = watcher(api, watcher::Config::default().labels("app=web")).boxed();
+            while let Some(Ok(ev)) = stream.next().await {
+                match ev {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                        let name = p.metadata.name.clone().unwrap();
+                        if known.insert(name.clone()) {
+                            log.lock().unwrap().push(format!("create {name} after {ready:?}"));
+                        }
+                        if is_ready(&p) && p.metadata.deletion_timestamp.is_none() {
+                            ready.insert(name);
+                        }
+                    }
+                    watcher::Event::Delete(p) => {
+                        let name = p.metadata.name.clone().unwrap();
+                        known.remove(&name);
+                        ready.remove(&name);
+                        log.lock().unwrap().push(format!("delete {name}"));
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+    let _kcm = kcm(&cp, &[]);
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "serviceName": "web",
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1.25", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]},
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            }],
+        },
+    }))
+    .unwrap();
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    sts_api.create(&PostParams::default(), &sts).await.unwrap();
+    let out = kubectl(&cp, &["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    assert!(out.contains("roll out complete") || out.contains("rolling update complete"), "{out}");
+    {
+        let log = log.lock().unwrap();
+        assert_eq!(log[0], "create web-0 after {}");
+        assert_eq!(log[1], "create web-1 after {\"web-0\"}");
+        assert_eq!(log[2], "create web-2 after {\"web-0\", \"web-1\"}");
+    }
+    let p1 = pod_api.get("web-1").await.unwrap();
+    let spec = p1.spec.unwrap();
+    assert_eq!((spec.hostname.as_deref(), spec.subdomain.as_deref()), (Some("web-1"), Some("web")));
+    let claim = spec.volumes.unwrap().into_iter().find(|v| v.name == "data").unwrap().persistent_volume_claim.unwrap();
+    assert_eq!(claim.claim_name, "data-web-1");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    for i in 0..3 {
+        pvcs.get(&format!("data-web-{i}")).await.unwrap();
+    }
+
+    log.lock().unwrap().clear();
+    kubectl(&cp, &["set", "image", "statefulset/web", "c=nginx:1.26"]);
+    let out = kubectl(&cp, &["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    assert!(out.contains("complete"), "{out}");
+    let deletions: Vec<String> = log.lock().unwrap().iter().filter(|l| l.starts_with("delete")).cloned().collect();
+    assert_eq!(deletions, vec!["delete web-2", "delete web-1", "delete web-0"], "updates go from the highest ordinal");
+    assert_eq!(images(&pods(&pod_api, "app=web").await), BTreeSet::from(["nginx:1.26".to_string()]));
+    let st = sts_api.get("web").await.unwrap().status.unwrap();
+    assert_eq!(st.current_revision, st.update_revision);
+
+    log.lock().unwrap().clear();
+    kubectl(&cp, &["scale", "statefulset/web", "--replicas=1"]);
+    until(Duration::from_secs(30), "scale down to 1", || async {
+        (pods(&pod_api, "app=web").await.len() == 1).then_some(())
+    })
+    .await;
+    let deletions: Vec<String> = log.lock().unwrap().iter().filter(|l| l.starts_with("delete")).cloned().collect();
+    assert_eq!(deletions, vec!["delete web-2", "delete web-1"]);
+    assert!(pvcs.get_opt("data-web-2").await.unwrap().is_some(), "claims are retained");
+    recorder.abort();
+}

@@ -92,7 +92,8 @@ pub fn hash_of(rev: &ControllerRevision) -> String {
     rev.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH).cloned()).unwrap_or_default()
 }
 
-/// Deletes the oldest revisions beyond `limit` that no pod still runs.
+/// Deletes the oldest revisions beyond `limit` that no pod still runs
+/// (`live` holds the revisions' hashes or names that pods carry).
 pub async fn truncate(
     api: &Api<ControllerRevision>,
     revisions: &[Arc<ControllerRevision>],

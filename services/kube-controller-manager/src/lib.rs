@@ -22,6 +22,7 @@ pub mod podgc;
 pub mod queue;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod ttlafterfinished;
 pub mod util;
 
@@ -193,6 +194,15 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
             queue("daemonset"),
         );
         let n = options.concurrent_daemonset_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
+    if options.enabled("statefulset-controller") {
+        let c = statefulset::StatefulSetController::register(
+            &factory,
+            creds.client_for("statefulset-controller").await?,
+            queue("statefulset"),
+        );
+        let n = options.concurrent_statefulset_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
     if options.enabled("pod-garbage-collector-controller") {
