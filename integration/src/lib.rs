@@ -3,6 +3,8 @@
 //! kubectl (1.33 and 1.32) pointed at them. Everything a harness starts is
 //! killed and removed when its handle drops, so tests run in parallel.
 
+pub mod containerd;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
