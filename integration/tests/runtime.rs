@@ -14,8 +14,8 @@ use integration::containerd::{Containerd, ContainerdOptions, TEST_IMAGE, TEST_PA
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopPodSandboxRequest,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PortMapping, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -28,8 +28,12 @@ struct Pod {
     ip: Ipv4Addr,
 }
 
-fn sandbox_config(ctrd: &Containerd, name: &str) -> PodSandboxConfig {
+fn sandbox_config(ctrd: &Containerd, name: &str, host_port: Option<u16>) -> PodSandboxConfig {
     PodSandboxConfig {
+        port_mappings: host_port
+            .map(|p| PortMapping { protocol: 0, container_port: 80, host_port: i32::from(p), host_ip: String::new() })
+            .into_iter()
+            .collect(),
         metadata: Some(PodSandboxMetadata {
             name: name.to_string(),
             uid: format!("uid-{name}-{}", std::process::id()),
@@ -44,8 +48,12 @@ fn sandbox_config(ctrd: &Containerd, name: &str) -> PodSandboxConfig {
 }
 
 /// A sandbox with one container of the test image running its httpd.
-async fn run_httpd_pod(mut cri: Cri, ctrd: &Containerd, name: &str) -> Result<Pod> {
-    let config = sandbox_config(ctrd, name);
+async fn run_httpd_pod(cri: Cri, ctrd: &Containerd, name: &str) -> Result<Pod> {
+    run_httpd_pod_with(cri, ctrd, name, None).await
+}
+
+async fn run_httpd_pod_with(mut cri: Cri, ctrd: &Containerd, name: &str, host_port: Option<u16>) -> Result<Pod> {
+    let config = sandbox_config(ctrd, name, host_port);
     let sandbox_id = cri
         .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
         .await
@@ -106,8 +114,11 @@ async fn exec(cri: &mut Cri, container_id: &str, cmd: &[&str]) -> Result<(i32, S
 
 /// GET / from the host over plain TCP, retried while httpd starts.
 fn http_get(ip: Ipv4Addr) -> Result<String> {
+    http_get_at(SocketAddr::from((ip, 80)))
+}
+
+fn http_get_at(addr: SocketAddr) -> Result<String> {
     let start = Instant::now();
-    let addr = SocketAddr::from((ip, 80));
     loop {
         let attempt = (|| -> std::io::Result<String> {
             let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -119,8 +130,8 @@ fn http_get(ip: Ipv4Addr) -> Result<String> {
         })();
         match attempt {
             Ok(body) if body.contains(TEST_PAGE_MARKER) => return Ok(body),
-            Ok(body) if start.elapsed() > Duration::from_secs(20) => bail!("GET http://{ip}/ answered {body:?}"),
-            Err(e) if start.elapsed() > Duration::from_secs(20) => bail!("GET http://{ip}/: {e}"),
+            Ok(body) if start.elapsed() > Duration::from_secs(20) => bail!("GET http://{addr}/ answered {body:?}"),
+            Err(e) if start.elapsed() > Duration::from_secs(20) => bail!("GET http://{addr}/: {e}"),
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
     }
@@ -221,6 +232,20 @@ async fn two_pods_get_distinct_addresses_and_reach_each_other_with_their_own_sou
     assert_eq!(allocated, want);
     remove_pod(&mut cri, &a).await?;
     remove_pod(&mut cri, &b).await?;
+    assert_eq!(ctrd.allocated_ips(), Vec::<String>::new());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portmap_chained_after_rustkube_bridge_forwards_a_host_port() -> Result<()> {
+    let (ctrd, mut cri) = start().await?;
+    let host_port = integration::free_port();
+    let pod = run_httpd_pod_with(cri.clone(), &ctrd, "published", Some(host_port)).await?;
+    // A host address (the bridge's own) and the host port: portmap's DNAT takes it to the pod's :80.
+    let gateway: Ipv4Addr = ctrd.gateway().parse()?;
+    let page = tokio::task::spawn_blocking(move || http_get_at(SocketAddr::from((gateway, host_port)))).await??;
+    assert!(page.contains("200 OK"), "{page}");
+    remove_pod(&mut cri, &pod).await?;
     assert_eq!(ctrd.allocated_ips(), Vec::<String>::new());
     Ok(())
 }
