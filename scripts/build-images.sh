@@ -209,7 +209,7 @@ push_image() {
   local d location
   for d in $(ls "$layout/blobs/sha256"); do
     [[ "$d" == "$manifest" ]] && continue
-    if curl -fsS -o /dev/null -I "$reg/v2/$repo/blobs/sha256:$d"; then
+    if curl -fs -o /dev/null -I "$reg/v2/$repo/blobs/sha256:$d"; then
       continue
     fi
     location="$(curl -fsS -X POST -D - -o /dev/null "$reg/v2/$repo/blobs/uploads/" |

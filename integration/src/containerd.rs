@@ -307,6 +307,17 @@ impl Containerd {
         Ok(channel)
     }
 
+    /// Lets this containerd pull from a plain-HTTP registry at `host:port`
+    /// (a hosts.toml under its registry config_path, read at each pull).
+    pub fn trust_plain_http_registry(&self, host_port: &str) -> Result<()> {
+        let dir = self.path.join("certs.d").join(host_port);
+        fs::create_dir_all(&dir)?;
+        let hosts = format!(
+            "server = \"http://{host_port}\"\n\n[host.\"http://{host_port}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        );
+        fs::write(dir.join("hosts.toml"), hosts).context("writing hosts.toml")
+    }
+
     fn link_cni_plugins(&self) -> Result<()> {
         let bin = self.cni_bin_dir();
         let ours = crate::binary("rustkube-cni");
@@ -539,6 +550,76 @@ fn pids_with_arg(arg: &str) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// Debian's docker-registry (distribution) on a free loopback port, storing in a temp dir.
+pub struct LocalRegistry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl LocalRegistry {
+    pub fn start() -> Result<LocalRegistry> {
+        let dir = tempfile::Builder::new().prefix("rk-registry-").tempdir_in(temp_root())?;
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        fs::write(dir.path().join("config.yml"), config)?;
+        let log = File::create(dir.path().join("registry.log"))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry (apt-get install docker-registry)")?;
+        let mut me = LocalRegistry { child, _dir: dir, addr };
+        let start = Instant::now();
+        loop {
+            if std::net::TcpStream::connect(&me.addr).is_ok() {
+                return Ok(me);
+            }
+            if let Some(status) = me.child.try_wait()? {
+                bail!("docker-registry exited ({status})");
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                bail!("docker-registry did not listen on {} within 15s", me.addr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Pushes the project's images (scripts/build-images.sh --push): `<addr>/pause:3.9`,
+    /// `<addr>/rustkube/pause:latest`, `<addr>/rustkube/testimage:latest`.
+    pub fn push_images(&self) -> Result<()> {
+        image_archives()?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-images.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .args(["--no-import", "--out", IMAGE_CACHE, "--push", &self.addr])
+            .status()
+            .context("running build-images.sh --push")?;
+        if !status.success() {
+            bail!("build-images.sh --push {} failed ({status})", self.addr);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The folder holding `pause.tar` and `testimage.tar`: built by

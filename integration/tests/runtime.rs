@@ -10,12 +10,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use integration::containerd::{Containerd, ContainerdOptions, TEST_IMAGE, TEST_PAGE_MARKER};
+use integration::containerd::{Containerd, ContainerdOptions, LocalRegistry, TEST_IMAGE, TEST_PAGE_MARKER};
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PortMapping, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest,
+    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PortMapping,
+    PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -247,5 +248,33 @@ async fn portmap_chained_after_rustkube_bridge_forwards_a_host_port() -> Result<
     assert!(page.contains("200 OK"), "{page}");
     remove_pod(&mut cri, &pod).await?;
     assert_eq!(ctrd.allocated_ips(), Vec::<String>::new());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_pushed_to_a_local_registry_are_pulled_through_the_cri() -> Result<()> {
+    let (ctrd, registry) = tokio::task::spawn_blocking(|| -> Result<_> {
+        let ctrd = Containerd::start(ContainerdOptions { import_images: false, ..Default::default() })?;
+        let registry = LocalRegistry::start()?;
+        registry.push_images()?;
+        ctrd.trust_plain_http_registry(registry.addr())?;
+        Ok((ctrd, registry))
+    })
+    .await??;
+    let mut images = ImageServiceClient::new(ctrd.cri_channel().await?);
+    for name in ["rustkube/testimage:latest", "pause:3.9"] {
+        let image = format!("{}/{name}", registry.addr());
+        let spec = ImageSpec { image: image.clone(), ..Default::default() };
+        let pulled = images
+            .pull_image(PullImageRequest { image: Some(spec.clone()), auth: None, sandbox_config: None })
+            .await
+            .with_context(|| format!("PullImage {image}"))?
+            .into_inner()
+            .image_ref;
+        assert!(pulled.starts_with("sha256:"), "{pulled}");
+        let status = images.image_status(ImageStatusRequest { image: Some(spec), verbose: false }).await?.into_inner();
+        let tags = status.image.map(|i| i.repo_tags).unwrap_or_default();
+        assert!(tags.contains(&image), "{image} not among {tags:?}");
+    }
     Ok(())
 }
