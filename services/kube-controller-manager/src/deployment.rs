@@ -143,7 +143,7 @@ impl DeploymentController {
         let mut s = Sync { c: self, rs_api: Api::namespaced(self.client.clone(), ns), rss: Vec::new() };
         s.rss = s.claim(&d, &sel).await?;
         if d.metadata.deletion_timestamp.is_some() {
-            return s.sync_status(&mut d, false).await;
+            return s.sync_status(&mut d).await;
         }
         let spec = d.spec.clone().unwrap_or_default();
         if spec.paused == Some(true) || s.is_scaling_event(&d) {
@@ -581,16 +581,16 @@ impl Sync<'_> {
         if n != want {
             let to = if n > want { want } else { self.new_rs_replicas(d, &self.rss[new]) };
             if self.scale(new, d, to).await? {
-                return self.sync_status(d, true).await;
+                return self.sync_status(d).await;
             }
         }
         if self.reconcile_old(d, new).await? {
-            return self.sync_status(d, true).await;
+            return self.sync_status(d).await;
         }
         if self.complete(d, Some(new)) {
             self.cleanup(d, Some(new)).await?;
         }
-        self.sync_status(d, true).await
+        self.sync_status(d).await
     }
 
     /// Scales old ReplicaSets down as far as maxUnavailable allows.
@@ -655,7 +655,7 @@ impl Sync<'_> {
             }
         }
         if scaled {
-            return self.sync_status(d, false).await;
+            return self.sync_status(d).await;
         }
         // Wait until no pod of an old ReplicaSet is left running.
         let old_uids: Vec<String> =
@@ -667,20 +667,20 @@ impl Sync<'_> {
                 && util::controller_ref(&p.metadata).is_some_and(|r| old_uids.contains(&r.uid))
         });
         if old_pods {
-            return self.sync_status(d, false).await;
+            return self.sync_status(d).await;
         }
         if new.is_none() {
             new = self.get_new_rs(d, true).await?;
         }
         if let Some(i) = new {
             if self.scale(i, d, d_replicas(d)).await? {
-                return self.sync_status(d, false).await;
+                return self.sync_status(d).await;
             }
         }
         if self.complete(d, new) {
             self.cleanup(d, new).await?;
         }
-        self.sync_status(d, false).await
+        self.sync_status(d).await
     }
 
     /// Paused or a scaling event: only resize, proportionally when rolling.
@@ -734,7 +734,7 @@ impl Sync<'_> {
         if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
             self.cleanup(d, new).await?;
         }
-        self.sync_status(d, rolling(d)).await
+        self.sync_status(d).await
     }
 
     fn complete(&self, d: &Deployment, new: Option<usize>) -> bool {
@@ -777,7 +777,7 @@ impl Sync<'_> {
     }
 
     /// Computes status and conditions (Available, Progressing with the deadline) and writes them if changed.
-    async fn sync_status(&mut self, d: &mut Deployment, _rolling: bool) -> Result<Option<Duration>, Error> {
+    async fn sync_status(&mut self, d: &mut Deployment) -> Result<Option<Duration>, Error> {
         let new = self.new_rs(d);
         let want = d_replicas(d);
         let (_, max_unavailable) = surge_and_unavailable(d);

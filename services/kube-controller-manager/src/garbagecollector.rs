@@ -6,7 +6,7 @@
 //! `orphan` finalizer).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -76,64 +76,108 @@ impl Graph {
 }
 
 pub struct GarbageCollector {
+    /// Lists and watches (the controller-manager's identity).
+    root: kube::Client,
+    /// Writes (the collector's own identity).
     client: kube::Client,
     graph: Mutex<Graph>,
     /// (group, kind) → resource, for ownerReferences.
-    kinds: HashMap<(String, String), Arc<Kind>>,
+    kinds: RwLock<HashMap<(String, String), Arc<Kind>>>,
     queue: WorkQueue,
-    informers: Vec<Arc<Informer<PartialObjectMeta<DynamicObject>>>>,
+    informers: Mutex<Vec<MetaInformer>>,
 }
 
 fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
 }
 
+/// How often the collector re-discovers resources (new API groups, CRDs), as upstream's monitor resync.
+const RESYNC_PERIOD: Duration = Duration::from_secs(30);
+
+type MetaInformer = Arc<Informer<PartialObjectMeta<DynamicObject>>>;
+
 impl GarbageCollector {
     /// Discovers every deletable, watchable resource and registers an informer for each.
     /// `root` lists and watches; `client` (the collector's own identity) writes.
     pub async fn new(root: kube::Client, client: kube::Client, queue: WorkQueue) -> Result<Arc<Self>, Error> {
-        let discovery = Discovery::new(client.clone()).run().await.map_err(Error::Discovery)?;
-        let mut kinds = HashMap::new();
+        let gc = Arc::new(GarbageCollector {
+            root,
+            client,
+            graph: Default::default(),
+            kinds: Default::default(),
+            queue,
+            informers: Default::default(),
+        });
+        let added = gc.discover().await?;
+        tracing::info!(resources = added.len(), "garbage collector watching every deletable resource");
+        Ok(gc)
+    }
+
+    /// Runs discovery; registers informers (not yet started) for resources not watched so far.
+    async fn discover(self: &Arc<Self>) -> Result<Vec<MetaInformer>, Error> {
+        let discovery = Discovery::new(self.client.clone()).run().await.map_err(Error::Discovery)?;
+        let mut added = Vec::new();
+        let mut kinds = self.kinds.write().unwrap_or_else(|e| e.into_inner());
+        let mut informers = self.informers.lock().unwrap_or_else(|e| e.into_inner());
         for group in discovery.groups() {
             for (ar, caps) in group.recommended_resources() {
+                let key = (ar.group.clone(), ar.kind.clone());
+                if kinds.contains_key(&key) {
+                    continue;
+                }
                 let kind = Arc::new(Kind { ar: ar.clone(), namespaced: caps.scope == Scope::Namespaced });
-                kinds.insert((ar.group.clone(), ar.kind.clone()), kind);
-            }
-        }
-        let mut informers = Vec::new();
-        let mut watched = Vec::new();
-        for group in discovery.groups() {
-            for (ar, caps) in group.recommended_resources() {
+                kinds.insert(key, kind.clone());
                 let ok = [verbs::LIST, verbs::WATCH, verbs::DELETE].iter().all(|v| caps.supports_operation(v));
                 if !ok || ar.plural.contains('/') || ar.plural == "events" {
                     continue;
                 }
-                watched.push(ar.clone());
                 // Metadata only: owner references, finalizers and deletion are all the graph needs.
-                let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(root.clone(), &ar);
-                informers.push(Informer::new_with(api, ar));
+                let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(self.root.clone(), &ar);
+                let informer = Informer::new_with(api, ar);
+                let me = self.clone();
+                informer.add_handler(move |c| me.on_change(&kind, c));
+                informers.push(informer.clone());
+                added.push(informer);
             }
         }
-        tracing::info!(resources = watched.len(), "garbage collector watching every deletable resource");
-        let gc = Arc::new(GarbageCollector { client, graph: Default::default(), kinds, queue, informers });
-        for (inf, ar) in gc.informers.iter().zip(watched) {
-            let me = gc.clone();
-            let Some(kind) = gc.kinds.get(&(ar.group.clone(), ar.kind.clone())).cloned() else { continue };
-            inf.add_handler(move |c| me.on_change(&kind, c));
-        }
-        Ok(gc)
+        Ok(added)
     }
 
     pub fn start_informers(&self) {
-        for i in &self.informers {
+        for i in self.informers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             i.start();
         }
     }
 
     pub async fn wait_synced(&self) {
-        for i in &self.informers {
+        let informers: Vec<MetaInformer> = self.informers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for i in informers {
             i.wait_synced().await;
         }
+    }
+
+    /// Watches resources that appear later (a new API group, a CRD).
+    fn resync_resources(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RESYNC_PERIOD).await;
+                match me.discover().await {
+                    Ok(added) => {
+                        for i in &added {
+                            i.start();
+                        }
+                        if !added.is_empty() {
+                            tracing::info!(
+                                resources = added.len(),
+                                "garbage collector watching newly discovered resources"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!("garbage collector re-discovery: {e}"),
+                }
+            }
+        });
     }
 
     fn on_change(&self, kind: &Arc<Kind>, change: &Change<PartialObjectMeta<DynamicObject>>) {
@@ -196,6 +240,7 @@ impl GarbageCollector {
     }
 
     pub fn run(self: &Arc<Self>, workers: usize) {
+        self.resync_resources();
         let me = self.clone();
         self.queue.run_workers(workers, move |uid| {
             let me = me.clone();
@@ -316,12 +361,18 @@ impl GarbageCollector {
                 OwnerState::Solid
             });
         }
-        let Some(kind) = self.kinds.get(&(group_of(&owner.api_version).to_string(), owner.kind.clone())) else {
+        let kind = self
+            .kinds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(group_of(&owner.api_version).to_string(), owner.kind.clone()))
+            .cloned();
+        let Some(kind) = kind else {
             // Unknown kind: never treat as absent.
             return Ok(OwnerState::Solid);
         };
         let ns = if kind.namespaced { dep.namespace.as_deref() } else { None };
-        match self.api(kind, ns).get_opt(&owner.name).await.map_err(api_err("getting owner", &owner.name))? {
+        match self.api(&kind, ns).get_opt(&owner.name).await.map_err(api_err("getting owner", &owner.name))? {
             Some(o) if o.metadata.uid.as_deref() == Some(owner.uid.as_str()) => {
                 let fg = o.metadata.finalizers.iter().flatten().any(|f| f == FOREGROUND);
                 Ok(if o.metadata.deletion_timestamp.is_some() && fg {
