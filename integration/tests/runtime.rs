@@ -90,6 +90,22 @@ async fn run_httpd_pod_with(mut cri: Cri, ctrd: &Containerd, name: &str, host_po
     Ok(Pod { name: name.to_string(), sandbox_id, container_id, ip })
 }
 
+/// The sandbox's network namespace path, from the verbose status' runtime spec.
+async fn sandbox_netns(cri: &mut Cri, sandbox_id: &str) -> Result<String> {
+    let status = cri
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox_id.to_string(), verbose: true })
+        .await?
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(status.info.get("info").context("no verbose info")?)?;
+    let namespaces = info["runtimeSpec"]["linux"]["namespaces"].as_array().context("no namespaces in the spec")?;
+    namespaces
+        .iter()
+        .find(|ns| ns["type"] == "network")
+        .and_then(|ns| ns["path"].as_str())
+        .map(str::to_string)
+        .context("no network namespace path in the sandbox spec")
+}
+
 async fn remove_pod(cri: &mut Cri, pod: &Pod) -> Result<()> {
     cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.sandbox_id.clone() }).await?;
     cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.sandbox_id.clone() }).await?;
@@ -170,6 +186,13 @@ async fn a_pod_gets_an_address_serves_http_to_the_host_and_gives_the_address_bac
         table.contains(&format!("ip saddr {} ip daddr != {} masquerade", ctrd.subnet(), ctrd.cluster_cidr())),
         "{table}"
     );
+
+    // CHECK by hand against the live sandbox netns agrees that all is in place.
+    let netns = sandbox_netns(&mut cri, &pod.sandbox_id).await?;
+    let (ok, out) = ctrd.cni_invoke("CHECK", &pod.sandbox_id, Some(Path::new(&netns)))?;
+    assert!(ok, "CHECK failed: {out}");
+    let (ok, out) = ctrd.cni_invoke("CHECK", "not-a-container", Some(Path::new(&netns)))?;
+    assert!(!ok && out.contains("\"code\""), "CHECK of an unknown container should fail with a CNI error: {out}");
 
     remove_pod(&mut cri, &pod).await?;
     assert_eq!(ctrd.allocated_ips(), Vec::<String>::new(), "the address was not released");
