@@ -21,6 +21,22 @@
 //! | `nftTable` | the `ip` family nftables table the plugin owns | `rustkube-cni` |
 //! | `mtu` | MTU of the bridge and veths | kernel default |
 //! | `hairpinMode` | hairpin on the host veth (a pod reaching itself through a service) | `true` |
+//!
+//! A node's conflist (the binary installed in the CNI bin dir as `rustkube-bridge`;
+//! containerd adds loopback itself; portmap after it serves hostPorts):
+//!
+//! ```json
+//! {
+//!   "cniVersion": "1.0.0",
+//!   "name": "rustkube",
+//!   "plugins": [
+//!     { "type": "rustkube-bridge", "bridge": "rkbr0", "subnet": "10.244.1.0/24", "clusterCIDR": "10.244.0.0/16" },
+//!     { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }
+//!   ]
+//! }
+//! ```
+//!
+//! Routes to other nodes' pod subnets are not the plugin's job (the node agent adds them).
 
 #![forbid(unsafe_code)]
 
