@@ -734,6 +734,14 @@ async fn a_node_that_stops_renewing_is_tainted_its_pods_evicted_and_replaced() {
         .then_some(())
     })
     .await;
+    // Its pods are no longer Ready (they leave Service endpoints).
+    until(Duration::from_secs(10), "pods marked not ready", || async {
+        let all = pod_api.list(&ListParams::default().labels("app=ev")).await.unwrap().items;
+        let on_node: Vec<&Pod> =
+            all.iter().filter(|p| p.spec.as_ref().unwrap().node_name.as_deref() == Some("n1")).collect();
+        (on_node.len() == 2 && on_node.iter().all(|p| !is_ready(p))).then_some(())
+    })
+    .await;
     let evicted_names: BTreeSet<String> = first.iter().filter_map(|p| p.metadata.name.clone()).collect();
     until(Duration::from_secs(20), "eviction and replacement", || async {
         let all = pod_api.list(&ListParams::default().labels("app=ev")).await.unwrap().items;

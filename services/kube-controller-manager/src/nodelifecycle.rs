@@ -149,6 +149,7 @@ impl NodeLifecycleController {
             tracing::info!(node = %name, "node stopped renewing its lease; marking it Unknown");
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": conds}})))
                 .await?;
+            self.mark_pods_not_ready(&name).await?;
             return Ok(());
         }
         // The taints follow the Ready condition.
@@ -182,6 +183,38 @@ impl NodeLifecycleController {
             match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
                 Ok(_) => {}
                 Err(e) if matches!(util::api_code(&e), Some(404 | 409)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Upstream's MarkPodsNotReady: the pods of an unreachable node stop being Ready
+    /// (so they leave Service endpoints) until the kubelet reports again.
+    async fn mark_pods_not_ready(&self, node: &str) -> Result<(), kube::Error> {
+        let now = Time(jiff::Timestamp::now());
+        for pod in self.pods.state() {
+            if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) || util::is_terminal(&pod) {
+                continue;
+            }
+            let mut conds = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+            let Some(ready) = conds.iter_mut().find(|c| c.type_ == "Ready" && c.status == "True") else { continue };
+            ready.status = "False".into();
+            ready.reason = Some("NodeNotReady".into());
+            ready.message = Some("Node is not ready".into());
+            ready.last_transition_time = Some(now.clone());
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let patch = json!({"status": {"conditions": conds}});
+            match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                Ok(_) => self.recorder.event(
+                    object_ref(pod.as_ref()),
+                    EventType::Warning,
+                    "NodeNotReady",
+                    "Node is not ready",
+                ),
+                Err(e) if util::api_code(&e) == Some(404) => {}
                 Err(e) => return Err(e),
             }
         }
