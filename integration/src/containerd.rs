@@ -80,7 +80,8 @@ impl Containerd {
         remove_bridge(&bridge);
         remove_nft_table(&nft_table);
 
-        let dir = tempfile::Builder::new().prefix("rk-ctrd-").tempdir_in(temp_root()).context("temp dir")?;
+        let dir =
+            tempfile::Builder::new().prefix(&format!("rk-ctrd-{n}-")).tempdir_in(temp_root()).context("temp dir")?;
         let path = dir.path().to_path_buf();
         let mut me = Containerd {
             child: None,
@@ -391,26 +392,9 @@ disabled_plugins = [
 
     /// Everything this instance started, in dependency order. Safe to call twice.
     fn cleanup(&mut self) {
-        let runc_root = self.path.join("runc").join("k8s.io");
         // 1. The containers (pause included): runc kills their processes and removes their cgroups.
-        if runc_root.exists() {
-            let ids = Command::new("runc")
-                .arg("--root")
-                .arg(&runc_root)
-                .args(["list", "-q"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for id in ids.split_whitespace() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&runc_root)
-                    .args(["delete", "--force", id])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-        // 2. containerd, then its shims (found by our socket on their command line).
+        delete_containers(&self.path);
+        // 2. containerd, then its shims.
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let start = Instant::now();
@@ -423,15 +407,9 @@ disabled_plugins = [
             let _ = child.kill();
             let _ = child.wait();
         }
-        for pid in pids_with_arg(&self.socket().to_string_lossy()) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-        }
-        // 3. Mounts left under our dirs (rootfs overlays, shm, netns), deepest first.
-        let mut mounts = mounts_under(&self.path);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").args(["-l", &m]).stderr(Stdio::null()).status();
-        }
+        kill_processes_of(&self.path);
+        // 3. Mounts left under our dirs (rootfs overlays, shm, netns).
+        unmount_under(&self.path);
         // 4. The pod network: veths still on our bridge, the bridge, the nft table.
         remove_bridge(&self.bridge);
         remove_nft_table(&self.nft_table);
@@ -442,6 +420,69 @@ disabled_plugins = [
             }
         }
         self.slot.release();
+    }
+}
+
+/// Tears down what instances killed before their Drop ran (a nextest timeout,
+/// SIGKILL) left behind: a `rk-ctrd-<n>-*` dir whose slot nobody holds is
+/// stale, and holding the slot while sweeping keeps a new instance out of it.
+fn sweep_stale() {
+    for entry in fs::read_dir(temp_root()).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(n) = name.strip_prefix("rk-ctrd-").and_then(|r| r.split('-').next()).and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        let Some(mut slot) = Slot::try_acquire(n) else { continue };
+        let dir = entry.path();
+        delete_containers(&dir);
+        kill_processes_of(&dir);
+        unmount_under(&dir);
+        let _ = fs::remove_dir_all(&dir);
+        remove_bridge(&format!("rkt{n}"));
+        remove_nft_table(&format!("rustkube-cni-t{n}"));
+        slot.release();
+    }
+}
+
+/// `runc delete --force` of every container in a containerd dir's runc root.
+fn delete_containers(dir: &Path) {
+    let runc_root = dir.join("runc").join("k8s.io");
+    if !runc_root.exists() {
+        return;
+    }
+    let ids = Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["list", "-q"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for id in ids.split_whitespace() {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&runc_root)
+            .args(["delete", "--force", id])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// SIGKILLs containerd (found by its config path) and its shims (by its socket path).
+fn kill_processes_of(dir: &Path) {
+    for arg in [dir.join("config.toml"), dir.join("containerd.sock")] {
+        for pid in pids_with_arg(&arg.to_string_lossy()) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// Lazily unmounts everything at or under `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let mut mounts = mounts_under(dir);
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").args(["-l", &m]).stderr(Stdio::null()).status();
     }
 }
 
@@ -469,17 +510,23 @@ struct Slot {
 impl Slot {
     fn acquire() -> Result<Slot> {
         fs::create_dir_all(SLOT_DIR).with_context(|| format!("creating {SLOT_DIR}"))?;
+        sweep_stale();
         // Start at a pid-dependent place so parallel processes rarely contend.
-        let offset = (std::process::id() % 250) as u8;
-        for i in 0..250u8 {
-            let number = 1 + (offset + i) % 250;
-            let path = Path::new(SLOT_DIR).join(format!("slot-{number}.lock"));
-            let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
-                return Ok(Slot { number, file: Some(file) });
+        let offset = std::process::id() % 250;
+        for i in 0..250u32 {
+            let number = u8::try_from(1 + (offset + i) % 250).unwrap_or(1);
+            if let Some(slot) = Slot::try_acquire(number) {
+                return Ok(slot);
             }
         }
         Err(anyhow!("all 250 containerd test slots are taken"))
+    }
+
+    fn try_acquire(number: u8) -> Option<Slot> {
+        let path = Path::new(SLOT_DIR).join(format!("slot-{number}.lock"));
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path).ok()?;
+        flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
+        Some(Slot { number, file: Some(file) })
     }
 
     fn release(&mut self) {
