@@ -615,6 +615,7 @@ async fn endpointslices_and_endpoints_follow_the_selected_pods() {
     assert_eq!(subset.addresses.as_ref().unwrap().len(), 3);
     assert_eq!(subset.not_ready_addresses.as_ref().unwrap().len(), 1);
     assert_eq!(subset.ports.as_ref().unwrap()[0].port, 8080);
+    assert_eq!(ep.metadata.labels.unwrap()["endpointslice.kubernetes.io/skip-mirror"], "true");
 
     // More than 100 endpoints split across slices.
     for i in 0..100 {
@@ -1331,4 +1332,52 @@ async fn a_statefulset_creates_updates_and_removes_pods_in_order() {
     assert_eq!(deletions, vec!["delete web-2", "delete web-1"]);
     assert!(pvcs.get_opt("data-web-2").await.unwrap().is_some(), "claims are retained");
     recorder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_written_endpoints_of_a_selectorless_service_are_mirrored_into_slices() {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let svc: Service =
+        serde_json::from_value(json!({"metadata": {"name": "db"}, "spec": {"ports": [{"name": "pg", "port": 5432}]}}))
+            .unwrap();
+    svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let ep: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "subsets": [{
+            "addresses": [{"ip": "10.9.0.1"}, {"ip": "10.9.0.2"}],
+            "notReadyAddresses": [{"ip": "10.9.0.3"}],
+            "ports": [{"name": "pg", "port": 5432}],
+        }],
+    }))
+    .unwrap();
+    eps.create(&PostParams::default(), &ep).await.unwrap();
+    let mirrored = until(Duration::from_secs(20), "a mirrored slice", || async {
+        let l = slices.list(&ListParams::default().labels("kubernetes.io/service-name=db")).await.unwrap().items;
+        l.into_iter().find(|s| s.endpoints.len() == 3)
+    })
+    .await;
+    let labels = mirrored.metadata.labels.clone().unwrap();
+    assert_eq!(labels["endpointslice.kubernetes.io/managed-by"], "endpointslicemirroring-controller.k8s.io");
+    let ready: BTreeSet<String> = mirrored
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().unwrap().ready == Some(true))
+        .map(|e| e.addresses[0].clone())
+        .collect();
+    assert_eq!(ready, BTreeSet::from(["10.9.0.1".to_string(), "10.9.0.2".to_string()]));
+    assert_eq!(mirrored.ports.unwrap()[0].port, Some(5432));
+
+    eps.delete("db", &Default::default()).await.unwrap();
+    until(Duration::from_secs(20), "the mirrored slice to go", || async {
+        let l = slices.list(&ListParams::default().labels("kubernetes.io/service-name=db")).await.unwrap().items;
+        l.is_empty().then_some(())
+    })
+    .await;
 }

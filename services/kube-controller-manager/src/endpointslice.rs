@@ -23,15 +23,16 @@ use crate::util;
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+pub const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
 const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{action} for service {service}: {source}")]
 pub struct Error {
-    action: &'static str,
-    service: String,
+    pub action: &'static str,
+    pub service: String,
     #[source]
-    source: kube::Error,
+    pub source: kube::Error,
 }
 
 /// A resolved service port: (name, target port, protocol).
@@ -208,105 +209,120 @@ impl EndpointSliceController {
     async fn reconcile_slices(
         &self,
         svc: &Service,
-        mut desired: Vec<(Vec<SlicePort>, Vec<Endpoint>)>,
+        desired: Vec<(Vec<SlicePort>, Vec<Endpoint>)>,
     ) -> Result<(), Error> {
-        let ns = svc.metadata.namespace.clone().unwrap_or_default();
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let err = |action| {
-            let service = format!("{ns}/{name}");
-            move |source| Error { action, service, source }
-        };
-        let mut existing: Vec<Arc<EndpointSlice>> = self
-            .slices
-            .state()
-            .into_iter()
-            .filter(|s| s.metadata.namespace.as_deref() == Some(ns.as_str()))
-            .filter(|s| {
-                let l = s.metadata.labels.as_ref();
-                l.and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&name)
-                    && l.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY)
-            })
-            .collect();
-        existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        if desired.is_empty() {
-            // A service without endpoints still has one (empty) slice, as upstream keeps.
-            let ports = svc
-                .spec
-                .as_ref()
-                .and_then(|s| s.ports.as_ref())
-                .map(|ps| {
-                    ps.iter()
-                        .filter(|p| matches!(p.target_port, None | Some(IntOrString::Int(_))))
-                        .map(|p| SlicePort {
-                            name: Some(p.name.clone().unwrap_or_default()),
-                            port: Some(match &p.target_port {
-                                Some(IntOrString::Int(n)) => *n,
-                                _ => p.port,
-                            }),
-                            protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
-                            app_protocol: None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            desired.push((ports, Vec::new()));
-        }
-        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &ns);
-        let mut labels = svc.metadata.labels.clone().unwrap_or_default();
-        labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
-        labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
-        let wanted = desired.len();
-        for (i, (ports, endpoints)) in desired.into_iter().enumerate() {
-            let address_type = if endpoints.first().is_some_and(|e| e.addresses.iter().any(|a| a.contains(':'))) {
-                "IPv6"
-            } else {
-                "IPv4"
-            };
-            let mut slice = EndpointSlice {
-                metadata: ObjectMeta {
-                    generate_name: Some(format!("{name}-")),
-                    namespace: Some(ns.clone()),
-                    labels: Some(labels.clone()),
-                    owner_references: Some(vec![util::new_controller_ref(svc)]),
-                    ..Default::default()
-                },
-                address_type: address_type.into(),
-                endpoints,
-                ports: Some(ports),
-            };
-            match existing.get(i) {
-                Some(old) => {
-                    if old.endpoints == slice.endpoints
-                        && old.ports == slice.ports
-                        && old.address_type == slice.address_type
-                        && old.metadata.labels == slice.metadata.labels
-                    {
-                        continue;
-                    }
-                    slice.metadata = ObjectMeta { labels: Some(labels.clone()), ..old.metadata.clone() };
-                    let slice_name = old.metadata.name.clone().unwrap_or_default();
-                    match api.replace(&slice_name, &PostParams::default(), &slice).await {
-                        Ok(_) => {}
-                        Err(e) if util::api_code(&e) == Some(404) => {}
-                        Err(e) => return Err(err("updating endpointslice")(e)),
-                    }
-                }
-                None => {
-                    api.create(&PostParams::default(), &slice).await.map_err(err("creating endpointslice"))?;
-                }
-            }
-        }
-        for surplus in existing.iter().skip(wanted) {
-            let slice_name = surplus.metadata.name.clone().unwrap_or_default();
-            match api.delete(&slice_name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(e) if util::api_code(&e) == Some(404) => {}
-                Err(e) => return Err(err("deleting endpointslice")(e)),
-            }
-        }
-        Ok(())
+        sync_slices(&self.client, &self.slices, svc, desired, MANAGED_BY, true).await
     }
+}
 
+/// Makes the slices `managed_by` keeps for `svc` hold `desired` (one slice per entry),
+/// updating in place, creating and deleting as needed. `placeholder`: an empty
+/// service keeps one empty slice, as the EndpointSlice controller does.
+pub async fn sync_slices(
+    client: &kube::Client,
+    slices: &Store<EndpointSlice>,
+    svc: &Service,
+    mut desired: Vec<(Vec<SlicePort>, Vec<Endpoint>)>,
+    managed_by: &str,
+    placeholder: bool,
+) -> Result<(), Error> {
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let err = |action| {
+        let service = format!("{ns}/{name}");
+        move |source| Error { action, service, source }
+    };
+    let mut existing: Vec<Arc<EndpointSlice>> = slices
+        .state()
+        .into_iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|s| {
+            let l = s.metadata.labels.as_ref();
+            l.and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&name)
+                && l.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(managed_by)
+        })
+        .collect();
+    existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    if desired.is_empty() && placeholder {
+        // A service without endpoints still has one (empty) slice, as upstream keeps.
+        let ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| matches!(p.target_port, None | Some(IntOrString::Int(_))))
+                    .map(|p| SlicePort {
+                        name: Some(p.name.clone().unwrap_or_default()),
+                        port: Some(match &p.target_port {
+                            Some(IntOrString::Int(n)) => *n,
+                            _ => p.port,
+                        }),
+                        protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
+                        app_protocol: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        desired.push((ports, Vec::new()));
+    }
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let mut labels = svc.metadata.labels.clone().unwrap_or_default();
+    labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
+    labels.insert(MANAGED_BY_LABEL.into(), managed_by.into());
+    let wanted = desired.len();
+    for (i, (ports, endpoints)) in desired.into_iter().enumerate() {
+        let address_type = if endpoints.first().is_some_and(|e| e.addresses.iter().any(|a| a.contains(':'))) {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        let mut slice = EndpointSlice {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{name}-")),
+                namespace: Some(ns.clone()),
+                labels: Some(labels.clone()),
+                owner_references: Some(vec![util::new_controller_ref(svc)]),
+                ..Default::default()
+            },
+            address_type: address_type.into(),
+            endpoints,
+            ports: Some(ports),
+        };
+        match existing.get(i) {
+            Some(old) => {
+                if old.endpoints == slice.endpoints
+                    && old.ports == slice.ports
+                    && old.address_type == slice.address_type
+                    && old.metadata.labels == slice.metadata.labels
+                {
+                    continue;
+                }
+                slice.metadata = ObjectMeta { labels: Some(labels.clone()), ..old.metadata.clone() };
+                let slice_name = old.metadata.name.clone().unwrap_or_default();
+                match api.replace(&slice_name, &PostParams::default(), &slice).await {
+                    Ok(_) => {}
+                    Err(e) if util::api_code(&e) == Some(404) => {}
+                    Err(e) => return Err(err("updating endpointslice")(e)),
+                }
+            }
+            None => {
+                api.create(&PostParams::default(), &slice).await.map_err(err("creating endpointslice"))?;
+            }
+        }
+    }
+    for surplus in existing.iter().skip(wanted) {
+        let slice_name = surplus.metadata.name.clone().unwrap_or_default();
+        match api.delete(&slice_name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if util::api_code(&e) == Some(404) => {}
+            Err(e) => return Err(err("deleting endpointslice")(e)),
+        }
+    }
+    Ok(())
+}
+
+impl EndpointSliceController {
     async fn reconcile_endpoints(&self, client: &kube::Client, svc: &Service, groups: &Groups) -> Result<(), Error> {
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
         let name = svc.metadata.name.clone().unwrap_or_default();
@@ -350,7 +366,10 @@ impl EndpointSliceController {
         let api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
         let current = api.get_opt(&name).await.map_err(err("getting endpoints"))?;
         let subsets = (!subsets.is_empty()).then_some(subsets);
-        let labels = svc.metadata.labels.clone();
+        // Managed here: the EndpointSlice mirroring controller must leave it alone.
+        let mut labels = svc.metadata.labels.clone().unwrap_or_default();
+        labels.insert(SKIP_MIRROR_LABEL.into(), "true".into());
+        let labels = Some(labels);
         match current {
             Some(cur) if cur.subsets == subsets && cur.metadata.labels == labels => Ok(()),
             Some(cur) => {

@@ -12,7 +12,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
@@ -166,6 +168,7 @@ pub struct Factory {
     pub statefulsets: OnceLock<Arc<Informer<StatefulSet>>>,
     pub controller_revisions: OnceLock<Arc<Informer<ControllerRevision>>>,
     pub persistent_volume_claims: OnceLock<Arc<Informer<PersistentVolumeClaim>>>,
+    pub endpoints: OnceLock<Arc<Informer<Endpoints>>>,
 }
 
 impl Factory {
@@ -189,6 +192,7 @@ impl Factory {
             statefulsets: OnceLock::new(),
             controller_revisions: OnceLock::new(),
             persistent_volume_claims: OnceLock::new(),
+            endpoints: OnceLock::new(),
         }
     }
 
@@ -247,6 +251,10 @@ impl Factory {
         self.persistent_volume_claims.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
     }
 
+    pub fn endpoints(&self) -> Arc<Informer<Endpoints>> {
+        self.endpoints.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+
     /// Starts every informer created so far.
     pub fn start(&self) {
         macro_rules! start {
@@ -269,7 +277,8 @@ impl Factory {
             daemonsets,
             statefulsets,
             controller_revisions,
-            persistent_volume_claims
+            persistent_volume_claims,
+            endpoints
         );
     }
 }

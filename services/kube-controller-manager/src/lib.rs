@@ -10,6 +10,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
+pub mod endpointslicemirroring;
 pub mod garbagecollector;
 pub mod history;
 pub mod informer;
@@ -135,6 +136,15 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
             queue("endpoint_slice"),
         );
         let n = options.concurrent_service_endpoint_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
+    if options.enabled("endpointslice-mirroring-controller") {
+        let c = endpointslicemirroring::EndpointSliceMirroringController::register(
+            &factory,
+            creds.client_for("endpointslicemirroring-controller").await?,
+            queue("endpoint_slice_mirroring"),
+        );
+        let n = options.mirroring_concurrent_service_endpoint_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
     if options.enabled("node-ipam-controller") && options.allocate_node_cidrs {
@@ -266,6 +276,7 @@ async fn wait_synced(f: &Factory) {
         daemonsets,
         statefulsets,
         controller_revisions,
-        persistent_volume_claims
+        persistent_volume_claims,
+        endpoints
     );
 }

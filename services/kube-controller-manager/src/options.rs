@@ -16,6 +16,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("root-ca-certificate-publisher-controller", "root-ca-cert-publisher"),
     ("endpointslice-controller", "endpointslice"),
     ("endpoints-controller", "endpoint"),
+    ("endpointslice-mirroring-controller", "endpointslicemirroring"),
     ("node-ipam-controller", "nodeipam"),
     ("node-lifecycle-controller", "nodelifecycle"),
     ("pod-garbage-collector-controller", "podgc"),
@@ -80,6 +81,8 @@ pub struct Options {
     pub concurrent_daemonset_syncs: usize,
     #[arg(long = "concurrent-statefulset-syncs", default_value_t = 5)]
     pub concurrent_statefulset_syncs: usize,
+    #[arg(long = "mirroring-concurrent-service-endpoint-syncs", default_value_t = 5)]
+    pub mirroring_concurrent_service_endpoint_syncs: usize,
     #[arg(long = "concurrent-gc-syncs", default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
     #[arg(long = "concurrent-namespace-syncs", default_value_t = 10)]
