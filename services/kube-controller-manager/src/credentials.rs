@@ -4,6 +4,7 @@
 //! TokenRequest token kept fresh in a file the client re-reads. Informers
 //! keep using the controller-manager's own identity, as upstream does.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -61,7 +62,8 @@ impl Credentials {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e).with_context(|| format!("creating service account kube-system/{service_account}")),
         }
-        std::fs::create_dir_all(&self.dir)?;
+        // Tokens are credentials: only this user may read them.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
         let path = self.dir.join(service_account);
         let lifetime = write_token(&sas, service_account, &path).await?;
         // Renew at 80% of the token's life; the client re-reads the file.
@@ -97,7 +99,9 @@ async fn write_token(sas: &Api<ServiceAccount>, name: &str, path: &PathBuf) -> a
         .with_context(|| format!("requesting a token for kube-system/{name}"))?;
     let status = response.status.context("token request without status")?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, status.token.as_bytes())?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    std::io::Write::write_all(&mut file, status.token.as_bytes())?;
+    drop(file);
     std::fs::rename(&tmp, path)?;
     let left = status.expiration_timestamp.0.duration_since(jiff::Timestamp::now());
     Ok(Duration::try_from(left).unwrap_or(Duration::from_secs(60)).max(Duration::from_secs(60)))
