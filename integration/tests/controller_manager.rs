@@ -1381,3 +1381,58 @@ async fn hand_written_endpoints_of_a_selectorless_service_are_mirrored_into_slic
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_bind_to_the_smallest_fitting_volume_and_released_volumes_are_kept() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    for (name, size, class) in
+        [("small", "1Gi", ""), ("big", "10Gi", ""), ("medium", "5Gi", ""), ("fast", "5Gi", "fast")]
+    {
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": class, "hostPath": {"path": format!("/tmp/{name}")}},
+        }))
+        .unwrap();
+        pvs.create(&PostParams::default(), &pv).await.unwrap();
+    }
+    let claim = |name: &str, size: &str, class: &str| -> PersistentVolumeClaim {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class, "resources": {"requests": {"storage": size}}},
+        }))
+        .unwrap()
+    };
+    pvcs.create(&PostParams::default(), &claim("data", "2Gi", "")).await.unwrap();
+    pvcs.create(&PostParams::default(), &claim("quick", "1Gi", "fast")).await.unwrap();
+    pvcs.create(&PostParams::default(), &claim("huge", "100Gi", "")).await.unwrap();
+    for (claim_name, volume) in [("data", "medium"), ("quick", "fast")] {
+        until(Duration::from_secs(20), "a bound claim", || async {
+            let c = pvcs.get(claim_name).await.ok()?;
+            let bound = c.spec.as_ref()?.volume_name.as_deref() == Some(volume)
+                && c.status.as_ref()?.phase.as_deref() == Some("Bound");
+            let v = pvs.get(volume).await.ok()?;
+            let claimed = v.spec.as_ref()?.claim_ref.as_ref()?.name.as_deref() == Some(claim_name)
+                && v.status.as_ref()?.phase.as_deref() == Some("Bound");
+            (bound && claimed).then_some(())
+        })
+        .await;
+    }
+    let data = pvcs.get("data").await.unwrap();
+    assert_eq!(data.status.unwrap().capacity.unwrap()["storage"].0, "5Gi");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let huge = pvcs.get("huge").await.unwrap();
+    assert_ne!(huge.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+    assert_eq!(pvs.get("small").await.unwrap().status.unwrap().phase.as_deref(), Some("Available"));
+
+    // The claim goes; its (Retain) volume is released, not reused.
+    pvcs.delete("data", &Default::default()).await.unwrap();
+    until(Duration::from_secs(20), "the volume released", || async {
+        (pvs.get("medium").await.ok()?.status?.phase.as_deref() == Some("Released")).then_some(())
+    })
+    .await;
+}

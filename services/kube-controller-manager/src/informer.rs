@@ -13,10 +13,11 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, Repl
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::reflector::{store::Writer, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
@@ -169,6 +170,8 @@ pub struct Factory {
     pub controller_revisions: OnceLock<Arc<Informer<ControllerRevision>>>,
     pub persistent_volume_claims: OnceLock<Arc<Informer<PersistentVolumeClaim>>>,
     pub endpoints: OnceLock<Arc<Informer<Endpoints>>>,
+    pub persistent_volumes: OnceLock<Arc<Informer<PersistentVolume>>>,
+    pub storage_classes: OnceLock<Arc<Informer<StorageClass>>>,
 }
 
 impl Factory {
@@ -193,6 +196,8 @@ impl Factory {
             controller_revisions: OnceLock::new(),
             persistent_volume_claims: OnceLock::new(),
             endpoints: OnceLock::new(),
+            persistent_volumes: OnceLock::new(),
+            storage_classes: OnceLock::new(),
         }
     }
 
@@ -255,6 +260,13 @@ impl Factory {
         self.endpoints.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
     }
 
+    pub fn persistent_volumes(&self) -> Arc<Informer<PersistentVolume>> {
+        self.persistent_volumes.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+    pub fn storage_classes(&self) -> Arc<Informer<StorageClass>> {
+        self.storage_classes.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+
     /// Starts every informer created so far.
     pub fn start(&self) {
         macro_rules! start {
@@ -278,7 +290,9 @@ impl Factory {
             statefulsets,
             controller_revisions,
             persistent_volume_claims,
-            endpoints
+            endpoints,
+            persistent_volumes,
+            storage_classes
         );
     }
 }

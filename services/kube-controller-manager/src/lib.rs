@@ -20,6 +20,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod options;
 pub mod podgc;
+pub mod pvbinder;
 pub mod queue;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -215,6 +216,14 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
         let n = options.concurrent_statefulset_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
+    if options.enabled("persistentvolume-binder-controller") {
+        let c = pvbinder::PersistentVolumeBinder::register(
+            &factory,
+            creds.client_for("persistent-volume-binder").await?,
+            queue("volumes"),
+        );
+        starters.push(Box::new(move || c.run()));
+    }
     if options.enabled("pod-garbage-collector-controller") {
         let c = podgc::PodGc::register(
             &factory,
@@ -277,6 +286,8 @@ async fn wait_synced(f: &Factory) {
         statefulsets,
         controller_revisions,
         persistent_volume_claims,
-        endpoints
+        endpoints,
+        persistent_volumes,
+        storage_classes
     );
 }

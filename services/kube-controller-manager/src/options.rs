@@ -26,6 +26,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("disruption-controller", "disruption"),
     ("daemonset-controller", "daemonset"),
     ("statefulset-controller", "statefulset"),
+    ("persistentvolume-binder-controller", "persistentvolume-binder"),
 ];
 
 #[derive(clap::Parser, Debug, Clone)]
