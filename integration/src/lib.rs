@@ -215,7 +215,21 @@ impl ApiServer {
              scheduler-token,system:kube-scheduler,scheduler-uid\n\
              controller-manager-token,system:kube-controller-manager,kcm-uid\n",
         )?;
+        // Upstream requires a service-account signing key; secure setups pass their own.
+        let mut sa_args = Vec::new();
+        if !self.extra_args.iter().any(|a| a.starts_with("--service-account-signing-key-file")) {
+            let key_path = self.dir.path().join("sa.key");
+            let pub_path = self.dir.path().join("sa.pub");
+            if !key_path.exists() {
+                let key = kube_pki::cert::Key::generate().context("generating a service-account key")?;
+                std::fs::write(&key_path, key.pem())?;
+                std::fs::write(&pub_path, key.public_pem())?;
+            }
+            sa_args.push(format!("--service-account-signing-key-file={}", key_path.display()));
+            sa_args.push(format!("--service-account-key-file={}", pub_path.display()));
+        }
         let child = Command::new(binary("kube-apiserver"))
+            .args(&sa_args)
             .arg(format!("--etcd-servers={}", self.etcd_url))
             .arg(format!("--token-auth-file={}", tokens.display()))
             .arg("--authorization-mode=Node,RBAC")

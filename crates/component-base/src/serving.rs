@@ -91,7 +91,7 @@ fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
     resp
 }
 
-fn tls_config(flags: &ServingFlags, component: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn tls_config(flags: &ServingFlags, component: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let (cert_pem, key_pem) = match (&flags.tls_cert_file, &flags.tls_private_key_file) {
         (Some(c), Some(k)) => (
             std::fs::read(c).with_context(|| format!("reading --tls-cert-file {c}"))?,

@@ -411,6 +411,49 @@ impl KindStrategy for ServiceStrategy {
     }
 }
 
+// === impl SecretStrategy ===
+
+/// `stringData` is a write-only convenience: folded into `data` (overriding
+/// keys there) and never stored, as upstream's secret strategy does.
+pub struct SecretStrategy;
+
+fn fold_string_data(secret: &mut k8s_openapi::api::core::v1::Secret) {
+    if let Some(strings) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(Default::default);
+        for (k, v) in strings {
+            data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+        }
+    }
+}
+
+impl KindStrategy for SecretStrategy {
+    type Object = k8s_openapi::api::core::v1::Secret;
+
+    fn default(&self, secret: &mut Self::Object) {
+        if secret.type_.is_none() {
+            secret.type_ = Some("Opaque".into());
+        }
+    }
+
+    fn prepare_for_create(&self, secret: &mut Self::Object) {
+        fold_string_data(secret);
+    }
+
+    fn prepare_for_update(&self, secret: &mut Self::Object, _old: &Self::Object) {
+        fold_string_data(secret);
+    }
+
+    fn validate_update(&self, new: &Self::Object, old: &Self::Object) -> FieldErrors {
+        if old.immutable == Some(true) && (new.data != old.data || new.immutable != old.immutable) {
+            return vec![FieldError::forbidden("data", "field is immutable when `immutable` is set")];
+        }
+        if new.type_ != old.type_ {
+            return vec![FieldError::invalid("type", new.type_.as_deref().unwrap_or(""), "field is immutable")];
+        }
+        Vec::new()
+    }
+}
+
 // === impl NodeStrategy ===
 
 pub struct NodeStrategy;

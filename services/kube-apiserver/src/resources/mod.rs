@@ -168,7 +168,7 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
         ),
         plain::<core_v1::Endpoints>(Names { singular: "endpoints", short_names: &["ep"], ..Names::default() }),
         plain::<core_v1::ConfigMap>(Names { singular: "configmap", short_names: &["cm"], ..Names::default() }),
-        plain::<core_v1::Secret>(Names { singular: "secret", selectable_fields: &["type"], ..Names::default() }),
+        entry(core::SecretStrategy, Names { singular: "secret", selectable_fields: &["type"], ..Names::default() }),
         plain::<core_v1::ServiceAccount>(Names {
             singular: "serviceaccount",
             short_names: &["sa"],

@@ -1,0 +1,192 @@
+//! The Container Runtime Interface client: `runtime.v1` RuntimeService and
+//! ImageService over the runtime's unix socket (`--container-runtime-endpoint`).
+
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use k8s_cri::v1::{
+    Container, ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, PodSandboxState,
+    PodSandboxStatus,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("connecting to the container runtime at {endpoint}: {source}")]
+    Connect { endpoint: String, source: tonic::transport::Error },
+    #[error("container runtime: {0}")]
+    Rpc(#[from] tonic::Status),
+}
+
+impl CriError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, CriError::Rpc(s) if s.code() == tonic::Code::NotFound)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CriError>;
+
+/// Both CRI services on one connection.
+#[derive(Clone)]
+pub struct Runtime {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+/// `unix:///run/containerd/containerd.sock` or a bare path.
+fn socket_path(endpoint: &str) -> String {
+    endpoint.strip_prefix("unix://").unwrap_or(endpoint).to_string()
+}
+
+impl Runtime {
+    pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Runtime> {
+        let path = socket_path(endpoint);
+        let channel = Endpoint::from_static("http://[::]:50051")
+            .timeout(timeout)
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            }))
+            .await
+            .map_err(|source| CriError::Connect { endpoint: endpoint.to_string(), source })?;
+        let max = 16 * 1024 * 1024;
+        Ok(Runtime {
+            runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(max),
+            images: ImageServiceClient::new(channel).max_decoding_message_size(max),
+        })
+    }
+
+    pub async fn version(&self) -> Result<cri::VersionResponse> {
+        Ok(self.runtime.clone().version(cri::VersionRequest { version: "v1".into() }).await?.into_inner())
+    }
+
+    pub async fn status(&self) -> Result<cri::StatusResponse> {
+        Ok(self.runtime.clone().status(cri::StatusRequest { verbose: false }).await?.into_inner())
+    }
+
+    pub async fn run_pod_sandbox(&self, config: PodSandboxConfig) -> Result<String> {
+        let req = cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
+        Ok(self.runtime.clone().run_pod_sandbox(req).await?.into_inner().pod_sandbox_id)
+    }
+
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        self.runtime.clone().stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() }).await?;
+        Ok(())
+    }
+
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        self.runtime.clone().remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await?;
+        Ok(())
+    }
+
+    pub async fn pod_sandbox_status(&self, id: &str) -> Result<Option<PodSandboxStatus>> {
+        let req = cri::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: false };
+        Ok(self.runtime.clone().pod_sandbox_status(req).await?.into_inner().status)
+    }
+
+    pub async fn list_pod_sandboxes(&self) -> Result<Vec<PodSandbox>> {
+        Ok(self.runtime.clone().list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await?.into_inner().items)
+    }
+
+    /// The sandboxes of one pod (by the `io.kubernetes.pod.uid` label).
+    pub async fn pod_sandboxes(&self, uid: &str) -> Result<Vec<PodSandbox>> {
+        let filter = cri::PodSandboxFilter {
+            label_selector: [(crate::labels::POD_UID.to_string(), uid.to_string())].into(),
+            ..Default::default()
+        };
+        let req = cri::ListPodSandboxRequest { filter: Some(filter) };
+        Ok(self.runtime.clone().list_pod_sandbox(req).await?.into_inner().items)
+    }
+
+    /// The containers of one pod, in any sandbox.
+    pub async fn pod_containers(&self, uid: &str) -> Result<Vec<Container>> {
+        let filter = cri::ContainerFilter {
+            label_selector: [(crate::labels::POD_UID.to_string(), uid.to_string())].into(),
+            ..Default::default()
+        };
+        let req = cri::ListContainersRequest { filter: Some(filter) };
+        Ok(self.runtime.clone().list_containers(req).await?.into_inner().containers)
+    }
+
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: ContainerConfig,
+        sandbox_config: PodSandboxConfig,
+    ) -> Result<String> {
+        let req = cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        Ok(self.runtime.clone().create_container(req).await?.into_inner().container_id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        self.runtime.clone().start_container(cri::StartContainerRequest { container_id: id.into() }).await?;
+        Ok(())
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<()> {
+        let req = cri::StopContainerRequest { container_id: id.into(), timeout: timeout_secs };
+        self.runtime.clone().stop_container(req).await?;
+        Ok(())
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        self.runtime.clone().remove_container(cri::RemoveContainerRequest { container_id: id.into() }).await?;
+        Ok(())
+    }
+
+    pub async fn list_containers(&self) -> Result<Vec<Container>> {
+        Ok(self
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await?
+            .into_inner()
+            .containers)
+    }
+
+    pub async fn container_status(&self, id: &str) -> Result<Option<ContainerStatus>> {
+        let req = cri::ContainerStatusRequest { container_id: id.into(), verbose: false };
+        Ok(self.runtime.clone().container_status(req).await?.into_inner().status)
+    }
+
+    /// Runs a command in a container and waits for it (exec probes).
+    pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout_secs: i64) -> Result<cri::ExecSyncResponse> {
+        let req = cri::ExecSyncRequest { container_id: id.into(), cmd, timeout: timeout_secs };
+        Ok(self.runtime.clone().exec_sync(req).await?.into_inner())
+    }
+
+    pub async fn list_container_stats(&self) -> Result<Vec<cri::ContainerStats>> {
+        let req = cri::ListContainerStatsRequest { filter: None };
+        Ok(self.runtime.clone().list_container_stats(req).await?.into_inner().stats)
+    }
+
+    /// The image's ID if present.
+    pub async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
+        let req = cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec { image: image.into(), ..Default::default() }),
+            verbose: false,
+        };
+        Ok(self.images.clone().image_status(req).await?.into_inner().image)
+    }
+
+    pub async fn pull_image(&self, image: &str, auth: Option<cri::AuthConfig>) -> Result<String> {
+        let req = cri::PullImageRequest {
+            image: Some(cri::ImageSpec { image: image.into(), ..Default::default() }),
+            auth,
+            sandbox_config: None,
+        };
+        Ok(self.images.clone().pull_image(req).await?.into_inner().image_ref)
+    }
+
+    pub async fn list_images(&self) -> Result<Vec<cri::Image>> {
+        Ok(self.images.clone().list_images(cri::ListImagesRequest { filter: None }).await?.into_inner().images)
+    }
+}

@@ -1,0 +1,275 @@
+//! kubelet: the node agent. It registers its node and keeps its Lease,
+//! receives the pods bound to it through the apiserver, runs them through the
+//! CRI on containerd (one worker per pod), probes them and reports status.
+#![forbid(unsafe_code)]
+
+pub mod containers;
+pub mod cri;
+pub mod fieldpath;
+pub mod labels;
+pub mod logs;
+pub mod node;
+pub mod options;
+pub mod pods;
+pub mod probes;
+pub mod server;
+pub mod status;
+pub mod volumes;
+pub mod workers;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use component_base::events::Recorder;
+use futures::{StreamExt, TryStreamExt};
+use k8s_cri::v1 as cri_v1;
+use k8s_openapi::api::core::v1::{NodeAddress, Pod};
+use kube::api::Api;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+
+use crate::options::Options;
+use crate::workers::PodWorkers;
+
+fn detect_ip() -> String {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("10.255.255.255:1")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+async fn connect_runtime(endpoint: &str, timeout: Duration) -> anyhow::Result<cri::Runtime> {
+    let mut last = None;
+    for _ in 0..60 {
+        match cri::Runtime::connect(endpoint, timeout).await {
+            Ok(r) => match r.version().await {
+                Ok(_) => return Ok(r),
+                Err(e) => last = Some(e.to_string()),
+            },
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    anyhow::bail!("the container runtime at {endpoint} is not answering: {}", last.unwrap_or_default())
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let client_flags = component_base::ClientFlags { kubeconfig: opts.kubeconfig.clone(), ..Default::default() };
+    let client = client_flags.client().await?;
+    let runtime = connect_runtime(&opts.container_runtime_endpoint, opts.runtime_request_timeout).await?;
+    let version = runtime.version().await?;
+    let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
+    let node_name = opts
+        .hostname_override
+        .clone()
+        .unwrap_or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string())
+        .to_lowercase();
+    let host_ip = opts.node_ip.clone().unwrap_or_else(detect_ip);
+    let machine = node::Machine::detect(&opts.root_dir, &runtime_version);
+    let mut reserved = options::parse_map(&opts.kube_reserved).context("--kube-reserved")?;
+    reserved.extend(options::parse_map(&opts.system_reserved).context("--system-reserved")?);
+    let (capacity, allocatable) = node::resources(&machine, opts.max_pods, &reserved);
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    labels.insert("kubernetes.io/hostname".into(), node_name.clone());
+    labels.insert("kubernetes.io/os".into(), "linux".into());
+    labels.insert("kubernetes.io/arch".into(), machine.info.architecture.clone());
+    labels.insert("beta.kubernetes.io/os".into(), "linux".into());
+    labels.insert("beta.kubernetes.io/arch".into(), machine.info.architecture.clone());
+    labels.extend(options::parse_map(&opts.node_labels).context("--node-labels")?);
+    let taints = options::parse_taints(&opts.register_with_taints).context("--register-with-taints")?;
+    let agent = Arc::new(node::NodeAgent {
+        client: client.clone(),
+        name: node_name.clone(),
+        runtime: runtime.clone(),
+        machine,
+        addresses: vec![
+            NodeAddress { type_: "InternalIP".into(), address: host_ip.clone() },
+            NodeAddress { type_: "Hostname".into(), address: node_name.clone() },
+        ],
+        capacity,
+        allocatable: allocatable.clone(),
+        labels,
+        taints,
+        port: opts.port,
+        lease_duration_seconds: opts.node_lease_duration_seconds,
+        status_update_frequency: opts.node_status_update_frequency,
+        status_report_frequency: opts.node_status_report_frequency,
+    });
+    if opts.register_node {
+        agent.register().await?;
+    }
+    {
+        let a = agent.clone();
+        tokio::spawn(async move { a.lease_loop().await });
+        let a = agent.clone();
+        tokio::spawn(async move { a.status_loop().await });
+    }
+
+    let probes = probes::ProbeManager::new(runtime.clone());
+    let kubelet = Arc::new(pods::Kubelet {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        node_name: node_name.clone(),
+        host_ip: host_ip.clone(),
+        volumes: volumes::VolumeManager::new(&opts.root_dir, client.clone()),
+        status: status::StatusManager::new(client.clone()),
+        probes: probes.clone(),
+        settings: containers::Settings {
+            cluster_dns: opts.cluster_dns.clone(),
+            cluster_domain: opts.cluster_domain.clone(),
+            resolv_conf: opts.resolv_conf.clone(),
+            allocatable,
+        },
+        sync_frequency: opts.sync_frequency,
+        recorder: Recorder::new(client.clone(), "kubelet", Some(node_name.clone())),
+        pull_lock: tokio::sync::Mutex::new(()),
+        serialize_pulls: opts.serialize_image_pulls,
+    });
+    let workers = PodWorkers::new(kubelet.clone());
+    {
+        let weak = Arc::downgrade(&workers);
+        probes.set_wake(Arc::new(move |uid: &str| {
+            if let Some(w) = weak.upgrade() {
+                w.wake(uid);
+            }
+        }));
+    }
+    tokio::spawn(pleg(runtime.clone(), workers.clone()));
+
+    let serving = component_base::serving::ServingFlags {
+        tls_cert_file: opts.tls_cert_file.clone(),
+        tls_private_key_file: opts.tls_private_key_file.clone(),
+        cert_dir: Some(opts.root_dir.join("pki").display().to_string()),
+        ..Default::default()
+    };
+    let tls = component_base::serving::tls_config(&serving, "kubelet")?;
+    let https: std::net::SocketAddr = format!("{}:{}", opts.address, opts.port).parse().context("--address/--port")?;
+    let healthz: std::net::SocketAddr =
+        format!("{}:{}", opts.healthz_bind_address, opts.healthz_port).parse().context("--healthz-bind-address")?;
+    let server = Arc::new(server::Server { workers: workers.clone() });
+    let serve = tokio::spawn(server::serve(server, tls, https, healthz));
+
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(housekeeping(kubelet.clone(), workers.clone(), synced_rx));
+    let pods = watch_pods(client, node_name, workers, synced_tx);
+    tokio::select! {
+        r = pods => r,
+        r = serve => r.context("kubelet server")?,
+        _ = component_base::shutdown_signal() => Ok(()),
+    }
+}
+
+/// The apiserver source: pods bound to this node.
+async fn watch_pods(
+    client: kube::Client,
+    node: String,
+    workers: Arc<PodWorkers>,
+    synced: tokio::sync::watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut seen: HashSet<String> = HashSet::new();
+    while let Some(event) = stream.try_next().await? {
+        match event {
+            Event::Init => seen.clear(),
+            Event::InitApply(pod) => {
+                seen.insert(pod.metadata.uid.clone().unwrap_or_default());
+                workers.update(pod);
+            }
+            Event::InitDone => {
+                for uid in workers.uids() {
+                    if !seen.contains(&uid) {
+                        workers.remove(&uid);
+                    }
+                }
+                let _ = synced.send(true);
+            }
+            Event::Apply(pod) => workers.update(pod),
+            Event::Delete(pod) => workers.remove(pod.metadata.uid.as_deref().unwrap_or("")),
+        }
+    }
+    Ok(())
+}
+
+/// The pod lifecycle event generator, by relisting: every second, the
+/// runtime's containers are compared with the last list and the workers of
+/// pods whose containers changed are woken.
+async fn pleg(runtime: cri::Runtime, workers: Arc<PodWorkers>) {
+    let mut last: HashMap<String, (String, i32)> = HashMap::new();
+    loop {
+        if let Ok(list) = runtime.list_containers().await {
+            let mut now: HashMap<String, (String, i32)> = HashMap::new();
+            for c in list {
+                let uid = c.labels.get(labels::POD_UID).cloned().unwrap_or_default();
+                now.insert(c.id, (uid, c.state));
+            }
+            let mut changed: HashSet<&str> = HashSet::new();
+            for (id, (uid, state)) in &now {
+                if last.get(id).map(|(_, s)| s) != Some(state) {
+                    changed.insert(uid);
+                }
+            }
+            for (id, (uid, _)) in &last {
+                if !now.contains_key(id) {
+                    changed.insert(uid);
+                }
+            }
+            for uid in changed {
+                workers.wake(uid);
+            }
+            last = now;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Every few seconds, once the pod list is synced: removes what the runtime
+/// holds for pods this kubelet no longer has, and old dead containers (one
+/// exited instance per container stays, for `logs --previous`).
+async fn housekeeping(
+    kubelet: Arc<pods::Kubelet>,
+    workers: Arc<PodWorkers>,
+    mut synced: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*synced.borrow() {
+        if synced.changed().await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let known = workers.uids();
+        let sandboxes = kubelet.runtime.list_pod_sandboxes().await.unwrap_or_default();
+        let orphans: HashSet<String> = sandboxes
+            .iter()
+            .filter(|s| s.labels.contains_key(labels::KUBELET_MANAGED))
+            .filter_map(|s| s.labels.get(labels::POD_UID).cloned())
+            .filter(|uid| !known.contains(uid))
+            .collect();
+        for uid in orphans {
+            tracing::info!(pod_uid = %uid, "removing the containers of a pod that is gone");
+            kubelet.remove_pod_resources(&uid).await;
+            kubelet.volumes.teardown(&uid);
+        }
+        if let Ok(containers) = kubelet.runtime.list_containers().await {
+            let mut by_name: HashMap<(String, String), Vec<&cri_v1::Container>> = HashMap::new();
+            for c in containers.iter().filter(|c| c.state == cri_v1::ContainerState::ContainerExited as i32) {
+                let uid = c.labels.get(labels::POD_UID).cloned().unwrap_or_default();
+                let name = c.labels.get(labels::CONTAINER_NAME).cloned().unwrap_or_default();
+                by_name.entry((uid, name)).or_default().push(c);
+            }
+            for (_, mut dead) in by_name {
+                dead.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+                for c in dead.into_iter().skip(2) {
+                    let _ = kubelet.runtime.remove_container(&c.id).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}

@@ -1,0 +1,921 @@
+//! Pod sync: one pass of a pod worker that makes the runtime match the pod —
+//! sandbox, volumes, init containers in order, containers with their restart
+//! policy and back-off, probes — or tears the pod down when it is deleted,
+//! and reports the status it saw.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use component_base::events::{object_ref, EventType, Recorder};
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Preconditions};
+
+use crate::containers::{self, ContainerInputs, Settings};
+use crate::cri::Runtime;
+use crate::labels;
+use crate::probes::{self, Kind, ProbeManager};
+use crate::status::{self, Instance, InstanceState, Observed, StatusManager};
+use crate::volumes::VolumeManager;
+
+const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A container that ran this long has its back-off reset.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// Everything a pod worker needs.
+pub struct Kubelet {
+    pub client: kube::Client,
+    pub runtime: Runtime,
+    pub node_name: String,
+    pub host_ip: String,
+    pub volumes: VolumeManager,
+    pub status: Arc<StatusManager>,
+    pub probes: Arc<ProbeManager>,
+    pub settings: Settings,
+    pub sync_frequency: Duration,
+    pub recorder: Recorder,
+    pub pull_lock: tokio::sync::Mutex<()>,
+    pub serialize_pulls: bool,
+}
+
+/// What a worker remembers between passes.
+#[derive(Default)]
+pub struct PodState {
+    /// Crash back-off per container: restarts so far and when the next may happen.
+    backoff: HashMap<String, (u32, Instant)>,
+    /// Image pull back-off per container.
+    pull_backoff: HashMap<String, (u32, Instant)>,
+    /// Why a container is held back.
+    waiting: HashMap<String, (String, String)>,
+    /// The pod reached Succeeded or Failed and will not run again.
+    terminal: Option<&'static str>,
+    start_time: Option<Time>,
+}
+
+pub enum Outcome {
+    /// Sync again after this long (or sooner on a change).
+    Again(Duration),
+    /// The pod is torn down; the worker ends.
+    Finished,
+}
+
+fn millis_to_time(nanos: i64) -> Option<Time> {
+    if nanos <= 0 {
+        return None;
+    }
+    jiff::Timestamp::from_nanosecond(i128::from(nanos)).ok().map(Time)
+}
+
+fn grace_period(pod: &Pod) -> i64 {
+    pod.metadata
+        .deletion_grace_period_seconds
+        .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30)
+        .max(0)
+}
+
+fn next_backoff(entry: Option<&(u32, Instant)>) -> (u32, Duration) {
+    let n = entry.map(|e| e.0).unwrap_or(0);
+    let d = BACKOFF_INITIAL.saturating_mul(1u32 << n.min(10)).min(BACKOFF_MAX);
+    (n + 1, d)
+}
+
+impl Kubelet {
+    fn event(&self, pod: &Pod, kind: EventType, reason: &str, message: &str) {
+        self.recorder.event(object_ref(pod), kind, reason, message);
+    }
+
+    /// One sync pass.
+    pub async fn sync_pod(&self, pod: &Pod, st: &mut PodState, removed: bool) -> Outcome {
+        let uid = containers::pod_uid(pod);
+        if removed || pod.metadata.deletion_timestamp.is_some() {
+            self.kill_pod(pod, grace_period(pod)).await;
+            if !removed {
+                let observed = self.observe(pod, st, None).await;
+                let status = self.compute_status(pod, st, &observed, "", false);
+                self.status.set(pod, status);
+                self.finish_deletion(pod).await;
+            }
+            self.probes.remove_pod(&uid);
+            self.volumes.teardown(&uid);
+            self.status.forget(&uid);
+            return Outcome::Finished;
+        }
+        match self.sync_running(pod, st).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(pod = %pod_name(pod), "sync failed: {e}");
+                Outcome::Again(Duration::from_secs(2))
+            }
+        }
+    }
+
+    async fn sync_running(&self, pod: &Pod, st: &mut PodState) -> anyhow::Result<Outcome> {
+        let uid = containers::pod_uid(pod);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        if st.start_time.is_none() {
+            st.start_time =
+                pod.status.as_ref().and_then(|s| s.start_time.clone()).or(Some(Time(jiff::Timestamp::now())));
+        }
+        if st.terminal.is_some() {
+            self.stop_sandboxes(&uid).await;
+            let observed = self.observe(pod, st, None).await;
+            let status = self.compute_status(pod, st, &observed, "", false);
+            self.status.set(pod, status);
+            return Ok(Outcome::Again(self.sync_frequency));
+        }
+
+        // The sandbox: the newest ready one, or a new one.
+        let mut sandboxes = self.runtime.pod_sandboxes(&uid).await?;
+        sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        let ready = sandboxes.iter().find(|s| s.state == cri::PodSandboxState::SandboxReady as i32).cloned();
+        let attempt = sandboxes.iter().filter_map(|s| s.metadata.as_ref().map(|m| m.attempt + 1)).max().unwrap_or(0);
+        let sandbox_config = containers::sandbox_config(pod, attempt, &self.settings);
+        let sandbox_id = match ready {
+            Some(s) => s.id,
+            None => {
+                // Containers of a dead sandbox cannot continue.
+                for c in self.runtime.pod_containers(&uid).await? {
+                    if c.state == cri::ContainerState::ContainerRunning as i32 {
+                        let _ = self.runtime.stop_container(&c.id, 0).await;
+                    }
+                }
+                let _ = std::fs::create_dir_all(containers::log_directory(pod));
+                match self.runtime.run_pod_sandbox(sandbox_config.clone()).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.event(
+                            pod,
+                            EventType::Warning,
+                            "FailedCreatePodSandBox",
+                            &format!("Failed to create pod sandbox: {e}"),
+                        );
+                        let observed = self.observe(pod, st, None).await;
+                        let status = self.compute_status(pod, st, &observed, "", false);
+                        self.status.set(pod, status);
+                        return Ok(Outcome::Again(Duration::from_secs(5)));
+                    }
+                }
+            }
+        };
+        let sandbox_config = match ready_config(&sandboxes, &sandbox_id) {
+            Some(attempt) => containers::sandbox_config(pod, attempt, &self.settings),
+            None => sandbox_config,
+        };
+        let pod_ip = self
+            .runtime
+            .pod_sandbox_status(&sandbox_id)
+            .await?
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        let host_network = spec.host_network.unwrap_or(false);
+        let pod_ip = if host_network { self.host_ip.clone() } else { pod_ip };
+        self.write_etc_hosts(pod, &pod_ip);
+
+        let volumes = match self.volumes.setup(pod, &pod_ip, &self.host_ip).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(pod = %pod_name(pod), "volume setup failed: {e}");
+                self.event(pod, EventType::Warning, "FailedMount", &format!("MountVolume.SetUp failed: {e}"));
+                let observed = self.observe(pod, st, Some(&sandbox_id)).await;
+                let status = self.compute_status(pod, st, &observed, &pod_ip, true);
+                self.status.set(pod, status);
+                return Ok(Outcome::Again(Duration::from_secs(5)));
+            }
+        };
+
+        let mut wake = self.sync_frequency;
+        let probe_host = pod_ip.clone();
+        // Init containers in order; sidecars (restartPolicy Always) start and keep running.
+        let mut init_blocked = false;
+        for c in spec.init_containers.iter().flatten() {
+            let sidecar = c.restart_policy.as_deref() == Some("Always");
+            let latest = self.latest(&uid, &sandbox_id, &c.name).await?;
+            match latest.as_ref().map(|l| l.1) {
+                None => {
+                    let restarts = self.restart_count(&uid, &c.name).await;
+                    self.start_container(pod, c, restarts, &sandbox_id, &sandbox_config, &volumes, &pod_ip, st, "init")
+                        .await;
+                    if !sidecar {
+                        init_blocked = true;
+                        wake = wake.min(Duration::from_secs(1));
+                        break;
+                    }
+                }
+                Some(InstanceState::Running) | Some(InstanceState::Created) => {
+                    if !sidecar {
+                        init_blocked = true;
+                        break;
+                    }
+                }
+                Some(InstanceState::Exited) | Some(InstanceState::Unknown) => {
+                    let (id, _, exit_code, ran) = latest.clone().map(|l| (l.0, l.1, l.2, l.3)).unwrap_or_default();
+                    if exit_code == 0 && !sidecar {
+                        continue;
+                    }
+                    if policy == "Never" && !sidecar {
+                        st.terminal = Some("Failed");
+                        break;
+                    }
+                    let _ = id;
+                    if let Some(d) = self
+                        .restart_with_backoff(
+                            pod,
+                            c,
+                            &uid,
+                            &sandbox_id,
+                            &sandbox_config,
+                            &volumes,
+                            &pod_ip,
+                            st,
+                            ran,
+                            "init",
+                        )
+                        .await
+                    {
+                        wake = wake.min(d);
+                    }
+                    init_blocked = true;
+                    break;
+                }
+            }
+        }
+
+        if !init_blocked && st.terminal.is_none() {
+            for c in &spec.containers {
+                let latest = self.latest(&uid, &sandbox_id, &c.name).await?;
+                match latest {
+                    None => {
+                        let restarts = self.restart_count(&uid, &c.name).await;
+                        self.start_container(
+                            pod,
+                            c,
+                            restarts,
+                            &sandbox_id,
+                            &sandbox_config,
+                            &volumes,
+                            &pod_ip,
+                            st,
+                            "container",
+                        )
+                        .await;
+                        wake = wake.min(Duration::from_secs(1));
+                    }
+                    Some((id, InstanceState::Running, _, _, hash)) => {
+                        self.probes.ensure(&uid, c, &id, &probe_host);
+                        let changed = hash.as_deref().is_some_and(|h| h != containers::container_hash(c));
+                        let live = self.probes.result(&uid, &c.name, Kind::Liveness, &id) != Some(false);
+                        let started = self.probes.result(&uid, &c.name, Kind::Startup, &id) != Some(false);
+                        if changed || !live {
+                            let why = if changed {
+                                format!("Container {} definition changed, will be restarted", c.name)
+                            } else {
+                                format!("Container {} failed liveness probe, will be restarted", c.name)
+                            };
+                            self.event(pod, EventType::Normal, "Killing", &why);
+                            self.kill_container(pod, c, &id, grace_period(pod), &pod_ip).await;
+                            wake = wake.min(Duration::from_millis(200));
+                        }
+                        let _ = started;
+                    }
+                    Some((_, InstanceState::Created, _, _, _)) => wake = wake.min(Duration::from_secs(1)),
+                    Some((_, InstanceState::Exited | InstanceState::Unknown, exit_code, ran, _)) => {
+                        let restart = policy == "Always" || (policy == "OnFailure" && exit_code != 0);
+                        if restart {
+                            if let Some(d) = self
+                                .restart_with_backoff(
+                                    pod,
+                                    c,
+                                    &uid,
+                                    &sandbox_id,
+                                    &sandbox_config,
+                                    &volumes,
+                                    &pod_ip,
+                                    st,
+                                    ran,
+                                    "container",
+                                )
+                                .await
+                            {
+                                wake = wake.min(d);
+                            }
+                        } else {
+                            st.waiting.remove(&c.name);
+                        }
+                    }
+                }
+            }
+        }
+
+        let observed = self.observe(pod, st, Some(&sandbox_id)).await;
+        // A pod whose containers all ended for good is finished.
+        if st.terminal.is_none() && policy != "Always" && !init_blocked {
+            let all_done = observed.iter().filter(|o| !o.1).all(|(o, _)| {
+                o.latest.as_ref().is_some_and(|l| l.state == InstanceState::Exited && o.waiting.is_none())
+            });
+            if all_done && !spec.containers.is_empty() {
+                let failed =
+                    observed.iter().filter(|o| !o.1).any(|(o, _)| o.latest.as_ref().is_some_and(|l| l.exit_code != 0));
+                st.terminal = Some(if failed { "Failed" } else { "Succeeded" });
+            }
+        }
+        let status = self.compute_status(pod, st, &observed, &pod_ip, true);
+        self.status.set(pod, status);
+        if st.terminal.is_some() {
+            self.stop_sandboxes(&uid).await;
+        }
+        Ok(Outcome::Again(wake))
+    }
+
+    /// Restarts an exited container unless it is in back-off; returns when to look again.
+    #[allow(clippy::too_many_arguments)]
+    async fn restart_with_backoff(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        uid: &str,
+        sandbox_id: &str,
+        sandbox_config: &cri::PodSandboxConfig,
+        volumes: &HashMap<String, PathBuf>,
+        pod_ip: &str,
+        st: &mut PodState,
+        ran: Duration,
+        kind: &'static str,
+    ) -> Option<Duration> {
+        if ran >= BACKOFF_RESET {
+            st.backoff.remove(&c.name);
+        }
+        let now = Instant::now();
+        if let Some((_, until)) = st.backoff.get(&c.name) {
+            if *until > now {
+                let left = *until - now;
+                let n = st.backoff.get(&c.name).map(|b| b.0).unwrap_or(1);
+                let d = BACKOFF_INITIAL.saturating_mul(1u32 << n.saturating_sub(1).min(10)).min(BACKOFF_MAX);
+                st.waiting.insert(
+                    c.name.clone(),
+                    (
+                        "CrashLoopBackOff".into(),
+                        format!(
+                            "back-off {}s restarting failed container={} pod={}({uid})",
+                            d.as_secs(),
+                            c.name,
+                            pod_name(pod).replace('/', "_")
+                        ),
+                    ),
+                );
+                return Some(left);
+            }
+        }
+        let (n, d) = next_backoff(st.backoff.get(&c.name));
+        st.backoff.insert(c.name.clone(), (n, now + d));
+        if n > 1 {
+            self.event(pod, EventType::Warning, "BackOff", "Back-off restarting failed container");
+        }
+        let restarts = self.restart_count(uid, &c.name).await;
+        self.start_container(pod, c, restarts, sandbox_id, sandbox_config, volumes, pod_ip, st, kind).await;
+        Some(Duration::from_secs(1))
+    }
+
+    /// The newest instance of a container in the sandbox: id, state, exit code, how long it ran, spec hash.
+    async fn latest(
+        &self,
+        uid: &str,
+        sandbox_id: &str,
+        name: &str,
+    ) -> anyhow::Result<Option<(String, InstanceState, i32, Duration, Option<String>)>> {
+        let all = self.runtime.pod_containers(uid).await?;
+        let Some(c) = all
+            .iter()
+            .filter(|c| c.pod_sandbox_id == sandbox_id && c.metadata.as_ref().is_some_and(|m| m.name == name))
+            .max_by_key(|c| (c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0), c.created_at))
+        else {
+            return Ok(None);
+        };
+        let status = self.runtime.container_status(&c.id).await.ok().flatten();
+        let state = instance_state(c.state);
+        let exit_code = status.as_ref().map(|s| s.exit_code).unwrap_or(0);
+        let ran = status
+            .as_ref()
+            .filter(|s| s.finished_at > s.started_at && s.started_at > 0)
+            .map(|s| Duration::from_nanos((s.finished_at - s.started_at) as u64))
+            .unwrap_or_default();
+        Ok(Some((c.id.clone(), state, exit_code, ran, c.annotations.get(labels::CONTAINER_HASH).cloned())))
+    }
+
+    /// The next restart count: one more than the newest instance's, across sandboxes.
+    async fn restart_count(&self, uid: &str, name: &str) -> u32 {
+        let all = self.runtime.pod_containers(uid).await.unwrap_or_default();
+        all.iter()
+            .filter(|c| c.metadata.as_ref().is_some_and(|m| m.name == name))
+            .filter_map(|c| c.annotations.get(labels::RESTART_COUNT).and_then(|v| v.parse::<u32>().ok()))
+            .max()
+            .map(|n| n + 1)
+            .unwrap_or(0)
+    }
+
+    /// Pulls if needed, resolves the environment, creates and starts one container.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        restart_count: u32,
+        sandbox_id: &str,
+        sandbox_config: &cri::PodSandboxConfig,
+        volumes: &HashMap<String, PathBuf>,
+        pod_ip: &str,
+        st: &mut PodState,
+        container_type: &'static str,
+    ) {
+        let image = c.image.clone().unwrap_or_default();
+        tracing::debug!(pod = %pod_name(pod), container = %c.name, restart_count, "starting container");
+        if let Err((reason, message)) = self.ensure_image(pod, c, &image, st).await {
+            st.waiting.insert(c.name.clone(), (reason, message));
+            return;
+        }
+        let env = match containers::resolve_env(&self.client, pod, c, pod_ip, &self.host_ip, &self.settings).await {
+            Ok(env) => env,
+            Err(e) => {
+                self.event(pod, EventType::Warning, "Failed", &format!("Error: {e}"));
+                st.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), e));
+                return;
+            }
+        };
+        let pod_dir = self.volumes.pod_dir(&containers::pod_uid(pod));
+        let inputs = ContainerInputs { restart_count, volumes, env, pod_dir: &pod_dir, container_type };
+        let config = match containers::container_config(pod, c, inputs) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                st.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), e));
+                return;
+            }
+        };
+        tracing::debug!(pod = %pod_name(pod), container = %c.name, "creating container");
+        let id = match self.runtime.create_container(sandbox_id, config, sandbox_config.clone()).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.event(pod, EventType::Warning, "Failed", &format!("Error: {e}"));
+                st.waiting.insert(c.name.clone(), ("CreateContainerError".into(), e.to_string()));
+                return;
+            }
+        };
+        self.event(pod, EventType::Normal, "Created", &format!("Created container: {}", c.name));
+        if let Err(e) = self.runtime.start_container(&id).await {
+            self.event(pod, EventType::Warning, "Failed", &format!("Error: {e}"));
+            st.waiting.insert(c.name.clone(), ("RunContainerError".into(), e.to_string()));
+            return;
+        }
+        st.waiting.remove(&c.name);
+        self.event(pod, EventType::Normal, "Started", &format!("Started container {}", c.name));
+        if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            if let Err(e) = self.run_hook(hook, c, &id, pod_ip, 30).await {
+                self.event(pod, EventType::Warning, "FailedPostStartHook", &e);
+                let _ = self.runtime.stop_container(&id, grace_period(pod)).await;
+            }
+        }
+    }
+
+    async fn ensure_image(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        image: &str,
+        st: &mut PodState,
+    ) -> Result<(), (String, String)> {
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
+        let present = self.runtime.image_status(image).await.ok().flatten().is_some();
+        if policy == "Never" {
+            if present {
+                return Ok(());
+            }
+            let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
+            self.event(pod, EventType::Warning, "ErrImageNeverPull", &msg);
+            return Err(("ErrImageNeverPull".into(), msg));
+        }
+        if present && policy == "IfNotPresent" {
+            return Ok(());
+        }
+        if let Some((_, until)) = st.pull_backoff.get(&c.name) {
+            if *until > Instant::now() {
+                return Err(("ImagePullBackOff".into(), format!("Back-off pulling image \"{image}\"")));
+            }
+        }
+        self.event(pod, EventType::Normal, "Pulling", &format!("Pulling image \"{image}\""));
+        let started = Instant::now();
+        let auth = self.pull_auth(pod, image).await;
+        let result = if self.serialize_pulls {
+            let _guard = self.pull_lock.lock().await;
+            self.runtime.pull_image(image, auth).await
+        } else {
+            self.runtime.pull_image(image, auth).await
+        };
+        match result {
+            Ok(_) => {
+                st.pull_backoff.remove(&c.name);
+                self.event(
+                    pod,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64()),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let (n, d) = next_backoff(st.pull_backoff.get(&c.name));
+                st.pull_backoff.insert(c.name.clone(), (n, Instant::now() + d));
+                let msg = format!("Failed to pull image \"{image}\": {e}");
+                self.event(pod, EventType::Warning, "Failed", &msg);
+                Err(("ErrImagePull".into(), msg))
+            }
+        }
+    }
+
+    /// Credentials from the pod's `imagePullSecrets` for the image's registry.
+    async fn pull_auth(&self, pod: &Pod, image: &str) -> Option<cri::AuthConfig> {
+        let secrets = pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
+        if secrets.is_empty() {
+            return None;
+        }
+        let registry = {
+            let first = image.split('/').next().unwrap_or("");
+            if image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
+                first.to_string()
+            } else {
+                "docker.io".to_string()
+            }
+        };
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+        for r in secrets {
+            let Ok(Some(secret)) = api.get_opt(&r.name).await else { continue };
+            let Some(data) = secret.data.and_then(|d| d.get(".dockerconfigjson").cloned()) else { continue };
+            let Ok(config) = serde_json::from_slice::<serde_json::Value>(&data.0) else { continue };
+            for (server, entry) in config["auths"].as_object().into_iter().flatten() {
+                let host =
+                    server.trim_start_matches("https://").trim_start_matches("http://").split('/').next().unwrap_or("");
+                if host == registry || (registry == "docker.io" && host.contains("docker.io")) {
+                    return Some(cri::AuthConfig {
+                        username: entry["username"].as_str().unwrap_or("").into(),
+                        password: entry["password"].as_str().unwrap_or("").into(),
+                        auth: entry["auth"].as_str().unwrap_or("").into(),
+                        server_address: server.clone(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    async fn run_hook(
+        &self,
+        hook: &LifecycleHandler,
+        c: &Container,
+        id: &str,
+        pod_ip: &str,
+        timeout: i64,
+    ) -> Result<(), String> {
+        if let Some(exec) = &hook.exec {
+            let r = self
+                .runtime
+                .exec_sync(id, exec.command.clone().unwrap_or_default(), timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.exit_code != 0 {
+                return Err(format!("Exec lifecycle hook ({:?}) for Container {:?} failed - error: command exited with {}, message: {:?}", exec.command.clone().unwrap_or_default(), c.name, r.exit_code, String::from_utf8_lossy(&r.stderr)));
+            }
+            return Ok(());
+        }
+        if let Some(http) = &hook.http_get {
+            let port = probes::resolve_port(&http.port, c).ok_or("unknown port")?;
+            let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
+            return match probes::http_get(&host, port, http.path.as_deref().unwrap_or("/"), &[]).await {
+                Some(code) if (200..400).contains(&code) => Ok(()),
+                other => {
+                    Err(format!("HTTP lifecycle hook ({:?}) for Container {:?} failed: {other:?}", http.path, c.name))
+                }
+            };
+        }
+        if let Some(sleep) = &hook.sleep {
+            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;
+        }
+        Ok(())
+    }
+
+    /// preStop, then SIGTERM and SIGKILL after what is left of the grace period.
+    async fn kill_container(&self, pod: &Pod, c: &Container, id: &str, grace: i64, pod_ip: &str) {
+        let started = Instant::now();
+        if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+            let hook_run = self.run_hook(hook, c, id, pod_ip, grace.max(1));
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(grace.max(1) as u64), hook_run).await {
+                self.event(pod, EventType::Warning, "FailedPreStopHook", &e);
+            }
+        }
+        let left = (grace - started.elapsed().as_secs() as i64).max(2);
+        if let Err(e) = self.runtime.stop_container(id, left).await {
+            if !e.is_not_found() {
+                tracing::warn!(container = %id, "stopping: {e}");
+            }
+        }
+    }
+
+    /// Stops every container (in parallel, each with the grace period), then the sandboxes, and removes them.
+    pub async fn kill_pod(&self, pod: &Pod, grace: i64) {
+        let uid = containers::pod_uid(pod);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let running: Vec<cri::Container> = self
+            .runtime
+            .pod_containers(&uid)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+            .collect();
+        let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+        let kills = running.iter().map(|rc| {
+            let name = rc.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            let c = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .find(|c| c.name == name)
+                .cloned()
+                .unwrap_or_default();
+            let pod_ip = pod_ip.clone();
+            async move {
+                if !c.name.is_empty() {
+                    self.event(pod, EventType::Normal, "Killing", &format!("Stopping container {}", c.name));
+                }
+                self.kill_container(pod, &c, &rc.id, grace, &pod_ip).await
+            }
+        });
+        futures::future::join_all(kills).await;
+        self.stop_sandboxes(&uid).await;
+    }
+
+    async fn stop_sandboxes(&self, uid: &str) {
+        for s in self.runtime.pod_sandboxes(uid).await.unwrap_or_default() {
+            if s.state == cri::PodSandboxState::SandboxReady as i32 {
+                if let Err(e) = self.runtime.stop_pod_sandbox(&s.id).await {
+                    tracing::warn!(sandbox = %s.id, "stopping sandbox: {e}");
+                }
+            }
+        }
+    }
+
+    /// Removes what the runtime still holds of a pod that is gone.
+    pub async fn remove_pod_resources(&self, uid: &str) {
+        for c in self.runtime.pod_containers(uid).await.unwrap_or_default() {
+            let _ = self.runtime.stop_container(&c.id, 0).await;
+            let _ = self.runtime.remove_container(&c.id).await;
+        }
+        for s in self.runtime.pod_sandboxes(uid).await.unwrap_or_default() {
+            let _ = self.runtime.stop_pod_sandbox(&s.id).await;
+            let _ = self.runtime.remove_pod_sandbox(&s.id).await;
+        }
+    }
+
+    /// Deletes the API object once everything of the pod's has stopped (the
+    /// last step of graceful deletion), with the uid as precondition.
+    async fn finish_deletion(&self, pod: &Pod) {
+        let uid = containers::pod_uid(pod);
+        self.remove_pod_resources(&uid).await;
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+            ..Default::default()
+        };
+        match api.delete(pod.metadata.name.as_deref().unwrap_or(""), &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => tracing::warn!(pod = %pod_name(pod), "deleting the pod object: {e}"),
+        }
+    }
+
+    fn write_etc_hosts(&self, pod: &Pod, pod_ip: &str) {
+        let dir = self.volumes.pod_dir(&containers::pod_uid(pod));
+        let _ = std::fs::create_dir_all(&dir);
+        let spec = pod.spec.as_ref();
+        let hostname = spec.and_then(|s| s.hostname.clone()).or(pod.metadata.name.clone()).unwrap_or_default();
+        let mut text = String::from("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n");
+        if !pod_ip.is_empty() {
+            let fqdn = spec
+                .and_then(|s| s.subdomain.as_ref())
+                .map(|sub| {
+                    format!(
+                        "{hostname}.{sub}.{}.svc.{}\t",
+                        pod.metadata.namespace.as_deref().unwrap_or(""),
+                        self.settings.cluster_domain
+                    )
+                })
+                .unwrap_or_default();
+            text.push_str(&format!("{pod_ip}\t{fqdn}{hostname}\n"));
+        }
+        for alias in spec.and_then(|s| s.host_aliases.as_ref()).into_iter().flatten() {
+            text.push_str(&format!(
+                "\n# Entries added by HostAliases.\n{}\t{}\n",
+                alias.ip,
+                alias.hostnames.clone().unwrap_or_default().join("\t")
+            ));
+        }
+        let path = dir.join("etc-hosts");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            let _ = std::fs::write(path, text);
+        }
+    }
+
+    /// What the runtime holds for each container of the pod (and whether it is an init container).
+    async fn observe(&self, pod: &Pod, st: &PodState, sandbox_id: Option<&str>) -> Vec<(Observed, bool)> {
+        let uid = containers::pod_uid(pod);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let all = self.runtime.pod_containers(&uid).await.unwrap_or_default();
+        let mut out = Vec::new();
+        let specs =
+            spec.init_containers.iter().flatten().map(|c| (c, true)).chain(spec.containers.iter().map(|c| (c, false)));
+        for (c, init) in specs {
+            let mut instances: Vec<&cri::Container> =
+                all.iter().filter(|x| x.metadata.as_ref().is_some_and(|m| m.name == c.name)).collect();
+            instances.sort_by_key(|x| {
+                std::cmp::Reverse((x.metadata.as_ref().map(|m| m.attempt).unwrap_or(0), x.created_at))
+            });
+            let mut latest = None;
+            let mut previous = None;
+            for (i, x) in instances.iter().take(2).enumerate() {
+                let inst = self.instance(x).await;
+                if i == 0 {
+                    latest = inst;
+                } else {
+                    previous = inst;
+                }
+            }
+            let id = latest.as_ref().map(|l| l.id.clone()).unwrap_or_default();
+            let running = latest.as_ref().is_some_and(|l| l.state == InstanceState::Running);
+            let in_sandbox = sandbox_id.is_none_or(|s| instances.first().is_some_and(|x| x.pod_sandbox_id == s));
+            let started = running && self.probes.result(&uid, &c.name, Kind::Startup, &id) != Some(false);
+            let ready = running
+                && in_sandbox
+                && started
+                && self.probes.result(&uid, &c.name, Kind::Readiness, &id).unwrap_or(true);
+            out.push((
+                Observed {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    latest,
+                    previous,
+                    waiting: st.waiting.get(&c.name).cloned(),
+                    ready,
+                    started,
+                },
+                init,
+            ));
+        }
+        out
+    }
+
+    async fn instance(&self, x: &cri::Container) -> Option<Instance> {
+        let s = self.runtime.container_status(&x.id).await.ok().flatten()?;
+        let mut message = s.message.clone();
+        // The termination message file wins; FallbackToLogsOnError reads the log tail.
+        if let Some(path) = x.annotations.get(labels::TERMINATION_MESSAGE_PATH) {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if !text.is_empty() {
+                    message = text.chars().take(4096).collect();
+                }
+            }
+        }
+        if message.is_empty()
+            && s.exit_code != 0
+            && x.annotations.get(labels::TERMINATION_MESSAGE_POLICY).map(String::as_str)
+                == Some("FallbackToLogsOnError")
+        {
+            message = crate::logs::tail_text(&s.log_path, 80);
+        }
+        Some(Instance {
+            id: x.id.clone(),
+            image_ref: s.image_ref.clone(),
+            attempt: x.annotations.get(labels::RESTART_COUNT).and_then(|v| v.parse().ok()).unwrap_or(0),
+            state: instance_state(s.state),
+            started_at: millis_to_time(s.started_at),
+            finished_at: millis_to_time(s.finished_at),
+            exit_code: s.exit_code,
+            reason: s.reason.clone(),
+            message,
+        })
+    }
+
+    fn compute_status(
+        &self,
+        pod: &Pod,
+        st: &PodState,
+        observed: &[(Observed, bool)],
+        pod_ip: &str,
+        sandbox_ready: bool,
+    ) -> PodStatus {
+        let old = pod.status.as_ref();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let init: Vec<k8s_openapi::api::core::v1::ContainerStatus> =
+            observed.iter().filter(|o| o.1).map(|(o, _)| status::container_status(o)).collect();
+        let regular: Vec<k8s_openapi::api::core::v1::ContainerStatus> =
+            observed.iter().filter(|o| !o.1).map(|(o, _)| status::container_status(o)).collect();
+        let init_done = spec.init_containers.iter().flatten().all(|c| {
+            let sidecar = c.restart_policy.as_deref() == Some("Always");
+            init.iter().find(|s| s.name == c.name).is_some_and(|s| {
+                let state = s.state.as_ref();
+                if sidecar {
+                    state.and_then(|s| s.running.as_ref()).is_some()
+                } else {
+                    state.and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code == 0)
+                }
+            })
+        });
+        let phase = match st.terminal {
+            Some(p) => p,
+            None => status::phase(&policy, init_done, false, &regular),
+        };
+        let terminal = matches!(phase, "Succeeded" | "Failed");
+        let unready: Vec<String> = regular.iter().filter(|c| !c.ready).map(|c| c.name.clone()).collect();
+        let uninit: Vec<String> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| {
+                !init.iter().find(|s| s.name == c.name).is_some_and(|s| {
+                    s.state.as_ref().and_then(|x| x.terminated.as_ref()).is_some_and(|t| t.exit_code == 0)
+                        || s.state.as_ref().and_then(|x| x.running.as_ref()).is_some()
+                            && c.restart_policy.as_deref() == Some("Always")
+                })
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        let ready = unready.is_empty() && !terminal && init_done;
+        let mut conditions = vec![
+            status::condition(old, "PodReadyToStartContainers", sandbox_ready && !terminal, None, None),
+            status::condition(
+                old,
+                "Initialized",
+                init_done || terminal && uninit.is_empty(),
+                Some("ContainersNotInitialized"),
+                Some(format!("containers with incomplete status: [{}]", uninit.join(" "))),
+            ),
+            status::condition(
+                old,
+                "Ready",
+                ready,
+                Some(if terminal { "PodCompleted" } else { "ContainersNotReady" }),
+                Some(format!("containers with unready status: [{}]", unready.join(" "))),
+            ),
+            status::condition(
+                old,
+                "ContainersReady",
+                ready,
+                Some(if terminal { "PodCompleted" } else { "ContainersNotReady" }),
+                Some(format!("containers with unready status: [{}]", unready.join(" "))),
+            ),
+        ];
+        if let Some(scheduled) =
+            old.and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+        {
+            conditions.push(scheduled.clone());
+        }
+        let (pod_ip_field, pod_ips) = status::pod_ips(pod_ip);
+        PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(conditions),
+            host_ip: Some(self.host_ip.clone()),
+            host_ips: status::host_ips(&self.host_ip),
+            pod_ip: pod_ip_field.or(old.and_then(|s| s.pod_ip.clone())),
+            pod_ips: pod_ips.or(old.and_then(|s| s.pod_ips.clone())),
+            start_time: st.start_time.clone(),
+            init_container_statuses: if init.is_empty() { None } else { Some(init) },
+            container_statuses: Some(regular),
+            qos_class: Some(containers::qos_class(pod).into()),
+            ..Default::default()
+        }
+    }
+}
+
+fn ready_config(sandboxes: &[cri::PodSandbox], id: &str) -> Option<u32> {
+    sandboxes.iter().find(|s| s.id == id).and_then(|s| s.metadata.as_ref()).map(|m| m.attempt)
+}
+
+fn instance_state(state: i32) -> InstanceState {
+    match state {
+        x if x == cri::ContainerState::ContainerRunning as i32 => InstanceState::Running,
+        x if x == cri::ContainerState::ContainerExited as i32 => InstanceState::Exited,
+        x if x == cri::ContainerState::ContainerCreated as i32 => InstanceState::Created,
+        _ => InstanceState::Unknown,
+    }
+}
+
+pub fn pod_name(pod: &Pod) -> String {
+    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
+}
