@@ -1436,3 +1436,37 @@ async fn claims_bind_to_the_smallest_fitting_volume_and_released_volumes_are_kep
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_with_a_generic_ephemeral_volume_gets_its_own_claim() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "scratch"},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox", "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
+            "volumes": [{"name": "tmp", "ephemeral": {"volumeClaimTemplate": {
+                "metadata": {"labels": {"kind": "scratch"}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            }}}],
+        },
+    }))
+    .unwrap();
+    let created = pod_api.create(&PostParams::default(), &pod).await.unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let claim =
+        until(Duration::from_secs(20), "the ephemeral claim", || async { pvcs.get_opt("scratch-tmp").await.unwrap() })
+            .await;
+    let owner = &claim.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Pod", created.metadata.uid.as_deref().unwrap()));
+    assert_eq!(claim.metadata.labels.unwrap()["kind"], "scratch");
+    // It goes with the pod (garbage collector).
+    pod_api.delete("scratch", &Default::default()).await.unwrap();
+    until(Duration::from_secs(20), "the claim to go with the pod", || async {
+        pvcs.get_opt("scratch-tmp").await.unwrap().is_none().then_some(())
+    })
+    .await;
+}

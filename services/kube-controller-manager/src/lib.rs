@@ -11,6 +11,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
 pub mod endpointslicemirroring;
+pub mod ephemeral;
 pub mod garbagecollector;
 pub mod history;
 pub mod informer;
@@ -223,6 +224,15 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
             queue("volumes"),
         );
         starters.push(Box::new(move || c.run()));
+    }
+    if options.enabled("ephemeral-volume-controller") {
+        let c = ephemeral::EphemeralVolumeController::register(
+            &factory,
+            creds.client_for("ephemeral-volume-controller").await?,
+            queue("ephemeral_volume"),
+        );
+        let n = options.concurrent_ephemeralvolume_syncs;
+        starters.push(Box::new(move || c.run(n)));
     }
     if options.enabled("pod-garbage-collector-controller") {
         let c = podgc::PodGc::register(

@@ -27,6 +27,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("daemonset-controller", "daemonset"),
     ("statefulset-controller", "statefulset"),
     ("persistentvolume-binder-controller", "persistentvolume-binder"),
+    ("ephemeral-volume-controller", "ephemeral-volume"),
 ];
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -84,6 +85,8 @@ pub struct Options {
     pub concurrent_statefulset_syncs: usize,
     #[arg(long = "mirroring-concurrent-service-endpoint-syncs", default_value_t = 5)]
     pub mirroring_concurrent_service_endpoint_syncs: usize,
+    #[arg(long = "concurrent-ephemeralvolume-syncs", default_value_t = 5)]
+    pub concurrent_ephemeralvolume_syncs: usize,
     #[arg(long = "concurrent-gc-syncs", default_value_t = 20)]
     pub concurrent_gc_syncs: usize,
     #[arg(long = "concurrent-namespace-syncs", default_value_t = 10)]
