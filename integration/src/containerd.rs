@@ -48,11 +48,13 @@ pub struct ContainerdOptions {
     pub import_images: bool,
     /// Write the CNI conflist before starting (containerd's network is then ready at once).
     pub write_cni_config: bool,
+    /// Run containerd (and so its pods' networking) inside this network namespace: a "host" of its own.
+    pub netns: Option<String>,
 }
 
 impl Default for ContainerdOptions {
     fn default() -> Self {
-        Self { network_prefix: [10, 240], import_images: true, write_cni_config: true }
+        Self { network_prefix: [10, 240], import_images: true, write_cni_config: true, netns: None }
     }
 }
 
@@ -104,7 +106,17 @@ impl Containerd {
         fs::write(path.join("config.toml"), me.config_toml()).context("writing config.toml")?;
 
         let log = File::create(me.log_path()).context("containerd log")?;
-        let child = Command::new("containerd")
+        let mut command = match &opts.netns {
+            Some(ns) => {
+                // nsenter enters only the network namespace; `ip netns exec` would also
+                // remount /sys and hide the cgroup mounts runc needs.
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("containerd");
+                c
+            }
+            None => Command::new("containerd"),
+        };
+        let child = command
             .arg("--config")
             .arg(path.join("config.toml"))
             .stdin(Stdio::null())

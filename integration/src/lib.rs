@@ -135,6 +135,7 @@ pub struct ApiServer {
     pub kubeconfig: PathBuf,
     etcd_url: String,
     extra_args: Vec<String>,
+    bind_address: String,
 }
 
 impl ApiServer {
@@ -177,6 +178,14 @@ impl ApiServer {
         Ok(())
     }
 
+    /// An apiserver listening on every interface, for hosts in network namespaces.
+    pub fn start_on_all_interfaces(etcd: &Etcd) -> Result<ApiServer> {
+        let mut s = Self::prepare(etcd, &[], free_port())?;
+        s.bind_address = "0.0.0.0".into();
+        s.launch()?;
+        Ok(s)
+    }
+
     pub fn start_with(etcd: &Etcd, extra_args: &[&str]) -> Result<ApiServer> {
         let mut s = Self::prepare(etcd, extra_args, free_port())?;
         s.launch()?;
@@ -199,6 +208,7 @@ impl ApiServer {
             kubeconfig,
             etcd_url: etcd.client_url.clone(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            bind_address: "127.0.0.1".into(),
         })
     }
 
@@ -234,7 +244,7 @@ impl ApiServer {
             .arg(format!("--token-auth-file={}", tokens.display()))
             .arg("--authorization-mode=Node,RBAC")
             .arg(format!("--secure-port={}", self.port))
-            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--bind-address={}", self.bind_address))
             .arg(format!("--cert-dir={}", self.dir.path().join("certs").display()))
             .args(&self.extra_args)
             .stdout(Stdio::null())
@@ -380,12 +390,16 @@ impl ApiServer {
 impl ApiServer {
     /// A kubeconfig for this server with a bearer token from the token file.
     pub fn token_kubeconfig(&self, user: &str, token: &str) -> Result<PathBuf> {
-        let path = self.dir.path().join(format!("{user}.conf"));
+        self.token_kubeconfig_at(user, token, &self.url())
+    }
+
+    /// The same, reaching the server at `server` (another address of this host).
+    pub fn token_kubeconfig_at(&self, user: &str, token: &str, server: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(format!("{user}-{}.conf", unique_name("kc")));
         std::fs::write(
             &path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\ncurrent-context: test\n",
-                self.url()
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\ncurrent-context: test\n",
             ),
         )?;
         Ok(path)
@@ -394,10 +408,30 @@ impl ApiServer {
     /// Starts a component binary (`kube-scheduler`, `kube-controller-manager`...)
     /// against this server with `--kubeconfig` and `args`; it is killed on drop.
     pub fn start_component(&self, binary_name: &str, kubeconfig: &Path, args: &[&str]) -> Result<Component> {
+        self.start_component_in(None, binary_name, kubeconfig, args)
+    }
+
+    /// The same, inside a network namespace (a host of its own) when `netns` is given.
+    pub fn start_component_in(
+        &self,
+        netns: Option<&str>,
+        binary_name: &str,
+        kubeconfig: &Path,
+        args: &[&str],
+    ) -> Result<Component> {
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join(format!("{binary_name}.log"));
         let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(binary(binary_name))
+        let mut command = match netns {
+            Some(ns) => {
+                // Only the network namespace (`ip netns exec` would remount /sys).
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(binary(binary_name));
+                c
+            }
+            None => Command::new(binary(binary_name)),
+        };
+        let child = command
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .args(args)
             .env("RUST_LOG", std::env::var("COMPONENT_LOG").unwrap_or_else(|_| "info".into()))

@@ -95,6 +95,15 @@ pub struct Options {
     pub cgroup_driver: String,
     #[arg(long = "cgroup-root", default_value = "/")]
     pub cgroup_root: String,
+    /// Where the kubelet writes the CNI configuration once the node has a pod CIDR.
+    #[arg(long = "cni-conf-dir", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// The pod CIDR when the node has none in its spec (standalone mode).
+    #[arg(long = "pod-cidr")]
+    pub pod_cidr: Option<String>,
+    /// (rustkube) The cluster's pod network; traffic from pods to outside it is masqueraded.
+    #[arg(long = "cluster-cidr")]
+    pub cluster_cidr: Option<String>,
     /// Accepted for compatibility: the sandbox image is the runtime's setting.
     #[arg(long = "pod-infra-container-image")]
     pub pod_infra_container_image: Option<String>,
