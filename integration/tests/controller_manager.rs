@@ -1470,3 +1470,37 @@ async fn a_pod_with_a_generic_ephemeral_volume_gets_its_own_claim() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_cluster_roles_pick_up_the_rules_of_labelled_roles() {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let widget: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "widget-editor", "labels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
+        "rules": [{"apiGroups": ["example.com"], "resources": ["widgets"], "verbs": ["get", "update"]}],
+    }))
+    .unwrap();
+    roles.create(&PostParams::default(), &widget).await.unwrap();
+    // The built-in edit role (and admin, which aggregates edit) now grant it.
+    for name in ["edit", "admin"] {
+        until(Duration::from_secs(20), "the aggregated rule", || async {
+            let role = roles.get(name).await.ok()?;
+            role.rules?
+                .iter()
+                .any(|r| r.resources.as_ref().is_some_and(|res| res.iter().any(|x| x == "widgets")))
+                .then_some(())
+        })
+        .await;
+    }
+    // And lose it when the labelled role goes.
+    roles.delete("widget-editor", &Default::default()).await.unwrap();
+    until(Duration::from_secs(20), "the rule removed", || async {
+        let role = roles.get("edit").await.ok()?;
+        (!role.rules?.iter().any(|r| r.resources.as_ref().is_some_and(|res| res.iter().any(|x| x == "widgets"))))
+            .then_some(())
+    })
+    .await;
+}

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::reflector::{store::Writer, ObjectRef, Store};
@@ -172,6 +173,7 @@ pub struct Factory {
     pub endpoints: OnceLock<Arc<Informer<Endpoints>>>,
     pub persistent_volumes: OnceLock<Arc<Informer<PersistentVolume>>>,
     pub storage_classes: OnceLock<Arc<Informer<StorageClass>>>,
+    pub cluster_roles: OnceLock<Arc<Informer<ClusterRole>>>,
 }
 
 impl Factory {
@@ -198,6 +200,7 @@ impl Factory {
             endpoints: OnceLock::new(),
             persistent_volumes: OnceLock::new(),
             storage_classes: OnceLock::new(),
+            cluster_roles: OnceLock::new(),
         }
     }
 
@@ -267,6 +270,10 @@ impl Factory {
         self.storage_classes.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
     }
 
+    pub fn cluster_roles(&self) -> Arc<Informer<ClusterRole>> {
+        self.cluster_roles.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+
     /// Starts every informer created so far.
     pub fn start(&self) {
         macro_rules! start {
@@ -292,7 +299,8 @@ impl Factory {
             persistent_volume_claims,
             endpoints,
             persistent_volumes,
-            storage_classes
+            storage_classes,
+            cluster_roles
         );
     }
 }

@@ -3,6 +3,7 @@
 //! queue, and a few workers reconcile those keys against the caches.
 #![forbid(unsafe_code)]
 
+pub mod clusterroleaggregation;
 pub mod credentials;
 pub mod cron;
 pub mod cronjob;
@@ -234,6 +235,14 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
         let n = options.concurrent_ephemeralvolume_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
+    if options.enabled("clusterrole-aggregation-controller") {
+        let c = clusterroleaggregation::ClusterRoleAggregationController::register(
+            &factory,
+            creds.client_for("clusterrole-aggregation-controller").await?,
+            queue("ClusterRoleAggregator"),
+        );
+        starters.push(Box::new(move || c.run()));
+    }
     if options.enabled("pod-garbage-collector-controller") {
         let c = podgc::PodGc::register(
             &factory,
@@ -298,6 +307,7 @@ async fn wait_synced(f: &Factory) {
         persistent_volume_claims,
         endpoints,
         persistent_volumes,
-        storage_classes
+        storage_classes,
+        cluster_roles
     );
 }

@@ -28,6 +28,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("statefulset-controller", "statefulset"),
     ("persistentvolume-binder-controller", "persistentvolume-binder"),
     ("ephemeral-volume-controller", "ephemeral-volume"),
+    ("clusterrole-aggregation-controller", "clusterrole-aggregation"),
 ];
 
 #[derive(clap::Parser, Debug, Clone)]
