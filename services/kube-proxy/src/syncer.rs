@@ -1,0 +1,210 @@
+//! Takes the table to a wanted state: the whole table at start, the
+//! difference on each change, a rewrite in place on the periodic resync;
+//! then flushes the conntrack entries and affinity records that point at
+//! endpoints that went away.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use crate::model::{Backend, Frontend, FrontendKey, Protocol};
+use crate::nft::{NftError, Runner};
+use crate::ruleset::{self, Desired, TableConfig};
+
+/// How a sync reached the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    /// The table was created anew.
+    Full,
+    /// Every managed chain and map was rewritten in place.
+    Resync,
+    /// Only the changed elements.
+    Incremental,
+    /// Nothing changed.
+    Unchanged,
+}
+
+impl SyncKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncKind::Full => "full",
+            SyncKind::Resync => "resync",
+            SyncKind::Incremental => "incremental",
+            SyncKind::Unchanged => "unchanged",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncStats {
+    pub kind: SyncKind,
+    pub duration: Duration,
+    pub elements: usize,
+    pub chains: usize,
+    pub script_bytes: usize,
+}
+
+/// Owns the proxy's table.
+pub struct Syncer {
+    cfg: TableConfig,
+    runner: Runner,
+    /// What the kernel holds, as last applied; `None` before the first sync or after a failure.
+    applied: Option<Desired>,
+    frontends: BTreeMap<FrontendKey, Frontend>,
+}
+
+impl Syncer {
+    pub fn new(cfg: TableConfig, runner: Runner) -> Syncer {
+        Syncer { cfg, runner, applied: None, frontends: BTreeMap::new() }
+    }
+
+    pub fn table(&self) -> &TableConfig {
+        &self.cfg
+    }
+
+    /// Programs `frontends`; `resync` rewrites everything instead of applying the difference.
+    pub async fn sync(
+        &mut self,
+        frontends: Vec<Frontend>,
+        hairpin: &BTreeSet<Ipv4Addr>,
+        resync: bool,
+    ) -> Result<SyncStats, NftError> {
+        let start = Instant::now();
+        let desired = Desired::build(&frontends, hairpin);
+        let (kind, script) = match &self.applied {
+            None => (SyncKind::Full, Some(ruleset::full_script(&self.cfg, &desired))),
+            Some(old) if old.needs_recreate(&desired) => {
+                (SyncKind::Full, Some(ruleset::full_script(&self.cfg, &desired)))
+            }
+            Some(old) if resync => (SyncKind::Resync, Some(ruleset::resync_script(&self.cfg, old, &desired))),
+            Some(old) => match ruleset::diff_script(&self.cfg, old, &desired) {
+                Some(s) => (SyncKind::Incremental, Some(s)),
+                None => (SyncKind::Unchanged, None),
+            },
+        };
+        let mut kind = kind;
+        let mut script_bytes = 0;
+        if let Some(script) = script {
+            script_bytes = script.len();
+            if let Err(e) = self.runner.apply(&script).await {
+                if kind == SyncKind::Full {
+                    self.applied = None;
+                    return Err(e);
+                }
+                // The kernel is not what we think (someone changed the table): start over.
+                tracing::warn!(error = %e, kind = kind.as_str(), "applying the change failed; recreating the table");
+                let full = ruleset::full_script(&self.cfg, &desired);
+                script_bytes = full.len();
+                if let Err(e) = self.runner.apply(&full).await {
+                    self.applied = None;
+                    return Err(e);
+                }
+                kind = SyncKind::Full;
+            }
+        }
+        let new: BTreeMap<FrontendKey, Frontend> = frontends.into_iter().map(|f| (f.key, f)).collect();
+        self.clean_stale(&new).await;
+        let stats = SyncStats {
+            kind,
+            duration: start.elapsed(),
+            elements: desired.element_count(),
+            chains: desired.chain_count(),
+            script_bytes,
+        };
+        self.applied = Some(desired);
+        self.frontends = new;
+        Ok(stats)
+    }
+
+    /// UDP conntrack entries to removed endpoints (and to frontends that had
+    /// none) would keep steering datagrams to nowhere; affinity records of
+    /// removed endpoints would keep clients on them.
+    async fn clean_stale(&self, new: &BTreeMap<FrontendKey, Frontend>) {
+        let mut affinity_changed = false;
+        for (key, old) in &self.frontends {
+            let current: BTreeSet<Backend> =
+                new.get(key).map(|f| f.backends.iter().copied().collect()).unwrap_or_default();
+            let gone: Vec<&Backend> = old.backends.iter().filter(|b| !current.contains(b)).collect();
+            if gone.is_empty() {
+                continue;
+            }
+            if old.affinity_timeout.is_some() {
+                affinity_changed = true;
+            }
+            if key.protocol == Protocol::Udp {
+                for b in gone {
+                    tracing::debug!(frontend = %key, backend = %b, "flushing UDP conntrack entries");
+                    self.runner.conntrack_delete(Protocol::Udp, key.ip, key.port, Some(b.ip)).await;
+                }
+            }
+        }
+        for (key, f) in new {
+            let had = self.frontends.get(key).is_some_and(|o| !o.backends.is_empty());
+            if key.protocol == Protocol::Udp && !f.backends.is_empty() && !had {
+                self.runner.conntrack_delete(Protocol::Udp, key.ip, key.port, None).await;
+            }
+        }
+        if affinity_changed {
+            if let Err(e) = self.prune_affinity(new).await {
+                tracing::warn!(error = %e, "pruning session affinity records");
+            }
+        }
+    }
+
+    async fn prune_affinity(&self, new: &BTreeMap<FrontendKey, Frontend>) -> Result<(), NftError> {
+        let json = self.runner.list_map(&self.cfg.name, ruleset::MAP_AFFINITY).await?;
+        let stale = stale_affinity_keys(&json, new);
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let script =
+            format!("delete element ip {} {} {{ {} }}\n", self.cfg.name, ruleset::MAP_AFFINITY, stale.join(", "));
+        self.runner.apply(&script).await
+    }
+}
+
+/// Keys of `affinity` elements (from `nft -j list map`) whose backend no longer serves their frontend.
+pub fn stale_affinity_keys(json: &str, frontends: &BTreeMap<FrontendKey, Frontend>) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else { return Vec::new() };
+    let mut stale = Vec::new();
+    let maps = value.get("nftables").and_then(|v| v.as_array()).into_iter().flatten();
+    for entry in maps {
+        let Some(elems) = entry.pointer("/map/elem").and_then(|v| v.as_array()) else { continue };
+        for elem in elems {
+            let Some(pair) = elem.as_array().filter(|p| p.len() == 2) else { continue };
+            let key = pair[0].get("elem").and_then(|e| e.get("val")).unwrap_or(&pair[0]);
+            let Some(k) = concat_strings(key) else { continue };
+            let Some(v) = concat_strings(&pair[1]) else { continue };
+            if k.len() != 4 || v.len() != 2 {
+                continue;
+            }
+            let parsed = (|| {
+                let fk = FrontendKey {
+                    ip: k[1].parse().ok()?,
+                    protocol: Protocol::parse(Some(&k[2].to_uppercase()))?,
+                    port: k[3].parse().ok()?,
+                };
+                let b = Backend { ip: v[0].parse().ok()?, port: v[1].parse().ok()? };
+                Some((fk, b))
+            })();
+            let Some((fk, b)) = parsed else { continue };
+            let valid = frontends.get(&fk).is_some_and(|f| f.backends.contains(&b));
+            if !valid {
+                stale.push(format!("{} . {fk}", k[0]));
+            }
+        }
+    }
+    stale
+}
+
+fn concat_strings(v: &serde_json::Value) -> Option<Vec<String>> {
+    let parts = v.get("concat")?.as_array()?;
+    parts
+        .iter()
+        .map(|p| match p {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,355 @@
+//! The generated ruleset loaded into a real kernel with the real nft binary,
+//! in network namespaces of the test's own: a "node" namespace that routes
+//! between a client namespace and backends on a bridge, with traffic from
+//! the client to the virtual addresses. Needs root, `ip`, `nft`,
+//! `busybox` and `python3`; each test uses its own namespaces (so its own
+//! table), removed on drop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kube_proxy::model::{Backend, Frontend, FrontendKey, Masquerade, NoEndpoints, Protocol};
+use kube_proxy::nft::Runner;
+use kube_proxy::ruleset::TableConfig;
+use kube_proxy::syncer::{SyncKind, Syncer};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+const NODE: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
+const BRIDGE: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawning a command");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn backend_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 1, 10 + i as u8)
+}
+
+/// A node namespace with a client and `n` backends, each serving HTTP on
+/// 8080 (`/cgi-bin/who` answers "backend-i REMOTE_ADDR") and UDP on 5353.
+struct Lab {
+    node: String,
+    client: String,
+    backends: Vec<String>,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(n: usize) -> Lab {
+        let id = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let mut lab = Lab {
+            node: format!("kpn-{id}"),
+            client: format!("kpc-{id}"),
+            backends: (0..n).map(|i| format!("kpb{i}-{id}")).collect(),
+            children: Vec::new(),
+            dir: tempfile::tempdir().expect("a temp dir"),
+        };
+        for ns in [&lab.node, &lab.client].into_iter().chain(&lab.backends) {
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let node = lab.node.clone();
+        run(&["ip", "netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        run(&["ip", "-n", &node, "link", "add", "cl0", "type", "veth", "peer", "name", "eth0", "netns", &lab.client]);
+        run(&["ip", "-n", &node, "addr", "add", &format!("{NODE}/24"), "dev", "cl0"]);
+        run(&["ip", "-n", &node, "link", "set", "cl0", "up"]);
+        // A default route, so that the node's own connections to virtual addresses are routed.
+        run(&["ip", "-n", &node, "route", "add", "default", "via", &CLIENT.to_string()]);
+        run(&["ip", "-n", &lab.client, "addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"]);
+        run(&["ip", "-n", &lab.client, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &lab.client, "route", "add", "default", "via", &NODE.to_string()]);
+        run(&["ip", "-n", &node, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &node, "addr", "add", &format!("{BRIDGE}/24"), "dev", "br0"]);
+        run(&["ip", "-n", &node, "link", "set", "br0", "up"]);
+        for i in 0..n {
+            let ns = lab.backends[i].clone();
+            let port = format!("vb{i}");
+            run(&["ip", "-n", &node, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            run(&["ip", "-n", &node, "link", "set", &port, "master", "br0", "up"]);
+            run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", backend_ip(i)), "dev", "eth0"]);
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            run(&["ip", "-n", &ns, "route", "add", "default", "via", &BRIDGE.to_string()]);
+            let root = lab.dir.path().join(format!("www{i}"));
+            std::fs::create_dir_all(root.join("cgi-bin")).expect("www dir");
+            std::fs::write(root.join("index.html"), format!("backend-{i}\n")).expect("index");
+            let cgi = root.join("cgi-bin/who");
+            std::fs::write(
+                &cgi,
+                format!("#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"backend-{i} $REMOTE_ADDR\"\n"),
+            )
+            .expect("cgi");
+            run(&["chmod", "+x", &cgi.display().to_string()]);
+            let httpd = Command::new("ip")
+                .args(["netns", "exec", &ns, "busybox", "httpd", "-f", "-p", "8080", "-h"])
+                .arg(&root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("httpd");
+            lab.children.push(httpd);
+            let udp = format!(
+                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',5353))\nwhile True:\n  d,a=s.recvfrom(100)\n  s.sendto(b'backend-{i} '+a[0].encode(),a)\n"
+            );
+            let udp = Command::new("ip")
+                .args(["netns", "exec", &ns, "python3", "-c", &udp])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("udp server");
+            lab.children.push(udp);
+        }
+        // Wait until every backend answers directly.
+        for i in 0..n {
+            let url = format!("http://{}:8080/", backend_ip(i));
+            let ok = (0..50).any(|_| {
+                let o = lab.exec(&lab.client, &["curl", "-s", "-m", "1", &url]);
+                o.status.success() || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    false
+                }
+            });
+            assert!(ok, "backend {i} does not answer directly");
+        }
+        lab
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("ip netns exec")
+    }
+
+    fn syncer(&self) -> Syncer {
+        Syncer::new(
+            TableConfig { name: "kube-proxy".into(), cluster_cidrs: vec!["10.244.0.0/16".into()] },
+            Runner { netns: Some(self.node.clone()) },
+        )
+    }
+
+    /// `curl` from `ns`; the body, or None when it failed, with curl's exit code.
+    fn curl(&self, ns: &str, url: &str) -> Result<String, i32> {
+        let o = self.exec(ns, &["curl", "-s", "-m", "2", url]);
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        } else {
+            Err(o.status.code().unwrap_or(-1))
+        }
+    }
+
+    /// Who answers `n` requests to `url` from the client: name → count.
+    fn spread(&self, url: &str, n: usize) -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let body = self.curl(&self.client, url).unwrap_or_else(|code| panic!("curl {url} failed: {code}"));
+            let name = body.split_whitespace().next().unwrap_or_default().to_string();
+            *seen.entry(name).or_insert(0) += 1;
+        }
+        seen
+    }
+
+    fn udp(&self, ns: &str, ip: Ipv4Addr, port: u16) -> Option<String> {
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1.5)\ns.sendto(b'hi',('{ip}',{port}))\nprint(s.recvfrom(100)[0].decode())\n"
+        );
+        let o = self.exec(ns, &["python3", "-c", &script]);
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+
+    fn nft_list(&self) -> String {
+        String::from_utf8_lossy(&self.exec(&self.node, &["nft", "list", "ruleset"]).stdout).into_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.node, &self.client].into_iter().chain(&self.backends) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn frontend(ip: Ipv4Addr, protocol: Protocol, port: u16, backends: &[usize], target: u16) -> Frontend {
+    Frontend {
+        key: FrontendKey { ip, protocol, port },
+        backends: backends.iter().map(|i| Backend { ip: backend_ip(*i), port: target }).collect(),
+        masquerade: Masquerade::OffCluster,
+        affinity_timeout: None,
+        no_endpoints: NoEndpoints::Reject,
+        service: "default/test:port".into(),
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+fn names(seen: &BTreeMap<String, usize>) -> Vec<&str> {
+    seen.keys().map(String::as_str).collect()
+}
+
+#[test]
+fn cluster_ip_spreads_over_every_backend_and_follows_endpoint_changes() {
+    let lab = Lab::new(3);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    let none = BTreeSet::new();
+    let url = format!("http://{VIP}/");
+    let stats =
+        rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Tcp, 80, &[0, 1, 2], 8080)], &none, false)).unwrap();
+    assert_eq!(stats.kind, SyncKind::Full);
+    let seen = lab.spread(&url, 40);
+    assert_eq!(names(&seen), ["backend-0", "backend-1", "backend-2"], "{seen:?}");
+
+    // One endpoint goes: an incremental change, and it is no longer chosen.
+    let stats = rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Tcp, 80, &[0, 2], 8080)], &none, false)).unwrap();
+    assert_eq!(stats.kind, SyncKind::Incremental);
+    let seen = lab.spread(&url, 30);
+    assert_eq!(names(&seen), ["backend-0", "backend-2"], "{seen:?}");
+
+    // It comes back, and a periodic resync keeps everything working.
+    rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Tcp, 80, &[0, 1, 2], 8080)], &none, false)).unwrap();
+    let stats =
+        rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Tcp, 80, &[0, 1, 2], 8080)], &none, true)).unwrap();
+    assert_eq!(stats.kind, SyncKind::Resync);
+    let seen = lab.spread(&url, 40);
+    assert_eq!(names(&seen), ["backend-0", "backend-1", "backend-2"], "{seen:?}");
+
+    // The client is outside the cluster network: backends see the node's address.
+    let who = lab.curl(&lab.client, &format!("http://{VIP}/cgi-bin/who")).unwrap();
+    assert!(who.contains(&format!(":{BRIDGE}]")), "{who}");
+}
+
+#[test]
+fn a_service_without_endpoints_refuses_connections_at_once() {
+    let lab = Lab::new(1);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Tcp, 80, &[], 8080)], &BTreeSet::new(), false)).unwrap();
+    let start = std::time::Instant::now();
+    // curl exit code 7: could not connect (refused), not 28 (timeout).
+    assert_eq!(lab.curl(&lab.client, &format!("http://{VIP}/")), Err(7));
+    assert!(start.elapsed() < Duration::from_secs(1));
+    // From the node itself (output hook) too.
+    assert_eq!(lab.curl(&lab.node, &format!("http://{VIP}/")), Err(7));
+    // An endpoint appears: served.
+    rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Tcp, 80, &[0], 8080)], &BTreeSet::new(), false)).unwrap();
+    assert_eq!(lab.curl(&lab.client, &format!("http://{VIP}/")).unwrap(), "backend-0");
+    assert_eq!(lab.curl(&lab.node, &format!("http://{VIP}/")).unwrap(), "backend-0");
+}
+
+#[test]
+fn udp_services_reach_every_backend_and_lose_removed_ones() {
+    let lab = Lab::new(2);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    let udp = |b: &[usize]| vec![frontend(VIP, Protocol::Udp, 53, b, 5353)];
+    rt.block_on(syncer.sync(udp(&[0, 1]), &BTreeSet::new(), false)).unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..30 {
+        let answer = lab.udp(&lab.client, VIP, 53).expect("a UDP answer");
+        seen.insert(answer.split_whitespace().next().unwrap_or_default().to_string());
+    }
+    assert_eq!(seen, BTreeSet::from(["backend-0".to_string(), "backend-1".to_string()]));
+    rt.block_on(syncer.sync(udp(&[1]), &BTreeSet::new(), false)).unwrap();
+    for _ in 0..10 {
+        let answer = lab.udp(&lab.client, VIP, 53).expect("a UDP answer");
+        assert!(answer.starts_with("backend-1"), "{answer}");
+    }
+}
+
+#[test]
+fn node_ports_masquerade_with_cluster_policy_and_keep_the_client_with_local_policy() {
+    let lab = Lab::new(3);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    let mut cluster = frontend(NODE, Protocol::Tcp, 30080, &[0, 1, 2], 8080);
+    cluster.masquerade = Masquerade::Always;
+    // Local policy: only the endpoints on this node (here 1 and 2), client address kept.
+    let mut local = frontend(NODE, Protocol::Tcp, 30081, &[1, 2], 8080);
+    local.masquerade = Masquerade::Never;
+    local.no_endpoints = NoEndpoints::Drop;
+    rt.block_on(syncer.sync(vec![cluster.clone(), local.clone()], &BTreeSet::new(), false)).unwrap();
+
+    let seen = lab.spread(&format!("http://{NODE}:30080/cgi-bin/who"), 40);
+    assert_eq!(names(&seen), ["backend-0", "backend-1", "backend-2"], "{seen:?}");
+    let who = lab.curl(&lab.client, &format!("http://{NODE}:30080/cgi-bin/who")).unwrap();
+    assert!(who.contains(&format!(":{BRIDGE}]")), "{who}");
+
+    let seen = lab.spread(&format!("http://{NODE}:30081/cgi-bin/who"), 30);
+    assert_eq!(names(&seen), ["backend-1", "backend-2"], "{seen:?}");
+    let who = lab.curl(&lab.client, &format!("http://{NODE}:30081/cgi-bin/who")).unwrap();
+    assert!(who.contains(&format!(":{CLIENT}]")), "client address not kept: {who}");
+
+    // No local endpoint left: dropped (a timeout, not a refusal).
+    local.backends.clear();
+    rt.block_on(syncer.sync(vec![cluster, local], &BTreeSet::new(), false)).unwrap();
+    assert_eq!(lab.curl(&lab.client, &format!("http://{NODE}:30081/")), Err(28));
+}
+
+#[test]
+fn client_ip_affinity_keeps_a_client_on_one_backend_until_it_goes() {
+    let lab = Lab::new(3);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    let mut f = frontend(VIP, Protocol::Tcp, 80, &[0, 1, 2], 8080);
+    f.affinity_timeout = Some(300);
+    rt.block_on(syncer.sync(vec![f.clone()], &BTreeSet::new(), false)).unwrap();
+    let seen = lab.spread(&format!("http://{VIP}/"), 15);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let chosen: usize = seen.keys().next().unwrap().trim_start_matches("backend-").parse().unwrap();
+    // The chosen backend goes: its record is pruned and the client moves to another one, and stays there.
+    f.backends.retain(|b| b.ip != backend_ip(chosen));
+    rt.block_on(syncer.sync(vec![f], &BTreeSet::new(), false)).unwrap();
+    let seen = lab.spread(&format!("http://{VIP}/"), 15);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(!seen.contains_key(&format!("backend-{chosen}")), "{seen:?}");
+}
+
+#[test]
+fn a_pod_reaches_itself_through_its_service() {
+    let lab = Lab::new(1);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    // As on a node with a bridge CNI: the bridge hands packets to netfilter
+    // and lets a port receive its own frames back (hairpin mode), so the
+    // DNAT back to the sender is bridged rather than routed.
+    lab.exec(&lab.node, &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
+    run(&["ip", "-n", &lab.node, "link", "set", "vb0", "type", "bridge_slave", "hairpin", "on"]);
+    let hairpin = BTreeSet::from([backend_ip(0)]);
+    rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Tcp, 80, &[0], 8080)], &hairpin, false)).unwrap();
+    let who = lab.curl(&lab.backends[0], &format!("http://{VIP}/cgi-bin/who")).expect("hairpin connection");
+    assert_eq!(who, format!("backend-0 [::ffff:{BRIDGE}]"));
+}
+
+#[test]
+fn cleanup_removes_only_the_proxy_table() {
+    let lab = Lab::new(1);
+    let rt = rt();
+    lab.exec(&lab.node, &["nft", "add", "table", "ip", "other"]);
+    let mut syncer = lab.syncer();
+    rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Tcp, 80, &[0], 8080)], &BTreeSet::new(), false)).unwrap();
+    assert!(lab.nft_list().contains("table ip kube-proxy"));
+    let runner = Runner { netns: Some(lab.node.clone()) };
+    rt.block_on(runner.apply(&kube_proxy::ruleset::cleanup_script("kube-proxy"))).unwrap();
+    let after = lab.nft_list();
+    assert!(!after.contains("kube-proxy"), "{after}");
+    assert!(after.contains("table ip other"), "{after}");
+    // Twice is fine.
+    rt.block_on(runner.apply(&kube_proxy::ruleset::cleanup_script("kube-proxy"))).unwrap();
+}
