@@ -5,14 +5,19 @@
 
 pub mod containers;
 pub mod cri;
+pub mod deviceplugin;
 pub mod fieldpath;
 pub mod labels;
 pub mod logs;
+pub mod network;
 pub mod node;
 pub mod options;
+pub mod podresources;
 pub mod pods;
 pub mod probes;
 pub mod server;
+pub mod static_pods;
+pub mod stats;
 pub mod status;
 pub mod volumes;
 pub mod workers;
@@ -23,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use component_base::events::Recorder;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_cri::v1 as cri_v1;
 use k8s_openapi::api::core::v1::{NodeAddress, Pod};
 use kube::api::Api;
@@ -82,6 +87,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     labels.insert("beta.kubernetes.io/arch".into(), machine.info.architecture.clone());
     labels.extend(options::parse_map(&opts.node_labels).context("--node-labels")?);
     let taints = options::parse_taints(&opts.register_with_taints).context("--register-with-taints")?;
+    let devices = deviceplugin::DeviceManager::new(&opts.root_dir);
+    let metrics = stats::KubeletMetrics::new(&node_name);
     let agent = Arc::new(node::NodeAgent {
         client: client.clone(),
         name: node_name.clone(),
@@ -93,6 +100,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ],
         capacity,
         allocatable: allocatable.clone(),
+        extended: devices.extended(),
         labels,
         taints,
         port: opts.port,
@@ -100,14 +108,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         status_update_frequency: opts.node_status_update_frequency,
         status_report_frequency: opts.node_status_report_frequency,
     });
-    if opts.register_node {
-        agent.register().await?;
-    }
+    // Registration waits for the apiserver; static pods must not.
     {
-        let a = agent.clone();
-        tokio::spawn(async move { a.lease_loop().await });
-        let a = agent.clone();
-        tokio::spawn(async move { a.status_loop().await });
+        let (a, register) = (agent.clone(), opts.register_node);
+        tokio::spawn(async move {
+            if register {
+                if let Err(e) = a.register().await {
+                    tracing::error!("registering the node: {e:#}");
+                }
+            }
+            let l = a.clone();
+            tokio::spawn(async move { l.lease_loop().await });
+            a.status_loop().await
+        });
     }
 
     let probes = probes::ProbeManager::new(runtime.clone());
@@ -129,6 +142,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         recorder: Recorder::new(client.clone(), "kubelet", Some(node_name.clone())),
         pull_lock: tokio::sync::Mutex::new(()),
         serialize_pulls: opts.serialize_image_pulls,
+        devices: devices.clone(),
+        metrics: metrics.clone(),
     });
     let workers = PodWorkers::new(kubelet.clone());
     {
@@ -140,6 +155,30 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }));
     }
     tokio::spawn(pleg(runtime.clone(), workers.clone()));
+    let static_pods = opts.pod_manifest_path.clone().map(|dir| {
+        let s = static_pods::StaticPods::new(
+            dir,
+            node_name.clone(),
+            client.clone(),
+            workers.clone(),
+            kubelet.status.clone(),
+        );
+        s.scan();
+        tokio::spawn(s.clone().run());
+        s
+    });
+    let podresources = podresources::PodResourcesServer { workers: workers.clone(), devices: devices.clone() };
+    let root_dir = opts.root_dir.clone();
+    tokio::spawn(async move {
+        if let Err(e) = podresources.serve(root_dir).await {
+            tracing::error!("pod resources API: {e}");
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = devices.serve().await {
+            tracing::error!("device plugin registration: {e}");
+        }
+    });
 
     let serving = component_base::serving::ServingFlags {
         tls_cert_file: opts.tls_cert_file.clone(),
@@ -151,11 +190,30 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let https: std::net::SocketAddr = format!("{}:{}", opts.address, opts.port).parse().context("--address/--port")?;
     let healthz: std::net::SocketAddr =
         format!("{}:{}", opts.healthz_bind_address, opts.healthz_port).parse().context("--healthz-bind-address")?;
-    let server = Arc::new(server::Server { workers: workers.clone() });
+    let server = Arc::new(server::Server {
+        workers: workers.clone(),
+        stats: stats::StatsProvider::new(runtime.clone(), node_name.clone(), opts.root_dir.clone()),
+        metrics,
+        runtime: runtime.clone(),
+    });
     let serve = tokio::spawn(server::serve(server, tls, https, healthz));
 
+    let network = network::NetworkSettings {
+        node_name: node_name.clone(),
+        conf_dir: opts.cni_conf_dir.clone(),
+        data_dir: opts.root_dir.join("cni").join("rustkube"),
+        cluster_cidr: opts.cluster_cidr.clone(),
+        pod_cidr: opts.pod_cidr.clone(),
+    };
+    let net_client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = network::run(net_client, network).await {
+            tracing::error!("pod network: {e:#}");
+        }
+    });
+
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(housekeeping(kubelet.clone(), workers.clone(), synced_rx));
+    tokio::spawn(housekeeping(kubelet.clone(), workers.clone(), static_pods, synced_rx));
     let pods = watch_pods(client, node_name, workers, synced_tx);
     tokio::select! {
         r = pods => r,
@@ -175,16 +233,27 @@ async fn watch_pods(
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut seen: HashSet<String> = HashSet::new();
-    while let Some(event) = stream.try_next().await? {
+    while let Some(event) = stream.next().await {
+        // The watcher retries with back-off; static pods keep running meanwhile.
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!("watching this node's pods: {e}");
+                continue;
+            }
+        };
         match event {
+            // Mirror pods are the API's view of static pods, which run from their manifests.
+            Event::InitApply(pod) | Event::Apply(pod) | Event::Delete(pod) if static_pods::is_mirror(&pod) => {}
             Event::Init => seen.clear(),
             Event::InitApply(pod) => {
                 seen.insert(pod.metadata.uid.clone().unwrap_or_default());
                 workers.update(pod);
             }
             Event::InitDone => {
-                for uid in workers.uids() {
-                    if !seen.contains(&uid) {
+                for pod in workers.pods() {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    if !seen.contains(&uid) && !static_pods::is_static(&pod) {
                         workers.remove(&uid);
                     }
                 }
@@ -235,6 +304,7 @@ async fn pleg(runtime: cri::Runtime, workers: Arc<PodWorkers>) {
 async fn housekeeping(
     kubelet: Arc<pods::Kubelet>,
     workers: Arc<PodWorkers>,
+    static_pods: Option<Arc<static_pods::StaticPods>>,
     mut synced: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*synced.borrow() {
@@ -243,7 +313,8 @@ async fn housekeeping(
         }
     }
     loop {
-        let known = workers.uids();
+        let mut known = workers.uids();
+        known.extend(static_pods.iter().flat_map(|s| s.uids()));
         let sandboxes = kubelet.runtime.list_pod_sandboxes().await.unwrap_or_default();
         let orphans: HashSet<String> = sandboxes
             .iter()

@@ -111,6 +111,9 @@ pub fn resources(
     (q(capacity), q(allocatable))
 }
 
+/// Extended resources (device plugins): name → (capacity, allocatable) counts.
+pub type Extended = BTreeMap<String, (i64, i64)>;
+
 /// Reports and keeps the node alive.
 pub struct NodeAgent {
     pub client: kube::Client,
@@ -120,6 +123,8 @@ pub struct NodeAgent {
     pub addresses: Vec<NodeAddress>,
     pub capacity: BTreeMap<String, Quantity>,
     pub allocatable: BTreeMap<String, Quantity>,
+    /// Added to capacity and allocatable; a change is reported at once.
+    pub extended: tokio::sync::watch::Receiver<Extended>,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub port: u16,
@@ -225,9 +230,14 @@ impl NodeAgent {
             Ok(()) => condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
             Err(msg) => condition("Ready", "False", "KubeletNotReady", msg),
         };
+        let (mut capacity, mut allocatable) = (self.capacity.clone(), self.allocatable.clone());
+        for (name, (c, a)) in self.extended.borrow().iter() {
+            capacity.insert(name.clone(), Quantity(c.to_string()));
+            allocatable.insert(name.clone(), Quantity(a.to_string()));
+        }
         NodeStatus {
-            capacity: Some(self.capacity.clone()),
-            allocatable: Some(self.allocatable.clone()),
+            capacity: Some(capacity),
+            allocatable: Some(allocatable),
             addresses: Some(self.addresses.clone()),
             conditions: Some(vec![
                 condition(
@@ -304,6 +314,7 @@ impl NodeAgent {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut last_sent: Option<(serde_json::Value, Instant)> = None;
         let mut images_at: Option<(Vec<ContainerImage>, Instant)> = None;
+        let mut extended = self.extended.clone();
         loop {
             let current = api.get_status(&self.name).await.ok().and_then(|n| n.status);
             if images_at.as_ref().is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(60)) {
@@ -331,7 +342,10 @@ impl NodeAgent {
                     Err(e) => tracing::warn!(node = %self.name, "updating node status: {e}"),
                 }
             }
-            tokio::time::sleep(self.status_update_frequency).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.status_update_frequency) => {}
+                _ = extended.changed() => {}
+            }
         }
     }
 }

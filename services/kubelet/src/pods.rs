@@ -40,6 +40,9 @@ pub struct Kubelet {
     pub recorder: Recorder,
     pub pull_lock: tokio::sync::Mutex<()>,
     pub serialize_pulls: bool,
+    /// Device plugin devices for containers that request them.
+    pub devices: Arc<crate::deviceplugin::DeviceManager>,
+    pub metrics: Arc<crate::stats::KubeletMetrics>,
 }
 
 /// What a worker remembers between passes.
@@ -54,6 +57,8 @@ pub struct PodState {
     /// The pod reached Succeeded or Failed and will not run again.
     terminal: Option<&'static str>,
     start_time: Option<Time>,
+    /// When the worker first saw the pod; taken once the pod runs (kubelet_pod_start_duration_seconds).
+    first_seen: Option<Instant>,
 }
 
 pub enum Outcome {
@@ -103,6 +108,7 @@ impl Kubelet {
             self.probes.remove_pod(&uid);
             self.volumes.teardown(&uid);
             self.status.forget(&uid);
+            self.devices.release(&uid);
             return Outcome::Finished;
         }
         match self.sync_running(pod, st).await {
@@ -119,6 +125,7 @@ impl Kubelet {
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
         if st.start_time.is_none() {
+            st.first_seen = Some(Instant::now());
             st.start_time =
                 pod.status.as_ref().and_then(|s| s.start_time.clone()).or(Some(Time(jiff::Timestamp::now())));
         }
@@ -326,6 +333,11 @@ impl Kubelet {
             }
         }
         let status = self.compute_status(pod, st, &observed, &pod_ip, true);
+        if status.phase.as_deref() == Some("Running") {
+            if let Some(seen) = st.first_seen.take() {
+                self.metrics.pod_started(seen);
+            }
+        }
         self.status.set(pod, status);
         if st.terminal.is_some() {
             self.stop_sandboxes(&uid).await;
@@ -449,13 +461,18 @@ impl Kubelet {
         };
         let pod_dir = self.volumes.pod_dir(&containers::pod_uid(pod));
         let inputs = ContainerInputs { restart_count, volumes, env, pod_dir: &pod_dir, container_type };
-        let config = match containers::container_config(pod, c, inputs) {
+        let mut config = match containers::container_config(pod, c, inputs) {
             Ok(cfg) => cfg,
             Err(e) => {
                 st.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), e));
                 return;
             }
         };
+        if let Err(e) = self.devices.allocate(pod, c, &mut config).await {
+            self.event(pod, EventType::Warning, "UnexpectedAdmissionError", &format!("Allocate failed: {e}"));
+            st.waiting.insert(c.name.clone(), ("UnexpectedAdmissionError".into(), e.to_string()));
+            return;
+        }
         tracing::debug!(pod = %pod_name(pod), container = %c.name, "creating container");
         let id = match self.runtime.create_container(sandbox_id, config, sandbox_config.clone()).await {
             Ok(id) => id,

@@ -1,6 +1,7 @@
 //! The kubelet's HTTP endpoints: `/healthz` on the local healthz port, and on
 //! the HTTPS port (10250) `/healthz`, `/pods` (what this kubelet runs) and
-//! `/containerLogs/<namespace>/<pod>/<container>` from the CRI log files.
+//! `/containerLogs/<namespace>/<pod>/<container>` from the CRI log files;
+//! `/stats/summary`, `/metrics/resource` and `/metrics` (see stats.rs).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +14,9 @@ use crate::workers::PodWorkers;
 
 pub struct Server {
     pub workers: Arc<PodWorkers>,
+    pub stats: Arc<crate::stats::StatsProvider>,
+    pub metrics: Arc<crate::stats::KubeletMetrics>,
+    pub runtime: crate::cri::Runtime,
 }
 
 fn text(code: u16, body: impl Into<Bytes>, content_type: &str) -> Response<Full<Bytes>> {
@@ -25,6 +29,23 @@ fn text(code: u16, body: impl Into<Bytes>, content_type: &str) -> Response<Full<
 }
 
 impl Server {
+    /// The endpoints that read the runtime; the rest are answered by `respond`.
+    async fn handle<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+        match req.uri().path() {
+            "/stats/summary" | "/stats/summary/" => match self.stats.summary().await {
+                Ok(s) => text(200, serde_json::to_string(&s).unwrap_or_default(), "application/json"),
+                Err(e) => text(500, format!("{e}\n"), "text/plain; charset=utf-8"),
+            },
+            "/metrics/resource" => text(200, self.stats.resource_metrics().await, PROMETHEUS),
+            "/metrics" => match self.metrics.render(&self.runtime).await {
+                Ok(body) => text(200, body, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                Err(e) => text(500, format!("{e}\n"), "text/plain; charset=utf-8"),
+            },
+            _ => self.respond(req),
+        }
+    }
+
     fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         match path {
@@ -108,7 +129,7 @@ pub async fn serve(
             let Ok(stream) = acceptor.accept(stream).await else { return };
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.respond(&req)) }
+                async move { Ok::<_, Infallible>(server.handle(&req).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)

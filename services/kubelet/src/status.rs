@@ -207,6 +207,8 @@ pub struct StatusManager {
     /// The last status sent per pod uid, to skip patches that change nothing.
     sent: Mutex<HashMap<String, serde_json::Value>>,
     notify: Notify,
+    /// Static pods report on their mirror pods: static pod uid → mirror pod uid.
+    mirrors: Mutex<HashMap<String, String>>,
 }
 
 impl StatusManager {
@@ -216,6 +218,7 @@ impl StatusManager {
             pending: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
             notify: Notify::new(),
+            mirrors: Mutex::new(HashMap::new()),
         });
         tokio::spawn(m.clone().run());
         m
@@ -237,6 +240,16 @@ impl StatusManager {
             },
         );
         self.notify.notify_one();
+    }
+
+    /// Where a static pod's status goes: its mirror pod (a new one has no status: send again).
+    pub fn set_mirror(&self, static_uid: &str, mirror_uid: Option<&str>) {
+        let mut mirrors = self.mirrors.lock().unwrap_or_else(|e| e.into_inner());
+        match mirror_uid {
+            Some(m) => mirrors.insert(static_uid.to_string(), m.to_string()),
+            None => mirrors.remove(static_uid),
+        };
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).remove(static_uid);
     }
 
     pub fn forget(&self, uid: &str) {
@@ -263,7 +276,8 @@ impl StatusManager {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &p.namespace);
         let value = serde_json::to_value(&p.status).unwrap_or_default();
         // A merge patch with the uid as precondition: a recreated pod of the same name is left alone.
-        let patch = serde_json::json!({"metadata": {"uid": p.uid}, "status": value});
+        let guard = self.mirrors.lock().unwrap_or_else(|e| e.into_inner()).get(&p.uid).cloned();
+        let patch = serde_json::json!({"metadata": {"uid": guard.as_ref().unwrap_or(&p.uid)}, "status": value});
         match api.patch_status(&p.name, &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(_) => {
                 self.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(p.uid, value);
