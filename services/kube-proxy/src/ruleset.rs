@@ -90,14 +90,18 @@ pub struct Desired {
 impl Desired {
     /// The content for these frontends; `hairpin` lists the endpoints on this node.
     pub fn build<'a>(frontends: impl IntoIterator<Item = &'a Frontend>, hairpin: &BTreeSet<Ipv4Addr>) -> Desired {
+        let frontends: Vec<&Frontend> = frontends.into_iter().collect();
+        let largest = frontends.iter().map(|f| f.backends.len()).max().unwrap_or(0);
+        let mut d = Desired::elements(frontends, hairpin);
+        d.chains.extend(endpoint_chains(largest));
+        d
+    }
+
+    /// The elements of these frontends (and their affinity chains), without the `endpoints-N` chains.
+    pub fn elements<'a>(frontends: impl IntoIterator<Item = &'a Frontend>, hairpin: &BTreeSet<Ipv4Addr>) -> Desired {
         let mut maps: BTreeMap<&'static str, BTreeMap<String, String>> =
             MANAGED.iter().map(|(name, _)| (*name, BTreeMap::new())).collect();
         let mut chains = BTreeMap::new();
-        let frontends: Vec<&Frontend> = frontends.into_iter().collect();
-        let largest = frontends.iter().map(|f| f.backends.len()).max().unwrap_or(0);
-        for n in 1..=largest.next_power_of_two().max(MIN_ENDPOINT_CHAINS) {
-            chains.insert(format!("endpoints-{n}"), endpoints_chain(n));
-        }
         let mut put = |map: &'static str, key: String, value: String| {
             if let Some(m) = maps.get_mut(map) {
                 m.insert(key, value);
@@ -150,6 +154,16 @@ impl Desired {
     pub fn chain_count(&self) -> usize {
         self.chains.len() + fixed_chains(&TableConfig { name: String::new(), cluster_cidrs: vec![] }).len()
     }
+}
+
+/// The `endpoints-N` chains a table holding a Service with `largest` endpoints is created with.
+pub fn endpoint_chains(largest: usize) -> impl Iterator<Item = (String, Vec<String>)> {
+    (1..=largest.next_power_of_two().max(MIN_ENDPOINT_CHAINS)).map(|n| (format!("endpoints-{n}"), endpoints_chain(n)))
+}
+
+/// The affinity chain of a timeout.
+pub fn affinity_chain_entry(timeout: u32) -> (String, Vec<String>) {
+    (format!("affinity-{timeout}"), affinity_chain(timeout))
 }
 
 fn endpoints_chain(n: usize) -> Vec<String> {

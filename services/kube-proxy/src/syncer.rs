@@ -51,11 +51,12 @@ pub struct Syncer {
     /// What the kernel holds, as last applied; `None` before the first sync or after a failure.
     applied: Option<Desired>,
     frontends: BTreeMap<FrontendKey, Frontend>,
+    hairpin: BTreeSet<Ipv4Addr>,
 }
 
 impl Syncer {
     pub fn new(cfg: TableConfig, runner: Runner) -> Syncer {
-        Syncer { cfg, runner, applied: None, frontends: BTreeMap::new() }
+        Syncer { cfg, runner, applied: None, frontends: BTreeMap::new(), hairpin: BTreeSet::new() }
     }
 
     pub fn table(&self) -> &TableConfig {
@@ -70,17 +71,37 @@ impl Syncer {
         resync: bool,
     ) -> Result<SyncStats, NftError> {
         let start = Instant::now();
-        let desired = Desired::build(&frontends, hairpin);
-        let (kind, script) = match &self.applied {
-            None => (SyncKind::Full, Some(ruleset::full_script(&self.cfg, &desired))),
-            Some(old) if old.needs_recreate(&desired) => {
-                (SyncKind::Full, Some(ruleset::full_script(&self.cfg, &desired)))
+        let new: BTreeMap<FrontendKey, Frontend> = frontends.into_iter().map(|f| (f.key, f)).collect();
+        if !resync {
+            if let Some(applied) = self.applied.take() {
+                match self.incremental(applied, &new, hairpin).await {
+                    Ok(Some((kind, script_bytes, desired))) => {
+                        self.clean_stale(&new).await;
+                        let stats = SyncStats {
+                            kind,
+                            duration: start.elapsed(),
+                            elements: desired.element_count(),
+                            chains: desired.chain_count(),
+                            script_bytes,
+                        };
+                        self.applied = Some(desired);
+                        self.frontends = new;
+                        self.hairpin = hairpin.clone();
+                        return Ok(stats);
+                    }
+                    // The table must be recreated (more endpoint chains).
+                    Ok(None) => {}
+                    // The kernel is not what we think (someone changed the table): start over.
+                    Err(e) => tracing::warn!(error = %e, "applying the change failed; recreating the table"),
+                }
             }
-            Some(old) if resync => (SyncKind::Resync, Some(ruleset::resync_script(&self.cfg, old, &desired))),
-            Some(old) => match ruleset::diff_script(&self.cfg, old, &desired) {
-                Some(s) => (SyncKind::Incremental, Some(s)),
-                None => (SyncKind::Unchanged, None),
-            },
+        }
+        let desired = Desired::build(new.values(), hairpin);
+        let (kind, script) = match &self.applied {
+            Some(old) if resync && !old.needs_recreate(&desired) => {
+                (SyncKind::Resync, Some(ruleset::resync_script(&self.cfg, old, &desired)))
+            }
+            _ => (SyncKind::Full, Some(ruleset::full_script(&self.cfg, &desired))),
         };
         let mut kind = kind;
         let mut script_bytes = 0;
@@ -102,7 +123,6 @@ impl Syncer {
                 kind = SyncKind::Full;
             }
         }
-        let new: BTreeMap<FrontendKey, Frontend> = frontends.into_iter().map(|f| (f.key, f)).collect();
         self.clean_stale(&new).await;
         let stats = SyncStats {
             kind,
@@ -113,7 +133,65 @@ impl Syncer {
         };
         self.applied = Some(desired);
         self.frontends = new;
+        self.hairpin = hairpin.clone();
         Ok(stats)
+    }
+
+    /// Applies only what changed between the applied frontends and `new`,
+    /// looking at the changed frontends alone (so one change costs the
+    /// same whatever the number of Services). `None` when the table must be
+    /// recreated instead; `applied` is returned updated.
+    async fn incremental(
+        &self,
+        mut applied: Desired,
+        new: &BTreeMap<FrontendKey, Frontend>,
+        hairpin: &BTreeSet<Ipv4Addr>,
+    ) -> Result<Option<(SyncKind, usize, Desired)>, NftError> {
+        let old_changed: Vec<&Frontend> =
+            self.frontends.iter().filter(|(k, f)| new.get(*k) != Some(*f)).map(|(_, f)| f).collect();
+        let new_changed: Vec<&Frontend> =
+            new.iter().filter(|(k, f)| self.frontends.get(*k) != Some(*f)).map(|(_, f)| f).collect();
+        let endpoint_chains = applied.chains.keys().filter(|c| c.starts_with("endpoints-")).count();
+        if new_changed.iter().any(|f| f.backends.len() > endpoint_chains) {
+            return Ok(None);
+        }
+        if old_changed.is_empty() && new_changed.is_empty() && *hairpin == self.hairpin {
+            return Ok(Some((SyncKind::Unchanged, 0, applied)));
+        }
+        // The shared chains of the whole table before and after.
+        let mut new_chains: BTreeMap<String, Vec<String>> = applied
+            .chains
+            .iter()
+            .filter(|(c, _)| c.starts_with("endpoints-"))
+            .map(|(c, r)| (c.clone(), r.clone()))
+            .collect();
+        let timeouts: BTreeSet<u32> = new.values().filter_map(|f| f.affinity_timeout).collect();
+        new_chains.extend(timeouts.into_iter().map(ruleset::affinity_chain_entry));
+        let mut before = Desired::elements(old_changed, &self.hairpin);
+        before.chains = applied.chains.clone();
+        let mut after = Desired::elements(new_changed, hairpin);
+        after.chains = new_chains.clone();
+        let Some(script) = ruleset::diff_script(&self.cfg, &before, &after) else {
+            return Ok(Some((SyncKind::Unchanged, 0, applied)));
+        };
+        self.runner.apply(&script).await?;
+        for (map, content) in &before.maps {
+            if let Some(m) = applied.maps.get_mut(map) {
+                for key in content.keys() {
+                    m.remove(key);
+                }
+            }
+        }
+        for (map, content) in after.maps {
+            if let Some(m) = applied.maps.get_mut(map) {
+                if map == ruleset::SET_HAIRPIN {
+                    m.clear();
+                }
+                m.extend(content);
+            }
+        }
+        applied.chains = new_chains;
+        Ok(Some((SyncKind::Incremental, script.len(), applied)))
     }
 
     /// UDP conntrack entries to removed endpoints (and to frontends that had

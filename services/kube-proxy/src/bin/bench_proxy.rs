@@ -82,6 +82,29 @@ fn main() -> anyhow::Result<()> {
             times[times.len() - 1].as_secs_f64() * 1e3
         );
     }
+    let t = std::time::Instant::now();
+    let _ = kube_proxy::ruleset::Desired::build(&all, &none);
+    println!("(building the whole content, as full syncs and resyncs do: {:.1} ms)", t.elapsed().as_secs_f64() * 1e3);
+    let t = std::time::Instant::now();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "nft",
+            "add",
+            "element",
+            "ip",
+            "kube-proxy",
+            "backends",
+            "{ 10.96.0.1 . tcp . 80 . 9 : 10.1.1.1 . 80 }",
+        ])
+        .output()?;
+    println!(
+        "(one element added with the nft CLI: {:.1} ms, ok {})",
+        t.elapsed().as_secs_f64() * 1e3,
+        out.status.success()
+    );
     let resync = rt.block_on(syncer.sync(all, &none, true))?;
     println!("periodic resync (rewrite in place): {:.3} s", resync.duration.as_secs_f64());
     let listed = Command::new("ip").args(["netns", "exec", &ns.0, "nft", "list", "chains"]).output()?;
