@@ -1504,3 +1504,79 @@ async fn aggregated_cluster_roles_pick_up_the_rules_of_labelled_roles() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_controller_keeps_its_replicas_and_kubectl_scales_it() {
+    use k8s_openapi::api::core::v1::ReplicationController;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rc_api: Api<ReplicationController> = Api::namespaced(client.clone(), "default");
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    // A ReplicaSet selecting the same labels must not take the RC's pods.
+    let _kcm = kcm(&cp, &["--controllers=replicationcontroller,replicaset"]);
+    let rc: ReplicationController = serde_json::from_value(json!({
+        "metadata": {"name": "legacy"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"app": "legacy"},
+            "template": {
+                "metadata": {"labels": {"app": "legacy", "tier": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
+            },
+        },
+    }))
+    .unwrap();
+    let rc = rc_api.create(&PostParams::default(), &rc).await.unwrap();
+
+    let owned = until(Duration::from_secs(30), "3 pods", || async {
+        let p = pods(&pod_api, "app=legacy").await;
+        (p.len() == 3).then_some(p)
+    })
+    .await;
+    for p in &owned {
+        let r = p.metadata.owner_references.as_ref().unwrap().iter().find(|r| r.controller == Some(true)).unwrap();
+        assert_eq!((r.kind.as_str(), r.api_version.as_str()), ("ReplicationController", "v1"));
+        assert_eq!(r.uid, rc.metadata.uid.clone().unwrap());
+    }
+    until(Duration::from_secs(20), "status with 3 ready", || async {
+        let s = rc_api.get("legacy").await.ok()?.status?;
+        (s.replicas == 3
+            && s.ready_replicas == Some(3)
+            && s.available_replicas == Some(3)
+            && s.fully_labeled_replicas == Some(3)
+            && s.observed_generation == Some(1))
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pods(&pod_api, "app=legacy").await.len(), 3);
+
+    // Stock kubectl scales it through replicationcontrollers/scale.
+    kubectl(&cp, &["scale", "rc", "legacy", "--replicas=5"]);
+    until(Duration::from_secs(30), "5 ready pods", || async {
+        let s = rc_api.get("legacy").await.ok()?.status?;
+        (pods(&pod_api, "app=legacy").await.len() == 5 && s.ready_replicas == Some(5)).then_some(())
+    })
+    .await;
+    kubectl(&cp, &["scale", "replicationcontroller/legacy", "--replicas=1"]);
+    until(Duration::from_secs(30), "scale down to 1", || async {
+        let s = rc_api.get("legacy").await.ok()?.status?;
+        (pods(&pod_api, "app=legacy").await.len() == 1 && s.replicas == 1 && s.observed_generation == Some(3))
+            .then_some(())
+    })
+    .await;
+    let got = kubectl(&cp, &["get", "rc", "legacy", "-o", "jsonpath={.spec.replicas}/{.status.readyReplicas}"]);
+    assert_eq!(got.trim(), "1/1");
+    // A deleted pod is replaced.
+    let last = pods(&pod_api, "app=legacy").await.remove(0);
+    pod_api.delete(last.metadata.name.as_deref().unwrap(), &Default::default()).await.unwrap();
+    until(Duration::from_secs(30), "a replacement", || async {
+        let p = pods(&pod_api, "app=legacy").await;
+        (p.len() == 1 && p[0].metadata.uid != last.metadata.uid).then_some(())
+    })
+    .await;
+    let events =
+        kubectl(&cp, &["get", "events", "-o", "custom-columns=KIND:.involvedObject.kind,SOURCE:.source.component"]);
+    assert!(events.contains("ReplicationController") && events.contains("replication-controller"), "{events}");
+}

@@ -13,7 +13,8 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, Repl
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
+    Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -174,6 +175,7 @@ pub struct Factory {
     pub persistent_volumes: OnceLock<Arc<Informer<PersistentVolume>>>,
     pub storage_classes: OnceLock<Arc<Informer<StorageClass>>>,
     pub cluster_roles: OnceLock<Arc<Informer<ClusterRole>>>,
+    pub replication_controllers: OnceLock<Arc<Informer<ReplicationController>>>,
 }
 
 impl Factory {
@@ -201,6 +203,7 @@ impl Factory {
             persistent_volumes: OnceLock::new(),
             storage_classes: OnceLock::new(),
             cluster_roles: OnceLock::new(),
+            replication_controllers: OnceLock::new(),
         }
     }
 
@@ -274,6 +277,10 @@ impl Factory {
         self.cluster_roles.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
     }
 
+    pub fn replication_controllers(&self) -> Arc<Informer<ReplicationController>> {
+        self.replication_controllers.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+
     /// Starts every informer created so far.
     pub fn start(&self) {
         macro_rules! start {
@@ -300,7 +307,8 @@ impl Factory {
             endpoints,
             persistent_volumes,
             storage_classes,
-            cluster_roles
+            cluster_roles,
+            replication_controllers
         );
     }
 }

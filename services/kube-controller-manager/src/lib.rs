@@ -77,12 +77,21 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
     let queue = |name: &str| WorkQueue::new(name, metrics);
 
     if options.enabled("replicaset-controller") {
-        let c = replicaset::ReplicaSetController::register(
+        let c = replicaset::ReplicaSetController::<k8s_openapi::api::apps::v1::ReplicaSet>::register(
             &factory,
             creds.client_for("replicaset-controller").await?,
             queue("replicaset"),
         );
         let n = options.concurrent_replicaset_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
+    if options.enabled("replicationcontroller-controller") {
+        let c = replicaset::ReplicationManager::register(
+            &factory,
+            creds.client_for("replication-controller").await?,
+            queue("replicationmanager"),
+        );
+        let n = options.concurrent_rc_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
     if options.enabled("deployment-controller") {
@@ -308,6 +317,7 @@ async fn wait_synced(f: &Factory) {
         endpoints,
         persistent_volumes,
         storage_classes,
-        cluster_roles
+        cluster_roles,
+        replication_controllers
     );
 }

@@ -9,6 +9,7 @@ use component_base::{duration_flag, ClientFlags, LeaderElectionFlags};
 /// older short alias `--controllers` also accepts.
 pub const CONTROLLERS: &[(&str, &str)] = &[
     ("replicaset-controller", "replicaset"),
+    ("replicationcontroller-controller", "replicationcontroller"),
     ("deployment-controller", "deployment"),
     ("garbage-collector-controller", "garbagecollector"),
     ("namespace-controller", "namespace"),
@@ -72,6 +73,8 @@ pub struct Options {
 
     #[arg(long = "concurrent-replicaset-syncs", default_value_t = 5)]
     pub concurrent_replicaset_syncs: usize,
+    #[arg(long = "concurrent-rc-syncs", default_value_t = 5)]
+    pub concurrent_rc_syncs: usize,
     #[arg(long = "concurrent-deployment-syncs", default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
     #[arg(long = "concurrent-job-syncs", default_value_t = 5)]

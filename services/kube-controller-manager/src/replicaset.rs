@@ -2,24 +2,153 @@
 //! selector, owned through a controller reference; adopts matching orphans,
 //! releases pods that stopped matching, creates in slow-start batches and
 //! deletes the least valuable pods first, gated on expectations.
+//!
+//! The same controller keeps core/v1 ReplicationControllers (upstream's
+//! replication manager, which adapts RCs to the ReplicaSet controller): it is
+//! generic over [`Replicated`], which both kinds implement.
 
 use std::cmp::Ordering;
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apimachinery::selector::label::LabelSelector as Selector;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::json;
 
 use component_base::events::{object_ref, EventType, Recorder};
 
-use crate::informer::{Change, Factory};
+use crate::informer::{Change, Factory, Informer};
 use crate::queue::WorkQueue;
 use crate::util::{self, Expectations};
+
+/// The replica counts a controller reports in its owner's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplicaStatus {
+    pub replicas: i32,
+    pub fully_labeled: i32,
+    pub ready: i32,
+    pub available: i32,
+    pub observed_generation: Option<i64>,
+}
+
+/// What the controller needs of the object it keeps replicas for.
+pub trait Replicated:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The component events are recorded as.
+    const COMPONENT: &'static str;
+    /// The shared informer over this kind.
+    fn informer(factory: &Factory) -> Arc<Informer<Self>>;
+    /// `spec.replicas`, 1 when unset.
+    fn replicas(&self) -> i32;
+    /// The pods it selects; an empty selector selects nothing here.
+    fn selector(&self) -> Selector;
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    fn min_ready_seconds(&self) -> i32;
+    fn replica_status(&self) -> ReplicaStatus;
+    fn set_replica_status(&mut self, status: ReplicaStatus);
+}
+
+impl Replicated for ReplicaSet {
+    const COMPONENT: &'static str = "replicaset-controller";
+
+    fn informer(factory: &Factory) -> Arc<Informer<Self>> {
+        factory.replicasets()
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn selector(&self) -> Selector {
+        util::selector(self.spec.as_ref().map(|s| &s.selector))
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref()?.template.as_ref()
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    }
+    fn replica_status(&self) -> ReplicaStatus {
+        let s = self.status.clone().unwrap_or_default();
+        ReplicaStatus {
+            replicas: s.replicas,
+            fully_labeled: s.fully_labeled_replicas.unwrap_or(0),
+            ready: s.ready_replicas.unwrap_or(0),
+            available: s.available_replicas.unwrap_or(0),
+            observed_generation: s.observed_generation,
+        }
+    }
+    fn set_replica_status(&mut self, r: ReplicaStatus) {
+        let st = self.status.get_or_insert_with(Default::default);
+        st.replicas = r.replicas;
+        st.fully_labeled_replicas = Some(r.fully_labeled);
+        st.ready_replicas = Some(r.ready);
+        st.available_replicas = Some(r.available);
+        st.observed_generation = r.observed_generation;
+    }
+}
+
+impl Replicated for ReplicationController {
+    const COMPONENT: &'static str = "replication-controller";
+
+    fn informer(factory: &Factory) -> Arc<Informer<Self>> {
+        factory.replication_controllers()
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    /// Equality-based: every key of `spec.selector` with its value.
+    fn selector(&self) -> Selector {
+        let Some(map) = self.spec.as_ref().and_then(|s| s.selector.as_ref()) else { return Selector::nothing() };
+        Selector::from_set(map.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap_or_else(|e| {
+            tracing::warn!("invalid replication controller selector: {e}");
+            Selector::nothing()
+        })
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref()?.template.as_ref()
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    }
+    fn replica_status(&self) -> ReplicaStatus {
+        let s = self.status.clone().unwrap_or_default();
+        ReplicaStatus {
+            replicas: s.replicas,
+            fully_labeled: s.fully_labeled_replicas.unwrap_or(0),
+            ready: s.ready_replicas.unwrap_or(0),
+            available: s.available_replicas.unwrap_or(0),
+            observed_generation: s.observed_generation,
+        }
+    }
+    fn set_replica_status(&mut self, r: ReplicaStatus) {
+        let st = self.status.get_or_insert_with(Default::default);
+        st.replicas = r.replicas;
+        st.fully_labeled_replicas = Some(r.fully_labeled);
+        st.ready_replicas = Some(r.ready);
+        st.available_replicas = Some(r.available);
+        st.observed_generation = r.observed_generation;
+    }
+}
+
+/// Upstream's replication manager: the ReplicaSet controller over ReplicationControllers.
+pub type ReplicationManager = ReplicaSetController<ReplicationController>;
 
 /// At most this many creations or deletions per sync (upstream's burstReplicas).
 const BURST_REPLICAS: usize = 500;
@@ -40,44 +169,44 @@ fn api_err(action: &'static str, key: &str) -> impl FnOnce(kube::Error) -> Error
     move |source| Error::Api { action, key, source }
 }
 
-pub struct ReplicaSetController {
+pub struct ReplicaSetController<K: Replicated = ReplicaSet> {
     client: kube::Client,
     recorder: Recorder,
-    rs: Store<ReplicaSet>,
+    rs: Store<K>,
     pods: Store<Pod>,
     expectations: Arc<Expectations>,
     queue: WorkQueue,
 }
 
-/// The ReplicaSet owning `meta` through its controllerRef, from the cache.
-fn resolve_owner(rs: &Store<ReplicaSet>, meta: &ObjectMeta) -> Option<Arc<ReplicaSet>> {
+/// The owner (of kind K) of `meta` through its controllerRef, from the cache.
+fn resolve_owner<K: Replicated>(rs: &Store<K>, meta: &ObjectMeta) -> Option<Arc<K>> {
     let r = util::controller_ref(meta)?;
-    if r.kind != "ReplicaSet" {
+    if r.kind != K::kind(&()) {
         return None;
     }
     let owner = rs.get(&ObjectRef::new(&r.name).within(meta.namespace.as_deref().unwrap_or_default()))?;
-    (owner.metadata.uid.as_deref() == Some(r.uid.as_str())).then_some(owner)
+    (owner.meta().uid.as_deref() == Some(r.uid.as_str())).then_some(owner)
 }
 
-/// ReplicaSets in the pod's namespace whose selector matches it.
-fn matching(rs: &Store<ReplicaSet>, pod: &Pod) -> Vec<Arc<ReplicaSet>> {
+/// Owners in the pod's namespace whose selector matches it.
+fn matching<K: Replicated>(rs: &Store<K>, pod: &Pod) -> Vec<Arc<K>> {
     let labels = util::labels(&pod.metadata);
     rs.state()
         .into_iter()
-        .filter(|r| r.metadata.namespace == pod.metadata.namespace)
+        .filter(|r| r.meta().namespace == pod.metadata.namespace)
         .filter(|r| {
-            let sel = util::selector(r.spec.as_ref().map(|s| &s.selector));
+            let sel = r.selector();
             !sel.is_empty() && sel.matches(&labels)
         })
         .collect()
 }
 
-impl ReplicaSetController {
+impl<K: Replicated> ReplicaSetController<K> {
     pub fn register(factory: &Factory, client: kube::Client, queue: WorkQueue) -> Arc<Self> {
-        let rs_inf = factory.replicasets();
+        let rs_inf = K::informer(factory);
         let pod_inf = factory.pods();
         let this = Arc::new(ReplicaSetController {
-            recorder: Recorder::new(client.clone(), "replicaset-controller", None),
+            recorder: Recorder::new(client.clone(), K::COMPONENT, None),
             client,
             rs: rs_inf.store(),
             pods: pod_inf.store(),
@@ -86,8 +215,8 @@ impl ReplicaSetController {
         });
         let q = this.queue.clone();
         rs_inf.add_handler(move |c| match c {
-            Change::Upsert { new, .. } => q.add(util::key_of(&new.metadata)),
-            Change::Deleted(old) => q.add(util::key_of(&old.metadata)),
+            Change::Upsert { new, .. } => q.add(util::key_of(new.meta())),
+            Change::Deleted(old) => q.add(util::key_of(old.meta())),
         });
         let me = this.clone();
         pod_inf.add_handler(move |c| me.on_pod(c));
@@ -99,7 +228,7 @@ impl ReplicaSetController {
             Change::Upsert { old, new } => {
                 let new_owner = resolve_owner(&self.rs, &new.metadata);
                 if let Some(owner) = &new_owner {
-                    let key = util::key_of(&owner.metadata);
+                    let key = util::key_of(owner.meta());
                     if old.is_none() {
                         self.expectations.creation_observed(&key);
                     }
@@ -110,28 +239,28 @@ impl ReplicaSetController {
                     }
                     self.queue.add(key.clone());
                     // A pod turning ready makes it available minReadySeconds later.
-                    let min_ready = owner.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
+                    let min_ready = owner.min_ready_seconds();
                     if min_ready > 0 && util::is_ready(new) && !old.as_ref().is_some_and(|o| util::is_ready(o)) {
                         self.queue.add_after(key, Duration::from_secs(min_ready as u64 + 1));
                     }
                 }
                 if let Some(old) = old {
                     if let Some(old_owner) = resolve_owner(&self.rs, &old.metadata) {
-                        if new_owner.as_ref().map(|o| &o.metadata.uid) != Some(&old_owner.metadata.uid) {
-                            self.queue.add(util::key_of(&old_owner.metadata));
+                        if new_owner.as_ref().map(|o| &o.meta().uid) != Some(&old_owner.meta().uid) {
+                            self.queue.add(util::key_of(old_owner.meta()));
                         }
                     }
                 }
                 let labels_changed = old.as_ref().is_none_or(|o| o.metadata.labels != new.metadata.labels);
                 if util::controller_ref(&new.metadata).is_none() && labels_changed {
                     for r in matching(&self.rs, new) {
-                        self.queue.add(util::key_of(&r.metadata));
+                        self.queue.add(util::key_of(r.meta()));
                     }
                 }
             }
             Change::Deleted(pod) => {
                 if let Some(owner) = resolve_owner(&self.rs, &pod.metadata) {
-                    let key = util::key_of(&owner.metadata);
+                    let key = util::key_of(owner.meta());
                     self.expectations.deletion_observed(&key, &util::key_of(&pod.metadata));
                     self.queue.add(key);
                 }
@@ -139,7 +268,7 @@ impl ReplicaSetController {
         }
     }
 
-    fn event(&self, rs: &ReplicaSet, kind: EventType, reason: &str, message: &str) {
+    fn event(&self, rs: &K, kind: EventType, reason: &str, message: &str) {
         self.recorder.event(object_ref(rs), kind, reason, message);
     }
 
@@ -157,11 +286,10 @@ impl ReplicaSetController {
             self.expectations.forget(key);
             return Ok(None);
         };
-        let spec = rs.spec.clone().unwrap_or_default();
-        let sel = util::selector(Some(&spec.selector));
+        let sel = rs.selector();
         let needs_sync = self.expectations.satisfied(key);
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let deleting = rs.metadata.deletion_timestamp.is_some();
+        let uid = rs.meta().uid.clone().unwrap_or_default();
+        let deleting = rs.meta().deletion_timestamp.is_some();
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
 
         // Claim: keep ours that match, adopt matching orphans, release the rest.
@@ -195,7 +323,7 @@ impl ReplicaSetController {
         }
         self.update_status(&rs, &owned).await?;
 
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        let min_ready = rs.min_ready_seconds();
         let ready = owned.iter().filter(|p| util::is_ready(p)).count();
         let now = jiff::Timestamp::now();
         let available = owned.iter().filter(|p| util::is_available(p, min_ready, now)).count();
@@ -207,12 +335,12 @@ impl ReplicaSetController {
 
     /// Upstream re-reads the owner before adopting so a deleted or recreated one adopts nothing.
     async fn can_adopt(&self, ns: &str, name: &str, uid: &str) -> Result<bool, Error> {
-        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let fresh = api.get_opt(name).await.map_err(api_err("get", name))?;
-        Ok(fresh.is_some_and(|f| f.metadata.uid.as_deref() == Some(uid) && f.metadata.deletion_timestamp.is_none()))
+        Ok(fresh.is_some_and(|f| f.meta().uid.as_deref() == Some(uid) && f.meta().deletion_timestamp.is_none()))
     }
 
-    async fn adopt(&self, api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> Result<bool, Error> {
+    async fn adopt(&self, api: &Api<Pod>, pod: &Pod, rs: &K) -> Result<bool, Error> {
         let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
         refs.push(util::new_controller_ref(rs));
         let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version}});
@@ -238,11 +366,11 @@ impl ReplicaSetController {
     async fn manage_replicas(
         &self,
         key: &str,
-        rs: &ReplicaSet,
+        rs: &K,
         pods: &[Arc<Pod>],
         api: &Api<Pod>,
     ) -> Result<Vec<String>, Error> {
-        let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+        let want = rs.replicas().max(0) as usize;
         if pods.len() < want {
             let diff = (want - pods.len()).min(BURST_REPLICAS);
             self.expectations.expect(key, diff as i64, []);
@@ -321,11 +449,10 @@ impl ReplicaSetController {
         Ok(Vec::new())
     }
 
-    async fn update_status(&self, rs: &ReplicaSet, pods: &[Arc<Pod>]) -> Result<(), Error> {
-        let spec = rs.spec.clone().unwrap_or_default();
+    async fn update_status(&self, rs: &K, pods: &[Arc<Pod>]) -> Result<(), Error> {
         let template_labels =
-            spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+            rs.template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+        let min_ready = rs.min_ready_seconds();
         let now = jiff::Timestamp::now();
         let fully_labeled = pods
             .iter()
@@ -334,29 +461,21 @@ impl ReplicaSetController {
                 template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
             })
             .count() as i32;
-        let ready = pods.iter().filter(|p| util::is_ready(p)).count() as i32;
-        let available = pods.iter().filter(|p| util::is_available(p, min_ready, now)).count() as i32;
-        let status = rs.status.clone().unwrap_or_default();
-        let generation = rs.metadata.generation;
-        if status.replicas == pods.len() as i32
-            && status.fully_labeled_replicas.unwrap_or(0) == fully_labeled
-            && status.ready_replicas.unwrap_or(0) == ready
-            && status.available_replicas.unwrap_or(0) == available
-            && status.observed_generation == generation
-        {
+        let status = ReplicaStatus {
+            replicas: pods.len() as i32,
+            fully_labeled,
+            ready: pods.iter().filter(|p| util::is_ready(p)).count() as i32,
+            available: pods.iter().filter(|p| util::is_available(p, min_ready, now)).count() as i32,
+            observed_generation: rs.meta().generation,
+        };
+        if rs.replica_status() == status {
             return Ok(());
         }
-        let api: Api<ReplicaSet> =
-            Api::namespaced(self.client.clone(), rs.metadata.namespace.as_deref().unwrap_or_default());
-        let name = rs.metadata.name.as_deref().unwrap_or_default();
-        // An update, not a patch: the replicaset-controller role may only update replicasets/status.
+        let api: Api<K> = Api::namespaced(self.client.clone(), rs.meta().namespace.as_deref().unwrap_or_default());
+        let name = rs.meta().name.as_deref().unwrap_or_default();
+        // An update, not a patch: the controller roles may only update <kind>/status.
         let mut updated = rs.clone();
-        let st = updated.status.get_or_insert_with(Default::default);
-        st.replicas = pods.len() as i32;
-        st.fully_labeled_replicas = Some(fully_labeled);
-        st.ready_replicas = Some(ready);
-        st.available_replicas = Some(available);
-        st.observed_generation = generation;
+        updated.set_replica_status(status);
         match api.replace_status(name, &PostParams::default(), &updated).await {
             Ok(_) => Ok(()),
             Err(e) if util::api_code(&e) == Some(404) => Ok(()),
@@ -365,14 +484,14 @@ impl ReplicaSetController {
     }
 }
 
-/// A pod for the ReplicaSet's template, owned by it.
-pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
-    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+/// A pod for the owner's template, owned by it.
+pub fn pod_from_template<K: Replicated>(rs: &K) -> Pod {
+    let template = rs.template().cloned().unwrap_or_default();
     let tm = template.metadata.unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", rs.metadata.name.as_deref().unwrap_or_default())),
-            namespace: rs.metadata.namespace.clone(),
+            generate_name: Some(format!("{}-", rs.meta().name.as_deref().unwrap_or_default())),
+            namespace: rs.meta().namespace.clone(),
             labels: tm.labels,
             annotations: tm.annotations,
             finalizers: tm.finalizers,
@@ -430,6 +549,21 @@ mod tests {
             "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_replication_controller_selects_by_equality_and_an_empty_selector_selects_nothing() {
+        let rc: ReplicationController =
+            serde_json::from_value(json!({"spec": {"selector": {"app": "a", "tier": "web"}}})).unwrap();
+        let sel = rc.selector();
+        let labels = |l: &[(&str, &str)]| {
+            l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert!(sel.matches(&labels(&[("app", "a"), ("tier", "web"), ("x", "y")])));
+        assert!(!sel.matches(&labels(&[("app", "a")])));
+        let empty: ReplicationController = serde_json::from_value(json!({"spec": {}})).unwrap();
+        assert!(empty.selector().is_empty() || empty.selector().selects_nothing());
+        assert_eq!(rc.replicas(), 1);
     }
 
     #[test]
