@@ -38,6 +38,9 @@ use kube::runtime::WatchStreamExt;
 use crate::options::Options;
 use crate::workers::PodWorkers;
 
+/// Sandboxes started at once (each is a network namespace, a CNI ADD and a pause container).
+const SANDBOX_STARTS: usize = 4;
+
 fn detect_ip() -> String {
     std::net::UdpSocket::bind("0.0.0.0:0")
         .and_then(|s| {
@@ -141,6 +144,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         sync_frequency: opts.sync_frequency,
         recorder: Recorder::new(client.clone(), "kubelet", Some(node_name.clone())),
         pull_lock: tokio::sync::Mutex::new(()),
+        sandbox_starts: tokio::sync::Semaphore::new(SANDBOX_STARTS),
         serialize_pulls: opts.serialize_image_pulls,
         devices: devices.clone(),
         metrics: metrics.clone(),

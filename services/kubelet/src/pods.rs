@@ -39,6 +39,9 @@ pub struct Kubelet {
     pub sync_frequency: Duration,
     pub recorder: Recorder,
     pub pull_lock: tokio::sync::Mutex<()>,
+    /// Bounds how many sandboxes start at once: a burst of pods then comes up
+    /// first-come first-served instead of all finishing together.
+    pub sandbox_starts: tokio::sync::Semaphore,
     pub serialize_pulls: bool,
     /// Device plugin devices for containers that request them.
     pub devices: Arc<crate::deviceplugin::DeviceManager>,
@@ -153,7 +156,10 @@ impl Kubelet {
                     }
                 }
                 let _ = std::fs::create_dir_all(containers::log_directory(pod));
-                match self.runtime.run_pod_sandbox(sandbox_config.clone()).await {
+                let permit = self.sandbox_starts.acquire().await;
+                let started = self.runtime.run_pod_sandbox(sandbox_config.clone()).await;
+                drop(permit);
+                match started {
                     Ok(id) => id,
                     Err(e) => {
                         self.event(
