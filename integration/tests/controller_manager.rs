@@ -1580,3 +1580,74 @@ async fn a_replication_controller_keeps_its_replicas_and_kubectl_scales_it() {
         kubectl(&cp, &["get", "events", "-o", "custom-columns=KIND:.involvedObject.kind,SOURCE:.source.component"]);
     assert!(events.contains("ReplicationController") && events.contains("replication-controller"), "{events}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_quota_usage_is_recalculated_and_terminated_pods_free_their_share() {
+    use k8s_openapi::api::core::v1::{ConfigMap, ResourceQuota};
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    kubectl(&cp, &["create", "namespace", "limited"]);
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "limited");
+    let quota_api: Api<ResourceQuota> = Api::namespaced(client.clone(), "limited");
+    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), "limited");
+    let _kcm = kcm(&cp, &["--controllers=resourcequota", "--resource-quota-sync-period=1m"]);
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "small"},
+        "spec": {"hard": {"pods": "2", "requests.cpu": "1", "count/configmaps": "5", "services": "3"}},
+    }))
+    .unwrap();
+    quota_api.create(&PostParams::default(), &quota).await.unwrap();
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "settings"}})).unwrap();
+    cm_api.create(&PostParams::default(), &cm).await.unwrap();
+    let pod = |name: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "nginx:1.25", "resources": {"requests": {"cpu": "100m"}}}]},
+        }))
+        .unwrap()
+    };
+    let used = |q: ResourceQuota| -> Option<Vec<String>> {
+        let used = q.status?.used?;
+        Some(
+            ["pods", "requests.cpu", "count/configmaps", "services"]
+                .iter()
+                .map(|k| used.get(*k).map(|q| q.0.clone()).unwrap_or_default())
+                .collect(),
+        )
+    };
+    pod_api.create(&PostParams::default(), &pod("one")).await.unwrap();
+    pod_api.create(&PostParams::default(), &pod("two")).await.unwrap();
+    let err = pod_api.create(&PostParams::default(), &pod("three")).await.unwrap_err();
+    assert_eq!(integration_api_code(&err), Some(403), "{err}");
+    until(Duration::from_secs(20), "usage of 2 pods and a configmap", || async {
+        (used(quota_api.get("small").await.ok()?)? == ["2", "200m", "1", "0"]).then_some(())
+    })
+    .await;
+
+    // As a kubelet would report a finished pod: it no longer holds its share.
+    let finished = json!({"status": {"phase": "Succeeded"}});
+    pod_api.patch_status("one", &PatchParams::default(), &Patch::Merge(finished)).await.unwrap();
+    until(Duration::from_secs(20), "the finished pod freed", || async {
+        (used(quota_api.get("small").await.ok()?)? == ["1", "100m", "1", "0"]).then_some(())
+    })
+    .await;
+    pod_api.create(&PostParams::default(), &pod("three")).await.unwrap();
+    let err = pod_api.create(&PostParams::default(), &pod("four")).await.unwrap_err();
+    assert_eq!(integration_api_code(&err), Some(403), "{err}");
+
+    // Deletions are replenished too; kubectl shows the recalculated usage.
+    cm_api.delete("settings", &Default::default()).await.unwrap();
+    until(Duration::from_secs(20), "the configmap freed", || async {
+        (used(quota_api.get("small").await.ok()?)? == ["2", "200m", "0", "0"]).then_some(())
+    })
+    .await;
+    let described = kubectl(&cp, &["describe", "quota", "small", "-n", "limited"]);
+    assert!(described.contains("pods") && described.contains("200m"), "{described}");
+}
+
+fn integration_api_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}

@@ -14,7 +14,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
-    Service, ServiceAccount,
+    ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -176,6 +176,8 @@ pub struct Factory {
     pub storage_classes: OnceLock<Arc<Informer<StorageClass>>>,
     pub cluster_roles: OnceLock<Arc<Informer<ClusterRole>>>,
     pub replication_controllers: OnceLock<Arc<Informer<ReplicationController>>>,
+    pub resource_quotas: OnceLock<Arc<Informer<ResourceQuota>>>,
+    pub secrets: OnceLock<Arc<Informer<Secret>>>,
 }
 
 impl Factory {
@@ -204,6 +206,8 @@ impl Factory {
             storage_classes: OnceLock::new(),
             cluster_roles: OnceLock::new(),
             replication_controllers: OnceLock::new(),
+            resource_quotas: OnceLock::new(),
+            secrets: OnceLock::new(),
         }
     }
 
@@ -280,6 +284,12 @@ impl Factory {
     pub fn replication_controllers(&self) -> Arc<Informer<ReplicationController>> {
         self.replication_controllers.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
     }
+    pub fn resource_quotas(&self) -> Arc<Informer<ResourceQuota>> {
+        self.resource_quotas.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
+    pub fn secrets(&self) -> Arc<Informer<Secret>> {
+        self.secrets.get_or_init(|| Informer::new(Api::all(self.client.clone()))).clone()
+    }
 
     /// Starts every informer created so far.
     pub fn start(&self) {
@@ -308,7 +318,9 @@ impl Factory {
             persistent_volumes,
             storage_classes,
             cluster_roles,
-            replication_controllers
+            replication_controllers,
+            resource_quotas,
+            secrets
         );
     }
 }

@@ -25,6 +25,7 @@ pub mod podgc;
 pub mod pvbinder;
 pub mod queue;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttlafterfinished;
@@ -92,6 +93,16 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
             queue("replicationmanager"),
         );
         let n = options.concurrent_rc_syncs;
+        starters.push(Box::new(move || c.run(n)));
+    }
+    if options.enabled("resourcequota-controller") {
+        let c = resourcequota::ResourceQuotaController::register(
+            &factory,
+            creds.client_for("resourcequota-controller").await?,
+            queue("resourcequota_primary"),
+            options.resource_quota_sync_period,
+        );
+        let n = options.concurrent_resource_quota_syncs;
         starters.push(Box::new(move || c.run(n)));
     }
     if options.enabled("deployment-controller") {
@@ -318,6 +329,8 @@ async fn wait_synced(f: &Factory) {
         persistent_volumes,
         storage_classes,
         cluster_roles,
-        replication_controllers
+        replication_controllers,
+        resource_quotas,
+        secrets
     );
 }

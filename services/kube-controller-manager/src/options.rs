@@ -10,6 +10,7 @@ use component_base::{duration_flag, ClientFlags, LeaderElectionFlags};
 pub const CONTROLLERS: &[(&str, &str)] = &[
     ("replicaset-controller", "replicaset"),
     ("replicationcontroller-controller", "replicationcontroller"),
+    ("resourcequota-controller", "resourcequota"),
     ("deployment-controller", "deployment"),
     ("garbage-collector-controller", "garbagecollector"),
     ("namespace-controller", "namespace"),
@@ -75,6 +76,11 @@ pub struct Options {
     pub concurrent_replicaset_syncs: usize,
     #[arg(long = "concurrent-rc-syncs", default_value_t = 5)]
     pub concurrent_rc_syncs: usize,
+    #[arg(long = "concurrent-resource-quota-syncs", default_value_t = 5)]
+    pub concurrent_resource_quota_syncs: usize,
+    /// How often every quota's usage is recalculated.
+    #[arg(long = "resource-quota-sync-period", default_value = "5m", value_parser = duration_flag)]
+    pub resource_quota_sync_period: Duration,
     #[arg(long = "concurrent-deployment-syncs", default_value_t = 5)]
     pub concurrent_deployment_syncs: usize,
     #[arg(long = "concurrent-job-syncs", default_value_t = 5)]
