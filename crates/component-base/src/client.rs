@@ -26,8 +26,10 @@ pub struct ClientFlags {
 }
 
 impl ClientFlags {
-    /// A client from `--kubeconfig` (or `KUBECONFIG`, or in-cluster), with `--master` applied.
-    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+    /// The client configuration from `--kubeconfig` (or `KUBECONFIG`, or
+    /// in-cluster), with `--master` applied and no read timeout (watches
+    /// stay open); for components that build more than one client from it.
+    pub async fn config(&self) -> anyhow::Result<kube::Config> {
         let mut config = match &self.kubeconfig {
             Some(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -42,6 +44,11 @@ impl ClientFlags {
             config.cluster_url = master.parse().with_context(|| format!("--master {master:?}"))?;
         }
         config.read_timeout = None;
-        kube::Client::try_from(config).context("building the API client")
+        Ok(config)
+    }
+
+    /// A client from [`ClientFlags::config`].
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        kube::Client::try_from(self.config().await?).context("building the API client")
     }
 }

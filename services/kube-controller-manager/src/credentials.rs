@@ -25,26 +25,9 @@ pub struct Credentials {
     dir: PathBuf,
 }
 
-/// The client settings `--kubeconfig`/`--master` give (component-base's
-/// `ClientFlags::client` builds the same, but returns only the client).
-async fn base_config(options: &Options) -> anyhow::Result<kube::Config> {
-    let mut config = match &options.client.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    if let Some(master) = &options.client.master {
-        config.cluster_url = master.parse()?;
-    }
-    config.read_timeout = None;
-    Ok(config)
-}
-
 impl Credentials {
     pub async fn new(options: &Options, root: kube::Client) -> anyhow::Result<Credentials> {
-        let base = if options.use_service_account_credentials { Some(base_config(options).await?) } else { None };
+        let base = if options.use_service_account_credentials { Some(options.client.config().await?) } else { None };
         let dir = std::env::temp_dir().join(format!("kube-controller-manager-{}", std::process::id()));
         Ok(Credentials { root, base, dir })
     }
