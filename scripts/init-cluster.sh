@@ -5,11 +5,13 @@
 #   scripts/init-cluster.sh [--bin-dir DIR] [--etcd-servers URLS] [--secure-port N]
 #   scripts/init-cluster.sh reset
 #
-# Today this generates the cluster's PKI and kubeconfigs (kube-pki) into
+# It generates the cluster's PKI and kubeconfigs (kube-pki) into
 # /etc/kubernetes, starts etcd (Debian's package, TLS with client
-# certificates) and kube-apiserver (TLS, x509 client certificates, RBAC) as
-# supervised background processes with logs under /var/log/kubernetes.
-# admin.conf is kubectl's. Later services join it as they land.
+# certificates), kube-apiserver, kube-controller-manager and kube-scheduler,
+# configures containerd for the CRI with the project's CNI plugin, imports
+# the locally built images, and starts the kubelet and kube-proxy, all as
+# supervised background processes with logs under /var/log/kubernetes; it
+# ends when the node is Ready. admin.conf is kubectl's.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -39,9 +41,18 @@ stop_pidfile() {
 
 reset() {
   step "stopping the cluster's processes"
-  for svc in supervisor-kube-scheduler kube-scheduler supervisor-kube-apiserver supervisor-etcd kube-apiserver etcd; do
+  for svc in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd; do
+    stop_pidfile "$RUN_DIR/supervisor-$svc.pid"
     stop_pidfile "$RUN_DIR/$svc.pid"
   done
+  step "removing pod containers, mounts, network and rules"
+  pkill -9 -f 'containerd-shim-runc-v2 -namespace k8s.io' 2>/dev/null || true
+  grep -o ' /var/lib/kubelet/[^ ]*\| /run/containerd/[^ ]*' /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  for t in kube-proxy rustkube-cni; do nft delete table ip "$t" 2>/dev/null || true; done
+  ip link del rkbr0 2>/dev/null || true
+  rm -f /etc/cni/net.d/10-rustkube.conflist /opt/cni/bin/rustkube-bridge
+  rm -rf /var/lib/kubelet /var/lib/cni/rustkube
+  if grep -q 'written by rustkube' /etc/containerd/config.toml 2>/dev/null; then rm -f /etc/containerd/config.toml; fi
   step "removing state: $STATE_DIR $RUN_DIR and the PKI and kubeconfigs in $CONF_DIR"
   rm -rf "$STATE_DIR" "$RUN_DIR" "$CONF_DIR/pki" "$CONF_DIR/tokens.csv"
   rm -f "$CONF_DIR"/{admin,scheduler,controller-manager,kubelet,kube-proxy}.conf "$CONF_DIR"/kubelet-*.conf
@@ -108,6 +119,13 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v curl >/dev/null || need+=(curl)
 [[ -n "$BIN_DIR" ]] || command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[[ -x /usr/lib/cni/portmap ]] || need+=(containernetworking-plugins)
+[[ -x /usr/bin/busybox || -x /bin/busybox ]] || need+=(busybox-static)
+command -v nft >/dev/null || need+=(nftables)
+command -v conntrack >/dev/null || need+=(conntrack)
+command -v iptables >/dev/null || need+=(iptables)
 if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null || fail "apt-get install ${need[*]}"
@@ -116,10 +134,11 @@ echo "ok"
 
 if [[ -z "$BIN_DIR" ]]; then
   step "building the binaries (release)"
-  (cd "$ROOT" && cargo build --release -p kube-apiserver -p kube-pki -p kube-scheduler) || fail "cargo build"
+  (cd "$ROOT" && cargo build --release -p kube-apiserver -p kube-pki -p kube-scheduler -p kube-controller-manager \
+    -p kubelet -p kube-proxy -p rustkube-cni) || fail "cargo build"
   BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 fi
-for b in kube-apiserver kube-pki kube-scheduler; do [[ -x "$BIN_DIR/$b" ]] || fail "no $b in $BIN_DIR"; done
+for b in kube-apiserver kube-pki kube-scheduler kube-controller-manager kubelet kube-proxy rustkube-cni; do [[ -x "$BIN_DIR/$b" ]] || fail "no $b in $BIN_DIR"; done
 
 mkdir -p "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
 
@@ -156,18 +175,73 @@ supervise kube-apiserver "$BIN_DIR/kube-apiserver" --etcd-servers="$ETCD_SERVERS
   --service-account-issuer=https://kubernetes.default.svc.cluster.local
 wait_until kube-apiserver "$LOG_DIR/kube-apiserver.log" curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$SECURE_PORT/readyz"
 
+CLUSTER_CIDR=10.244.0.0/16
+NODE_NAME="$(hostname | tr '[:upper:]' '[:lower:]')"
+
+step "starting kube-controller-manager (log $LOG_DIR/kube-controller-manager.log)"
+supervise kube-controller-manager "$BIN_DIR/kube-controller-manager" --kubeconfig="$CONF_DIR/controller-manager.conf" \
+  --authentication-kubeconfig="$CONF_DIR/controller-manager.conf" --authorization-kubeconfig="$CONF_DIR/controller-manager.conf" \
+  --bind-address=127.0.0.1 --leader-elect=true --use-service-account-credentials=true --controllers='*' \
+  --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
+  --allocate-node-cidrs=true --cluster-cidr="$CLUSTER_CIDR"
+wait_until kube-controller-manager "$LOG_DIR/kube-controller-manager.log" curl -sfk https://127.0.0.1:10257/healthz
+
 step "starting kube-scheduler (log $LOG_DIR/kube-scheduler.log)"
 supervise kube-scheduler "$BIN_DIR/kube-scheduler" --kubeconfig="$CONF_DIR/scheduler.conf" \
   --authentication-kubeconfig="$CONF_DIR/scheduler.conf" --authorization-kubeconfig="$CONF_DIR/scheduler.conf" \
   --bind-address=127.0.0.1 --leader-elect=true
 wait_until kube-scheduler "$LOG_DIR/kube-scheduler.log" curl -sfk https://127.0.0.1:10259/healthz
 
+step "configuring containerd for the CRI (CNI plugins in /opt/cni/bin, config in /etc/cni/net.d)"
+mkdir -p /etc/containerd /opt/cni/bin /etc/cni/net.d
+for p in /usr/lib/cni/*; do ln -sf "$p" /opt/cni/bin/; done
+ln -sf "$BIN_DIR/rustkube-cni" /opt/cni/bin/rustkube-bridge
+if [[ ! -f /etc/containerd/config.toml ]] || grep -q 'written by rustkube' /etc/containerd/config.toml; then
+  cat > /etc/containerd/config.toml <<'TOML'
+# written by rustkube's init-cluster.sh
+version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+  # No CAP_SYS_RESOURCE on some hosts: never lower a process's oom_score_adj.
+  restrict_oom_score_adj = true
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/opt/cni/bin"
+    conf_dir = "/etc/cni/net.d"
+    max_conf_num = 1
+TOML
+fi
+if ! ctr version >/dev/null 2>&1; then
+  supervise containerd containerd --config /etc/containerd/config.toml
+fi
+wait_until containerd "$LOG_DIR/containerd.log" ctr version
+
+step "building and importing the sandbox and test images (no internet needed)"
+"$ROOT/scripts/build-images.sh" /run/containerd/containerd.sock | sed 's/^/  /' || fail "scripts/build-images.sh"
+
+step "starting the kubelet (log $LOG_DIR/kubelet.log)"
+supervise kubelet "$BIN_DIR/kubelet" --kubeconfig="$CONF_DIR/kubelet.conf" --hostname-override="$NODE_NAME" \
+  --container-runtime-endpoint=unix:///run/containerd/containerd.sock --node-ip="$ADVERTISE" \
+  --cni-conf-dir=/etc/cni/net.d --cluster-cidr="$CLUSTER_CIDR" --client-ca-file="$PKI/ca.crt"
+wait_until kubelet "$LOG_DIR/kubelet.log" curl -sf http://127.0.0.1:10248/healthz
+
+step "starting kube-proxy (log $LOG_DIR/kube-proxy.log)"
+supervise kube-proxy "$BIN_DIR/kube-proxy" --kubeconfig="$CONF_DIR/kube-proxy.conf" --hostname-override="$NODE_NAME" \
+  --cluster-cidr="$CLUSTER_CIDR"
+wait_until kube-proxy "$LOG_DIR/kube-proxy.log" curl -sf http://127.0.0.1:10256/healthz
+
+step "waiting for node $NODE_NAME to be Ready"
+wait_until "node $NODE_NAME Ready" "$LOG_DIR/kubelet.log" sh -c \
+  "kubectl --kubeconfig '$CONF_DIR/admin.conf' get node '$NODE_NAME' --no-headers 2>/dev/null | grep -q ' Ready'"
+
 step "cluster is up"
-kubectl --kubeconfig "$CONF_DIR/admin.conf" get namespaces || fail "kubectl get namespaces"
+kubectl --kubeconfig "$CONF_DIR/admin.conf" get nodes || fail "kubectl get nodes"
 cat <<EOF
 
 Use it with:
   export KUBECONFIG=$CONF_DIR/admin.conf
-  kubectl get ns
+  kubectl get nodes
+  kubectl create deployment web --image=docker.io/rustkube/testimage:latest
 Logs: $LOG_DIR   Stop and remove everything: $0 reset
 EOF
