@@ -31,6 +31,9 @@ fn tail(s: &str, n: usize) -> String {
 
 #[test]
 fn deployment_exposed_through_kube_proxy_reaches_every_replica() {
+    // kube-proxy turns on route_localnet for NodePorts on 127.0.0.1; the host gets its setting back.
+    let localnet = "/proc/sys/net/ipv4/conf/all/route_localnet";
+    let localnet_before = std::fs::read_to_string(localnet).unwrap_or_default();
     let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
     // Service ranges of this test alone, so parallel clusters' proxies never match each other's addresses.
     let slot: u32 = containerd.subnet().split('.').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -93,6 +96,8 @@ fn deployment_exposed_through_kube_proxy_reaches_every_replica() {
                 &format!("--cluster-cidr={}", containerd.cluster_cidr()),
                 &format!("--healthz-bind-address=127.0.0.1:{}", free_port()),
                 &format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
+                // Upstream's opt-in for NodePorts on localhost, besides the node's address.
+                &format!("--nodeport-addresses=127.0.0.1/32,{node_ip}/32"),
             ],
         )
         .unwrap();
@@ -140,6 +145,7 @@ fn deployment_exposed_through_kube_proxy_reaches_every_replica() {
     for (what, url) in [
         ("ClusterIP", format!("http://{cluster_ip}/host.txt")),
         ("NodePort", format!("http://{node_ip}:{node_port}/host.txt")),
+        ("NodePort on localhost", format!("http://127.0.0.1:{node_port}/host.txt")),
     ] {
         let mut seen = BTreeSet::new();
         let start = Instant::now();
@@ -159,4 +165,7 @@ fn deployment_exposed_through_kube_proxy_reaches_every_replica() {
     kubectl(&["delete", "deployment", "web"]);
     drop(proxy);
     let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &table]).status();
+    if !localnet_before.is_empty() {
+        let _ = std::fs::write(localnet, localnet_before.trim());
+    }
 }

@@ -204,7 +204,23 @@ async fn node_info(nodes: &Store<Node>, settings: &Settings) -> NodeInfo {
     }
     ips.sort();
     ips.dedup();
+    if ips.iter().any(Ipv4Addr::is_loopback) {
+        allow_localhost_nodeports();
+    }
     NodeInfo { name: settings.hostname.clone(), nodeport_ips: ips }
+}
+
+/// NodePorts on 127.0.0.1 (upstream's opt-in through `--nodeport-addresses`):
+/// the kernel routes DNATed loopback traffic out only with `route_localnet`.
+fn allow_localhost_nodeports() {
+    let path = "/proc/sys/net/ipv4/conf/all/route_localnet";
+    if std::fs::read_to_string(path).map(|v| v.trim() == "1").unwrap_or(false) {
+        return;
+    }
+    match std::fs::write(path, "1") {
+        Ok(()) => tracing::info!("set net.ipv4.conf.all.route_localnet=1 for NodePorts on 127.0.0.1"),
+        Err(e) => tracing::warn!("setting route_localnet for NodePorts on 127.0.0.1: {e}"),
+    }
 }
 
 /// IPv4 addresses of the local interfaces (`ip -j -4 addr`).
