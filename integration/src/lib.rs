@@ -223,7 +223,8 @@ impl ApiServer {
              node1-token,system:node:n1,n1-uid,\"system:nodes\"\n\
              node2-token,system:node:n2,n2-uid,\"system:nodes\"\n\
              scheduler-token,system:kube-scheduler,scheduler-uid\n\
-             controller-manager-token,system:kube-controller-manager,kcm-uid\n",
+             controller-manager-token,system:kube-controller-manager,kcm-uid\n\
+             kube-proxy-token,system:kube-proxy,kube-proxy-uid\n",
         )?;
         // Upstream requires a service-account signing key; secure setups pass their own.
         let mut sa_args = Vec::new();

@@ -86,10 +86,12 @@ fn deployment_exposed_through_kube_proxy_reaches_every_replica() {
         )
         .unwrap();
     let table = format!("kpe2e{slot}");
+    // kube-proxy as system:kube-proxy (upstream's system:node-proxier role), like every other component here.
+    let proxy_kc = apiserver.token_kubeconfig("system:kube-proxy", "kube-proxy-token").unwrap();
     let proxy = apiserver
         .start_component(
             "kube-proxy",
-            &apiserver.kubeconfig,
+            &proxy_kc,
             &[
                 "--hostname-override=n1",
                 &format!("--nftables-table={table}"),
