@@ -347,6 +347,32 @@ fn pod_security_levels_are_enforced_and_warned_by_namespace_label() {
 }
 
 #[test]
+fn pod_security_warns_on_workload_templates_and_checks_pod_updates() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let v = "1.33";
+    ok(api.kubectl(v, &["create", "namespace", "psa"]));
+    // A privileged pod admitted before the namespace was labelled.
+    let host = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hostnet\n  namespace: psa\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: busybox:1\n";
+    ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(host)));
+    ok(api.kubectl(v, &["label", "namespace", "psa", "pod-security.kubernetes.io/enforce=baseline"]));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Metadata-only updates are not re-evaluated; an image change is.
+    ok(api.kubectl(v, &["label", "pod", "hostnet", "-n", "psa", "touched=yes"]));
+    let out = fails(api.kubectl(v, &["set", "image", "pod/hostnet", "-n", "psa", "c=busybox:2"]));
+    assert!(out.contains("violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"), "{out}");
+    // A Deployment whose template would be rejected is admitted with a warning.
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: hostd\n  namespace: psa\nspec:\n  selector:\n    matchLabels: {app: hostd}\n  template:\n    metadata:\n      labels: {app: hostd}\n    spec:\n      hostNetwork: true\n      containers:\n      - name: c\n        image: busybox:1\n";
+    let out = api.kubectl_stdin(v, &["create", "-f", "-"], Some(deploy));
+    assert!(out.status.success(), "{}", integration::text(&out));
+    let text = integration::text(&out);
+    assert!(
+        text.contains("Warning: would violate PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn pods_get_a_projected_service_account_token_volume_unless_they_opt_out() {
     let cp = ControlPlane::start().unwrap();
     let api = &cp.apiserver;

@@ -48,6 +48,68 @@ pub fn pod_security(server: &ApiServer, ns: &str, pod: &Value) -> Result<Vec<Str
     Ok(Vec::new())
 }
 
+/// PodSecurity for a workload (Deployment, ReplicaSet, StatefulSet, DaemonSet,
+/// Job, CronJob, ReplicationController, PodTemplate): its pod template is
+/// checked against the namespace's warn level (or its enforce level when no
+/// warn level is set) and violations come back as warnings, as upstream
+/// does; only pods themselves are rejected.
+pub fn pod_security_template(server: &ApiServer, d: &ResourceDescriptor, ns: &str, obj: &Value) -> Vec<String> {
+    use crate::podsecurity::{namespace_levels, violations, warning, Level};
+    let template = match (d.group, d.plural) {
+        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets")
+        | ("batch", "jobs")
+        | ("", "replicationcontrollers") => &obj["spec"]["template"],
+        ("batch", "cronjobs") => &obj["spec"]["jobTemplate"]["spec"]["template"],
+        ("", "podtemplates") => &obj["template"],
+        _ => return Vec::new(),
+    };
+    if !server.admission_enabled("PodSecurity") || ns.is_empty() || !template.is_object() {
+        return Vec::new();
+    }
+    let Some(nsd) = server.resources.lookup("", "v1", "namespaces").cloned() else { return Vec::new() };
+    let Some(namespace) = server.store.cache(&nsd).get(&nsd.key(&server.store.root, "", ns)) else {
+        return Vec::new();
+    };
+    let (enforce, warn) = namespace_levels(&namespace.value());
+    let level = if warn > Level::Privileged { warn } else { enforce };
+    if level == Level::Privileged {
+        return Vec::new();
+    }
+    let pod = json!({"metadata": template["metadata"], "spec": template["spec"]});
+    let v = violations(&pod, level);
+    if v.is_empty() {
+        Vec::new()
+    } else {
+        vec![warning(level, &v)]
+    }
+}
+
+/// Whether a pod update needs PodSecurity again: upstream re-evaluates only
+/// when a container image or a seccomp annotation changes (the other
+/// mutable fields cannot weaken the pod's security).
+fn significant_pod_update(new: &Value, old: &Value) -> bool {
+    let images = |p: &Value| -> Vec<Value> {
+        ["initContainers", "containers", "ephemeralContainers"]
+            .iter()
+            .flat_map(|k| p["spec"][k].as_array().cloned().unwrap_or_default())
+            .map(|c| c["image"].clone())
+            .collect()
+    };
+    let seccomp = |p: &Value| -> Vec<(String, Value)> {
+        p["metadata"]["annotations"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| {
+                k.starts_with("seccomp.security.alpha.kubernetes.io/")
+                    || k.starts_with("container.seccomp.security.alpha.kubernetes.io/")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    images(new) != images(old) || seccomp(new) != seccomp(old)
+}
+
 /// Checks `--enable-admission-plugins`/`--disable-admission-plugins`; unknown names are errors.
 pub fn check_plugin_flags(enable: &[String], disable: &[String]) -> Result<(), String> {
     for name in enable.iter().chain(disable).filter(|n| !n.is_empty()) {
@@ -383,6 +445,12 @@ pub fn validate(
 ) -> Result<(), ApiError> {
     if server.admission_enabled("NodeRestriction") {
         check_node_restriction(d, user, new, old)?;
+    }
+    if let (true, Some(old)) = (d.group.is_empty() && d.plural == "pods", old) {
+        if significant_pod_update(new, old) {
+            let ns = new["metadata"]["namespace"].as_str().unwrap_or_default();
+            pod_security(server, ns, new)?;
+        }
     }
     check_rbac_escalation(server, d, user, new)
 }

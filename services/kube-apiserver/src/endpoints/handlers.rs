@@ -437,7 +437,7 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
     let pod_warnings = if ctx.d.group.is_empty() && ctx.d.plural == "pods" {
         crate::admission::pod_security(&ctx.server, ns, &obj)?
     } else {
-        Vec::new()
+        crate::admission::pod_security_template(&ctx.server, &ctx.d, ns, &obj)
     };
     let admit = |o: &Value| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, None);
     // Quota is charged before the write, so concurrent creates cannot both fit.
