@@ -142,6 +142,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .context("--service-account-max-token-expiration")?;
     let modes = authz::parse_modes(&options.authorization_mode)?;
     let authorizer = authz::Authorizer::new(modes, store.clone());
+    let kubelet = endpoints::streaming::KubeletClient::new(
+        options.kubelet_client_certificate.as_deref(),
+        options.kubelet_client_key.as_deref(),
+        options.kubelet_certificate_authority.as_deref(),
+        options.kubelet_preferred_address_types.clone(),
+    )
+    .context("kubelet client (--kubelet-client-certificate, --kubelet-certificate-authority)")?;
     let server = Arc::new(ApiServer {
         authenticator,
         sa_signer,
@@ -159,6 +166,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             secure_port: options.secure_port,
             max_request_body_bytes: options.max_request_bytes,
         },
+        kubelet,
     });
     bootstrap::ensure(&server).await.context("bootstrapping system objects")?;
     bootstrap::ensure_rbac_policy(&server).await.context("bootstrapping the RBAC policy")?;
@@ -220,7 +228,8 @@ pub async fn serve(
                 async move { Ok::<_, std::convert::Infallible>(endpoints::serve(server, req, cert_user).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            // With upgrades: exec, attach and port-forward switch protocols on this connection.
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

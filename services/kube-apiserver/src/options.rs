@@ -82,6 +82,23 @@ pub struct Options {
     /// Limit on the request body size, in bytes (upstream: 3 MiB).
     #[arg(long = "max-request-bytes", default_value_t = 3 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Client certificate (PEM) this server presents to kubelets.
+    #[arg(long = "kubelet-client-certificate")]
+    pub kubelet_client_certificate: Option<String>,
+    /// The key of --kubelet-client-certificate.
+    #[arg(long = "kubelet-client-key")]
+    pub kubelet_client_key: Option<String>,
+    /// CA bundle that verifies kubelets' serving certificates (unverified when not given, as upstream).
+    #[arg(long = "kubelet-certificate-authority")]
+    pub kubelet_certificate_authority: Option<String>,
+    /// The node address types to reach kubelets at, in order. (Upstream lists Hostname first; node
+    /// names here are often not resolvable, so the InternalIP the kubelet reports comes first.)
+    #[arg(
+        long = "kubelet-preferred-address-types",
+        value_delimiter = ',',
+        default_value = "InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP"
+    )]
+    pub kubelet_preferred_address_types: Vec<String>,
     /// Number for the log level verbosity.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,

@@ -30,6 +30,15 @@ impl CriError {
 
 pub type Result<T> = std::result::Result<T, CriError>;
 
+/// Which standard streams a streaming request carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamIo {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
 /// Both CRI services on one connection.
 #[derive(Clone)]
 pub struct Runtime {
@@ -161,6 +170,44 @@ impl Runtime {
     pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout_secs: i64) -> Result<cri::ExecSyncResponse> {
         let req = cri::ExecSyncRequest { container_id: id.into(), cmd, timeout: timeout_secs };
         Ok(self.runtime.clone().exec_sync(req).await?.into_inner())
+    }
+
+    /// A URL on the runtime's streaming server that runs `cmd` in the container.
+    pub async fn exec(&self, id: &str, cmd: Vec<String>, io: StreamIo) -> Result<String> {
+        let req = cri::ExecRequest {
+            container_id: id.into(),
+            cmd,
+            tty: io.tty,
+            stdin: io.stdin,
+            stdout: io.stdout,
+            stderr: io.stderr,
+        };
+        Ok(self.runtime.clone().exec(req).await?.into_inner().url)
+    }
+
+    /// A URL on the runtime's streaming server attached to the container's process.
+    pub async fn attach(&self, id: &str, io: StreamIo) -> Result<String> {
+        let req = cri::AttachRequest {
+            container_id: id.into(),
+            stdin: io.stdin,
+            tty: io.tty,
+            stdout: io.stdout,
+            stderr: io.stderr,
+        };
+        Ok(self.runtime.clone().attach(req).await?.into_inner().url)
+    }
+
+    /// A URL on the runtime's streaming server forwarding to ports of the sandbox.
+    pub async fn port_forward(&self, sandbox_id: &str, ports: Vec<i32>) -> Result<String> {
+        let req = cri::PortForwardRequest { pod_sandbox_id: sandbox_id.into(), port: ports };
+        Ok(self.runtime.clone().port_forward(req).await?.into_inner().url)
+    }
+
+    /// Asks the runtime to reopen the container's log file (after the kubelet rotated it).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let req = cri::ReopenContainerLogRequest { container_id: id.into() };
+        self.runtime.clone().reopen_container_log(req).await?;
+        Ok(())
     }
 
     pub async fn list_container_stats(&self) -> Result<Vec<cri::ContainerStats>> {

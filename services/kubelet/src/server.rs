@@ -1,16 +1,26 @@
 //! The kubelet's HTTP endpoints: `/healthz` on the local healthz port, and on
-//! the HTTPS port (10250) `/healthz`, `/pods` (what this kubelet runs) and
-//! `/containerLogs/<namespace>/<pod>/<container>` from the CRI log files;
-//! `/stats/summary`, `/metrics/resource` and `/metrics` (see stats.rs).
+//! the HTTPS port (10250) `/healthz`, `/pods` (what this kubelet runs),
+//! `/containerLogs/<namespace>/<pod>/<container>` from the CRI log files
+//! (streamed; see logs.rs), `/exec`, `/attach` and `/portForward` (proxied to
+//! the runtime's streaming server; see streaming.rs), and `/stats/summary`,
+//! `/metrics/resource` and `/metrics` (see stats.rs).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 
 use crate::workers::PodWorkers;
+
+// Declared here rather than in lib.rs, which is owned elsewhere; it belongs beside server.rs.
+#[path = "streaming.rs"]
+pub mod streaming;
+
+/// A response body: whole, or streamed (logs).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 pub struct Server {
     pub workers: Arc<PodWorkers>,
@@ -19,8 +29,24 @@ pub struct Server {
     pub runtime: crate::cri::Runtime,
 }
 
-fn text(code: u16, body: impl Into<Bytes>, content_type: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+/// `--streaming-connection-idle-timeout`'s default; see [`set_idle_timeout`].
+static IDLE_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Sets how long an exec/attach/port-forward stream may stay idle (once, at start).
+pub fn set_idle_timeout(d: Duration) {
+    let _ = IDLE_TIMEOUT.set(d);
+}
+
+fn idle_timeout() -> Duration {
+    IDLE_TIMEOUT.get().copied().unwrap_or(Duration::from_secs(4 * 3600))
+}
+
+pub fn empty() -> Body {
+    Full::new(Bytes::new()).boxed()
+}
+
+pub fn text(code: u16, body: impl Into<Bytes>, content_type: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
@@ -28,73 +54,172 @@ fn text(code: u16, body: impl Into<Bytes>, content_type: &str) -> Response<Full<
     r
 }
 
+const PLAIN: &str = "text/plain; charset=utf-8";
+
 impl Server {
     /// The endpoints that read the runtime; the rest are answered by `respond`.
-    async fn handle<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
-        match req.uri().path() {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        match path.as_str() {
             "/stats/summary" | "/stats/summary/" => match self.stats.summary().await {
                 Ok(s) => text(200, serde_json::to_string(&s).unwrap_or_default(), "application/json"),
-                Err(e) => text(500, format!("{e}\n"), "text/plain; charset=utf-8"),
+                Err(e) => text(500, format!("{e}\n"), PLAIN),
             },
             "/metrics/resource" => text(200, self.stats.resource_metrics().await, PROMETHEUS),
             "/metrics" => match self.metrics.render(&self.runtime).await {
                 Ok(body) => text(200, body, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
-                Err(e) => text(500, format!("{e}\n"), "text/plain; charset=utf-8"),
+                Err(e) => text(500, format!("{e}\n"), PLAIN),
             },
-            _ => self.respond(req),
+            p if p.starts_with("/containerLogs/") => self.container_logs(p, &query).await,
+            p if p.starts_with("/exec/") || p.starts_with("/attach/") => self.exec_or_attach(req).await,
+            p if p.starts_with("/portForward/") => self.port_forward(req).await,
+            _ => self.respond(&req),
         }
     }
 
-    fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+    fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
         let path = req.uri().path();
         match path {
-            "/healthz" | "/healthz/ping" | "/healthz/syncloop" => text(200, "ok", "text/plain; charset=utf-8"),
+            "/healthz" | "/healthz/ping" | "/healthz/syncloop" => text(200, "ok", PLAIN),
             "/pods" | "/pods/" => {
                 let items: Vec<serde_json::Value> =
                     self.workers.pods().iter().map(|p| serde_json::to_value(p.as_ref()).unwrap_or_default()).collect();
                 let list = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items});
                 text(200, list.to_string(), "application/json")
             }
-            p if p.starts_with("/containerLogs/") => self.container_logs(p, req.uri().query().unwrap_or("")),
-            _ => text(404, "404 page not found\n", "text/plain; charset=utf-8"),
+            _ => text(404, "404 page not found\n", PLAIN),
         }
     }
 
-    fn container_logs(&self, path: &str, query: &str) -> Response<Full<Bytes>> {
-        let parts: Vec<&str> = path.trim_start_matches("/containerLogs/").split('/').collect();
-        let [ns, name, container] = parts.as_slice() else {
-            return text(400, "expected /containerLogs/<namespace>/<pod>/<container>", "text/plain");
-        };
-        let Some(pod) = self
-            .workers
+    fn find_pod(&self, ns: &str, name: &str) -> Option<Arc<k8s_openapi::api::core::v1::Pod>> {
+        self.workers
             .pods()
             .into_iter()
-            .find(|p| p.metadata.namespace.as_deref() == Some(*ns) && p.metadata.name.as_deref() == Some(*name))
-        else {
-            return text(404, format!("pod {ns}/{name} not found"), "text/plain");
-        };
-        let dir = crate::containers::log_directory(&pod).join(container);
-        let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&dir)
+            .find(|p| p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name))
+    }
+
+    /// The pod's containers named `container`, newest attempt first.
+    async fn containers_named(&self, uid: &str, container: &str) -> Vec<crate::cri::Container> {
+        let mut found: Vec<crate::cri::Container> = self
+            .runtime
+            .pod_containers(uid)
+            .await
+            .unwrap_or_default()
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let n = e.file_name().to_string_lossy().trim_end_matches(".log").parse::<u32>().ok()?;
-                Some((n, e.path()))
-            })
+            .filter(|c| c.labels.get(crate::labels::CONTAINER_NAME).map(String::as_str) == Some(container))
             .collect();
-        files.sort();
-        let previous = query.split('&').any(|kv| kv == "previous=true");
-        let pick = if previous { files.iter().rev().nth(1) } else { files.last() };
-        let Some((_, file)) = pick else {
-            return text(404, format!("no logs for container {container:?}"), "text/plain");
+        found.sort_by_key(|c| std::cmp::Reverse((c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0), c.created_at)));
+        found
+    }
+
+    /// `/containerLogs/<namespace>/<pod>/<container>` with the PodLogOptions query.
+    async fn container_logs(&self, path: &str, query: &str) -> Response<Body> {
+        let parts: Vec<&str> = path.trim_start_matches("/containerLogs/").split('/').collect();
+        let [ns, name, container] = parts.as_slice() else {
+            return text(400, "expected /containerLogs/<namespace>/<pod>/<container>", PLAIN);
         };
-        let tail: Option<usize> =
-            query.split('&').find_map(|kv| kv.strip_prefix("tailLines=")).and_then(|v| v.parse().ok());
-        let content = crate::logs::tail_text(&file.display().to_string(), tail.unwrap_or(usize::MAX));
-        let body = if content.is_empty() { content } else { format!("{content}\n") };
-        text(200, body, "text/plain")
+        let opts = match crate::logs::LogOptions::from_query(query) {
+            Ok(o) => o,
+            Err(e) => return text(400, e.to_string(), PLAIN),
+        };
+        let Some(pod) = self.find_pod(ns, name) else {
+            return text(404, format!("pod {ns}/{name} not found"), PLAIN);
+        };
+        let uid = crate::containers::pod_uid(&pod);
+        let found = self.containers_named(&uid, container).await;
+        let pick = if opts.previous { found.get(1) } else { found.first() };
+        let Some(c) = pick else {
+            let msg = if opts.previous {
+                format!("previous terminated container {container:?} in pod {name:?} not found")
+            } else {
+                format!("container {container:?} in pod {name:?} is waiting to start: ContainerCreating")
+            };
+            return text(400, msg, PLAIN);
+        };
+        let log_path = match self.runtime.container_status(&c.id).await {
+            Ok(Some(s)) if !s.log_path.is_empty() => std::path::PathBuf::from(s.log_path),
+            _ => return text(404, format!("no logs for container {container:?} in pod {name:?}"), PLAIN),
+        };
+        let running = c.state == crate::cri::ContainerState::ContainerRunning as i32 && !opts.previous;
+        let (runtime, id) = (self.runtime.clone(), c.id.clone());
+        let still: crate::logs::StillRunning = Box::new(move || {
+            let (runtime, id) = (runtime.clone(), id.clone());
+            Box::pin(async move {
+                running
+                    && matches!(runtime.container_status(&id).await, Ok(Some(s))
+                        if s.state == crate::cri::ContainerState::ContainerRunning as i32)
+            })
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        tokio::spawn(crate::logs::stream(log_path, opts, still, tx));
+        let frames = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |b| {
+            Ok::<_, Infallible>(hyper::body::Frame::data(b))
+        });
+        let mut r = Response::new(http_body_util::StreamBody::new(frames).boxed());
+        r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(PLAIN));
+        r
+    }
+
+    /// `/exec|attach/<namespace>/<pod>/[<uid>/]<container>`: proxied to the runtime's streaming server.
+    async fn exec_or_attach(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let exec = path.starts_with("/exec/");
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').skip(1).collect();
+        let (ns, name, container) = match parts.as_slice() {
+            [ns, name, container] | [ns, name, _, container] => (*ns, *name, *container),
+            _ => return text(400, "expected /exec/<namespace>/<pod>/<container>", PLAIN),
+        };
+        let (cmd, io) = streaming::stream_params(req.uri().query().unwrap_or(""));
+        if exec && cmd.is_empty() {
+            return text(400, "you must specify at least one command for the container", PLAIN);
+        }
+        let Some(pod) = self.find_pod(ns, name) else {
+            return text(404, format!("pod {ns}/{name} not found"), PLAIN);
+        };
+        let uid = crate::containers::pod_uid(&pod);
+        let running = self
+            .containers_named(&uid, container)
+            .await
+            .into_iter()
+            .find(|c| c.state == crate::cri::ContainerState::ContainerRunning as i32);
+        let Some(c) = running else {
+            return text(400, format!("container {container} is not running in pod {name}"), PLAIN);
+        };
+        let url = if exec { self.runtime.exec(&c.id, cmd, io).await } else { self.runtime.attach(&c.id, io).await };
+        match url {
+            Ok(url) => streaming::proxy_to_runtime(req, &url, idle_timeout()).await,
+            Err(e) => text(500, e.to_string(), PLAIN),
+        }
+    }
+
+    /// `/portForward/<namespace>/<pod>[/<uid>]`: proxied to the runtime's streaming server.
+    async fn port_forward(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let parts: Vec<&str> = path.trim_start_matches("/portForward/").split('/').collect();
+        let (ns, name) = match parts.as_slice() {
+            [ns, name] | [ns, name, _] => (*ns, *name),
+            _ => return text(400, "expected /portForward/<namespace>/<pod>", PLAIN),
+        };
+        let Some(pod) = self.find_pod(ns, name) else {
+            return text(404, format!("pod {ns}/{name} not found"), PLAIN);
+        };
+        let uid = crate::containers::pod_uid(&pod);
+        let sandbox = self
+            .runtime
+            .pod_sandboxes(&uid)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|s| s.state == crate::cri::PodSandboxState::SandboxReady as i32);
+        let Some(sandbox) = sandbox else {
+            return text(400, format!("pod {name} has no running sandbox"), PLAIN);
+        };
+        match self.runtime.port_forward(&sandbox.id, Vec::new()).await {
+            Ok(url) => streaming::proxy_to_runtime(req, &url, idle_timeout()).await,
+            Err(e) => text(500, e.to_string(), PLAIN),
+        }
     }
 }
 
@@ -129,10 +254,10 @@ pub async fn serve(
             let Ok(stream) = acceptor.accept(stream).await else { return };
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.handle(&req).await) }
+                async move { Ok::<_, Infallible>(server.handle(req).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });
     }

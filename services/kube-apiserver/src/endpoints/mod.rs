@@ -7,6 +7,7 @@ mod handlers;
 pub mod negotiation;
 pub mod openapi;
 pub mod request;
+pub mod streaming;
 mod watch;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct ApiServer {
     /// Admission plugins turned off by --disable-admission-plugins.
     pub disabled_admission: Vec<String>,
     pub config: ServerInfo,
+    /// How pods/log, exec, attach, portforward and the proxies reach kubelets.
+    pub kubelet: streaming::KubeletClient,
 }
 
 /// Facts reported by `/version` and discovery.
@@ -290,6 +293,9 @@ async fn route(server: &Arc<ApiServer>, req: Request<hyper::body::Incoming>) -> 
                 Some(s) => format!("{}/{s}", info.resource),
                 None => info.resource.clone(),
             };
+            if streaming::serves(&info) {
+                return (verb, resource, streaming::handle(server.clone(), req, info).await);
+            }
             let r = handlers::handle(server.clone(), req, info, query, user).await;
             (verb, resource, r)
         }

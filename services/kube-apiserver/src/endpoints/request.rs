@@ -51,6 +51,12 @@ pub fn parse(method: &http::Method, path: &str, query: &HashMap<String, String>)
             info.name = Some(name.to_string());
             info.subresource = Some(sub.to_string());
         }
+        // `.../<name>/proxy/<path...>`: the rest is the proxied path.
+        [resource, name, "proxy", ..] => {
+            info.resource = resource.to_string();
+            info.name = Some(name.to_string());
+            info.subresource = Some("proxy".to_string());
+        }
         _ => return None,
     }
     if info.resource.is_empty() || info.name.as_deref() == Some("") {
@@ -69,6 +75,11 @@ pub fn parse(method: &http::Method, path: &str, query: &HashMap<String, String>)
         ("DELETE", true) => "delete",
         _ => "unknown",
     };
+    // Connecting to a pod's process or ports creates something, whichever method
+    // the client upgrades with (a WebSocket upgrade is a GET): `create` as upstream requires.
+    if matches!(info.subresource.as_deref(), Some("exec" | "attach" | "portforward")) {
+        info.verb = "create";
+    }
     Some(info)
 }
 
@@ -104,6 +115,19 @@ mod tests {
         assert_eq!(r.verb, "watch");
         let r = p("GET", "/api/v1/watch/namespaces/default/pods", "").unwrap();
         assert_eq!(r.verb, "watch");
+    }
+
+    #[test]
+    fn connect_subresources_need_create_and_proxy_paths_keep_their_rest() {
+        let r = p("GET", "/api/v1/namespaces/default/pods/web/exec", "command=sh").unwrap();
+        assert_eq!((r.subresource.as_deref(), r.verb), (Some("exec"), "create"));
+        let r = p("GET", "/api/v1/namespaces/default/pods/web/log", "").unwrap();
+        assert_eq!((r.subresource.as_deref(), r.verb), (Some("log"), "get"));
+        let r = p("GET", "/api/v1/nodes/n1/proxy/stats/summary", "").unwrap();
+        assert_eq!(
+            (r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()),
+            ("nodes", Some("n1"), Some("proxy"))
+        );
     }
 
     #[test]
