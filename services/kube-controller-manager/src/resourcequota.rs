@@ -12,7 +12,9 @@
 //! `count/pods` counts every pod in storage; `services.nodeports` and
 //! `services.loadbalancers`; claims' `requests.storage`, also per storage
 //! class; `count/<resource>.<group>` of any other resource is listed through
-//! discovery at sync time.
+//! discovery at sync time. A quota's scopes (Terminating, NotTerminating,
+//! BestEffort, NotBestEffort, PriorityClass, CrossNamespacePodAffinity, from
+//! `spec.scopes` or `spec.scopeSelector`) narrow it to the pods they select.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -228,6 +230,85 @@ pub fn claim_usage(pvc: &PersistentVolumeClaim) -> Usage {
     u
 }
 
+/// A quota's scopes, each as (scope name, operator, values): `spec.scopes`
+/// (operator Exists) and `spec.scopeSelector.matchExpressions`.
+fn quota_scopes(quota: &ResourceQuota) -> Vec<(String, String, Vec<String>)> {
+    let spec = quota.spec.clone().unwrap_or_default();
+    let mut out: Vec<_> = spec.scopes.unwrap_or_default().into_iter().map(|s| (s, "Exists".into(), vec![])).collect();
+    for e in spec.scope_selector.and_then(|s| s.match_expressions).unwrap_or_default() {
+        out.push((e.scope_name, e.operator, e.values.unwrap_or_default()));
+    }
+    out
+}
+
+/// Upstream's BestEffort QoS class: no container asks for or limits cpu or memory.
+fn is_best_effort(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return true };
+    spec.containers.iter().chain(spec.init_containers.iter().flatten()).all(|c| {
+        let r = c.resources.clone().unwrap_or_default();
+        [r.requests, r.limits]
+            .into_iter()
+            .flatten()
+            .all(|m| m.iter().all(|(k, q)| !matches!(k.as_str(), "cpu" | "memory") || milli(q) == 0))
+    })
+}
+
+/// Whether a pod falls in every scope of a quota (upstream's pod evaluator).
+fn pod_in_scopes(pod: &Pod, scopes: &[(String, String, Vec<String>)]) -> bool {
+    let spec = pod.spec.clone().unwrap_or_default();
+    scopes.iter().all(|(scope, op, values)| {
+        let holds = match scope.as_str() {
+            "Terminating" => spec.active_deadline_seconds.is_some_and(|s| s >= 0),
+            "NotTerminating" => spec.active_deadline_seconds.is_none(),
+            "BestEffort" => is_best_effort(pod),
+            "NotBestEffort" => !is_best_effort(pod),
+            "PriorityClass" => {
+                let class = spec.priority_class_name.clone().unwrap_or_default();
+                return match op.as_str() {
+                    "In" => values.contains(&class),
+                    "NotIn" => !values.contains(&class),
+                    "Exists" => !class.is_empty(),
+                    "DoesNotExist" => class.is_empty(),
+                    _ => false,
+                };
+            }
+            "CrossNamespacePodAffinity" => {
+                let a = spec.affinity.clone().unwrap_or_default();
+                let terms =
+                    |required: Option<Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>,
+                     preferred: Option<Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
+                        required
+                            .unwrap_or_default()
+                            .into_iter()
+                            .chain(preferred.unwrap_or_default().into_iter().map(|w| w.pod_affinity_term))
+                            .collect::<Vec<_>>()
+                    };
+                let mut all = Vec::new();
+                if let Some(x) = a.pod_affinity {
+                    all.extend(terms(
+                        x.required_during_scheduling_ignored_during_execution,
+                        x.preferred_during_scheduling_ignored_during_execution,
+                    ));
+                }
+                if let Some(x) = a.pod_anti_affinity {
+                    all.extend(terms(
+                        x.required_during_scheduling_ignored_during_execution,
+                        x.preferred_during_scheduling_ignored_during_execution,
+                    ));
+                }
+                all.iter()
+                    .any(|t| t.namespace_selector.is_some() || t.namespaces.as_ref().is_some_and(|n| !n.is_empty()))
+            }
+            _ => false,
+        };
+        if op == "DoesNotExist" {
+            !holds
+        } else {
+            holds
+        }
+    })
+}
+
 fn count_usage(plural: &str) -> Usage {
     Usage::from([(plural.to_string(), ONE), (format!("count/{plural}"), ONE)])
 }
@@ -357,15 +438,21 @@ impl ResourceQuotaController {
     }
 
     /// What the namespace's objects add up to, for the resources in `wanted`.
-    pub async fn namespace_usage(&self, ns: &str, wanted: &BTreeSet<String>) -> Result<Usage, Error> {
-        let kinds: BTreeSet<Kind> = wanted.iter().filter_map(|r| Kind::of(r)).collect();
+    pub async fn namespace_usage(&self, quota: &ResourceQuota, wanted: &BTreeSet<String>) -> Result<Usage, Error> {
+        let ns = quota.metadata.namespace.as_deref().unwrap_or_default();
+        let scopes = quota_scopes(quota);
+        let mut kinds: BTreeSet<Kind> = wanted.iter().filter_map(|r| Kind::of(r)).collect();
+        if !scopes.is_empty() {
+            // Scopes only apply to pods: a scoped quota tracks nothing else.
+            kinds.retain(|k| *k == Kind::Pods);
+        }
         let mut total = Usage::new();
         let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.namespace.as_deref() == Some(ns);
         let now = jiff::Timestamp::now();
         for kind in kinds {
             match kind {
                 Kind::Pods => {
-                    for p in self.pods.state().iter().filter(|p| in_ns(&p.metadata)) {
+                    for p in self.pods.state().iter().filter(|p| in_ns(&p.metadata) && pod_in_scopes(p, &scopes)) {
                         add(&mut total, pod_usage(p, now));
                     }
                 }
@@ -402,7 +489,7 @@ impl ResourceQuotaController {
             }
         }
         // Object counts of other resources: listed (metadata only) through discovery.
-        for r in wanted.iter().filter(|r| r.starts_with("count/") && Kind::of(r).is_none()) {
+        for r in wanted.iter().filter(|r| r.starts_with("count/") && Kind::of(r).is_none() && scopes.is_empty()) {
             let n = self.count_objects(ns, &r["count/".len()..]).await?;
             total.insert(r.clone(), n * ONE);
         }
@@ -436,7 +523,7 @@ impl ResourceQuotaController {
         let Some(quota) = self.quotas.get(&ObjectRef::new(name).within(ns)) else { return Ok(None) };
         let hard = parse_list(quota.spec.as_ref().and_then(|s| s.hard.as_ref()));
         let wanted: BTreeSet<String> = hard.keys().cloned().collect();
-        let total = self.namespace_usage(ns, &wanted).await?;
+        let total = self.namespace_usage(&quota, &wanted).await?;
         let used: Usage = wanted.iter().map(|r| (r.clone(), total.get(r).copied().unwrap_or(0))).collect();
         let status = quota.status.clone().unwrap_or_default();
         if parse_list(status.hard.as_ref()) == hard && parse_list(status.used.as_ref()) == used {
@@ -489,6 +576,23 @@ mod tests {
         done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
         let u = pod_usage(&done, now);
         assert_eq!(u.keys().collect::<Vec<_>>(), ["count/pods"]);
+    }
+
+    #[test]
+    fn scopes_select_pods_by_deadline_qos_and_priority_class() {
+        let best_effort = pod(json!({"spec": {"containers": [{"name": "a"}], "priorityClassName": "high"}}));
+        let burstable = pod(json!({"spec": {"activeDeadlineSeconds": 30, "containers": [
+            {"name": "a", "resources": {"requests": {"memory": "64Mi"}}}]}}));
+        let scope = |s: &str| vec![(s.to_string(), "Exists".to_string(), vec![])];
+        assert!(pod_in_scopes(&best_effort, &scope("BestEffort")));
+        assert!(!pod_in_scopes(&burstable, &scope("BestEffort")));
+        assert!(pod_in_scopes(&burstable, &scope("NotBestEffort")));
+        assert!(pod_in_scopes(&burstable, &scope("Terminating")));
+        assert!(pod_in_scopes(&best_effort, &scope("NotTerminating")));
+        let high = vec![("PriorityClass".to_string(), "In".to_string(), vec!["high".to_string()])];
+        assert!(pod_in_scopes(&best_effort, &high));
+        assert!(!pod_in_scopes(&burstable, &high));
+        assert!(pod_in_scopes(&burstable, &[]));
     }
 
     #[test]
