@@ -47,12 +47,13 @@ reset() {
   done
   step "removing pod containers, mounts, network and rules"
   pkill -9 -f 'containerd-shim-runc-v2 -namespace k8s.io' 2>/dev/null || true
-  grep -o ' /var/lib/kubelet/[^ ]*\| /run/containerd/[^ ]*' /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o ' /var/lib/kubelet/[^ ]*\| /run/containerd/[^ ]*' /proc/mounts 2>/dev/null || true; } | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
   for t in kube-proxy rustkube-cni; do nft delete table ip "$t" 2>/dev/null || true; done
   ip link del rkbr0 2>/dev/null || true
   rm -f /etc/cni/net.d/10-rustkube.conflist /opt/cni/bin/rustkube-bridge
   rm -rf /var/lib/kubelet /var/lib/cni/rustkube
-  if grep -q 'written by rustkube' /etc/containerd/config.toml 2>/dev/null; then rm -f /etc/containerd/config.toml; fi
+  rm -f "$CONF_DIR/containerd.toml"
   step "removing state: $STATE_DIR $RUN_DIR and the PKI and kubeconfigs in $CONF_DIR"
   rm -rf "$STATE_DIR" "$RUN_DIR" "$CONF_DIR/pki" "$CONF_DIR/tokens.csv"
   rm -f "$CONF_DIR"/{admin,scheduler,controller-manager,kubelet,kube-proxy}.conf "$CONF_DIR"/kubelet-*.conf
@@ -193,11 +194,13 @@ supervise kube-scheduler "$BIN_DIR/kube-scheduler" --kubeconfig="$CONF_DIR/sched
 wait_until kube-scheduler "$LOG_DIR/kube-scheduler.log" curl -sfk https://127.0.0.1:10259/healthz
 
 step "configuring containerd for the CRI (CNI plugins in /opt/cni/bin, config in /etc/cni/net.d)"
-mkdir -p /etc/containerd /opt/cni/bin /etc/cni/net.d
+mkdir -p /opt/cni/bin /etc/cni/net.d
 for p in /usr/lib/cni/*; do ln -sf "$p" /opt/cni/bin/; done
 ln -sf "$BIN_DIR/rustkube-cni" /opt/cni/bin/rustkube-bridge
-if [[ ! -f /etc/containerd/config.toml ]] || grep -q 'written by rustkube' /etc/containerd/config.toml; then
-  cat > /etc/containerd/config.toml <<'TOML'
+# The CRI settings live in a config of the cluster's own (Debian's
+# /etc/containerd/config.toml points the CNI at /usr/lib/cni and pulls pause:3.6).
+CONTAINERD_CONFIG="$CONF_DIR/containerd.toml"
+cat > "$CONTAINERD_CONFIG" <<'TOML'
 # written by rustkube's init-cluster.sh
 version = 2
 [plugins."io.containerd.grpc.v1.cri"]
@@ -211,14 +214,17 @@ version = 2
     conf_dir = "/etc/cni/net.d"
     max_conf_num = 1
 TOML
-fi
-if ! ctr version >/dev/null 2>&1; then
-  supervise containerd containerd --config /etc/containerd/config.toml
+if ctr version >/dev/null 2>&1 && [[ ! -f "$RUN_DIR/supervisor-containerd.pid" ]]; then
+  echo "note: a containerd this script did not start is running; it needs the CRI settings of $CONTAINERD_CONFIG"
+else
+  supervise containerd containerd --config "$CONTAINERD_CONFIG"
 fi
 wait_until containerd "$LOG_DIR/containerd.log" ctr version
 
 step "building and importing the sandbox and test images (no internet needed)"
 "$ROOT/scripts/build-images.sh" /run/containerd/containerd.sock | sed 's/^/  /' || fail "scripts/build-images.sh"
+# A versioned tag too, so that the default pull policy (IfNotPresent for non-latest tags) uses the local copy.
+ctr -n k8s.io images tag --force docker.io/rustkube/testimage:latest docker.io/rustkube/testimage:1.0 >/dev/null
 
 step "starting the kubelet (log $LOG_DIR/kubelet.log)"
 supervise kubelet "$BIN_DIR/kubelet" --kubeconfig="$CONF_DIR/kubelet.conf" --hostname-override="$NODE_NAME" \
@@ -242,6 +248,6 @@ cat <<EOF
 Use it with:
   export KUBECONFIG=$CONF_DIR/admin.conf
   kubectl get nodes
-  kubectl create deployment web --image=docker.io/rustkube/testimage:latest
+  kubectl create deployment web --image=docker.io/rustkube/testimage:1.0 && kubectl expose deployment web --port=80
 Logs: $LOG_DIR   Stop and remove everything: $0 reset
 EOF
