@@ -63,7 +63,8 @@ pub fn usage_of(d: &ResourceDescriptor, obj: &Value) -> Usage {
     match (d.group, d.plural) {
         ("", "pods") => {
             if pod_is_terminal(obj) {
-                u.clear();
+                // A finished pod still exists (count/pods) but holds no pod slot or compute.
+                u.retain(|k, _| k.starts_with("count/"));
                 return u;
             }
             for (kind, short) in [("requests", "requests"), ("limits", "limits")] {
@@ -303,6 +304,8 @@ mod tests {
         assert_eq!(u["requests.memory"], 64 * 1024 * 1024 * 1000);
         assert_eq!(u["limits.memory"], 128 * 1024 * 1024 * 1000);
         let done = json!({"status": {"phase": "Succeeded"}});
-        assert!(usage_of(&pods, &done).is_empty());
+        let finished = usage_of(&pods, &done);
+        assert_eq!(finished.get("count/pods"), Some(&ONE), "a finished pod still exists");
+        assert!(!finished.contains_key("pods"), "but holds no pod slot");
     }
 }
