@@ -159,6 +159,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }));
     }
     tokio::spawn(pleg(runtime.clone(), workers.clone()));
+    // Container logs rotate by size so a chatty container cannot fill the disk.
+    let rotation = logs::Rotation {
+        max_size: logs::parse_size(&opts.container_log_max_size)
+            .with_context(|| format!("--container-log-max-size {:?}", opts.container_log_max_size))?,
+        max_files: opts.container_log_max_files.max(2) as usize,
+    };
+    tokio::spawn(logs::rotate_loop(runtime.clone(), rotation));
     let static_pods = opts.pod_manifest_path.clone().map(|dir| {
         let s = static_pods::StaticPods::new(
             dir,
