@@ -275,8 +275,10 @@ async fn exec_attach_cp_port_forward_and_rbac() {
         assert_eq!(out(&o), "out\n", "kubectl {v}: {}\n{}", err(&o), n.logs_for_failure());
         assert!(err(&o).contains("err\n") && err(&o).contains("command terminated with exit code 3"), "{}", err(&o));
         assert_eq!(o.status.code(), Some(3));
-        let o = n.kubectl(v, &["exec", "sh", "-c", "c", "--", "true"]);
+        // Over the WebSocket (v5), not the SPDY fallback.
+        let o = n.kubectl(v, &["-v=6", "exec", "sh", "-c", "c", "--", "true"]);
         assert!(o.status.success(), "{}", err(&o));
+        assert!(err(&o).contains("The subprotocol is v5.channel.k8s.io"), "{}", err(&o));
         // Standard input goes through and its end reaches the command.
         let o = n.cp.apiserver.kubectl_stdin(
             v,
