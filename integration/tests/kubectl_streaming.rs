@@ -345,6 +345,12 @@ async fn exec_attach_cp_port_forward_and_rbac() {
         let _ = child.wait();
     }
 
+    // nodes/proxy reaches the kubelet's API, pods/proxy the pod's port.
+    let o = n.kubectl("1.33", &["get", "--raw", "/api/v1/nodes/n1/proxy/healthz"]);
+    assert_eq!(out(&o), "ok", "{}", err(&o));
+    let o = n.kubectl("1.33", &["get", "--raw", "/api/v1/namespaces/default/pods/web:80/proxy/"]);
+    assert!(out(&o).contains(TEST_PAGE_MARKER), "{}{}", out(&o), err(&o));
+
     // RBAC: alice may read pods, but not their logs nor exec into them, until granted.
     let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader"},
         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]});
