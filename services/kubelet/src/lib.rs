@@ -166,6 +166,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         max_files: opts.container_log_max_files.max(2) as usize,
     };
     tokio::spawn(logs::rotate_loop(runtime.clone(), rotation));
+    server::set_idle_timeout(opts.streaming_connection_idle_timeout);
     let static_pods = opts.pod_manifest_path.clone().map(|dir| {
         let s = static_pods::StaticPods::new(
             dir,
