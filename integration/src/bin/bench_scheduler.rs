@@ -133,7 +133,8 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (bound, created) = (bound.lock().map(|b| b.clone()).unwrap_or_default(), created.lock().map(|c| c.clone()).unwrap_or_default());
+    let (bound, created) =
+        (bound.lock().map(|b| b.clone()).unwrap_or_default(), created.lock().map(|c| c.clone()).unwrap_or_default());
     let mut latencies: Vec<Duration> =
         created.iter().filter_map(|(name, c)| bound.get(name).map(|b| b.saturating_duration_since(*c))).collect();
     latencies.sort();
@@ -148,7 +149,12 @@ async fn main() -> Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
     );
-    println!("  scheduler RSS: {} MiB idle with {NODES} nodes, {} MiB peak, {} MiB after", idle_rss / 1024, peak_rss / 1024, rss_kib(pid).unwrap_or(0) / 1024);
+    println!(
+        "  scheduler RSS: {} MiB idle with {NODES} nodes, {} MiB peak, {} MiB after",
+        idle_rss / 1024,
+        peak_rss / 1024,
+        rss_kib(pid).unwrap_or(0) / 1024
+    );
     drop(scheduler);
     drop(apiserver);
     drop(etcd);
