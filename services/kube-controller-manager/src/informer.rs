@@ -180,6 +180,38 @@ pub struct Factory {
     pub secrets: OnceLock<Arc<Informer<Secret>>>,
 }
 
+/// The Factory's informer fields, once: `start` and `wait_synced` both walk them.
+macro_rules! every_informer {
+    ($m:ident) => {
+        $m!(
+            pods,
+            replicasets,
+            deployments,
+            namespaces,
+            nodes,
+            services,
+            service_accounts,
+            config_maps,
+            endpoint_slices,
+            leases,
+            jobs,
+            cron_jobs,
+            pod_disruption_budgets,
+            daemonsets,
+            statefulsets,
+            controller_revisions,
+            persistent_volume_claims,
+            endpoints,
+            persistent_volumes,
+            storage_classes,
+            cluster_roles,
+            replication_controllers,
+            resource_quotas,
+            secrets
+        )
+    };
+}
+
 impl Factory {
     pub fn new(client: kube::Client) -> Factory {
         Factory {
@@ -296,31 +328,14 @@ impl Factory {
         macro_rules! start {
             ($($f:ident),*) => { $( if let Some(i) = self.$f.get() { i.start(); } )* };
         }
-        start!(
-            pods,
-            replicasets,
-            deployments,
-            namespaces,
-            nodes,
-            services,
-            service_accounts,
-            config_maps,
-            endpoint_slices,
-            leases,
-            jobs,
-            cron_jobs,
-            pod_disruption_budgets,
-            daemonsets,
-            statefulsets,
-            controller_revisions,
-            persistent_volume_claims,
-            endpoints,
-            persistent_volumes,
-            storage_classes,
-            cluster_roles,
-            replication_controllers,
-            resource_quotas,
-            secrets
-        );
+        every_informer!(start);
+    }
+
+    /// Waits until every informer created so far has listed once.
+    pub async fn wait_synced(&self) {
+        macro_rules! wait {
+            ($($f:ident),*) => { $( if let Some(i) = self.$f.get() { i.wait_synced().await; } )* };
+        }
+        every_informer!(wait);
     }
 }

@@ -289,7 +289,7 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
     if let Some(gc) = &gc {
         gc.start_informers();
     }
-    wait_synced(&factory).await;
+    factory.wait_synced().await;
     if let Some(gc) = gc {
         gc.wait_synced().await;
         let n = options.concurrent_gc_syncs;
@@ -301,36 +301,4 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
     }
     futures::future::pending::<()>().await;
     Ok(())
-}
-
-async fn wait_synced(f: &Factory) {
-    macro_rules! wait {
-        ($($f:ident),*) => { $( if let Some(i) = f.$f.get() { i.wait_synced().await; } )* };
-    }
-    wait!(
-        pods,
-        replicasets,
-        deployments,
-        namespaces,
-        nodes,
-        services,
-        service_accounts,
-        config_maps,
-        endpoint_slices,
-        leases,
-        jobs,
-        cron_jobs,
-        pod_disruption_budgets,
-        daemonsets,
-        statefulsets,
-        controller_revisions,
-        persistent_volume_claims,
-        endpoints,
-        persistent_volumes,
-        storage_classes,
-        cluster_roles,
-        replication_controllers,
-        resource_quotas,
-        secrets
-    );
 }
