@@ -77,8 +77,7 @@ impl Recorder {
 
 async fn write_events(client: kube::Client, rx: mpsc::Receiver<Event>) {
     use futures::StreamExt;
-    let stream = tokio_stream_from(rx);
-    stream
+    tokio_stream::wrappers::ReceiverStream::new(rx)
         .for_each_concurrent(CONCURRENT_WRITES, |event| {
             let client = client.clone();
             async move {
@@ -90,10 +89,6 @@ async fn write_events(client: kube::Client, rx: mpsc::Receiver<Event>) {
             }
         })
         .await;
-}
-
-fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// An ObjectReference to a typed object.
