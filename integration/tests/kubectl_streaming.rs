@@ -168,8 +168,10 @@ async fn logs_with_every_flag() {
     n.pod("crashy", crashy).await;
     n.running("logger").await;
     n.running("two").await;
-    // The first lines are written right away; give the container a moment.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The tail checks below need three ticks after the stderr line: wait for them rather than
+    // for a fixed time (a loaded machine starts the container late).
+    let ticked = eventually(WAIT, || out(&n.kubectl("1.33", &["logs", "logger"])).contains("tick 4\n").then_some(()));
+    assert!(ticked.is_some(), "{}", n.logs_for_failure());
     for v in KUBECTL_VERSIONS {
         let o = n.kubectl(v, &["logs", "logger"]);
         let text = out(&o);

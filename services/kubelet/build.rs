@@ -4,7 +4,9 @@
 //! generated, so tests and tools can speak either side.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): cargo reuses a compiled build script across checkouts
+    // at different paths that share a target directory.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let protos = [root.join("podresources/v1/api.proto"), root.join("deviceplugin/v1beta1/api.proto")];
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
