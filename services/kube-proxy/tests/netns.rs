@@ -2,8 +2,10 @@
 //! in network namespaces of the test's own: a "node" namespace that routes
 //! between a client namespace and backends on a bridge, with traffic from
 //! the client to the virtual addresses. Needs root, `ip`, `nft`,
-//! `busybox` and `python3`; each test uses its own namespaces (so its own
-//! table), removed on drop.
+//! `conntrack`, `busybox` and `python3`; each test uses its own namespaces
+//! (so its own table), removed on drop. The `--min-sync-period` test also
+//! runs the kube-proxy binary against etcd and the kube-apiserver binary
+//! (build it first: `cargo build -p kube-apiserver`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -165,6 +167,34 @@ impl Lab {
         );
         let o = self.exec(ns, &["python3", "-c", &script]);
         o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+
+    /// A UDP exchange from a fixed source port (so from one conntrack entry): who answered.
+    fn udp_from(&self, ns: &str, ip: Ipv4Addr, port: u16, source_port: u16) -> Option<String> {
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',{source_port}))\ns.settimeout(1.5)\ns.sendto(b'hi',('{ip}',{port}))\nprint(s.recvfrom(100)[0].decode())\n"
+        );
+        let o = self.exec(ns, &["python3", "-c", &script]);
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+
+    /// The node's conntrack entries of `protocol`, one a line.
+    fn conntrack(&self, protocol: &str) -> String {
+        let o = self.exec(&self.node, &["conntrack", "-L", "-p", protocol]);
+        assert!(o.status.success(), "conntrack -L: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs `python3 -c script args...` in `ns` until the lab is dropped.
+    fn spawn_python(&mut self, ns: &str, script: &str, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", script])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        self.children.push(child);
     }
 
     fn nft_list(&self) -> String {
@@ -352,4 +382,271 @@ fn cleanup_removes_only_the_proxy_table() {
     assert!(after.contains("table ip other"), "{after}");
     // Twice is fine.
     rt.block_on(runner.apply(&kube_proxy::ruleset::cleanup_script("kube-proxy"))).unwrap();
+}
+
+/// The reply-direction source addresses of the node's conntrack entries of the flow `CLIENT:sport → vip`.
+fn reply_sources(conntrack: &str, vip: Ipv4Addr, sport: u16) -> Vec<String> {
+    conntrack
+        .lines()
+        .filter(|l| l.contains(&format!(" src={CLIENT} dst={vip} sport={sport} ")))
+        .filter_map(|l| l.split_whitespace().filter(|w| w.starts_with("src=")).nth(1))
+        .map(|w| w.trim_start_matches("src=").to_string())
+        .collect()
+}
+
+fn backend_index(answer: &str) -> usize {
+    let name = answer.split_whitespace().next().unwrap_or_default();
+    name.strip_prefix("backend-").and_then(|i| i.parse().ok()).unwrap_or_else(|| panic!("not a backend: {answer}"))
+}
+
+#[test]
+fn removing_a_udp_endpoint_flushes_its_conntrack_entries() {
+    let lab = Lab::new(2);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    let udp = |b: &[usize]| vec![frontend(VIP, Protocol::Udp, 53, b, 5353)];
+    rt.block_on(syncer.sync(udp(&[0, 1]), &BTreeSet::new(), false)).unwrap();
+    // One flow (a fixed source port): its conntrack entry pins it to the backend first chosen.
+    const SPORT: u16 = 45000;
+    let first = lab.udp_from(&lab.client, VIP, 53, SPORT).expect("a UDP answer");
+    let chosen = backend_index(&first);
+    for _ in 0..5 {
+        let answer = lab.udp_from(&lab.client, VIP, 53, SPORT).expect("a UDP answer");
+        assert_eq!(backend_index(&answer), chosen, "{answer}");
+    }
+    let ct = lab.conntrack("udp");
+    assert_eq!(reply_sources(&ct, VIP, SPORT), [backend_ip(chosen).to_string()], "{ct}");
+
+    // The chosen endpoint leaves the Service (its server keeps running, so a
+    // stale entry would keep the flow on it): its entry is deleted...
+    let other = 1 - chosen;
+    let stats = rt.block_on(syncer.sync(udp(&[other]), &BTreeSet::new(), false)).unwrap();
+    assert_eq!(stats.kind, SyncKind::Incremental);
+    let ct = lab.conntrack("udp");
+    assert!(reply_sources(&ct, VIP, SPORT).is_empty(), "stale entry left:\n{ct}");
+    // ...and the same flow's next datagrams reach the remaining endpoint.
+    for _ in 0..5 {
+        let answer = lab.udp_from(&lab.client, VIP, 53, SPORT).expect("a UDP answer");
+        assert_eq!(backend_index(&answer), other, "{answer}");
+    }
+    let ct = lab.conntrack("udp");
+    assert_eq!(reply_sources(&ct, VIP, SPORT), [backend_ip(other).to_string()], "{ct}");
+}
+
+/// SCTP packets over raw IP sockets. This kernel has no SCTP stack
+/// (`CONFIG_IP_SCTP` is not set, so an SCTP socket fails with "Protocol not
+/// supported") while conntrack and NAT handle SCTP: the client sends an
+/// association's first packet (an INIT chunk, with a valid CRC32c) and the
+/// backend answers with an INIT ACK, which is all conntrack needs to track
+/// and NAT the association both ways.
+const SCTP_COMMON: &str = r#"
+import socket, struct, sys
+def crc32c(data):
+    crc = 0xffffffff
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xffffffff
+def packet(sport, dport, vtag, chunk_type, init_tag):
+    chunk = struct.pack('!BBHIIHHI', chunk_type, 0, 20, init_tag, 65535, 1, 1, 1)
+    header = struct.pack('!HHII', sport, dport, vtag, 0)
+    return header[:8] + struct.pack('<I', crc32c(header + chunk)) + chunk
+def parse(data):
+    ihl = (data[0] & 15) * 4
+    s = data[ihl:]
+    sport, dport, vtag = struct.unpack('!HHI', s[:8])
+    crc_ok = struct.unpack('<I', s[8:12])[0] == crc32c(s[:8] + bytes(4) + s[12:])
+    init_tag = struct.unpack('!I', s[16:20])[0]
+    return socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20]), sport, dport, vtag, crc_ok, s[12], init_tag
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 132)
+"#;
+
+/// Backend `argv[1]` on port `argv[2]`: answers each valid INIT with an INIT ACK whose tag names it.
+const SCTP_SERVER: &str = r#"
+index, port = int(sys.argv[1]), int(sys.argv[2])
+while True:
+    data, _ = sock.recvfrom(2048)
+    src, dst, sport, dport, vtag, crc_ok, chunk_type, init_tag = parse(data)
+    if chunk_type == 1 and vtag == 0 and crc_ok and dport == port:
+        sock.sendto(packet(dport, sport, init_tag, 2, 0xB0000000 + index), (src, 0))
+"#;
+
+/// Opens `argv[3]` associations to `argv[1]:argv[2]`, each from its own
+/// source port from `argv[4]` on; prints for each who answered, or what was wrong.
+const SCTP_CLIENT: &str = r#"
+vip, port, count, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+sock.settimeout(0.5)
+for k in range(count):
+    sport, tag = first + k, 0x10000 + k
+    sock.sendto(packet(sport, port, 0, 1, tag), (vip, 0))
+    result = 'no-answer'
+    try:
+        while True:
+            src, dst, rsport, rdport, vtag, crc_ok, chunk_type, init_tag = parse(sock.recvfrom(2048)[0])
+            if chunk_type == 2 and vtag == tag:
+                if (src, rsport, rdport, crc_ok) == (vip, port, sport, True):
+                    result = 'backend-%d' % (init_tag - 0xB0000000)
+                else:
+                    result = 'bad-answer:%s:%d->%d:crc=%s' % (src, rsport, rdport, crc_ok)
+                break
+    except socket.timeout:
+        pass
+    print(result, flush=True)
+"#;
+
+#[test]
+fn sctp_cluster_ips_dnat_associations_to_every_backend() {
+    let mut lab = Lab::new(2);
+    for i in 0..2 {
+        let ns = lab.backends[i].clone();
+        lab.spawn_python(&ns, &format!("{SCTP_COMMON}{SCTP_SERVER}"), &[&i.to_string(), "9999"]);
+    }
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Sctp, 7777, &[0, 1], 9999)], &BTreeSet::new(), false))
+        .unwrap();
+    let table = String::from_utf8_lossy(&lab.exec(&lab.node, &["nft", "list", "table", "ip", "kube-proxy"]).stdout)
+        .into_owned();
+    assert!(table.contains(&format!("{VIP} . sctp . 7777 : goto endpoints-2")), "{table}");
+    assert!(table.contains(&format!("{VIP} . sctp . 7777 . 0 : {} . 9999", backend_ip(0))), "{table}");
+
+    // The servers start in the background: wait until one answers.
+    let script = format!("{SCTP_COMMON}{SCTP_CLIENT}");
+    // Each association from a source port of its own (a new conntrack entry).
+    let associate = |count: usize, first_port: u16| -> Vec<String> {
+        let (count, first_port) = (count.to_string(), first_port.to_string());
+        let o = lab.exec(&lab.client, &["python3", "-c", &script, &VIP.to_string(), "7777", &count, &first_port]);
+        assert!(o.status.success(), "sctp client: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+    };
+    let ready = (0..20).any(|i| associate(1, 40000 + i).iter().any(|l| l.starts_with("backend-")));
+    assert!(ready, "no SCTP answer through {VIP}:7777:\n{}", lab.conntrack("sctp"));
+    let answers = associate(20, 41000);
+    let seen: BTreeSet<&str> = answers.iter().map(String::as_str).collect();
+    assert_eq!(seen, BTreeSet::from(["backend-0", "backend-1"]), "{answers:?}");
+    // Tracked as SCTP associations, DNATed to the target port.
+    let ct = lab.conntrack("sctp");
+    assert!(ct.contains(&format!("dst={VIP} sport=41000 dport=7777")), "{ct}");
+    assert!(ct.contains("sport=9999"), "{ct}");
+
+    // An endpoint goes: new associations reach only the other one.
+    rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Sctp, 7777, &[1], 9999)], &BTreeSet::new(), false)).unwrap();
+    let answers = associate(10, 42000);
+    assert!(answers.iter().all(|a| a == "backend-1"), "{answers:?}");
+}
+
+/// `kubeproxy_sync_proxy_rules_duration_seconds_count` from the proxy's /metrics.
+fn sync_count(metrics_url: &str) -> Option<u64> {
+    let o = Command::new("curl").args(["-s", "-m", "2", metrics_url]).output().ok()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().find(|l| l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The real binary against a real etcd and kube-apiserver (built beforehand:
+/// `cargo build -p kube-apiserver`), programming the lab's node namespace
+/// (`--netns`): a burst of 50 EndpointSlice changes within
+/// `--min-sync-period=2s` is applied in few syncs (each one nft
+/// transaction), counted by the sync duration histogram of /metrics, and the
+/// rules end as the last change says.
+#[test]
+fn min_sync_period_batches_a_burst_of_endpoint_changes() {
+    let lab = Lab::new(2);
+    let etcd = integration::Etcd::start().expect("etcd");
+    let apiserver = integration::ApiServer::start(&etcd).expect("kube-apiserver");
+    let metrics_port = integration::free_port();
+    let healthz_port = integration::free_port();
+    let proxy = apiserver
+        .start_component(
+            "kube-proxy",
+            &apiserver.kubeconfig,
+            &[
+                "--hostname-override=n1",
+                &format!("--netns={}", lab.node),
+                "--cluster-cidr=10.244.0.0/16",
+                "--min-sync-period=2s",
+                "--sync-period=1h",
+                &format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
+                &format!("--healthz-bind-address=127.0.0.1:{healthz_port}"),
+            ],
+        )
+        .expect("kube-proxy");
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+
+    let (code, svc) = apiserver.json(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some(&serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        })),
+    );
+    assert_eq!(code, 201, "{svc}");
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().expect("a clusterIP").to_string();
+    let slice = |backends: &[usize], port: u16| {
+        serde_json::json!({
+            "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": backends.iter().map(|i| serde_json::json!({
+                "addresses": [backend_ip(*i).to_string()], "conditions": {"ready": true}
+            })).collect::<Vec<_>>(),
+        })
+    };
+    let slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+    let (code, body) = apiserver.json("POST", slices, Some(&slice(&[0], 8080)));
+    assert_eq!(code, 201, "{body}");
+    let url = format!("http://{cluster_ip}/");
+    let served = integration::eventually(Duration::from_secs(20), || lab.curl(&lab.client, &url).ok());
+    assert_eq!(served.as_deref(), Some("backend-0"), "kube-proxy log:\n{}", proxy.log());
+
+    // Quiet: no sync pending.
+    let mut before = sync_count(&metrics_url).expect("the sync count");
+    loop {
+        std::thread::sleep(Duration::from_millis(2500));
+        let now = sync_count(&metrics_url).expect("the sync count");
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let health = Command::new("curl")
+        .args(["-s", "-w", " %{http_code}", &format!("http://127.0.0.1:{healthz_port}/healthz")])
+        .output()
+        .expect("curl");
+    let health = String::from_utf8_lossy(&health.stdout).into_owned();
+    assert!(health.ends_with(" 200") && health.contains("\"lastUpdated\":\"20"), "{health}");
+
+    // 50 changes as fast as the apiserver takes them; the last one wants both backends on 8080.
+    let start = std::time::Instant::now();
+    for k in 0..49 {
+        let (code, body) = apiserver.json("PATCH", &format!("{slices}/web-1"), Some(&slice(&[k % 2], 9000 + k as u16)));
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, body) = apiserver.json("PATCH", &format!("{slices}/web-1"), Some(&slice(&[0, 1], 8080)));
+    assert_eq!(code, 200, "{body}");
+    let burst = start.elapsed();
+    // Every change is in once the period after the burst has passed.
+    std::thread::sleep(Duration::from_millis(2500));
+    let seen = lab.spread(&url, 30);
+    assert_eq!(names(&seen), ["backend-0", "backend-1"], "{seen:?}");
+    let map = lab.exec(&lab.node, &["nft", "list", "map", "ip", "kube-proxy", "backends"]);
+    let map = String::from_utf8_lossy(&map.stdout).into_owned();
+    let elements: Vec<&str> = map.split([',', '{', '}']).filter(|e| e.contains(&cluster_ip)).map(str::trim).collect();
+    assert_eq!(
+        elements,
+        [
+            format!("{cluster_ip} . tcp . 80 . 0 : {} . 8080", backend_ip(0)),
+            format!("{cluster_ip} . tcp . 80 . 1 : {} . 8080", backend_ip(1))
+        ],
+        "{map}"
+    );
+    let after = sync_count(&metrics_url).expect("the sync count");
+    let syncs = after - before;
+    // One sync when the burst starts, then at most one per period (and one
+    // more for the watch events' delays). Without batching: 44 syncs here.
+    let allowed = 2 + (burst.as_secs_f64() / 2.0).ceil() as u64;
+    eprintln!("50 changes in {burst:?}: {syncs} syncs (allowed {allowed})");
+    assert!((1..=allowed).contains(&syncs), "{syncs} syncs for 50 changes in {burst:?}\n{}", proxy.log());
 }
