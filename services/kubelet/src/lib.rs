@@ -199,6 +199,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ..Default::default()
     };
     let tls = component_base::serving::tls_config(&serving, "kubelet")?;
+    let auth = server::server_auth::AuthSettings::from_options(&opts)?;
+    let tls = match &auth.client_ca_file {
+        Some(ca) => server::server_auth::with_client_ca(&tls, ca)?,
+        None => tls,
+    };
+    tracing::info!(anonymous = auth.anonymous, token_webhook = auth.token_webhook, mode = ?auth.mode,
+        client_ca = auth.client_ca_file.is_some(), "kubelet API authentication and authorization");
     let https: std::net::SocketAddr = format!("{}:{}", opts.address, opts.port).parse().context("--address/--port")?;
     let healthz: std::net::SocketAddr =
         format!("{}:{}", opts.healthz_bind_address, opts.healthz_port).parse().context("--healthz-bind-address")?;
@@ -207,6 +214,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         stats: stats::StatsProvider::new(runtime.clone(), node_name.clone(), opts.root_dir.clone()),
         metrics,
         runtime: runtime.clone(),
+        auth: Arc::new(server::server_auth::KubeletAuth::new(auth, client.clone(), node_name.clone())),
     });
     let serve = tokio::spawn(server::serve(server, tls, https, healthz));
 

@@ -78,7 +78,8 @@ pub struct Options {
     pub tls_cert_file: Option<String>,
     #[arg(long = "tls-private-key-file")]
     pub tls_private_key_file: Option<String>,
-    /// CA for client certificates calling the kubelet's API.
+    /// CA for client certificates calling the kubelet's API. Given (here or in --config), the
+    /// API's authentication and authorization default to the config file's secure values.
     #[arg(long = "client-ca-file")]
     pub client_ca_file: Option<String>,
     #[arg(long = "node-status-update-frequency", default_value = "10s", value_parser = duration_flag)]
@@ -117,11 +118,24 @@ pub struct Options {
     pub container_log_max_files: u32,
     #[arg(long = "streaming-connection-idle-timeout", default_value = "4h", value_parser = duration_flag)]
     pub streaming_connection_idle_timeout: Duration,
+    // The kubelet API's authentication and authorization (see server_auth.rs): unset flags take
+    // the --config file's values, else upstream's defaults (the config file's when there is a
+    // client CA or a config file: anonymous off, token webhook on, mode Webhook).
     /// Authorization of the kubelet's API: `Webhook` (SubjectAccessReview) or `AlwaysAllow`.
-    #[arg(long = "authorization-mode", default_value = "AlwaysAllow", value_parser = ["Webhook", "AlwaysAllow"])]
-    pub authorization_mode: String,
-    #[arg(long = "anonymous-auth", default_value_t = true, action = clap::ArgAction::Set)]
-    pub anonymous_auth: bool,
+    #[arg(long = "authorization-mode", value_parser = ["Webhook", "AlwaysAllow"])]
+    pub authorization_mode: Option<String>,
+    /// Whether requests without credentials are served as `system:anonymous`.
+    #[arg(long = "anonymous-auth", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub anonymous_auth: Option<bool>,
+    /// Bearer tokens are authenticated through TokenReview.
+    #[arg(long = "authentication-token-webhook", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub authentication_token_webhook: Option<bool>,
+    #[arg(long = "authentication-token-webhook-cache-ttl", value_parser = duration_flag)]
+    pub authentication_token_webhook_cache_ttl: Option<Duration>,
+    #[arg(long = "authorization-webhook-cache-authorized-ttl", value_parser = duration_flag)]
+    pub authorization_webhook_cache_authorized_ttl: Option<Duration>,
+    #[arg(long = "authorization-webhook-cache-unauthorized-ttl", value_parser = duration_flag)]
+    pub authorization_webhook_cache_unauthorized_ttl: Option<Duration>,
     #[arg(long = "feature-gates")]
     pub feature_gates: Option<String>,
     #[arg(short = 'v', long = "v", default_value_t = 0)]

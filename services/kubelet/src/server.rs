@@ -3,7 +3,8 @@
 //! `/containerLogs/<namespace>/<pod>/<container>` from the CRI log files
 //! (streamed; see logs.rs), `/exec`, `/attach` and `/portForward` (proxied to
 //! the runtime's streaming server; see streaming.rs), and `/stats/summary`,
-//! `/metrics/resource` and `/metrics` (see stats.rs).
+//! `/metrics/resource` and `/metrics` (see stats.rs). Every request on the
+//! HTTPS port is authenticated and authorized first (see server_auth.rs).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,6 +20,9 @@ use crate::workers::PodWorkers;
 #[path = "streaming.rs"]
 pub mod streaming;
 
+#[path = "server_auth.rs"]
+pub mod server_auth;
+
 /// A response body: whole, or streamed (logs).
 pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -27,6 +31,8 @@ pub struct Server {
     pub stats: Arc<crate::stats::StatsProvider>,
     pub metrics: Arc<crate::stats::KubeletMetrics>,
     pub runtime: crate::cri::Runtime,
+    /// Who may call the HTTPS API.
+    pub auth: Arc<server_auth::KubeletAuth>,
 }
 
 /// `--streaming-connection-idle-timeout`'s default; see [`set_idle_timeout`].
@@ -57,6 +63,20 @@ pub fn text(code: u16, body: impl Into<Bytes>, content_type: &str) -> Response<B
 const PLAIN: &str = "text/plain; charset=utf-8";
 
 impl Server {
+    /// Authenticates and authorizes a request of the HTTPS port, then serves it.
+    async fn serve_authorized(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        peer: Option<&server_auth::User>,
+    ) -> Response<Body> {
+        match self.auth.check(&req, peer).await {
+            Ok(_) => self.handle(req).await,
+            Err(server_auth::Refusal::Unauthorized) => text(401, "Unauthorized", PLAIN),
+            Err(server_auth::Refusal::Forbidden(msg)) => text(403, msg, PLAIN),
+            Err(server_auth::Refusal::Error(msg)) => text(500, msg, PLAIN),
+        }
+    }
+
     /// The endpoints that read the runtime; the rest are answered by `respond`.
     async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -252,9 +272,17 @@ pub async fn serve(
         let server = server.clone();
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(stream).await else { return };
+            // rustls hands over only certificates that chain to --client-ca-file.
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(server_auth::user_from_certificate)
+                .map(Arc::new);
             let service = hyper::service::service_fn(move |req| {
-                let server = server.clone();
-                async move { Ok::<_, Infallible>(server.handle(req).await) }
+                let (server, peer) = (server.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(server.serve_authorized(req, peer.as_deref()).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
