@@ -1,0 +1,25 @@
+use clap::Parser;
+
+/// mimalloc keeps the RSS low after bursts (see kube-apiserver's main).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let options = cluster_dns::options::Options::parse();
+    component_base::init_logging(options.verbosity);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cluster-dns: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cluster_dns::app::run(options)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("cluster-dns: {e:#}");
+            eprintln!("cluster-dns: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
