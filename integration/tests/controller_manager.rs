@@ -1069,6 +1069,256 @@ async fn a_job_fails_once_its_backoff_limit_is_exceeded() {
     assert_eq!(all.len(), 2, "one retry after the back-off");
 }
 
+/// What a kubelet reports for a job pod that ended: the phase, container `c`'s
+/// exit code and any extra pod conditions (e.g. DisruptionTarget).
+async fn end_pod(api: &Api<Pod>, name: &str, phase: &str, exit_code: i32, conditions: serde_json::Value) {
+    let status = json!({"status": {
+        "phase": phase,
+        "conditions": conditions,
+        "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": exit_code, "reason": if exit_code == 0 { "Completed" } else { "Error" }}}}],
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+}
+
+/// The job's pods that are neither finished nor being deleted, by name.
+async fn running_job_pods(api: &Api<Pod>, job: &str) -> Vec<Pod> {
+    pods(api, &format!("batch.kubernetes.io/job-name={job}"))
+        .await
+        .into_iter()
+        .filter(|p| !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
+        .collect()
+}
+
+fn job_condition(
+    job: &k8s_openapi::api::batch::v1::Job,
+    type_: &str,
+) -> Option<k8s_openapi::api::batch::v1::JobCondition> {
+    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True").cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_failure_policy_ignores_disruptions_and_fails_the_job_on_a_fatal_exit_code() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Node;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap())
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let spec = json!({
+        "completions": 4, "parallelism": 2, "backoffLimit": 0,
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]},
+    });
+    jobs.create(&PostParams::default(), &job("pfp", spec)).await.unwrap();
+    let first = until(Duration::from_secs(20), "2 pods", || async {
+        let p = running_job_pods(&pod_api, "pfp").await;
+        (p.len() == 2).then_some(p)
+    })
+    .await;
+    let (a, b) = (first[0].metadata.name.clone().unwrap(), first[1].metadata.name.clone().unwrap());
+    // b runs on a node, so deleting it waits for the "kubelet" (this test).
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": b}, "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}});
+    let (code, body) =
+        cp.apiserver.json("POST", &format!("/api/v1/namespaces/default/pods/{b}/binding"), Some(&binding));
+    assert_eq!(code, 201, "{body}");
+    mark_ready(&pod_api, &first[1]).await;
+
+    // A disruption is ignored: not counted against backoffLimit 0, and replaced at once (no back-off).
+    let disrupted = json!([{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]);
+    end_pod(&pod_api, &a, "Failed", 137, disrupted).await;
+    let replacement = until(Duration::from_secs(10), "a replacement for the disrupted pod", || async {
+        let p = running_job_pods(&pod_api, "pfp").await;
+        p.into_iter().find(|p| p.metadata.name.as_deref() != Some(b.as_str()))
+    })
+    .await;
+    let c = replacement.metadata.name.clone().unwrap();
+    assert_ne!(c, a);
+    let j = jobs.get("pfp").await.unwrap();
+    assert_eq!(j.status.as_ref().unwrap().failed.unwrap_or(0), 0, "the ignored failure was counted");
+    assert!(job_condition(&j, "FailureTarget").is_none() && job_condition(&j, "Failed").is_none());
+
+    // Exit code 42 of container c matches the FailJob rule (index 0).
+    end_pod(&pod_api, &c, "Failed", 42, json!([])).await;
+    let message = format!("Container c for pod default/{c} failed with exit code 42 matching FailJob rule at index 0");
+    let target = until(Duration::from_secs(10), "FailureTarget", || async {
+        job_condition(&jobs.get("pfp").await.ok()?, "FailureTarget")
+    })
+    .await;
+    assert_eq!(
+        (target.reason.as_deref(), target.message.as_deref()),
+        (Some("PodFailurePolicy"), Some(message.as_str()))
+    );
+    // The running pod is being terminated; the job is not Failed while it is.
+    until(Duration::from_secs(10), "the running pod terminating", || async {
+        pod_api.get(&b).await.ok()?.metadata.deletion_timestamp.map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(job_condition(&jobs.get("pfp").await.unwrap(), "Failed").is_none(), "Failed before its pods terminated");
+    // The kubelet stops it and removes it: now the job is Failed with the same reason and message.
+    end_pod(&pod_api, &b, "Failed", 137, json!([])).await;
+    let _ = pod_api.delete(&b, &kube::api::DeleteParams::default().grace_period(0)).await;
+    let out = kubectl(&cp, &["wait", "--for=condition=failed", "job/pfp", "--timeout=20s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let j = jobs.get("pfp").await.unwrap();
+    let failed = job_condition(&j, "Failed").unwrap();
+    assert_eq!(
+        (failed.reason.as_deref(), failed.message.as_deref()),
+        (Some("PodFailurePolicy"), Some(message.as_str()))
+    );
+    let st = j.status.unwrap();
+    assert_eq!((st.failed, st.succeeded.unwrap_or(0), st.active.unwrap_or(0)), (Some(1), 0, 0));
+    let all = pod_api.list(&ListParams::default().labels("batch.kubernetes.io/job-name=pfp")).await.unwrap().items;
+    assert_eq!(all.len(), 2, "no pod created after the job failed: {all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_limit_per_index_fails_indexes_and_max_failed_indexes_fails_the_job() {
+    use k8s_openapi::api::batch::v1::Job;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let by_index = |pods: &[Pod], i: &str| {
+        pods.iter()
+            .find(|p| {
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .unwrap()
+                    .get("batch.kubernetes.io/job-completion-index")
+                    .map(String::as_str)
+                    == Some(i)
+            })
+            .and_then(|p| p.metadata.name.clone())
+    };
+    // maxFailedIndexes 0: the first failed index fails the job and stops the other pods.
+    let spec = json!({"completions": 4, "parallelism": 2, "completionMode": "Indexed", "backoffLimitPerIndex": 0, "maxFailedIndexes": 0});
+    jobs.create(&PostParams::default(), &job("maxfail", spec)).await.unwrap();
+    let first = until(Duration::from_secs(20), "2 pods", || async {
+        let p = running_job_pods(&pod_api, "maxfail").await;
+        (p.len() == 2).then_some(p)
+    })
+    .await;
+    end_pod(&pod_api, &by_index(&first, "0").unwrap(), "Failed", 1, json!([])).await;
+    let out = kubectl(&cp, &["wait", "--for=condition=failed", "job/maxfail", "--timeout=20s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let j = jobs.get("maxfail").await.unwrap();
+    for type_ in ["FailureTarget", "Failed"] {
+        let c = job_condition(&j, type_).unwrap();
+        assert_eq!(
+            (c.reason.as_deref(), c.message.as_deref()),
+            (Some("MaxFailedIndexesExceeded"), Some("Job has exceeded the specified maximal number of failed indexes"))
+        );
+    }
+    assert_eq!(j.status.as_ref().unwrap().failed_indexes.as_deref(), Some("0"));
+    assert!(running_job_pods(&pod_api, "maxfail").await.is_empty(), "index 1 still runs");
+
+    // One retry per index; FailIndex fails index 0 at once; index 2 fails twice.
+    let spec = json!({
+        "completions": 3, "parallelism": 3, "completionMode": "Indexed", "backoffLimitPerIndex": 1,
+        "podFailurePolicy": {"rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [3]}}]},
+    });
+    jobs.create(&PostParams::default(), &job("perindex", spec)).await.unwrap();
+    let first = until(Duration::from_secs(20), "3 pods", || async {
+        let p = running_job_pods(&pod_api, "perindex").await;
+        (p.len() == 3).then_some(p)
+    })
+    .await;
+    end_pod(&pod_api, &by_index(&first, "0").unwrap(), "Failed", 3, json!([])).await;
+    end_pod(&pod_api, &by_index(&first, "1").unwrap(), "Succeeded", 0, json!([])).await;
+    let failed_2 = by_index(&first, "2").unwrap();
+    end_pod(&pod_api, &failed_2, "Failed", 1, json!([])).await;
+    // Index 2 comes back after its back-off (10 s), counting its first failure.
+    let retry = until(Duration::from_secs(25), "index 2 retried", || async {
+        let p = running_job_pods(&pod_api, "perindex").await;
+        p.into_iter().find(|p| p.metadata.name.as_deref() != Some(failed_2.as_str()))
+    })
+    .await;
+    let ann = retry.metadata.annotations.clone().unwrap();
+    assert_eq!(ann.get("batch.kubernetes.io/job-completion-index").map(String::as_str), Some("2"));
+    assert_eq!(ann.get("batch.kubernetes.io/job-index-failure-count").map(String::as_str), Some("1"));
+    let all = pod_api.list(&ListParams::default().labels("batch.kubernetes.io/job-name=perindex")).await.unwrap().items;
+    assert_eq!(all.len(), 4, "index 0 failed by FailIndex must not be retried");
+    let st = jobs.get("perindex").await.unwrap().status.unwrap();
+    assert_eq!((st.failed_indexes.as_deref(), st.completed_indexes.as_deref()), (Some("0"), Some("1")));
+    assert!(job_condition(&jobs.get("perindex").await.unwrap(), "Failed").is_none());
+    end_pod(&pod_api, retry.metadata.name.as_deref().unwrap(), "Failed", 1, json!([])).await;
+    let out = kubectl(&cp, &["wait", "--for=condition=failed", "job/perindex", "--timeout=20s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let j = jobs.get("perindex").await.unwrap();
+    let c = job_condition(&j, "Failed").unwrap();
+    assert_eq!((c.reason.as_deref(), c.message.as_deref()), (Some("FailedIndexes"), Some("Job has failed indexes")));
+    let st = j.status.unwrap();
+    assert_eq!((st.failed_indexes.as_deref(), st.completed_indexes.as_deref()), (Some("0,2"), Some("1")));
+    assert_eq!((st.failed, st.succeeded), (Some(3), Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_policy_completes_an_indexed_job_and_stops_the_rest() {
+    use k8s_openapi::api::batch::v1::Job;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &[]);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // The leader (index 0) and one worker must succeed.
+    let spec = json!({
+        "completions": 5, "parallelism": 5, "completionMode": "Indexed",
+        "successPolicy": {"rules": [{"succeededIndexes": "0"}, {"succeededIndexes": "1-4", "succeededCount": 3}]},
+    });
+    jobs.create(&PostParams::default(), &job("leader", spec)).await.unwrap();
+    let first = until(Duration::from_secs(20), "5 pods", || async {
+        let p = running_job_pods(&pod_api, "leader").await;
+        (p.len() == 5).then_some(p)
+    })
+    .await;
+    let name_of = |i: &str| {
+        first
+            .iter()
+            .find(|p| {
+                p.metadata.labels.as_ref().unwrap().get("batch.kubernetes.io/job-completion-index").map(String::as_str)
+                    == Some(i)
+            })
+            .and_then(|p| p.metadata.name.clone())
+            .unwrap()
+    };
+    // Two workers succeeding do not meet rule 1 (3 of 1-4) nor rule 0.
+    end_pod(&pod_api, &name_of("1"), "Succeeded", 0, json!([])).await;
+    end_pod(&pod_api, &name_of("2"), "Succeeded", 0, json!([])).await;
+    until(Duration::from_secs(10), "completed indexes 1,2", || async {
+        let st = jobs.get("leader").await.ok()?.status?;
+        (st.completed_indexes.as_deref() == Some("1,2")).then_some(())
+    })
+    .await;
+    assert!(job_condition(&jobs.get("leader").await.unwrap(), "SuccessCriteriaMet").is_none());
+    end_pod(&pod_api, &name_of("0"), "Succeeded", 0, json!([])).await;
+    let out = kubectl(&cp, &["wait", "--for=condition=complete", "job/leader", "--timeout=20s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let j = jobs.get("leader").await.unwrap();
+    for type_ in ["SuccessCriteriaMet", "Complete"] {
+        let c = job_condition(&j, type_).unwrap();
+        assert_eq!(
+            (c.reason.as_deref(), c.message.as_deref()),
+            (Some("SuccessPolicy"), Some("Matched rules at index 0"))
+        );
+    }
+    let st = j.status.unwrap();
+    assert_eq!((st.succeeded, st.completed_indexes.as_deref(), st.active), (Some(3), Some("0-2"), Some(0)));
+    assert!(st.completion_time.is_some());
+    assert!(running_job_pods(&pod_api, "leader").await.is_empty(), "indexes 3 and 4 were not stopped");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cronjob_starts_a_job_on_schedule_and_finished_jobs_expire_after_their_ttl() {
     use k8s_openapi::api::batch::v1::{CronJob, Job};

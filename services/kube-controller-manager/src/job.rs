@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use component_base::events::{object_ref, EventType, Recorder};
 use futures::future::join_all;
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{
+    Job, JobCondition, JobStatus, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, SuccessPolicy,
+    UncountedTerminatedPods,
+};
+use k8s_openapi::api::core::v1::ContainerStatus;
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -24,6 +28,8 @@ use crate::util::{self, Expectations};
 
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// On a pod of an index with backoffLimitPerIndex: the failures of that index before it.
+pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(360);
 
@@ -44,6 +50,8 @@ pub struct JobController {
     expectations: Expectations,
     /// When each job last saw a new pod failure (for the back-off).
     last_failure: Mutex<HashMap<String, Instant>>,
+    /// backoffLimitPerIndex: per job, when each index last failed.
+    index_failure: Mutex<HashMap<String, HashMap<i32, Instant>>>,
     queue: WorkQueue,
 }
 
@@ -75,6 +83,130 @@ fn set_condition(status: &mut JobStatus, type_: &str, st: &str, reason: &str, me
     });
 }
 
+/// Upstream's pod back-off after `failures` failures: 10 s doubling, at most 6 min.
+fn backoff(failures: i32) -> Duration {
+    BACKOFF_BASE.saturating_mul(1 << (failures - 1).clamp(0, 10)).min(BACKOFF_MAX)
+}
+
+fn status_condition<'a>(status: &'a JobStatus, type_: &str) -> Option<&'a JobCondition> {
+    status.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// What a pod failure policy rule does with a failed pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyAction {
+    FailJob,
+    FailIndex,
+    Ignore,
+    Count,
+}
+
+/// The first terminated container (app containers, then init containers) with a
+/// non-zero exit code that the requirement matches.
+fn match_exit_codes<'a>(pod: &'a Pod, req: &PodFailurePolicyOnExitCodesRequirement) -> Option<(&'a str, i32)> {
+    let status = pod.status.as_ref()?;
+    let lists = [status.container_statuses.as_deref(), status.init_container_statuses.as_deref()];
+    lists.into_iter().flatten().find_map(|list: &[ContainerStatus]| {
+        list.iter().find_map(|c| {
+            if req.container_name.as_deref().is_some_and(|n| n != c.name) {
+                return None;
+            }
+            let code = c.state.as_ref()?.terminated.as_ref()?.exit_code;
+            let listed = req.values.contains(&code);
+            let hit = match req.operator.as_str() {
+                "In" => listed,
+                "NotIn" => !listed,
+                _ => false,
+            };
+            (code != 0 && hit).then_some((c.name.as_str(), code))
+        })
+    })
+}
+
+/// Upstream's matchPodFailurePolicy: the rules in order, the first match wins;
+/// no match counts the failure. FailJob comes with the message of the Failed condition.
+pub fn match_pod_failure_policy(policy: &PodFailurePolicy, pod: &Pod) -> (PolicyAction, Option<String>) {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let action = match rule.action.as_str() {
+            "FailJob" => PolicyAction::FailJob,
+            "FailIndex" => PolicyAction::FailIndex,
+            "Ignore" => PolicyAction::Ignore,
+            "Count" => PolicyAction::Count,
+            // Unknown actions are skipped, as the API asks of clients.
+            _ => continue,
+        };
+        let matched = if let Some(req) = &rule.on_exit_codes {
+            match_exit_codes(pod, req).map(|(container, code)| {
+                format!("Container {container} for pod {ns}/{name} failed with exit code {code} matching {} rule at index {index}", rule.action)
+            })
+        } else if let Some(patterns) = &rule.on_pod_conditions {
+            let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+            conditions.iter().find(|c| patterns.iter().any(|p| p.type_ == c.type_ && p.status == c.status)).map(|c| {
+                format!("Pod {ns}/{name} has condition {} matching {} rule at index {index}", c.type_, rule.action)
+            })
+        } else {
+            None
+        };
+        if let Some(message) = matched {
+            return (action, (action == PolicyAction::FailJob).then_some(message));
+        }
+    }
+    (PolicyAction::Count, None)
+}
+
+fn index_failure_count(pod: &Pod) -> i32 {
+    pod.metadata.annotations.as_ref().and_then(|a| a.get(INDEX_FAILURE_COUNT)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Per index, the failures counted so far: the newest failed pod's count plus itself.
+fn index_failures(pods: &[Arc<Pod>], policy: Option<&PodFailurePolicy>) -> HashMap<i32, i32> {
+    let mut out: HashMap<i32, i32> = HashMap::new();
+    for p in pods {
+        let Some(i) = index_of(p) else { continue };
+        let failed = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
+        let deleted = p.metadata.deletion_timestamp.is_some() && !util::is_terminal(p) && policy.is_none();
+        if !(failed || deleted) {
+            continue;
+        }
+        if policy.is_some_and(|pol| match_pod_failure_policy(pol, p).0 == PolicyAction::Ignore) {
+            continue;
+        }
+        let n = index_failure_count(p) + 1;
+        let e = out.entry(i).or_insert(0);
+        *e = (*e).max(n);
+    }
+    out
+}
+
+/// Upstream's matchSuccessPolicy for Indexed jobs: the first rule whose indexes
+/// (or count) the succeeded indexes satisfy.
+pub fn match_success_policy(policy: &SuccessPolicy, completions: i32, succeeded: &BTreeSet<i32>) -> Option<String> {
+    if succeeded.is_empty() {
+        return None;
+    }
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let hit = if let Some(indexes) = &rule.succeeded_indexes {
+            let required: BTreeSet<i32> = parse_indexes(indexes).into_iter().filter(|i| *i < completions).collect();
+            if required.is_empty() {
+                continue;
+            }
+            let done = required.intersection(succeeded).count() as i32;
+            match rule.succeeded_count {
+                Some(n) => done >= n,
+                None => done == required.len() as i32,
+            }
+        } else {
+            rule.succeeded_count.is_some_and(|n| succeeded.len() as i32 >= n)
+        };
+        if hit {
+            return Some(format!("Matched rules at index {index}"));
+        }
+    }
+    None
+}
+
 fn index_of(pod: &Pod) -> Option<i32> {
     pod.metadata.annotations.as_ref()?.get(COMPLETION_INDEX)?.parse().ok()
 }
@@ -88,7 +220,12 @@ pub fn format_indexes(set: &BTreeSet<i32>) -> String {
         while iter.peek() == Some(&(end + 1)) {
             end = iter.next().unwrap_or(end);
         }
-        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        // Upstream compresses three or more consecutive indexes only.
+        out.push(match end - start {
+            0 => start.to_string(),
+            1 => format!("{start},{end}"),
+            _ => format!("{start}-{end}"),
+        });
     }
     out.join(",")
 }
@@ -119,6 +256,7 @@ impl JobController {
             pods: pods.store(),
             expectations: Expectations::default(),
             last_failure: Mutex::new(HashMap::new()),
+            index_failure: Mutex::new(HashMap::new()),
             queue,
         });
         let q = this.queue.clone();
@@ -165,9 +303,10 @@ impl JobController {
 
     async fn sync(&self, key: &str) -> Result<Option<Duration>, Error> {
         let (ns, name) = util::split_key(key);
-        let Some(job) = self.jobs.get(&ObjectRef::new(name).within(ns)) else {
+        let Some(mut job) = self.jobs.get(&ObjectRef::new(name).within(ns)) else {
             self.expectations.forget(key);
             self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+            self.index_failure.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
             return Ok(None);
         };
         let uid = job.metadata.uid.clone().unwrap_or_default();
@@ -184,13 +323,31 @@ impl JobController {
         let was_finished = finished(&job);
         let suspended = spec.suspend == Some(true);
         let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+        let policy = spec.pod_failure_policy.as_ref();
+        // backoffLimitPerIndex only means something for Indexed jobs.
+        let per_index = spec.backoff_limit_per_index.filter(|_| indexed);
 
         // 1. Count every pod that finished (or vanished into deletion) exactly once.
         let mut uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
+        // UIDs whose pods no longer carry the finalizer were counted and released already.
+        let still_tracked: HashSet<&str> = pods
+            .iter()
+            .filter(|p| p.metadata.finalizers.iter().flatten().any(|f| f == TRACKING_FINALIZER))
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        for list in [&mut uncounted.succeeded, &mut uncounted.failed].into_iter().flatten() {
+            list.retain(|u| still_tracked.contains(u.as_str()));
+        }
+        if status.uncounted_terminated_pods.is_some() {
+            status.uncounted_terminated_pods = Some(uncounted.clone());
+        }
         let mut counted_ok: HashSet<String> = uncounted.succeeded.iter().flatten().cloned().collect();
         let mut counted_failed: HashSet<String> = uncounted.failed.iter().flatten().cloned().collect();
         let mut completed = parse_indexes(status.completed_indexes.as_deref().unwrap_or(""));
+        let mut failed_indexes = parse_indexes(status.failed_indexes.as_deref().unwrap_or(""));
         let mut new_failures = 0;
+        // The first FailJob match of this sync, unless the job is already terminating.
+        let mut policy_failure: Option<String> = None;
         let tracked = |p: &Pod| p.metadata.finalizers.iter().flatten().any(|f| f == TRACKING_FINALIZER);
         let mut release: Vec<Arc<Pod>> = Vec::new();
         for p in pods.iter().filter(|p| tracked(p)) {
@@ -198,7 +355,9 @@ impl JobController {
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
             let terminal = util::is_terminal(p);
             let deleting = p.metadata.deletion_timestamp.is_some();
-            if !terminal && !deleting {
+            // With a pod failure policy a pod only fails once it reaches the Failed
+            // phase: the policy needs its exit codes and conditions.
+            if !terminal && (!deleting || (policy.is_some() && !was_finished)) {
                 continue;
             }
             release.push(p.clone());
@@ -214,10 +373,33 @@ impl JobController {
                 uncounted.succeeded.get_or_insert_with(Vec::new).push(pod_uid);
             } else if terminal || !suspended {
                 // A pod deleted before it finished counts as failed, unless the job removed it.
+                let (action, message) = match policy {
+                    Some(policy) if terminal => match_pod_failure_policy(policy, p),
+                    _ => (PolicyAction::Count, None),
+                };
+                if action == PolicyAction::Ignore {
+                    tracing::debug!(job = key, pod = ?p.metadata.name, "pod failure ignored by the pod failure policy");
+                    continue;
+                }
                 status.failed = Some(status.failed.unwrap_or(0) + 1);
                 new_failures += 1;
                 counted_failed.insert(pod_uid.clone());
                 uncounted.failed.get_or_insert_with(Vec::new).push(pod_uid);
+                if let (Some(limit), Some(i)) = (per_index, index_of(p)) {
+                    let failures = index_failure_count(p) + 1;
+                    self.index_failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(key.to_string())
+                        .or_default()
+                        .insert(i, Instant::now());
+                    if action == PolicyAction::FailIndex || failures > limit {
+                        failed_indexes.insert(i);
+                    }
+                }
+                if action == PolicyAction::FailJob && policy_failure.is_none() {
+                    policy_failure = message;
+                }
             }
         }
         if new_failures > 0 {
@@ -226,9 +408,20 @@ impl JobController {
         if indexed {
             status.completed_indexes = Some(format_indexes(&completed));
         }
+        if per_index.is_some() {
+            status.failed_indexes = Some(format_indexes(&failed_indexes));
+        }
+        let terminating_target = has_condition(&job, "FailureTarget") || has_condition(&job, "SuccessCriteriaMet");
+        if let Some(message) = policy_failure.as_deref().filter(|_| !terminating_target && !was_finished) {
+            // Recorded with the counts, before the pods are released.
+            set_condition(&mut status, "FailureTarget", "True", "PodFailurePolicy", message);
+        }
         if !release.is_empty() {
             status.uncounted_terminated_pods = Some(uncounted.clone());
-            self.write_status(&job, &status, key).await?;
+            // Later writes of this sync go on top of this one.
+            if let Some(updated) = self.write_status(&job, &status, key).await? {
+                job = Arc::new(updated);
+            }
             for p in &release {
                 self.remove_finalizer(&pod_api, p, key).await?;
             }
@@ -251,79 +444,119 @@ impl JobController {
         let failed = status.failed.unwrap_or(0);
         let now = jiff::Timestamp::now();
         let parallelism = spec.parallelism.unwrap_or(1).max(0);
+        let terminating =
+            pods.iter().filter(|p| p.metadata.deletion_timestamp.is_some() && !util::is_terminal(p)).count();
+        status.terminating = Some(terminating as i32);
 
-        // 2. Suspend, fail or complete.
-        if suspended {
+        // 2. Suspend, fail or complete. Upstream (1.31+) first adds FailureTarget or
+        // SuccessCriteriaMet, terminates the remaining pods, and adds Failed or
+        // Complete with the same reason and message once none is left.
+        if suspended
+            && status_condition(&status, "FailureTarget").is_none()
+            && !has_condition(&job, "SuccessCriteriaMet")
+        {
             self.delete_pods(&pod_api, &active, key).await?;
             set_condition(&mut status, "Suspended", "True", "JobSuspended", "Job suspended");
             status.start_time = None;
             status.active = Some(0);
             return self.finish_status(&job, status, key).await;
         }
-        if has_condition(&job, "Suspended") {
+        if has_condition(&job, "Suspended") && !suspended {
             set_condition(&mut status, "Suspended", "False", "JobResumed", "Job resumed");
         }
         status.start_time.get_or_insert(Time(now));
         let start = status.start_time.as_ref().map(|t| t.0).unwrap_or(now);
         let backoff_limit = spec.backoff_limit.unwrap_or(6);
-        let failure = if failed > backoff_limit {
-            Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"))
-        } else if spec.active_deadline_seconds.is_some_and(|d| start + jiff::SignedDuration::from_secs(d) <= now) {
-            Some(("DeadlineExceeded", "Job was active longer than specified deadline"))
-        } else {
-            None
-        };
-        let done = match spec.completions {
-            Some(c) if indexed => (0..c).all(|i| completed.contains(&i)),
-            Some(c) => succeeded >= c,
-            None => succeeded > 0 && active.is_empty(),
-        };
-        if let Some((reason, message)) = failure {
-            self.delete_pods(&pod_api, &active, key).await?;
-            set_condition(&mut status, "FailureTarget", "True", reason, message);
-            set_condition(&mut status, "Failed", "True", reason, message);
-            self.recorder.event(object_ref(job.as_ref()), EventType::Warning, reason, message);
-            status.active = Some(0);
-            return self.finish_status(&job, status, key).await;
+        let all_indexes_done = |c: i32| (0..c).all(|i| completed.contains(&i) || failed_indexes.contains(&i));
+        if status_condition(&status, "FailureTarget").is_none()
+            && status_condition(&status, "SuccessCriteriaMet").is_none()
+        {
+            let failure: Option<(&str, String)> = if spec
+                .max_failed_indexes
+                .is_some_and(|m| failed_indexes.len() as i32 > m)
+                && per_index.is_some()
+            {
+                Some((
+                    "MaxFailedIndexesExceeded",
+                    "Job has exceeded the specified maximal number of failed indexes".into(),
+                ))
+            } else if failed > backoff_limit {
+                Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit".into()))
+            } else if spec.active_deadline_seconds.is_some_and(|d| start + jiff::SignedDuration::from_secs(d) <= now) {
+                Some(("DeadlineExceeded", "Job was active longer than specified deadline".into()))
+            } else if per_index.is_some()
+                && !failed_indexes.is_empty()
+                && all_indexes_done(spec.completions.unwrap_or(0))
+            {
+                Some(("FailedIndexes", "Job has failed indexes".into()))
+            } else {
+                None
+            };
+            let success: Option<(&str, String)> = if failure.is_some() {
+                None
+            } else if let Some(message) = spec
+                .success_policy
+                .as_ref()
+                .filter(|_| indexed)
+                .and_then(|sp| match_success_policy(sp, spec.completions.unwrap_or(0), &completed))
+            {
+                Some(("SuccessPolicy", message))
+            } else {
+                let done = match spec.completions {
+                    Some(c) if indexed => (0..c).all(|i| completed.contains(&i)),
+                    Some(c) => succeeded >= c,
+                    None => succeeded > 0 && active.is_empty(),
+                };
+                done.then(|| ("CompletionsReached", "Reached expected number of succeeded pods".to_string()))
+            };
+            if let Some((reason, message)) = &failure {
+                set_condition(&mut status, "FailureTarget", "True", reason, message);
+            }
+            if let Some((reason, message)) = &success {
+                set_condition(&mut status, "SuccessCriteriaMet", "True", reason, message);
+            }
         }
-        if done {
+        if let Some(target) =
+            status_condition(&status, "FailureTarget").or_else(|| status_condition(&status, "SuccessCriteriaMet"))
+        {
+            let failing = target.type_ == "FailureTarget";
+            let (reason, message) =
+                (target.reason.clone().unwrap_or_default(), target.message.clone().unwrap_or_default());
             self.delete_pods(&pod_api, &active, key).await?;
-            set_condition(
-                &mut status,
-                "SuccessCriteriaMet",
-                "True",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            );
-            set_condition(
-                &mut status,
-                "Complete",
-                "True",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            );
-            status.completion_time = Some(Time(now));
             status.active = Some(0);
-            self.recorder.event(object_ref(job.as_ref()), EventType::Normal, "Completed", "Job completed");
+            status.ready = Some(0);
+            let uncounted_left = status
+                .uncounted_terminated_pods
+                .as_ref()
+                .is_some_and(|u| u.succeeded.iter().chain(u.failed.iter()).any(|v| !v.is_empty()));
+            // Finished once no pod of the job is left running or terminating.
+            if active.is_empty() && terminating == 0 && !uncounted_left {
+                if failing {
+                    set_condition(&mut status, "Failed", "True", &reason, &message);
+                    self.recorder.event(object_ref(job.as_ref()), EventType::Warning, &reason, &message);
+                } else {
+                    set_condition(&mut status, "Complete", "True", &reason, &message);
+                    status.completion_time = Some(Time(now));
+                    self.recorder.event(object_ref(job.as_ref()), EventType::Normal, "Completed", "Job completed");
+                }
+            }
             return self.finish_status(&job, status, key).await;
         }
 
         // 3. Run the right number of pods, after the back-off since the last failure.
         let mut requeue = None;
         if self.expectations.satisfied(key) {
+            let remaining =
+                |c: i32| (0..c).filter(|i| !completed.contains(i) && !failed_indexes.contains(i)).count() as i32;
             let want = match spec.completions {
-                Some(c) if indexed => (c - completed.len() as i32).min(parallelism),
+                Some(c) if indexed => remaining(c).min(parallelism),
                 Some(c) => (c - succeeded).min(parallelism),
                 None if succeeded > 0 => active.len() as i32,
                 None => parallelism,
             }
             .max(0) as usize;
             if active.len() < want {
-                let delay = if failed > 0 {
-                    BACKOFF_BASE.saturating_mul(1 << (failed - 1).clamp(0, 10)).min(BACKOFF_MAX)
-                } else {
-                    Duration::ZERO
-                };
+                let delay = if failed > 0 && per_index.is_none() { backoff(failed) } else { Duration::ZERO };
                 let since = self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).get(key).map(|t| t.elapsed());
                 match since {
                     Some(since) if since < delay => requeue = Some(delay - since),
@@ -332,15 +565,29 @@ impl JobController {
                         if indexed {
                             let busy: HashSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
                             let c = spec.completions.unwrap_or(0);
-                            indexes = (0..c)
-                                .filter(|i| !completed.contains(i) && !busy.contains(i))
-                                .take(want - active.len())
-                                .map(Some)
-                                .collect();
+                            let failures: HashMap<i32, i32> =
+                                if per_index.is_some() { index_failures(&pods, policy) } else { HashMap::new() };
+                            let last = self.index_failure.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+                            for i in (0..c)
+                                .filter(|i| !completed.contains(i) && !failed_indexes.contains(i) && !busy.contains(i))
+                            {
+                                if indexes.len() >= want - active.len() {
+                                    break;
+                                }
+                                let n = failures.get(&i).copied().unwrap_or(0);
+                                // backoffLimitPerIndex: each index backs off on its own failures.
+                                let since = last.as_ref().and_then(|m| m.get(&i)).map(|t| t.elapsed());
+                                if let Some(since) = since.filter(|s| n > 0 && *s < backoff(n)) {
+                                    let left = backoff(n) - since;
+                                    requeue = Some(requeue.map_or(left, |r: Duration| r.min(left)));
+                                    continue;
+                                }
+                                indexes.push((Some(i), n));
+                            }
                         } else {
-                            indexes.resize(want - active.len(), None);
+                            indexes.resize(want - active.len(), (None, 0));
                         }
-                        self.create_pods(&job, &pod_api, &indexes, key).await?;
+                        self.create_pods(&job, &pod_api, &indexes, per_index.is_some(), key).await?;
                     }
                 }
             } else if active.len() > want {
@@ -370,7 +617,7 @@ impl JobController {
         Ok(None)
     }
 
-    async fn write_status(&self, job: &Job, status: &JobStatus, key: &str) -> Result<(), Error> {
+    async fn write_status(&self, job: &Job, status: &JobStatus, key: &str) -> Result<Option<Job>, Error> {
         let api: Api<Job> = Api::namespaced(self.client.clone(), job.metadata.namespace.as_deref().unwrap_or_default());
         let mut updated = job.clone();
         updated.status = Some(status.clone());
@@ -378,8 +625,8 @@ impl JobController {
             .replace_status(job.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &updated)
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if util::api_code(&e) == Some(404) => Ok(()),
+            Ok(updated) => Ok(Some(updated)),
+            Err(e) if util::api_code(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.err("updating status", key)(e)),
         }
     }
@@ -406,7 +653,13 @@ impl JobController {
         for p in pods {
             let name = p.metadata.name.clone().unwrap_or_default();
             match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => {}
+                // Deleted by the job: release it right away, it is not a failure. The
+                // deletion changed its resourceVersion: release the pod it returned.
+                Ok(deleted) => {
+                    if let Some(deleting) = deleted.left() {
+                        self.remove_finalizer(api, &deleting, key).await?;
+                    }
+                }
                 Err(e) if util::api_code(&e) == Some(404) => {
                     self.expectations.deletion_observed(key, &util::key_of(&p.metadata))
                 }
@@ -415,19 +668,30 @@ impl JobController {
                     return Err(self.err("deleting pod", key)(e));
                 }
             }
-            // Deleted by the job: release it right away, it is not a failure.
-            self.remove_finalizer(api, p, key).await?;
         }
         Ok(())
     }
 
-    async fn create_pods(&self, job: &Job, api: &Api<Pod>, indexes: &[Option<i32>], key: &str) -> Result<(), Error> {
+    async fn create_pods(
+        &self,
+        job: &Job,
+        api: &Api<Pod>,
+        indexes: &[(Option<i32>, i32)],
+        count_index_failures: bool,
+        key: &str,
+    ) -> Result<(), Error> {
         if indexes.is_empty() {
             return Ok(());
         }
         self.expectations.expect(key, indexes.len() as i64, []);
-        let results = join_all(indexes.iter().map(|i| {
-            let pod = pod_for(job, *i);
+        let results = join_all(indexes.iter().map(|(i, failures)| {
+            let mut pod = pod_for(job, *i);
+            if count_index_failures && i.is_some() {
+                pod.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(INDEX_FAILURE_COUNT.into(), failures.to_string());
+            }
             async move { api.create(&PostParams::default(), &pod).await }
         }))
         .await;
@@ -506,8 +770,78 @@ mod tests {
     #[test]
     fn completed_indexes_round_trip_as_ranges() {
         let set = BTreeSet::from([0, 1, 2, 4, 6, 7]);
-        assert_eq!(format_indexes(&set), "0-2,4,6-7");
+        assert_eq!(format_indexes(&set), "0-2,4,6,7");
+        assert_eq!(parse_indexes("0-2,4,6,7"), set);
         assert_eq!(parse_indexes("0-2,4,6-7"), set);
         assert_eq!(format_indexes(&BTreeSet::new()), "");
+    }
+
+    fn failed_pod(exit_codes: &[(&str, i32)], conditions: &[(&str, &str)]) -> Pod {
+        let statuses: Vec<serde_json::Value> = exit_codes
+            .iter()
+            .map(|(n, c)| {
+                json!({"name": n, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": c}}})
+            })
+            .collect();
+        let conds: Vec<serde_json::Value> = conditions.iter().map(|(t, s)| json!({"type": t, "status": s})).collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "status": {"phase": "Failed", "containerStatuses": statuses, "conditions": conds},
+        }))
+        .unwrap()
+    }
+
+    fn policy(rules: serde_json::Value) -> PodFailurePolicy {
+        serde_json::from_value(json!({ "rules": rules })).unwrap()
+    }
+
+    #[test]
+    fn pod_failure_policy_rules_apply_in_order_and_fail_job_says_why() {
+        let pol = policy(json!([
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
+            {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [1, 2]}},
+            {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [2]}},
+        ]));
+        let disrupted = failed_pod(&[("main", 42)], &[("DisruptionTarget", "True")]);
+        assert_eq!(match_pod_failure_policy(&pol, &disrupted), (PolicyAction::Ignore, None));
+        let bug = failed_pod(&[("side", 0), ("main", 42)], &[]);
+        assert_eq!(
+            match_pod_failure_policy(&pol, &bug),
+            (
+                PolicyAction::FailJob,
+                Some("Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 1".into())
+            )
+        );
+        // 42 in another container is not the named one: NotIn [1, 2] counts it.
+        assert_eq!(match_pod_failure_policy(&pol, &failed_pod(&[("side", 42)], &[])).0, PolicyAction::Count);
+        assert_eq!(match_pod_failure_policy(&pol, &failed_pod(&[("side", 2)], &[])).0, PolicyAction::FailIndex);
+        // Exit code 0 never matches, not even NotIn; no rule matched counts.
+        assert_eq!(match_pod_failure_policy(&pol, &failed_pod(&[("main", 0)], &[])), (PolicyAction::Count, None));
+        let on_condition =
+            policy(json!([{"action": "FailJob", "onPodConditions": [{"type": "ConfigIssue", "status": "True"}]}]));
+        assert_eq!(
+            match_pod_failure_policy(&on_condition, &failed_pod(&[], &[("ConfigIssue", "True")])).1.as_deref(),
+            Some("Pod ns/p has condition ConfigIssue matching FailJob rule at index 0")
+        );
+    }
+
+    #[test]
+    fn success_policy_rules_match_indexes_and_counts() {
+        let sp: SuccessPolicy = serde_json::from_value(json!({"rules": [
+            {"succeededIndexes": "0,2-3", "succeededCount": 2},
+            {"succeededCount": 4},
+        ]}))
+        .unwrap();
+        assert_eq!(match_success_policy(&sp, 10, &BTreeSet::from([0, 1])), None);
+        assert_eq!(match_success_policy(&sp, 10, &BTreeSet::from([0, 3])).as_deref(), Some("Matched rules at index 0"));
+        assert_eq!(
+            match_success_policy(&sp, 10, &BTreeSet::from([1, 4, 5, 6])).as_deref(),
+            Some("Matched rules at index 1")
+        );
+        let all: SuccessPolicy = serde_json::from_value(json!({"rules": [{"succeededIndexes": "1-2"}]})).unwrap();
+        assert_eq!(match_success_policy(&all, 5, &BTreeSet::from([1])), None);
+        assert!(match_success_policy(&all, 5, &BTreeSet::from([1, 2])).is_some());
     }
 }
