@@ -254,6 +254,22 @@ mod tests {
     }
 
     #[test]
+    fn local_internal_policy_keeps_only_local_endpoints_for_the_cluster_ip() {
+        let svc = || web(json!({"internalTrafficPolicy": "Local"}));
+        let (f, _) = frontends(&[svc()], &[web_slice()], &node());
+        assert_eq!(f[0].key.to_string(), "10.96.0.10 . tcp . 80");
+        assert_eq!(f[0].backends.iter().map(|b| b.ip.to_string()).collect::<Vec<_>>(), ["10.244.1.2"]);
+        assert_eq!(f[0].masquerade, Masquerade::OffCluster);
+        // The NodePort (externalTrafficPolicy: Cluster) still uses every ready endpoint.
+        assert_eq!(f[1].backends.len(), 2);
+        // A node without a local endpoint drops ClusterIP traffic rather than rejecting it.
+        let other = NodeInfo { name: "n3".into(), nodeport_ips: vec![] };
+        let (f, _) = frontends(&[svc()], &[web_slice()], &other);
+        assert!(f[0].backends.is_empty());
+        assert_eq!(f[0].no_endpoints, NoEndpoints::Drop);
+    }
+
+    #[test]
     fn terminating_endpoints_serve_only_when_no_ready_one_is_left() {
         let mut s = web_slice();
         for ep in &mut s.endpoints[..2] {

@@ -375,12 +375,17 @@ fn cleanup_removes_only_the_proxy_table() {
     let mut syncer = lab.syncer();
     rt.block_on(syncer.sync(vec![frontend(VIP, Protocol::Tcp, 80, &[0], 8080)], &BTreeSet::new(), false)).unwrap();
     assert!(lab.nft_list().contains("table ip kube-proxy"));
-    let runner = Runner { netns: Some(lab.node.clone()) };
-    rt.block_on(runner.apply(&kube_proxy::ruleset::cleanup_script("kube-proxy"))).unwrap();
+    // The binary's --cleanup (no apiserver needed).
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_kube-proxy"))
+        .args(["--cleanup", "--nftables-table=kube-proxy", &format!("--netns={}", lab.node)])
+        .output()
+        .expect("kube-proxy --cleanup");
+    assert!(cleanup.status.success(), "{}", String::from_utf8_lossy(&cleanup.stderr));
     let after = lab.nft_list();
     assert!(!after.contains("kube-proxy"), "{after}");
     assert!(after.contains("table ip other"), "{after}");
     // Twice is fine.
+    let runner = Runner { netns: Some(lab.node.clone()) };
     rt.block_on(runner.apply(&kube_proxy::ruleset::cleanup_script("kube-proxy"))).unwrap();
 }
 
@@ -536,12 +541,17 @@ fn sctp_cluster_ips_dnat_associations_to_every_backend() {
     assert!(answers.iter().all(|a| a == "backend-1"), "{answers:?}");
 }
 
-/// `kubeproxy_sync_proxy_rules_duration_seconds_count` from the proxy's /metrics.
-fn sync_count(metrics_url: &str) -> Option<u64> {
+/// The value of the sample `name` (with its labels, if any) from the proxy's /metrics.
+fn metric(metrics_url: &str, name: &str) -> Option<u64> {
     let o = Command::new("curl").args(["-s", "-m", "2", metrics_url]).output().ok()?;
     let text = String::from_utf8_lossy(&o.stdout);
-    let line = text.lines().find(|l| l.starts_with("kubeproxy_sync_proxy_rules_duration_seconds_count "))?;
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} ")))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `kubeproxy_sync_proxy_rules_duration_seconds_count`: the number of syncs so far.
+fn sync_count(metrics_url: &str) -> Option<u64> {
+    metric(metrics_url, "kubeproxy_sync_proxy_rules_duration_seconds_count")
 }
 
 /// The real binary against a real etcd and kube-apiserver (built beforehand:
@@ -642,6 +652,22 @@ fn min_sync_period_batches_a_burst_of_endpoint_changes() {
         ],
         "{map}"
     );
+    // The rules counts of /metrics are the kernel's: the elements of the
+    // maps and sets the proxy fills (all but the packet path's `affinity`),
+    // and the chains.
+    let table = lab.exec(&lab.node, &["nft", "-j", "list", "table", "ip", "kube-proxy"]);
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout).expect("nft -j output");
+    let objects = table["nftables"].as_array().expect("nft objects");
+    let elements: usize = objects
+        .iter()
+        .filter_map(|o| o.get("map").or_else(|| o.get("set")))
+        .filter(|m| m["name"] != "affinity")
+        .map(|m| m["elem"].as_array().map_or(0, Vec::len))
+        .sum();
+    let chains = objects.iter().filter(|o| o.get("chain").is_some()).count();
+    assert!(elements >= 4, "{table}");
+    assert_eq!(metric(&metrics_url, "kubeproxy_sync_proxy_rules_nftables_elements"), Some(elements as u64));
+    assert_eq!(metric(&metrics_url, "kubeproxy_sync_proxy_rules_nftables_chains"), Some(chains as u64));
     let after = sync_count(&metrics_url).expect("the sync count");
     let syncs = after - before;
     // One sync when the burst starts, then at most one per period (and one
