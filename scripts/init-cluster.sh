@@ -1,31 +1,149 @@
 #!/usr/bin/env bash
-# Brings up a cluster on this machine from what the project builds, and prints
-# how to use it.
+# Brings up a cluster on this machine from what the project builds, adds
+# worker nodes to it, and takes either down again.
 #
-#   scripts/init-cluster.sh [--bin-dir DIR] [--etcd-servers URLS] [--secure-port N]
-#   scripts/init-cluster.sh reset
+#   scripts/init-cluster.sh [--bin-dir DIR] [--etcd-servers URLS] [--secure-port N] [--node-name N] [--no-systemd]
+#       A control plane and a node on this machine: the PKI and kubeconfigs (kube-pki) in
+#       /etc/kubernetes (admin.conf is kubectl's), etcd (Debian's package, TLS with client
+#       certificates) unless --etcd-servers names one, kube-apiserver, kube-controller-manager,
+#       kube-scheduler, containerd configured for the CRI with the project's CNI plugin and the
+#       locally built images, the kubelet and kube-proxy; then every manifest under deploy/ (the
+#       add-ons). It ends when the node is Ready and the add-ons' Deployments are available.
+#   scripts/init-cluster.sh token create --node-name N [--ttl 1h]
+#       (on the control plane) Prints the command that joins node N to this cluster.
+#   scripts/init-cluster.sh join --server https://HOST:6443 --token TOKEN
+#           --discovery-token-ca-cert-hash sha256:HEX --node-name N [--bin-dir DIR] [--root DIR] [--no-systemd]
+#       A worker node (containerd, kubelet, kube-proxy) in the cluster at --server.
+#   scripts/init-cluster.sh reset [--root DIR]
+#       Stops what this script started here and removes the state it created.
 #
-# It generates the cluster's PKI and kubeconfigs (kube-pki) into
-# /etc/kubernetes, starts etcd (Debian's package, TLS with client
-# certificates), kube-apiserver, kube-controller-manager and kube-scheduler,
-# configures containerd for the CRI with the project's CNI plugin, imports
-# the locally built images, and starts the kubelet and kube-proxy, all as
-# supervised background processes with logs under /var/log/kubernetes; it
-# ends when the node is Ready. admin.conf is kubectl's.
+# Services: where systemd is PID 1 the units of systemd/ are installed in
+# /etc/systemd/system with their flags in /etc/kubernetes/<service>.env, the
+# binaries in /usr/local/bin, and containerd.service gets a drop-in that points
+# it at /etc/kubernetes/containerd.toml; they are enabled and started (logs:
+# journalctl -u <unit>). Elsewhere, or with --no-systemd, the same commands run
+# as supervised background processes (restarted when they exit) with logs
+# under /var/log/kubernetes.
+#
+# Joining: the apiserver has no bootstrap tokens and no CertificateSigningRequest
+# API, so the control plane signs the node's credentials itself. `token create`
+# issues, with the cluster CA, a client certificate for system:node:<N>
+# (group system:nodes) and one for system:kube-proxy, keeps them in the Secret
+# kube-system/rustkube-join-<N>, and creates a ServiceAccount of the same name
+# that may only get and delete that Secret and delete itself; the TOKEN is a
+# TokenRequest token of that ServiceAccount (it expires after --ttl). `join`
+# first reads the CA from the public ConfigMap kube-public/cluster-info
+# (kubeadm's discovery) and accepts it only if the SHA-256 of its public key
+# matches --discovery-token-ca-cert-hash; then, trusting that CA, it fetches the
+# Secret with the token and deletes the Secret and the ServiceAccount, so a
+# token joins one node once. The node's private keys travel once, over TLS
+# to a verified server, to the holder of the token.
+#
+# --root DIR (join and reset): every path of the node (etc/kubernetes,
+# var/lib/kubelet, var/lib/containerd, run/containerd, etc/cni, opt/cni,
+# var/log/kubernetes...) lives under DIR, and its containerd gets its own
+# socket and state there, so that several nodes can share one machine (each in
+# its own network namespace, e.g. `nsenter --net=/run/netns/w1 init-cluster.sh
+# join --root /srv/w1 ...`). It implies --no-systemd (units are per machine).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-CONF_DIR=/etc/kubernetes
-LOG_DIR=/var/log/kubernetes
-STATE_DIR=/var/lib/rustkube
-RUN_DIR=/run/rustkube
+SELF="$ROOT/scripts/init-cluster.sh"
+MODE=init
+case "${1:-}" in
+  reset|join) MODE="$1"; shift ;;
+  token)
+    [[ "${2:-}" == "create" ]] || { echo "usage: $0 token create --node-name N [--ttl 1h]" >&2; exit 2; }
+    MODE=token; shift 2 ;;
+esac
+
+PREFIX=""
 BIN_DIR=""
 ETCD_SERVERS=""
 SECURE_PORT=6443
 ETCD_PORT=2379
+NO_SYSTEMD=0
+NODE_NAME=""
+SERVER=""
+TOKEN=""
+CA_HASH=""
+TTL=1h
+# How long the add-ons' Deployments may take to become available.
+ADDON_TIMEOUT=${ADDON_TIMEOUT:-300s}
 
 step() { printf '\n==> %s\n' "$*"; }
+# Scratch files of this run, removed when it ends.
+TMP=""
+scratch() { [[ -n "$TMP" ]] || { TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT; }; }
 fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+while (($#)); do
+  case "$1" in
+    --bin-dir) BIN_DIR="$2"; shift 2 ;;
+    --bin-dir=*) BIN_DIR="${1#*=}"; shift ;;
+    --etcd-servers) ETCD_SERVERS="$2"; shift 2 ;;
+    --etcd-servers=*) ETCD_SERVERS="${1#*=}"; shift ;;
+    --secure-port) SECURE_PORT="$2"; shift 2 ;;
+    --secure-port=*) SECURE_PORT="${1#*=}"; shift ;;
+    --node-name) NODE_NAME="$2"; shift 2 ;;
+    --node-name=*) NODE_NAME="${1#*=}"; shift ;;
+    --no-systemd) NO_SYSTEMD=1; shift ;;
+    --root) PREFIX="$2"; shift 2 ;;
+    --root=*) PREFIX="${1#*=}"; shift ;;
+    --server) SERVER="$2"; shift 2 ;;
+    --server=*) SERVER="${1#*=}"; shift ;;
+    --token) TOKEN="$2"; shift 2 ;;
+    --token=*) TOKEN="${1#*=}"; shift ;;
+    --discovery-token-ca-cert-hash) CA_HASH="$2"; shift 2 ;;
+    --discovery-token-ca-cert-hash=*) CA_HASH="${1#*=}"; shift ;;
+    --ttl) TTL="$2"; shift 2 ;;
+    --ttl=*) TTL="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) fail "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+if [[ -n "$PREFIX" ]]; then
+  [[ "$MODE" == join || "$MODE" == reset ]] || fail "--root is for join and reset"
+  PREFIX="$(realpath -m "$PREFIX")"
+  [[ "$PREFIX" != "/" ]] || PREFIX=""
+  NO_SYSTEMD=1
+fi
+
+CONF_DIR="$PREFIX/etc/kubernetes"
+PKI="$CONF_DIR/pki"
+LOG_DIR="$PREFIX/var/log/kubernetes"
+STATE_DIR="$PREFIX/var/lib/rustkube"
+RUN_DIR="$PREFIX/run/rustkube"
+KUBELET_DIR="$PREFIX/var/lib/kubelet"
+CNI_CONF_DIR="$PREFIX/etc/cni/net.d"
+CNI_BIN_DIR="$PREFIX/opt/cni/bin"
+CONTAINERD_ROOT="$PREFIX/var/lib/containerd"
+CONTAINERD_STATE="$PREFIX/run/containerd"
+CONTAINERD_SOCK="$CONTAINERD_STATE/containerd.sock"
+CONTAINERD_CONFIG="$CONF_DIR/containerd.toml"
+UNIT_DIR=/etc/systemd/system
+UNIT_BIN_DIR=/usr/local/bin
+# What this script installed for systemd (one path or unit a line): reset removes exactly these.
+INSTALLED="$STATE_DIR/installed"
+CLUSTER_CIDR=10.244.0.0/16
+SERVICE_CIDR=10.96.0.0/12
+CLUSTER_DOMAIN=cluster.local
+ADMIN=("--kubeconfig=$CONF_DIR/admin.conf")
+
+# systemd manages the services when it is PID 1 (sd_booted's test) and neither --no-systemd nor --root says otherwise.
+use_systemd() {
+  ((NO_SYSTEMD == 0)) && [[ -d /run/systemd/system ]] && [[ "$(cat /proc/1/comm 2>/dev/null)" == systemd ]]
+}
+
+# The address at the 10th place of a CIDR (upstream's convention for the cluster DNS Service).
+tenth_address() {
+  local ip="${1%/*}" a b c d
+  IFS=. read -r a b c d <<<"$ip"
+  local n=$(((a << 24 | b << 16 | c << 8 | d) + 10))
+  echo "$((n >> 24 & 255)).$((n >> 16 & 255)).$((n >> 8 & 255)).$((n & 255))"
+}
+CLUSTER_DNS="$(tenth_address "$SERVICE_CIDR")"
 
 stop_pidfile() {
   local f="$1"
@@ -39,24 +157,55 @@ stop_pidfile() {
   rm -f "$f"
 }
 
+# The systemd unit of a service, and the variable of its environment file.
+unit_of() { [[ "$1" == etcd ]] && echo rustkube-etcd || echo "$1"; }
+env_var_of() { [[ "$1" == etcd ]] && echo ETCD_ARGS || echo "$1" | tr 'a-z-' 'A-Z_' | sed 's/$/_ARGS/'; }
+
 reset() {
+  if [[ -f "$INSTALLED" ]] && command -v systemctl >/dev/null; then
+    step "stopping and removing the systemd units this script installed"
+    local units; units="$(grep '\.service$' "$INSTALLED" | grep -v / || true)"
+    for u in $units; do systemctl disable --now "$u" 2>/dev/null || true; done
+    # containerd.service is the distribution's: stop it only if this script started it.
+    if grep -qx containerd-started "$INSTALLED"; then systemctl stop containerd.service 2>/dev/null || true; fi
+    grep / "$INSTALLED" | while read -r f; do rm -f "$f"; done
+    rmdir "$UNIT_DIR/containerd.service.d" 2>/dev/null || true
+    systemctl daemon-reload 2>/dev/null || true
+    for u in $units; do systemctl reset-failed "$u" 2>/dev/null || true; done
+    # The controller-manager unit's StateDirectory.
+    if grep -qx kube-controller-manager.service "$INSTALLED"; then rm -rf /var/lib/kube-controller-manager; fi
+  fi
   step "stopping the cluster's processes"
   for svc in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd; do
     stop_pidfile "$RUN_DIR/supervisor-$svc.pid"
     stop_pidfile "$RUN_DIR/$svc.pid"
   done
   step "removing pod containers, mounts, network and rules"
-  pkill -9 -f 'containerd-shim-runc-v2 -namespace k8s.io' 2>/dev/null || true
-  { grep -o ' /var/lib/kubelet/[^ ]*\| /run/containerd/[^ ]*' /proc/mounts 2>/dev/null || true; } | sort -r |
-    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # The pods' containers of this node's containerd (runc's state), then their shims.
+  local runc_root="$CONTAINERD_STATE/runc/k8s.io"
+  if [[ -d "$runc_root" ]] && command -v runc >/dev/null; then
+    for c in $(runc --root "$runc_root" list -q 2>/dev/null); do
+      runc --root "$runc_root" kill "$c" KILL 2>/dev/null || true
+      runc --root "$runc_root" delete --force "$c" 2>/dev/null || true
+    done
+  fi
+  pkill -9 -f "^[^ ]*containerd-shim-runc-v2 -namespace k8s.io -id [0-9a-f]+ -address $CONTAINERD_SOCK\$" 2>/dev/null || true
+  { grep -o " $KUBELET_DIR/[^ ]*\| $CONTAINERD_STATE/[^ ]*\| $CONTAINERD_ROOT/[^ ]*" /proc/mounts 2>/dev/null || true; } |
+    sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   for t in kube-proxy rustkube-cni; do nft delete table ip "$t" 2>/dev/null || true; done
   ip link del rkbr0 2>/dev/null || true
-  rm -f /etc/cni/net.d/10-rustkube.conflist /opt/cni/bin/rustkube-bridge
-  rm -rf /var/lib/kubelet /var/lib/cni/rustkube
-  rm -f "$CONF_DIR/containerd.toml"
+  rm -f "$CNI_CONF_DIR/10-rustkube.conflist" "$CNI_BIN_DIR/rustkube-bridge"
+  rm -rf "$KUBELET_DIR" "$PREFIX/var/lib/cni/rustkube"
+  rm -f "$CONTAINERD_CONFIG"
+  for svc in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do rm -f "$CONF_DIR/$svc.env"; done
   step "removing state: $STATE_DIR $RUN_DIR and the PKI and kubeconfigs in $CONF_DIR"
-  rm -rf "$STATE_DIR" "$RUN_DIR" "$CONF_DIR/pki" "$CONF_DIR/tokens.csv"
+  rm -rf "$STATE_DIR" "$RUN_DIR" "$PKI" "$CONF_DIR/tokens.csv"
   rm -f "$CONF_DIR"/{admin,scheduler,controller-manager,kubelet,kube-proxy}.conf "$CONF_DIR"/kubelet-*.conf
+  if [[ -n "$PREFIX" ]]; then
+    # A node under --root owns all of its tree, its containerd's included.
+    rm -rf "$CONTAINERD_ROOT" "$CONTAINERD_STATE" "$CNI_BIN_DIR" "$PREFIX/etc/cni" "$PREFIX/opt/containerd"
+    rmdir "$CONF_DIR" "$PREFIX/etc" "$PREFIX/opt" "$PREFIX/var/lib/cni" "$PREFIX/var/lib" "$PREFIX/run" 2>/dev/null || true
+  fi
   echo "reset done (logs kept in $LOG_DIR)"
 }
 
@@ -83,6 +232,35 @@ supervise() {
   echo $! >"$RUN_DIR/supervisor-$name.pid"
 }
 
+record() { mkdir -p "$STATE_DIR"; grep -qxF "$1" "$INSTALLED" 2>/dev/null || echo "$1" >>"$INSTALLED"; }
+
+# Starts a service: a systemd unit from systemd/ with its flags in
+# $CONF_DIR/<name>.env, or a supervised background process.
+start_service() {
+  local name="$1" program="$2"; shift 2
+  if ! use_systemd; then
+    supervise "$name" "$program" "$@"
+    return 0
+  fi
+  local unit; unit="$(unit_of "$name")"
+  if [[ "$program" != /usr/bin/* ]]; then
+    install -m 0755 "$program" "$UNIT_BIN_DIR/$name.new" && mv -f "$UNIT_BIN_DIR/$name.new" "$UNIT_BIN_DIR/$name"
+    record "$UNIT_BIN_DIR/$name"
+  fi
+  local env="$CONF_DIR/$name.env"
+  printf '# written by rustkube init-cluster.sh; read by %s.service\n%s="%s"\n' "$unit" "$(env_var_of "$name")" "$*" >"$env"
+  chmod 0600 "$env"
+  install -m 0644 "$ROOT/systemd/$unit.service" "$UNIT_DIR/$unit.service"
+  record "$UNIT_DIR/$unit.service"
+  record "$unit.service"
+  systemctl daemon-reload
+  systemctl enable "$unit.service" >/dev/null 2>&1 || fail "systemctl enable $unit.service"
+  # A rerun with other flags restarts the unit; an unchanged one stays as it is.
+  systemctl restart "$unit.service" || fail "systemctl restart $unit.service; see journalctl -u $unit"
+}
+
+log_of() { use_systemd && echo "journalctl -u $(unit_of "$1")" || echo "$LOG_DIR/$1.log"; }
+
 wait_until() {
   local what="$1" log="$2"; shift 2
   printf 'waiting for %s ' "$what"
@@ -94,160 +272,349 @@ wait_until() {
   fail "$what did not become ready; see $log"
 }
 
-if [[ "${1:-}" == "reset" ]]; then
-  reset
-  exit 0
-fi
+install_packages() {
+  step "installing missing packages"
+  local need=()
+  if [[ "$MODE" == init ]]; then
+    command -v etcd >/dev/null || need+=(etcd-server)
+    command -v etcdctl >/dev/null || need+=(etcd-client)
+  fi
+  command -v curl >/dev/null || need+=(curl)
+  command -v jq >/dev/null || need+=(jq)
+  command -v openssl >/dev/null || need+=(openssl)
+  [[ -n "$BIN_DIR" ]] || command -v protoc >/dev/null || need+=(protobuf-compiler)
+  command -v containerd >/dev/null || need+=(containerd)
+  command -v runc >/dev/null || need+=(runc)
+  [[ -x /usr/lib/cni/portmap ]] || need+=(containernetworking-plugins)
+  [[ -x /usr/bin/busybox || -x /bin/busybox ]] || need+=(busybox-static)
+  command -v nft >/dev/null || need+=(nftables)
+  command -v conntrack >/dev/null || need+=(conntrack)
+  command -v iptables >/dev/null || need+=(iptables)
+  if ((${#need[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null || fail "apt-get install ${need[*]}"
+  fi
+  command -v kubectl >/dev/null || fail "kubectl is needed (https://kubernetes.io/docs/tasks/tools/)"
+  echo "ok"
+}
 
-while (($#)); do
-  case "$1" in
-    --bin-dir) BIN_DIR="$2"; shift 2 ;;
-    --bin-dir=*) BIN_DIR="${1#*=}"; shift ;;
-    --etcd-servers) ETCD_SERVERS="$2"; shift 2 ;;
-    --etcd-servers=*) ETCD_SERVERS="${1#*=}"; shift ;;
-    --secure-port) SECURE_PORT="$2"; shift 2 ;;
-    --secure-port=*) SECURE_PORT="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) fail "unknown argument: $1 (see --help)" ;;
-  esac
-done
+find_binaries() {
+  if [[ -z "$BIN_DIR" ]]; then
+    step "building the binaries (release)"
+    (cd "$ROOT" && cargo build --release -p kube-apiserver -p kube-pki -p kube-scheduler -p kube-controller-manager \
+      -p kubelet -p kube-proxy -p rustkube-cni) || fail "cargo build"
+    BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+  fi
+  BIN_DIR="$(realpath "$BIN_DIR")"
+  for b in "$@"; do [[ -x "$BIN_DIR/$b" ]] || fail "no $b in $BIN_DIR"; done
+}
 
-[[ $EUID -eq 0 ]] || fail "run as root (it installs packages and writes $CONF_DIR)"
-
-step "installing missing packages"
-need=()
-command -v etcd >/dev/null || need+=(etcd-server)
-command -v etcdctl >/dev/null || need+=(etcd-client)
-command -v curl >/dev/null || need+=(curl)
-[[ -n "$BIN_DIR" ]] || command -v protoc >/dev/null || need+=(protobuf-compiler)
-command -v containerd >/dev/null || need+=(containerd)
-command -v runc >/dev/null || need+=(runc)
-[[ -x /usr/lib/cni/portmap ]] || need+=(containernetworking-plugins)
-[[ -x /usr/bin/busybox || -x /bin/busybox ]] || need+=(busybox-static)
-command -v nft >/dev/null || need+=(nftables)
-command -v conntrack >/dev/null || need+=(conntrack)
-command -v iptables >/dev/null || need+=(iptables)
-if ((${#need[@]})); then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null || fail "apt-get install ${need[*]}"
-fi
-echo "ok"
-
-if [[ -z "$BIN_DIR" ]]; then
-  step "building the binaries (release)"
-  (cd "$ROOT" && cargo build --release -p kube-apiserver -p kube-pki -p kube-scheduler -p kube-controller-manager \
-    -p kubelet -p kube-proxy -p rustkube-cni) || fail "cargo build"
-  BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-fi
-for b in kube-apiserver kube-pki kube-scheduler kube-controller-manager kubelet kube-proxy rustkube-cni; do [[ -x "$BIN_DIR/$b" ]] || fail "no $b in $BIN_DIR"; done
-
-mkdir -p "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
-
-# The address other hosts reach this one at (no packet is sent to find it).
-ADVERTISE="$(ip -4 route get 10.255.255.255 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)"
-ADVERTISE="${ADVERTISE:-127.0.0.1}"
-step "generating the PKI and kubeconfigs in $CONF_DIR (advertise address $ADVERTISE)"
-"$BIN_DIR/kube-pki" init --dir "$CONF_DIR" --apiserver-advertise-address "$ADVERTISE" \
-  --apiserver-bind-port "$SECURE_PORT" --node-name "$(hostname)" \
-  --control-plane-endpoint "https://$ADVERTISE:$SECURE_PORT" | sed 's/^/  /' || fail "kube-pki init"
-PKI="$CONF_DIR/pki"
-
-if [[ -z "$ETCD_SERVERS" ]]; then
-  step "starting etcd (data in $STATE_DIR/etcd, log $LOG_DIR/etcd.log)"
-  supervise etcd etcd --name=rustkube --data-dir="$STATE_DIR/etcd" \
-    --listen-client-urls="https://127.0.0.1:$ETCD_PORT" --advertise-client-urls="https://127.0.0.1:$ETCD_PORT" \
-    --cert-file="$PKI/etcd/server.crt" --key-file="$PKI/etcd/server.key" \
-    --trusted-ca-file="$PKI/etcd/ca.crt" --client-cert-auth \
-    --listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
-    --initial-cluster=rustkube=http://127.0.0.1:2380
-  ETCD_SERVERS="https://127.0.0.1:$ETCD_PORT"
-  wait_until etcd "$LOG_DIR/etcd.log" env ETCDCTL_API=3 etcdctl --endpoints="$ETCD_SERVERS" \
-    --cacert="$PKI/etcd/ca.crt" --cert="$PKI/apiserver-etcd-client.crt" --key="$PKI/apiserver-etcd-client.key" endpoint health
-fi
-
-step "starting kube-apiserver (log $LOG_DIR/kube-apiserver.log)"
-supervise kube-apiserver "$BIN_DIR/kube-apiserver" --etcd-servers="$ETCD_SERVERS" \
-  --etcd-cafile="$PKI/etcd/ca.crt" --etcd-certfile="$PKI/apiserver-etcd-client.crt" \
-  --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
-  --secure-port="$SECURE_PORT" --advertise-address="$ADVERTISE" \
-  --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-  --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC \
-  --service-account-signing-key-file="$PKI/sa.key" --service-account-key-file="$PKI/sa.pub" \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local
-wait_until kube-apiserver "$LOG_DIR/kube-apiserver.log" curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$SECURE_PORT/readyz"
-
-CLUSTER_CIDR=10.244.0.0/16
-NODE_NAME="$(hostname | tr '[:upper:]' '[:lower:]')"
-
-step "starting kube-controller-manager (log $LOG_DIR/kube-controller-manager.log)"
-supervise kube-controller-manager "$BIN_DIR/kube-controller-manager" --kubeconfig="$CONF_DIR/controller-manager.conf" \
-  --authentication-kubeconfig="$CONF_DIR/controller-manager.conf" --authorization-kubeconfig="$CONF_DIR/controller-manager.conf" \
-  --bind-address=127.0.0.1 --leader-elect=true --use-service-account-credentials=true --controllers='*' \
-  --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
-  --allocate-node-cidrs=true --cluster-cidr="$CLUSTER_CIDR"
-wait_until kube-controller-manager "$LOG_DIR/kube-controller-manager.log" curl -sfk https://127.0.0.1:10257/healthz
-
-step "starting kube-scheduler (log $LOG_DIR/kube-scheduler.log)"
-supervise kube-scheduler "$BIN_DIR/kube-scheduler" --kubeconfig="$CONF_DIR/scheduler.conf" \
-  --authentication-kubeconfig="$CONF_DIR/scheduler.conf" --authorization-kubeconfig="$CONF_DIR/scheduler.conf" \
-  --bind-address=127.0.0.1 --leader-elect=true
-wait_until kube-scheduler "$LOG_DIR/kube-scheduler.log" curl -sfk https://127.0.0.1:10259/healthz
-
-step "configuring containerd for the CRI (CNI plugins in /opt/cni/bin, config in /etc/cni/net.d)"
-mkdir -p /opt/cni/bin /etc/cni/net.d
-for p in /usr/lib/cni/*; do ln -sf "$p" /opt/cni/bin/; done
-ln -sf "$BIN_DIR/rustkube-cni" /opt/cni/bin/rustkube-bridge
-# The CRI settings live in a config of the cluster's own (Debian's
-# /etc/containerd/config.toml points the CNI at /usr/lib/cni and pulls pause:3.6).
-CONTAINERD_CONFIG="$CONF_DIR/containerd.toml"
-cat > "$CONTAINERD_CONFIG" <<'TOML'
+# containerd for the CRI, the CNI plugins, the images: the same on every node.
+setup_containerd() {
+  step "configuring containerd for the CRI (CNI plugins in $CNI_BIN_DIR, config in $CNI_CONF_DIR)"
+  mkdir -p "$CNI_BIN_DIR" "$CNI_CONF_DIR" "$CONF_DIR"
+  for p in /usr/lib/cni/*; do ln -sf "$p" "$CNI_BIN_DIR/"; done
+  ln -sf "$BIN_DIR/rustkube-cni" "$CNI_BIN_DIR/rustkube-bridge"
+  # The CRI settings live in a config of the cluster's own (Debian's
+  # /etc/containerd/config.toml points the CNI at /usr/lib/cni and pulls pause:3.6).
+  local opt=""
+  [[ -z "$PREFIX" ]] || opt="$(printf '[plugins."io.containerd.internal.v1.opt"]\n  path = "%s/opt/containerd"\n' "$PREFIX")"
+  cat >"$CONTAINERD_CONFIG" <<TOML
 # written by rustkube's init-cluster.sh
 version = 2
+root = "$CONTAINERD_ROOT"
+state = "$CONTAINERD_STATE"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[ttrpc]
+  address = "$CONTAINERD_SOCK.ttrpc"
+$opt
 [plugins."io.containerd.grpc.v1.cri"]
   # No CAP_SYS_RESOURCE on some hosts: never lower a process's oom_score_adj.
   restrict_oom_score_adj = true
   sandbox_image = "registry.k8s.io/pause:3.9"
+  # Pod network namespaces under the state dir, where reset finds them.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        # runc's state of this node's containers (the shim appends the namespace).
+        Root = "$CONTAINERD_STATE/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/opt/cni/bin"
-    conf_dir = "/etc/cni/net.d"
+    bin_dir = "$CNI_BIN_DIR"
+    conf_dir = "$CNI_CONF_DIR"
     max_conf_num = 1
 TOML
-if ctr version >/dev/null 2>&1 && [[ ! -f "$RUN_DIR/supervisor-containerd.pid" ]]; then
-  echo "note: a containerd this script did not start is running; it needs the CRI settings of $CONTAINERD_CONFIG"
-else
-  supervise containerd containerd --config "$CONTAINERD_CONFIG"
-fi
-wait_until containerd "$LOG_DIR/containerd.log" ctr version
+  if use_systemd; then
+    systemctl cat containerd.service >/dev/null 2>&1 || fail "no containerd.service (apt-get install containerd)"
+    local dropin="$UNIT_DIR/containerd.service.d/10-rustkube.conf"
+    mkdir -p "$(dirname "$dropin")"
+    printf '# written by rustkube init-cluster.sh: the CRI settings of the cluster\n[Service]\nExecStart=\nExecStart=/usr/bin/containerd --config %s\n' \
+      "$CONTAINERD_CONFIG" >"$dropin.new"
+    if ! cmp -s "$dropin.new" "$dropin" || ! systemctl is-active --quiet containerd.service; then
+      mv -f "$dropin.new" "$dropin"
+      record "$dropin"
+      systemctl is-active --quiet containerd.service || record containerd-started
+      systemctl daemon-reload
+      systemctl restart containerd.service || fail "systemctl restart containerd; see journalctl -u containerd"
+    else
+      rm -f "$dropin.new"
+    fi
+  elif ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1 && [[ ! -f "$RUN_DIR/supervisor-containerd.pid" ]]; then
+    echo "note: a containerd this script did not start is running; it needs the CRI settings of $CONTAINERD_CONFIG"
+  else
+    supervise containerd containerd --config "$CONTAINERD_CONFIG"
+  fi
+  wait_until containerd "$(use_systemd && echo "journalctl -u containerd" || echo "$LOG_DIR/containerd.log")" \
+    ctr --address "$CONTAINERD_SOCK" version
 
-step "building and importing the sandbox and test images (no internet needed)"
-"$ROOT/scripts/build-images.sh" /run/containerd/containerd.sock | sed 's/^/  /' || fail "scripts/build-images.sh"
-# A versioned tag too, so that the default pull policy (IfNotPresent for non-latest tags) uses the local copy.
-ctr -n k8s.io images tag --force docker.io/rustkube/testimage:latest docker.io/rustkube/testimage:1.0 >/dev/null
+  step "building and importing the sandbox and test images (no internet needed)"
+  "$ROOT/scripts/build-images.sh" "$CONTAINERD_SOCK" | sed 's/^/  /' || fail "scripts/build-images.sh"
+  # A versioned tag too, so that the default pull policy (IfNotPresent for non-latest tags) uses the local copy.
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images tag --force docker.io/rustkube/testimage:latest \
+    docker.io/rustkube/testimage:1.0 >/dev/null
+}
 
-step "starting the kubelet (log $LOG_DIR/kubelet.log)"
-supervise kubelet "$BIN_DIR/kubelet" --kubeconfig="$CONF_DIR/kubelet.conf" --hostname-override="$NODE_NAME" \
-  --container-runtime-endpoint=unix:///run/containerd/containerd.sock --node-ip="$ADVERTISE" \
-  --cni-conf-dir=/etc/cni/net.d --cluster-cidr="$CLUSTER_CIDR" --client-ca-file="$PKI/ca.crt"
-wait_until kubelet "$LOG_DIR/kubelet.log" curl -sf http://127.0.0.1:10248/healthz
+# The kubelet and kube-proxy of this node; $1 is the pod network, $2 the cluster DNS address.
+start_node() {
+  local cluster_cidr="$1" cluster_dns="$2"
+  step "starting the kubelet (log $(log_of kubelet))"
+  start_service kubelet "$BIN_DIR/kubelet" --kubeconfig="$CONF_DIR/kubelet.conf" --hostname-override="$NODE_NAME" \
+    --container-runtime-endpoint="unix://$CONTAINERD_SOCK" --node-ip="$ADVERTISE" --root-dir="$KUBELET_DIR" \
+    --cni-conf-dir="$CNI_CONF_DIR" --cluster-cidr="$cluster_cidr" --client-ca-file="$PKI/ca.crt" \
+    --cluster-dns="$cluster_dns" --cluster-domain="$CLUSTER_DOMAIN"
+  wait_until kubelet "$(log_of kubelet)" curl -sf http://127.0.0.1:10248/healthz
 
-step "starting kube-proxy (log $LOG_DIR/kube-proxy.log)"
-supervise kube-proxy "$BIN_DIR/kube-proxy" --kubeconfig="$CONF_DIR/kube-proxy.conf" --hostname-override="$NODE_NAME" \
-  --cluster-cidr="$CLUSTER_CIDR"
-wait_until kube-proxy "$LOG_DIR/kube-proxy.log" curl -sf http://127.0.0.1:10256/healthz
+  step "starting kube-proxy (log $(log_of kube-proxy))"
+  start_service kube-proxy "$BIN_DIR/kube-proxy" --kubeconfig="$CONF_DIR/kube-proxy.conf" \
+    --hostname-override="$NODE_NAME" --cluster-cidr="$cluster_cidr"
+  wait_until kube-proxy "$(log_of kube-proxy)" curl -sf http://127.0.0.1:10256/healthz
+}
 
-step "waiting for node $NODE_NAME to be Ready"
-wait_until "node $NODE_NAME Ready" "$LOG_DIR/kubelet.log" sh -c \
-  "kubectl --kubeconfig '$CONF_DIR/admin.conf' get node '$NODE_NAME' --no-headers 2>/dev/null | grep -q ' Ready'"
+node_ready() {
+  kubectl --kubeconfig "$1" get node "$NODE_NAME" --no-headers 2>/dev/null | grep -q ' Ready'
+}
 
-step "cluster is up"
-kubectl --kubeconfig "$CONF_DIR/admin.conf" get nodes || fail "kubectl get nodes"
-cat <<EOF
+# The SHA-256 of a certificate's public key (SubjectPublicKeyInfo, DER), as kubeadm pins a CA.
+ca_hash() {
+  echo "sha256:$(openssl x509 -pubkey -noout -in "$1" | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)"
+}
+
+# The public ConfigMap kube-public/cluster-info (the CA and the server) that `join` reads
+# anonymously, and the Role that lets anyone read it (kubeadm's discovery).
+publish_cluster_info() {
+  step "publishing kube-public/cluster-info for joining nodes"
+  scratch
+  local tmp="$TMP/cluster-info.conf"
+  cat >"$tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: ""
+  cluster:
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+    server: https://$ADVERTISE:$SECURE_PORT
+contexts: []
+users: []
+EOF
+  {
+    kubectl "${ADMIN[@]}" -n kube-public create configmap cluster-info --from-file=kubeconfig="$tmp" \
+      --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f - &&
+      kubectl "${ADMIN[@]}" -n kube-public create role rustkube:cluster-info --verb=get --resource=configmaps \
+        --resource-name=cluster-info --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f - &&
+      kubectl "${ADMIN[@]}" -n kube-public create rolebinding rustkube:cluster-info --role=rustkube:cluster-info \
+        --user=system:anonymous --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f -
+  } | sed 's/^/  /' || fail "publishing cluster-info"
+}
+
+# Every manifest under deploy/, then each of their Deployments available.
+apply_addons() {
+  local dir="$ROOT/deploy"
+  if [[ ! -d "$dir" ]] || ! compgen -G "$dir/*.y*ml" >/dev/null; then
+    echo "no add-ons (no manifests under $dir)"
+    return 0
+  fi
+  step "applying the add-ons in $dir"
+  local out deployments
+  out="$(kubectl "${ADMIN[@]}" apply -f "$dir" 2>&1)" || fail "kubectl apply -f $dir: $out"
+  echo "$out" | sed 's/^/  /'
+  deployments="$(kubectl "${ADMIN[@]}" get -f "$dir" -o json | jq -r '(if .kind == "List" then .items[] else . end)
+    | select(.kind == "Deployment") | "\(.metadata.namespace // "default") \(.metadata.name)"')" ||
+    fail "listing the add-ons' Deployments"
+  while read -r ns name; do
+    [[ -n "$name" ]] || continue
+    printf 'waiting for Deployment %s/%s to be available (up to %s)\n' "${ns:-default}" "$name" "$ADDON_TIMEOUT"
+    if ! kubectl "${ADMIN[@]}" -n "${ns:-default}" rollout status "deployment/$name" --timeout="$ADDON_TIMEOUT" |
+      sed 's/^/  /'; then
+      kubectl "${ADMIN[@]}" -n "${ns:-default}" get pods -o wide 2>&1 | sed 's/^/  /'
+      fail "add-on Deployment ${ns:-default}/$name is not available after $ADDON_TIMEOUT; see kubectl -n ${ns:-default} describe deployment $name, and $(log_of kubelet)"
+    fi
+  done <<<"$deployments"
+}
+
+token_create() {
+  [[ -n "$NODE_NAME" ]] || fail "token create needs --node-name"
+  [[ "$NODE_NAME" =~ ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$ ]] || fail "--node-name must be a lowercase DNS name"
+  [[ -f "$CONF_DIR/admin.conf" && -f "$PKI/ca.key" ]] || fail "no cluster here: run $0 first"
+  find_binaries kube-pki
+  scratch
+  local name="rustkube-join-$NODE_NAME" tmp="$TMP"
+  "$BIN_DIR/kube-pki" kubeconfig --dir "$CONF_DIR" --user "system:node:$NODE_NAME" --groups system:nodes \
+    --out "$tmp/kubelet.conf" >/dev/null || fail "kube-pki kubeconfig (node)"
+  "$BIN_DIR/kube-pki" kubeconfig --dir "$CONF_DIR" --user system:kube-proxy --out "$tmp/kube-proxy.conf" >/dev/null ||
+    fail "kube-pki kubeconfig (kube-proxy)"
+  {
+    kubectl "${ADMIN[@]}" -n kube-system create secret generic "$name" --from-file="$tmp/kubelet.conf" \
+      --from-file="$tmp/kube-proxy.conf" --from-literal=cluster-cidr="$CLUSTER_CIDR" \
+      --from-literal=cluster-dns="$CLUSTER_DNS" --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f - &&
+      kubectl "${ADMIN[@]}" -n kube-system create serviceaccount "$name" --dry-run=client -o yaml |
+      kubectl "${ADMIN[@]}" apply -f - &&
+      kubectl "${ADMIN[@]}" -n kube-system create role "$name" --verb=get,delete --resource=secrets,serviceaccounts \
+        --resource-name="$name" --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f - &&
+      kubectl "${ADMIN[@]}" -n kube-system create rolebinding "$name" --role="$name" \
+        --serviceaccount="kube-system:$name" --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f -
+  } >/dev/null || fail "creating kube-system/$name"
+  local token server
+  token="$(kubectl "${ADMIN[@]}" -n kube-system create token "$name" --duration="$TTL")" || fail "kubectl create token"
+  server="$(kubectl "${ADMIN[@]}" config view -o jsonpath='{.clusters[0].cluster.server}')"
+  echo "$SELF join --server $server --token $token --discovery-token-ca-cert-hash $(ca_hash "$PKI/ca.crt") --node-name $NODE_NAME"
+}
+
+join() {
+  [[ -n "$SERVER" && -n "$TOKEN" && -n "$NODE_NAME" ]] || fail "join needs --server, --token and --node-name (see --help)"
+  [[ -n "$CA_HASH" ]] || fail "join needs --discovery-token-ca-cert-hash (printed by '$0 token create')"
+  [[ $EUID -eq 0 ]] || fail "run as root"
+  install_packages
+  find_binaries kubelet kube-proxy rustkube-cni
+  mkdir -p "$CONF_DIR" "$PKI" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
+  SERVER="${SERVER%/}"
+  local host="${SERVER#https://}"; host="${host%:*}"; host="${host#[}"; host="${host%]}"
+  # The address the control plane reaches this node at: the source of the route to the server.
+  local server_ip; server_ip="$(getent ahostsv4 "$host" | awk '{print $1; exit}')"
+  ADVERTISE="$(ip -4 route get "${server_ip:-$host}" 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)"
+  [[ -n "$ADVERTISE" ]] || fail "no route to $host"
+
+  step "discovering the cluster CA at $SERVER (kube-public/cluster-info) and checking it against $CA_HASH"
+  scratch
+  local tmp="$TMP"
+  curl -sfk --max-time 10 "$SERVER/api/v1/namespaces/kube-public/configmaps/cluster-info" >"$tmp/cluster-info" ||
+    fail "cannot read cluster-info from $SERVER"
+  jq -r '.data.kubeconfig' "$tmp/cluster-info" | sed -n 's/^ *certificate-authority-data: *//p' | head -1 |
+    base64 -d >"$tmp/ca.crt" 2>/dev/null || fail "cluster-info has no CA"
+  local got; got="$(ca_hash "$tmp/ca.crt")"
+  [[ "$got" == "$CA_HASH" ]] || fail "the server's CA has public key hash $got, not $CA_HASH: refusing to join"
+  echo "ok: $got"
+
+  step "fetching this node's credentials (kube-system/rustkube-join-$NODE_NAME) with the token"
+  local name="rustkube-join-$NODE_NAME" api="$SERVER/api/v1/namespaces/kube-system"
+  local auth=(--cacert "$tmp/ca.crt" -H "Authorization: Bearer $TOKEN")
+  curl -sf --max-time 10 "${auth[@]}" "$api/secrets/$name" >"$tmp/secret" ||
+    fail "the token cannot read kube-system/$name (expired, used, or made for another node?)"
+  field() { jq -er --arg k "$1" '.data[$k]' "$tmp/secret" | base64 -d; }
+  install -m 0644 "$tmp/ca.crt" "$PKI/ca.crt"
+  # The kubeconfigs name the server this node was told to use.
+  for f in kubelet.conf kube-proxy.conf; do
+    field "$f" | sed "s#^\( *server:\).*#\1 $SERVER#" >"$tmp/$f" || fail "$name has no $f"
+    install -m 0600 "$tmp/$f" "$CONF_DIR/$f"
+  done
+  local cluster_cidr cluster_dns
+  cluster_cidr="$(field cluster-cidr)" && cluster_dns="$(field cluster-dns)" || fail "$name lacks the cluster settings"
+  # One node per token: the Secret and the ServiceAccount (which invalidates the token) go.
+  curl -sf --max-time 10 "${auth[@]}" -X DELETE "$api/secrets/$name" >/dev/null || echo "note: could not delete kube-system/$name"
+  curl -sf --max-time 10 "${auth[@]}" -X DELETE "$api/serviceaccounts/$name" >/dev/null ||
+    echo "note: could not delete ServiceAccount kube-system/$name"
+
+  setup_containerd
+  start_node "$cluster_cidr" "$cluster_dns"
+  step "waiting for node $NODE_NAME to be Ready"
+  wait_until "node $NODE_NAME Ready" "$(log_of kubelet)" node_ready "$CONF_DIR/kubelet.conf"
+  echo
+  echo "node $NODE_NAME joined $SERVER; remove it with: $0 reset${PREFIX:+ --root $PREFIX} (and kubectl delete node $NODE_NAME)"
+}
+
+init() {
+  [[ $EUID -eq 0 ]] || fail "run as root (it installs packages and writes $CONF_DIR)"
+  install_packages
+  find_binaries kube-apiserver kube-pki kube-scheduler kube-controller-manager kubelet kube-proxy rustkube-cni
+  mkdir -p "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
+  if use_systemd; then echo "services: systemd units (systemd is PID 1)"; else echo "services: supervised background processes"; fi
+  NODE_NAME="${NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}"
+
+  # The address other hosts reach this one at (no packet is sent to find it).
+  ADVERTISE="$(ip -4 route get 10.255.255.255 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)"
+  ADVERTISE="${ADVERTISE:-127.0.0.1}"
+  step "generating the PKI and kubeconfigs in $CONF_DIR (advertise address $ADVERTISE)"
+  "$BIN_DIR/kube-pki" init --dir "$CONF_DIR" --apiserver-advertise-address "$ADVERTISE" \
+    --apiserver-bind-port "$SECURE_PORT" --node-name "$NODE_NAME" --service-cidr "$SERVICE_CIDR" \
+    --service-dns-domain "$CLUSTER_DOMAIN" \
+    --control-plane-endpoint "https://$ADVERTISE:$SECURE_PORT" | sed 's/^/  /' || fail "kube-pki init"
+
+  if [[ -z "$ETCD_SERVERS" ]]; then
+    step "starting etcd (data in $STATE_DIR/etcd, log $(log_of etcd))"
+    start_service etcd /usr/bin/etcd --name=rustkube --data-dir="$STATE_DIR/etcd" \
+      --listen-client-urls="https://127.0.0.1:$ETCD_PORT" --advertise-client-urls="https://127.0.0.1:$ETCD_PORT" \
+      --cert-file="$PKI/etcd/server.crt" --key-file="$PKI/etcd/server.key" \
+      --trusted-ca-file="$PKI/etcd/ca.crt" --client-cert-auth \
+      --listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
+      --initial-cluster=rustkube=http://127.0.0.1:2380
+    ETCD_SERVERS="https://127.0.0.1:$ETCD_PORT"
+    wait_until etcd "$(log_of etcd)" env ETCDCTL_API=3 etcdctl --endpoints="$ETCD_SERVERS" \
+      --cacert="$PKI/etcd/ca.crt" --cert="$PKI/apiserver-etcd-client.crt" --key="$PKI/apiserver-etcd-client.key" endpoint health
+  fi
+
+  step "starting kube-apiserver (log $(log_of kube-apiserver))"
+  start_service kube-apiserver "$BIN_DIR/kube-apiserver" --etcd-servers="$ETCD_SERVERS" \
+    --etcd-cafile="$PKI/etcd/ca.crt" --etcd-certfile="$PKI/apiserver-etcd-client.crt" \
+    --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
+    --secure-port="$SECURE_PORT" --advertise-address="$ADVERTISE" --service-cluster-ip-range="$SERVICE_CIDR" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --service-account-signing-key-file="$PKI/sa.key" --service-account-key-file="$PKI/sa.pub" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local
+  wait_until kube-apiserver "$(log_of kube-apiserver)" curl -sf --cacert "$PKI/ca.crt" "https://127.0.0.1:$SECURE_PORT/readyz"
+
+  step "starting kube-controller-manager (log $(log_of kube-controller-manager))"
+  start_service kube-controller-manager "$BIN_DIR/kube-controller-manager" --kubeconfig="$CONF_DIR/controller-manager.conf" \
+    --authentication-kubeconfig="$CONF_DIR/controller-manager.conf" --authorization-kubeconfig="$CONF_DIR/controller-manager.conf" \
+    --bind-address=127.0.0.1 --leader-elect=true --use-service-account-credentials=true '--controllers=*' \
+    --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
+    --allocate-node-cidrs=true --cluster-cidr="$CLUSTER_CIDR" --service-cluster-ip-range="$SERVICE_CIDR"
+  wait_until kube-controller-manager "$(log_of kube-controller-manager)" curl -sfk https://127.0.0.1:10257/healthz
+
+  step "starting kube-scheduler (log $(log_of kube-scheduler))"
+  start_service kube-scheduler "$BIN_DIR/kube-scheduler" --kubeconfig="$CONF_DIR/scheduler.conf" \
+    --authentication-kubeconfig="$CONF_DIR/scheduler.conf" --authorization-kubeconfig="$CONF_DIR/scheduler.conf" \
+    --bind-address=127.0.0.1 --leader-elect=true
+  wait_until kube-scheduler "$(log_of kube-scheduler)" curl -sfk https://127.0.0.1:10259/healthz
+
+  publish_cluster_info
+  setup_containerd
+  start_node "$CLUSTER_CIDR" "$CLUSTER_DNS"
+
+  step "waiting for node $NODE_NAME to be Ready"
+  wait_until "node $NODE_NAME Ready" "$(log_of kubelet)" node_ready "$CONF_DIR/admin.conf"
+  apply_addons
+
+  step "cluster is up"
+  kubectl "${ADMIN[@]}" get nodes || fail "kubectl get nodes"
+  cat <<EOF
 
 Use it with:
   export KUBECONFIG=$CONF_DIR/admin.conf
   kubectl get nodes
   kubectl create deployment web --image=docker.io/rustkube/testimage:1.0 && kubectl expose deployment web --port=80
-Logs: $LOG_DIR   Stop and remove everything: $0 reset
+Add a worker: $0 token create --node-name NAME   (prints the join command to run on it)
+Logs: $(use_systemd && echo "journalctl -u kube-apiserver (and the other units)" || echo "$LOG_DIR")   Stop and remove everything: $0 reset
 EOF
+}
+
+case "$MODE" in
+  reset) reset ;;
+  token) token_create ;;
+  join) join ;;
+  init) init ;;
+esac

@@ -1,7 +1,7 @@
 //! The newcomer's path: `scripts/init-cluster.sh` (without systemd, with the
 //! binaries this build made) brings up a one-node cluster on this machine;
 //! stock kubectl 1.33 then deploys, exposes, scales, rolls out and back,
-//! and deletes; `init-cluster.sh reset` leaves no process, mount, nft table
+//! reads a pod's log and its DNS settings, and deletes; `init-cluster.sh reset` leaves no process, mount, nft table
 //! or interface behind. This is the one test that uses the machine's own
 //! paths and ports (/etc/kubernetes, 6443, /run/containerd).
 
@@ -81,7 +81,7 @@ fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
         "--",
         "sh",
         "-c",
-        "hostname > /www/host.txt; exec httpd -f -p 80 -h /www",
+        "echo serving as $(hostname); hostname > /www/host.txt; exec httpd -f -v -p 80 -h /www",
     ]);
     kubectl(&["expose", "deployment", "web", "--port=80"]);
     kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
@@ -97,6 +97,17 @@ fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
         seen
     };
     assert_eq!(hosts(3).len(), 3);
+
+    // kubectl logs reaches the kubelet through the apiserver: the pod's own output, then httpd's request log (`-v`).
+    let pods = kubectl(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]);
+    let pod = pods.split_whitespace().next().expect("a web pod").to_string();
+    let logs = kubectl(&["logs", &pod]);
+    assert!(logs.contains(&format!("serving as {pod}")), "kubectl logs {pod}:\n{logs}");
+    assert!(logs.contains("response:200"), "no request in the log of {pod}:\n{logs}");
+    // The kubelet runs with --cluster-dns (the 10th address of 10.96.0.0/12) and --cluster-domain=cluster.local.
+    let resolv = kubectl(&["exec", &pod, "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(resolv.contains("default.svc.cluster.local svc.cluster.local cluster.local"), "{resolv}");
     kubectl(&["scale", "deployment", "web", "--replicas=5"]);
     kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     assert_eq!(hosts(5).len(), 5);
@@ -115,7 +126,10 @@ fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
     let out = script(&["reset"]);
     assert!(out.status.success(), "reset failed:\n{}", text(&out));
     let procs = Command::new("pgrep")
-        .args(["-f", "/etc/kubernetes/|containerd-shim-runc-v2 -namespace k8s.io -address /run/containerd"])
+        .args([
+            "-f",
+            "/etc/kubernetes/|containerd-shim-runc-v2 -namespace k8s.io -id [0-9a-f]+ -address /run/containerd/",
+        ])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&procs.stdout).trim().is_empty(), "left running: {}", text(&procs));
