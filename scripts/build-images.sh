@@ -7,20 +7,26 @@
 #   rustkube/testimage:latest
 #       busybox-static as /bin/busybox with its applets linked in /bin; runs
 #       `httpd -f -v -p 80 -h /www` (the page says "rustkube testimage")
+#   rustkube/cluster-dns:v0.1.0, rustkube/cluster-dns:latest
+#       the cluster DNS add-on of deploy/dns.yaml: only /cluster-dns, the static
+#       build of services/cluster-dns
 #
 # Usage: scripts/build-images.sh [options] [CONTAINERD_ADDRESS]
 #   CONTAINERD_ADDRESS     socket to import into (default /run/containerd/containerd.sock)
 #   --no-import            only build the archives
 #   --out DIR              where the archives go (default /var/cache/rustkube-images);
-#                          they land in DIR/<content key>/{pause,testimage}.tar and are
-#                          reused when the inputs (this script, services/pause, busybox)
-#                          did not change
+#                          they land in DIR/<content key>/{pause,testimage,cluster-dns}.tar
+#                          and are reused when the inputs (this script, services/pause,
+#                          services/cluster-dns and the crates it uses, Cargo.lock,
+#                          busybox) did not change
 #   --push HOST:PORT       also push the images to a plain-HTTP registry (Debian's
 #                          docker-registry) as HOST:PORT/pause:3.9,
-#                          HOST:PORT/rustkube/pause:latest and HOST:PORT/rustkube/testimage:latest
+#                          HOST:PORT/rustkube/pause:latest, HOST:PORT/rustkube/testimage:latest
+#                          and HOST:PORT/rustkube/cluster-dns:{v0.1.0,latest}
 #   --print-dir            print the archive folder on stdout when done
 #
 # Env: PAUSE_BIN=path uses a ready static pause binary instead of building one;
+#      CLUSTER_DNS_BIN=path the same for cluster-dns;
 #      BUSYBOX=path (default /usr/bin/busybox); CARGO_TARGET_DIR as for cargo.
 #
 # The archives are reproducible (fixed mtimes, owners and order; gzip -n), so
@@ -34,6 +40,8 @@ out=/var/cache/rustkube-images
 push=""
 print_dir=0
 busybox="${BUSYBOX:-/usr/bin/busybox}"
+# The tag deploy/dns.yaml names (a fixed tag: IfNotPresent uses the local copy).
+cluster_dns_tag=v0.1.0
 
 while (($#)); do
   case "$1" in
@@ -61,7 +69,11 @@ key="$(
   {
     sha256sum "$0" "$busybox"
     [[ -n "${PAUSE_BIN:-}" ]] && sha256sum "$PAUSE_BIN"
+    [[ -n "${CLUSTER_DNS_BIN:-}" ]] && sha256sum "$CLUSTER_DNS_BIN"
     find "$root/services/pause" -type f -not -path '*/target/*' | LC_ALL=C sort | xargs sha256sum
+    find "$root/services/cluster-dns" "$root/crates/component-base" "$root/crates/apimachinery" \
+      -type f -not -path '*/target/*' | LC_ALL=C sort | xargs sha256sum
+    sha256sum "$root/Cargo.lock"
   } | sed 's#  .*/#  #' | sha256sum | cut -c1-16
 )"
 dir="$out/$key"
@@ -127,6 +139,19 @@ pack() {
   mv "$2.tmp" "$2"
 }
 
+# static_build PACKAGE: builds the package's binary statically linked; prints its path.
+static_build() {
+  log "building services/$1 (static)"
+  # An explicit --target keeps these RUSTFLAGS away from the host's builds
+  # in a shared target dir (they get their own target/<triple> folder).
+  local triple=x86_64-unknown-linux-gnu flags="-C target-feature=+crt-static -C strip=symbols"
+  if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    triple=x86_64-unknown-linux-musl flags="-C strip=symbols"
+  fi
+  (cd "$root" && RUSTFLAGS="$flags" cargo build --quiet --release -p "$1" --target "$triple") >&2
+  echo "${CARGO_TARGET_DIR:-$root/target}/$triple/release/$1"
+}
+
 build() {
   local work
   work="$(mktemp -d "$out/.build.XXXXXX")"
@@ -134,17 +159,7 @@ build() {
 
   # --- pause ---------------------------------------------------------------
   local pause_bin="${PAUSE_BIN:-}"
-  if [[ -z "$pause_bin" ]]; then
-    log "building services/pause (static)"
-    # An explicit --target keeps these RUSTFLAGS away from the host's builds
-    # in a shared target dir (they get their own target/<triple> folder).
-    local triple=x86_64-unknown-linux-gnu flags="-C target-feature=+crt-static -C strip=symbols"
-    if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
-      triple=x86_64-unknown-linux-musl flags="-C strip=symbols"
-    fi
-    (cd "$root" && RUSTFLAGS="$flags" cargo build --quiet --release -p pause --target "$triple") >&2
-    pause_bin="${CARGO_TARGET_DIR:-$root/target}/$triple/release/pause"
-  fi
+  [[ -n "$pause_bin" ]] || pause_bin="$(static_build pause)"
   file_is_static "$pause_bin" || die "$pause_bin is not statically linked"
 
   local r="$work/pause-rootfs"
@@ -171,20 +186,31 @@ build() {
     '{"Cmd":["httpd","-f","-v","-p","80","-h","/www"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"WorkingDir":"/","ExposedPorts":{"80/tcp":{}}}' \
     docker.io/rustkube/testimage:latest
 
-  local staged="$work/out"
+  # --- cluster-dns -----------------------------------------------------------
+  local dns_bin="${CLUSTER_DNS_BIN:-}"
+  [[ -n "$dns_bin" ]] || dns_bin="$(static_build cluster-dns)"
+  file_is_static "$dns_bin" || die "$dns_bin is not statically linked"
+  r="$work/dns-rootfs"
+  mkdir -p "$r/etc"
+  install -m 0755 "$dns_bin" "$r/cluster-dns"
+  make_image "$work/cluster-dns" "$r" \
+    '{"Entrypoint":["/cluster-dns"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"WorkingDir":"/","ExposedPorts":{"53/udp":{},"53/tcp":{},"8443/tcp":{}}}' \
+    "docker.io/rustkube/cluster-dns:$cluster_dns_tag" docker.io/rustkube/cluster-dns:latest
+
+  local staged="$work/out" image
   mkdir -p "$staged"
-  pack "$work/pause" "$staged/pause.tar"
-  pack "$work/testimage" "$staged/testimage.tar"
-  cp "$work/pause.manifest" "$staged/pause.manifest"
-  cp "$work/testimage.manifest" "$staged/testimage.manifest"
+  for image in pause testimage cluster-dns; do
+    pack "$work/$image" "$staged/$image.tar"
+    cp "$work/$image.manifest" "$staged/$image.manifest"
+  done
   # Publish atomically: a reader sees the whole folder or none of it.
   if ! mv -T "$staged" "$dir" 2>/dev/null; then
-    [[ -f "$dir/testimage.tar" ]] || die "cannot publish $dir"
+    [[ -f "$dir/cluster-dns.tar" ]] || die "cannot publish $dir"
   fi
 }
 
 mkdir -p "$out"
-if [[ -f "$dir/pause.tar" && -f "$dir/testimage.tar" ]]; then
+if [[ -f "$dir/pause.tar" && -f "$dir/testimage.tar" && -f "$dir/cluster-dns.tar" ]]; then
   log "images up to date in $dir"
 else
   log "building images into $dir"
@@ -193,7 +219,7 @@ fi
 
 if ((import)); then
   [[ -S "$address" ]] || die "no containerd socket at $address"
-  for image in pause testimage; do
+  for image in pause testimage cluster-dns; do
     log "importing $image into $address (k8s.io)"
     ctr -a "$address" -n k8s.io images import --no-unpack=false "$dir/$image.tar" >&2 \
       || die "ctr import of $dir/$image.tar failed"
@@ -232,6 +258,8 @@ if [[ -n "$push" ]]; then
   push_image "$dir/pause.tar" "$(cat "$dir/pause.manifest")" pause 3.9
   push_image "$dir/pause.tar" "$(cat "$dir/pause.manifest")" rustkube/pause latest
   push_image "$dir/testimage.tar" "$(cat "$dir/testimage.manifest")" rustkube/testimage latest
+  push_image "$dir/cluster-dns.tar" "$(cat "$dir/cluster-dns.manifest")" rustkube/cluster-dns "$cluster_dns_tag"
+  push_image "$dir/cluster-dns.tar" "$(cat "$dir/cluster-dns.manifest")" rustkube/cluster-dns latest
 fi
 
 ((print_dir)) && echo "$dir"
