@@ -696,6 +696,9 @@ async fn a_node_that_stops_renewing_is_tainted_its_pods_evicted_and_replaced() {
             }
         })
     };
+    // A second node that stays healthy: with every node down the controller would
+    // assume a control-plane problem and taint nothing (upstream's master disruption).
+    let _healthy = FakeNodes::start(&cp, &client, &[("n2", "")]).await;
     let _kcm = kcm(&cp, &["--node-monitor-grace-period=3s", "--node-monitor-period=500ms"]);
 
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -767,6 +770,196 @@ async fn a_node_that_stops_renewing_is_tainted_its_pods_evicted_and_replaced() {
     })
     .await;
     renewer.abort();
+}
+
+/// Node objects with a Lease each and a stand-in kubelet that renews the
+/// Leases of the nodes in `alive` every 300ms (no real kubelet runs).
+struct FakeNodes {
+    alive: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeNodes {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+impl FakeNodes {
+    async fn start(cp: &ControlPlane, client: &Client, nodes: &[(&str, &str)]) -> FakeNodes {
+        use k8s_openapi::api::coordination::v1::Lease;
+        use k8s_openapi::api::core::v1::Node;
+        let api: Api<Node> = Api::all(client.clone());
+        let _ =
+            cp.apiserver.json("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "kube-node-lease"}})));
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+        for (name, zone) in nodes {
+            // An empty zone: no topology labels at all.
+            let labels = if zone.is_empty() {
+                json!({})
+            } else {
+                json!({"topology.kubernetes.io/region": "r1", "topology.kubernetes.io/zone": zone})
+            };
+            let n: Node = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+            api.create(&PostParams::default(), &n).await.unwrap();
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+            let lease: Lease = serde_json::from_value(
+                json!({"metadata": {"name": name}, "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}}),
+            )
+            .unwrap();
+            leases.create(&PostParams::default(), &lease).await.unwrap();
+        }
+        let alive = Arc::new(std::sync::Mutex::new(nodes.iter().map(|(n, _)| n.to_string()).collect::<BTreeSet<_>>()));
+        let renewer = {
+            let alive = alive.clone();
+            tokio::spawn(async move {
+                loop {
+                    let names: Vec<String> = alive.lock().unwrap().iter().cloned().collect();
+                    for name in names {
+                        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                        let _ = leases
+                            .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"renewTime": now}})))
+                            .await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+        };
+        FakeNodes { alive, renewer }
+    }
+
+    fn stop(&self, names: &[&str]) {
+        let mut alive = self.alive.lock().unwrap();
+        for n in names {
+            alive.remove(*n);
+        }
+    }
+
+    fn resume(&self, names: &[&str]) {
+        self.alive.lock().unwrap().extend(names.iter().map(|n| n.to_string()));
+    }
+}
+
+/// The nodes (of `names`) that carry the taint `key` with `effect`.
+async fn tainted(client: &Client, names: &[&str], key: &str, effect: &str) -> BTreeSet<String> {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let mut out = BTreeSet::new();
+    for n in api.list(&ListParams::default()).await.unwrap().items {
+        let name = n.metadata.name.clone().unwrap();
+        let has = n.spec.and_then(|s| s.taints).unwrap_or_default().iter().any(|t| t.key == key && t.effect == effect);
+        if has && names.contains(&name.as_str()) {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+async fn ready_status(client: &Client, name: &str) -> String {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let n = api.get(name).await.unwrap();
+    n.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap().status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_eviction_is_rate_limited_per_zone_and_stops_in_disruptions() {
+    const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let z1 = ["a0", "a1", "a2", "a3", "a4", "a5"];
+    let mut all: Vec<(&str, &str)> = z1.iter().map(|n| (*n, "z1")).collect();
+    all.extend([("b0", "z2"), ("b1", "z2")]);
+    let fleet = FakeNodes::start(&cp, &client, &all).await;
+    let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+    // One node every 2 s per zone.
+    let _kcm = kcm(
+        &cp,
+        &[
+            "--controllers=node-lifecycle-controller",
+            "--node-monitor-grace-period=2s",
+            "--node-monitor-period=200ms",
+            "--node-eviction-rate=0.5",
+        ],
+    );
+    // A pod that tolerates nothing on a node that will only go down with the whole cluster.
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "on-a5"}, "spec": {"nodeName": "a5", "containers": [{"name": "c", "image": "nginx"}]}}),
+    )
+    .unwrap();
+    pod_api.create(&PostParams::default(), &p).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(tainted(&client, &names, UNREACHABLE, "NoSchedule").await.is_empty());
+
+    // 3 of 6 in z1 down (below the 0.55 threshold: a Normal zone): tainted one at a time, 2 s apart.
+    fleet.stop(&["a0", "a1", "a2"]);
+    let start = std::time::Instant::now();
+    let mut times: Vec<(String, Duration)> = Vec::new();
+    while times.len() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(20), "only {times:?} tainted NoExecute");
+        for n in tainted(&client, &["a0", "a1", "a2"], UNREACHABLE, "NoExecute").await {
+            if !times.iter().any(|(t, _)| *t == n) {
+                times.push((n, start.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for w in times.windows(2) {
+        let gap = w[1].1 - w[0].1;
+        assert!(gap >= Duration::from_millis(1500), "tainted too close together: {times:?}");
+    }
+    // NoSchedule is not rate limited: all three had it before the last NoExecute.
+    let no_schedule = tainted(&client, &["a0", "a1", "a2"], UNREACHABLE, "NoSchedule").await;
+    assert_eq!(no_schedule.len(), 3);
+
+    // A fourth (4 of 6 >= 0.55): z1 is partially disrupted and small, so it stops tainting.
+    fleet.stop(&["a3"]);
+    until(Duration::from_secs(10), "a3 Unknown and NoSchedule", || async {
+        (ready_status(&client, "a3").await == "Unknown"
+            && tainted(&client, &["a3"], UNREACHABLE, "NoSchedule").await.len() == 1)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(tainted(&client, &["a3"], UNREACHABLE, "NoExecute").await.is_empty(), "a partially disrupted zone tainted");
+
+    // Every node down: master disruption. Nothing is tainted NoExecute any more, nothing evicted.
+    fleet.stop(&["a4", "a5", "b0", "b1"]);
+    until(Duration::from_secs(15), "every node Unknown and no NoExecute taint", || async {
+        for n in &names {
+            if ready_status(&client, n).await != "Unknown" {
+                return None;
+            }
+        }
+        tainted(&client, &names, UNREACHABLE, "NoExecute").await.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(tainted(&client, &names, UNREACHABLE, "NoExecute").await.is_empty());
+    let pod = pod_api.get("on-a5").await.unwrap();
+    assert!(pod.metadata.deletion_timestamp.is_none(), "a pod was evicted in a full disruption");
+
+    // z2 comes back: z1 alone is fully disrupted, and a zone that is down as a whole is
+    // evacuated at the normal rate (upstream: its pods may run elsewhere).
+    fleet.resume(&["b0", "b1"]);
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    for n in ["b0", "b1"] {
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+        api.patch_status(n, &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    }
+    let first = until(Duration::from_secs(10), "a z1 node tainted again", || async {
+        let t = tainted(&client, &z1, UNREACHABLE, "NoExecute").await;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    until(Duration::from_secs(10), "a second z1 node tainted", || async {
+        (tainted(&client, &z1, UNREACHABLE, "NoExecute").await.len() >= 2).then_some(())
+    })
+    .await;
+    assert!(tainted(&client, &["b0", "b1"], UNREACHABLE, "NoExecute").await.is_empty());
 }
 
 fn rs_replicas(rss: &[ReplicaSet]) -> Vec<(String, i32)> {

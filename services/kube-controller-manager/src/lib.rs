@@ -184,8 +184,14 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
         let c = nodelifecycle::NodeLifecycleController::register(
             &factory,
             creds.client_for("node-controller").await?,
-            options.node_monitor_grace_period,
-            options.node_monitor_period,
+            nodelifecycle::Config {
+                grace: options.node_monitor_grace_period,
+                period: options.node_monitor_period,
+                eviction_rate: options.node_eviction_rate,
+                secondary_eviction_rate: options.secondary_node_eviction_rate,
+                unhealthy_zone_threshold: options.unhealthy_zone_threshold,
+                large_cluster_size_threshold: options.large_cluster_size_threshold,
+            },
         );
         starters.push(Box::new(move || c.run()));
     }

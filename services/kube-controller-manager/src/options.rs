@@ -62,6 +62,18 @@ pub struct Options {
     /// How often node health is checked.
     #[arg(long = "node-monitor-period", default_value = "5s", value_parser = duration_flag)]
     pub node_monitor_period: Duration,
+    /// Nodes per second whose pods are evicted (NoExecute-tainted) in a healthy zone.
+    #[arg(long = "node-eviction-rate", default_value_t = 0.1)]
+    pub node_eviction_rate: f64,
+    /// The same in a partially disrupted zone larger than --large-cluster-size-threshold.
+    #[arg(long = "secondary-node-eviction-rate", default_value_t = 0.01)]
+    pub secondary_node_eviction_rate: f64,
+    /// Share of not Ready nodes (at least 3) that makes a zone partially disrupted.
+    #[arg(long = "unhealthy-zone-threshold", default_value_t = 0.55)]
+    pub unhealthy_zone_threshold: f64,
+    /// Zones larger than this keep evicting (at the secondary rate) when partially disrupted.
+    #[arg(long = "large-cluster-size-threshold", default_value_t = 50)]
+    pub large_cluster_size_threshold: usize,
     /// CA bundle published as `kube-root-ca.crt` in every namespace.
     #[arg(long = "root-ca-file")]
     pub root_ca_file: Option<String>,
