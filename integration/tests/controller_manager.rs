@@ -1680,6 +1680,94 @@ async fn a_daemonset_runs_one_pod_per_eligible_node_and_rolls_updates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemonset_with_max_surge_starts_each_new_pod_before_removing_the_old() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::Node;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    for name in ["s1", "s2", "s3"] {
+        let n: Node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        nodes.create(&PostParams::default(), &n).await.unwrap();
+    }
+    // A kubelet that takes a second to start each pod, so that old and new overlap visibly.
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let _kubelet = {
+        let api = pod_api.clone();
+        tokio::spawn(async move {
+            let mut stream = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
+            let mut seen = BTreeSet::new();
+            while let Some(Ok(pod)) = stream.next().await {
+                if pod.metadata.deletion_timestamp.is_none() && seen.insert(pod.metadata.name.clone().unwrap()) {
+                    let api = api.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        mark_ready(&api, &pod).await;
+                    });
+                }
+            }
+        })
+    };
+    let _kcm = kcm(&cp, &[]);
+    let ds_api: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "surge"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "surge"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {"app": "surge"}}, "spec": {"containers": [{"name": "c", "image": "agent:1"}]}},
+        },
+    }))
+    .unwrap();
+    ds_api.create(&PostParams::default(), &ds).await.unwrap();
+    let out = kubectl(&cp, &["rollout", "status", "daemonset/surge", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let node_of = |p: &Pod| -> String {
+        let aff = p.spec.as_ref().unwrap().affinity.as_ref().unwrap().node_affinity.as_ref().unwrap();
+        let terms = &aff.required_during_scheduling_ignored_during_execution.as_ref().unwrap().node_selector_terms;
+        terms[0].match_fields.as_ref().unwrap()[0].values.as_ref().unwrap()[0].clone()
+    };
+
+    // Watch every node through the update: never without a ready pod, never more than one extra pod.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitor = {
+        let (api, stop) = (pod_api.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut min_ready_per_node, mut max_total, mut doubled) = (usize::MAX, 0, false);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let now = pods(&api, "app=surge").await;
+                let mut per_node: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+                for p in &now {
+                    let e = per_node.entry(node_of(p)).or_default();
+                    e.0 += 1;
+                    e.1 += usize::from(is_ready(p));
+                }
+                max_total = max_total.max(now.len());
+                doubled |= per_node.values().any(|(n, _)| *n == 2);
+                let least = ["s1", "s2", "s3"].iter().map(|n| per_node.get(*n).map_or(0, |e| e.1)).min().unwrap();
+                min_ready_per_node = min_ready_per_node.min(least);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (min_ready_per_node, max_total, doubled)
+        })
+    };
+    kubectl(&cp, &["set", "image", "daemonset/surge", "c=agent:2"]);
+    until(Duration::from_secs(30), "three pods, all agent:2 and ready", || async {
+        let now = pods(&pod_api, "app=surge").await;
+        (now.len() == 3 && images(&now) == BTreeSet::from(["agent:2".to_string()]) && now.iter().all(is_ready))
+            .then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (min_ready_per_node, max_total, doubled) = monitor.await.unwrap();
+    assert_eq!(min_ready_per_node, 1, "a node was left without a ready pod");
+    assert!(doubled, "no node ever ran the new pod beside the old one");
+    assert_eq!(max_total, 4, "more than maxSurge (1) extra pods at once");
+    let on: BTreeSet<String> = pods(&pod_api, "app=surge").await.iter().map(node_of).collect();
+    assert_eq!(on.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statefulset_creates_updates_and_removes_pods_in_order() {
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;

@@ -293,6 +293,21 @@ impl DaemonSetController {
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
         let now = jiff::Timestamp::now();
 
+        let rolling = spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()) != Some("OnDelete");
+        let rolling_update = spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
+        let desired = wanted.len();
+        // maxSurge rounds up (upstream's GetScaledValueFromIntOrPercent with roundUp).
+        let max_surge = match rolling_update.and_then(|r| r.max_surge.clone()) {
+            Some(IntOrString::Int(n)) => n.max(0) as usize,
+            Some(IntOrString::String(p)) => {
+                let pct: f64 = p.trim_end_matches('%').parse().unwrap_or(0.0);
+                (pct * desired as f64 / 100.0).ceil().max(0.0) as usize
+            }
+            None => 0,
+        };
+        let surge = rolling && max_surge > 0;
+        let is_new = |p: &Pod| pod_hash(p) == Some(hash.as_str());
+
         let mut create: Vec<String> = Vec::new();
         let mut delete: Vec<Arc<Pod>> = Vec::new();
         for node in &wanted {
@@ -302,9 +317,27 @@ impl DaemonSetController {
             delete.extend(failed);
             if running.is_empty() {
                 create.push(node.clone());
-            } else if running.len() > 1 {
+            } else if running.len() > 1 && !surge {
                 running.sort_by(|a, b| crate::replicaset::deletion_order(b, a));
                 delete.extend(running.into_iter().skip(1));
+            } else if running.len() > 1 {
+                // Surging: one old pod may stay beside the oldest new one while the new one is
+                // not ready yet; every other pod goes.
+                running.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                let (mut oldest_new, mut oldest_old) = (None, None);
+                for p in running {
+                    let slot = if is_new(&p) { &mut oldest_new } else { &mut oldest_old };
+                    if slot.is_none() {
+                        *slot = Some(p);
+                    } else {
+                        delete.push(p);
+                    }
+                }
+                if let (Some(new), Some(old)) = (&oldest_new, &oldest_old) {
+                    if !util::is_ready(old) || util::is_ready(new) {
+                        delete.push(old.clone());
+                    }
+                }
             }
         }
         for (node, on_node) in &by_node {
@@ -313,15 +346,44 @@ impl DaemonSetController {
             }
         }
 
-        // Rolling update: replace old pods while at most maxUnavailable are unavailable.
-        let rolling = spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()) != Some("OnDelete");
-        if rolling && self.expectations.satisfied(key) {
-            let max_unavailable = match spec
-                .update_strategy
-                .as_ref()
-                .and_then(|s| s.rolling_update.as_ref())
-                .and_then(|r| r.max_unavailable.clone())
-            {
+        // Rolling update: replace old pods while at most maxUnavailable are unavailable, or
+        // with maxSurge start the new pod first and remove the old one once the new is available.
+        if surge && self.expectations.satisfied(key) {
+            let mut surging = 0;
+            let mut candidates: Vec<String> = Vec::new();
+            for node in &wanted {
+                let live: Vec<&Arc<Pod>> = by_node
+                    .get(node)
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| !util::is_terminal(p) && !delete.iter().any(|d| d.metadata.uid == p.metadata.uid))
+                    .collect();
+                let news: Vec<&&Arc<Pod>> = live.iter().filter(|p| is_new(p)).collect();
+                let olds: Vec<&&Arc<Pod>> = live.iter().filter(|p| !is_new(p)).collect();
+                if news.len() > 1 || olds.len() > 1 {
+                    surging += 1;
+                    continue;
+                }
+                match (news.first(), olds.first()) {
+                    (_, None) => {}
+                    (None, Some(old)) if !util::is_available(old, min_ready, now) => {
+                        // Not available anyway: replace it right away, outside the surge budget.
+                        create.push(node.clone());
+                    }
+                    (None, Some(_)) => candidates.push(node.clone()),
+                    (Some(new), Some(old)) => {
+                        if util::is_available(new, min_ready, now) {
+                            delete.push((**old).clone());
+                        } else {
+                            surging += 1;
+                        }
+                    }
+                }
+            }
+            let room = max_surge.saturating_sub(surging).min(candidates.len());
+            create.extend(candidates.into_iter().take(room));
+        } else if rolling && self.expectations.satisfied(key) {
+            let max_unavailable = match rolling_update.and_then(|r| r.max_unavailable.clone()) {
                 Some(IntOrString::Int(n)) => n,
                 Some(IntOrString::String(p)) => {
                     let pct: f64 = p.trim_end_matches('%').parse().unwrap_or(0.0);
@@ -338,7 +400,7 @@ impl DaemonSetController {
                 .iter()
                 .filter_map(|n| by_node.get(n))
                 .flatten()
-                .filter(|p| pod_hash(p) != Some(hash.as_str()) && !util::is_terminal(p))
+                .filter(|p| !is_new(p) && !util::is_terminal(p))
                 .cloned()
                 .collect();
             // Unavailable old pods go first: replacing them costs nothing.
@@ -355,6 +417,8 @@ impl DaemonSetController {
                 }
             }
         }
+        let mut seen = HashSet::new();
+        delete.retain(|p| seen.insert(p.metadata.uid.clone()));
 
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         if self.expectations.satisfied(key) && (!create.is_empty() || !delete.is_empty()) {
