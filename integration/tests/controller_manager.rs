@@ -264,6 +264,48 @@ async fn replicaset_adopts_creates_releases_and_reports_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicaset_reports_replica_failure_while_pod_creation_is_refused() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    kubectl(&cp, &["create", "namespace", "capped"]);
+    let quota_api: Api<ResourceQuota> = Api::namespaced(client.clone(), "capped");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "capped");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "capped");
+    let _kcm = kcm(&cp, &["--controllers=replicaset,resourcequota"]);
+    let quota: ResourceQuota =
+        serde_json::from_value(json!({"metadata": {"name": "two-pods"}, "spec": {"hard": {"pods": "2"}}})).unwrap();
+    quota_api.create(&PostParams::default(), &quota).await.unwrap();
+    until(Duration::from_secs(20), "the quota's status", || async {
+        quota_api.get("two-pods").await.ok()?.status?.hard.map(|_| ())
+    })
+    .await;
+    rs_api.create(&PostParams::default(), &replicaset("capped", 3, "capped")).await.unwrap();
+    let failure = until(Duration::from_secs(20), "the ReplicaFailure condition", || async {
+        let st = rs_api.get("capped").await.ok()?.status?;
+        st.conditions?.into_iter().find(|c| c.type_ == "ReplicaFailure")
+    })
+    .await;
+    assert_eq!((failure.status.as_str(), failure.reason.as_deref()), ("True", Some("FailedCreate")));
+    let message = failure.message.unwrap_or_default();
+    assert!(message.contains("forbidden") && message.contains("exceeded quota: two-pods"), "{message}");
+    assert_eq!(pods(&pod_api, "app=capped").await.len(), 2);
+    let st = rs_api.get("capped").await.unwrap().status.unwrap();
+    assert_eq!(st.replicas, 2);
+
+    // Room again: the third pod is created and the condition goes.
+    let raise = json!({"spec": {"hard": {"pods": "3"}}});
+    quota_api.patch("two-pods", &PatchParams::default(), &Patch::Merge(raise)).await.unwrap();
+    until(Duration::from_secs(30), "3 pods and no ReplicaFailure", || async {
+        let st = rs_api.get("capped").await.ok()?.status?;
+        let failing = st.conditions.unwrap_or_default().iter().any(|c| c.type_ == "ReplicaFailure");
+        (st.replicas == 3 && !failing).then_some(())
+    })
+    .await;
+    assert_eq!(pods(&pod_api, "app=capped").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_without_duplicate_pods() {
     let cp = start_cluster();
     let client = client(&cp).await;

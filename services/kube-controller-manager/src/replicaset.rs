@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use apimachinery::selector::label::LabelSelector as Selector;
 use futures::future::join_all;
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -32,13 +32,60 @@ use crate::queue::WorkQueue;
 use crate::util::{self, Expectations};
 
 /// The replica counts a controller reports in its owner's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReplicaStatus {
     pub replicas: i32,
     pub fully_labeled: i32,
     pub ready: i32,
     pub available: i32,
     pub observed_generation: Option<i64>,
+    /// The `ReplicaFailure` condition: (reason, message) while creating or deleting pods fails.
+    pub failure: Option<(String, String)>,
+}
+
+pub const REPLICA_FAILURE: &str = "ReplicaFailure";
+
+/// Reads the ReplicaFailure condition (the RS and RC condition types share their fields).
+macro_rules! failure_of {
+    ($conditions:expr) => {
+        $conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == REPLICA_FAILURE && c.status == "True")
+            .map(|c| (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+    };
+}
+
+/// Sets or removes the ReplicaFailure condition, keeping its transition time while it holds.
+macro_rules! set_failure {
+    ($conditions:expr, $cond:ident, $failure:expr) => {{
+        let conditions = $conditions.get_or_insert_with(Vec::new);
+        match $failure {
+            None => conditions.retain(|c| c.type_ != REPLICA_FAILURE),
+            Some((reason, message)) => {
+                let same = conditions.iter().any(|c| {
+                    c.type_ == REPLICA_FAILURE
+                        && c.reason.as_deref() == Some(reason.as_str())
+                        && c.message.as_deref() == Some(message.as_str())
+                });
+                if !same {
+                    conditions.retain(|c| c.type_ != REPLICA_FAILURE);
+                    conditions.push($cond {
+                        type_: REPLICA_FAILURE.into(),
+                        status: "True".into(),
+                        reason: Some(reason),
+                        message: Some(message),
+                        last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                            jiff::Timestamp::now(),
+                        )),
+                    });
+                }
+            }
+        }
+        if conditions.is_empty() {
+            $conditions = None;
+        }
+    }};
 }
 
 /// What the controller needs of the object it keeps replicas for.
@@ -92,6 +139,7 @@ impl Replicated for ReplicaSet {
             ready: s.ready_replicas.unwrap_or(0),
             available: s.available_replicas.unwrap_or(0),
             observed_generation: s.observed_generation,
+            failure: failure_of!(s.conditions),
         }
     }
     fn set_replica_status(&mut self, r: ReplicaStatus) {
@@ -101,6 +149,7 @@ impl Replicated for ReplicaSet {
         st.ready_replicas = Some(r.ready);
         st.available_replicas = Some(r.available);
         st.observed_generation = r.observed_generation;
+        set_failure!(st.conditions, ReplicaSetCondition, r.failure);
     }
 }
 
@@ -135,6 +184,7 @@ impl Replicated for ReplicationController {
             ready: s.ready_replicas.unwrap_or(0),
             available: s.available_replicas.unwrap_or(0),
             observed_generation: s.observed_generation,
+            failure: failure_of!(s.conditions),
         }
     }
     fn set_replica_status(&mut self, r: ReplicaStatus) {
@@ -144,6 +194,7 @@ impl Replicated for ReplicationController {
         st.ready_replicas = Some(r.ready);
         st.available_replicas = Some(r.available);
         st.observed_generation = r.observed_generation;
+        set_failure!(st.conditions, ReplicationControllerCondition, r.failure);
     }
 }
 
@@ -162,6 +213,16 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+}
+
+impl Error {
+    /// What the apiserver said, as upstream puts it in the ReplicaFailure condition.
+    pub fn api_message(&self) -> String {
+        match self {
+            Error::Api { source: kube::Error::Api(s), .. } => s.message.clone(),
+            Error::Api { source, .. } => source.to_string(),
+        }
+    }
 }
 
 fn api_err(action: &'static str, key: &str) -> impl FnOnce(kube::Error) -> Error {
@@ -316,12 +377,24 @@ impl<K: Replicated> ReplicaSetController<K> {
             }
         }
 
+        let mut manage_err = None;
         if needs_sync && !deleting {
             // Deleted pods no longer count, so status never overstates what is left.
-            let deleted = self.manage_replicas(key, &rs, &owned, &pod_api).await?;
-            owned.retain(|p| !deleted.contains(&util::key_of(&p.metadata)));
+            match self.manage_replicas(key, &rs, &owned, &pod_api).await {
+                Ok(deleted) => owned.retain(|p| !deleted.contains(&util::key_of(&p.metadata))),
+                Err(e) => manage_err = Some(e),
+            }
         }
-        self.update_status(&rs, &owned).await?;
+        // Upstream's calculateStatus: a failed create or delete shows as the ReplicaFailure
+        // condition (with the apiserver's message) until a sync manages the replicas again.
+        let failure = manage_err.as_ref().map(|e| {
+            let reason = if owned.len() < rs.replicas().max(0) as usize { "FailedCreate" } else { "FailedDelete" };
+            (reason.to_string(), e.api_message())
+        });
+        self.update_status(&rs, &owned, failure).await?;
+        if let Some(e) = manage_err {
+            return Err(e);
+        }
 
         let min_ready = rs.min_ready_seconds();
         let ready = owned.iter().filter(|p| util::is_ready(p)).count();
@@ -449,7 +522,7 @@ impl<K: Replicated> ReplicaSetController<K> {
         Ok(Vec::new())
     }
 
-    async fn update_status(&self, rs: &K, pods: &[Arc<Pod>]) -> Result<(), Error> {
+    async fn update_status(&self, rs: &K, pods: &[Arc<Pod>], failure: Option<(String, String)>) -> Result<(), Error> {
         let template_labels =
             rs.template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
         let min_ready = rs.min_ready_seconds();
@@ -467,6 +540,7 @@ impl<K: Replicated> ReplicaSetController<K> {
             ready: pods.iter().filter(|p| util::is_ready(p)).count() as i32,
             available: pods.iter().filter(|p| util::is_available(p, min_ready, now)).count() as i32,
             observed_generation: rs.meta().generation,
+            failure,
         };
         if rs.replica_status() == status {
             return Ok(());
