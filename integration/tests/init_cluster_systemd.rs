@@ -1,0 +1,267 @@
+//! `scripts/init-cluster.sh` where systemd is PID 1: a real systemd boots in
+//! a PID + mount + UTS namespace, the script runs inside it, and the cluster's
+//! services are systemd units (installed from systemd/, flags in
+//! /etc/kubernetes/<service>.env) that systemd started and restarts. Stock
+//! kubectl 1.33 sees the node Ready; `reset` disables and removes the units.
+//!
+//! The namespace's systemd must not touch the shared machine: it gets its own
+//! /run, /tmp and /var/log/journal (tmpfs), an /etc/systemd/system of its own,
+//! no generators, and a unit directory holding only the targets, slices,
+//! journald and containerd (no tmpfiles, sysctl, sysusers, gettys or the
+//! distribution's enabled services). /usr/local/bin, where the script installs
+//! the binaries, is an overlay whose writes stay in the namespace. The network
+//! namespace, /etc/kubernetes and the host's containerd dirs are shared, so this
+//! test is in nextest's `init-cluster` group with the other init_cluster tests.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const UNITS: &[&str] = &[
+    "rustkube-etcd.service",
+    "kube-apiserver.service",
+    "kube-controller-manager.service",
+    "kube-scheduler.service",
+    "containerd.service",
+    "kubelet.service",
+    "kube-proxy.service",
+];
+
+const BOOT: &str = r#"#!/bin/sh
+set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /var/log/journal 2>/dev/null || true
+units=/run/rustkube-test-units
+mkdir -p $units /run/rustkube-test-ovl/upper /run/rustkube-test-ovl/work
+cp /lib/systemd/system/*.target /lib/systemd/system/*.slice $units/
+for u in containerd.service systemd-journald.service systemd-journald.socket \
+         systemd-journald-dev-log.socket systemd-journald-audit.socket; do
+  [ -f /lib/systemd/system/$u ] && cp /lib/systemd/system/$u $units/
+done
+mount --bind $units /lib/systemd/system
+mount -t tmpfs tmpfs /lib/systemd/system-generators
+mount -t tmpfs tmpfs /etc/systemd/system
+mount -t overlay overlay \
+  -o lowerdir=/usr/local/bin,upperdir=/run/rustkube-test-ovl/upper,workdir=/run/rustkube-test-ovl/work /usr/local/bin
+exec /lib/systemd/systemd --system --unit=multi-user.target
+"#;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The cgroups directly under each hierarchy's root that look like systemd's (units, slices, scopes).
+fn systemd_cgroups() -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for c in std::fs::read_dir(h.path()).into_iter().flatten().flatten() {
+            let name = c.file_name().to_string_lossy().into_owned();
+            let ours = [".slice", ".scope", ".mount", ".service", ".socket", ".swap"].iter().any(|s| name.ends_with(s));
+            if ours && c.path().is_dir() {
+                out.insert(c.path());
+            }
+        }
+    }
+    out
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    for c in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if c.path().is_dir() {
+            remove_cgroup_tree(&c.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// A systemd booted in its own PID, mount and UTS namespaces.
+struct Systemd {
+    unshare: Child,
+    pid: u32,
+    cgroups_before: BTreeSet<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl Systemd {
+    fn boot() -> Systemd {
+        let cgroups_before = systemd_cgroups();
+        let dir = tempfile::Builder::new().prefix("rk-systemd-").tempdir_in("/var/tmp").expect("temp dir");
+        let boot = dir.path().join("boot.sh");
+        std::fs::write(&boot, BOOT).expect("boot script");
+        let log = std::fs::File::create(dir.path().join("boot.log")).expect("boot log");
+        let unshare = Command::new("unshare")
+            .args(["--fork", "--pid", "--mount", "--uts", "--mount-proc", "sh"])
+            .arg(&boot)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("unshare");
+        // systemd is unshare's only child (the boot script execs it).
+        let start = Instant::now();
+        let pid = loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() == "systemd" {
+                    break pid;
+                }
+            }
+            let log = std::fs::read_to_string(dir.path().join("boot.log")).unwrap_or_default();
+            assert!(start.elapsed() < Duration::from_secs(20), "systemd did not start:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let sd = Systemd { unshare, pid, cgroups_before, _dir: dir };
+        // Booted: is-system-running says running (or degraded, if some unit of the minimal set failed).
+        let start = Instant::now();
+        loop {
+            let state = sd.inside(&["systemctl", "is-system-running"]);
+            let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+            if state == "running" || state == "degraded" {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "systemd did not finish booting: {state}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // journald (socket-activated in a full boot) collects the units' output.
+        let journald = sd.inside(&[
+            "systemctl",
+            "start",
+            "systemd-journald.socket",
+            "systemd-journald-dev-log.socket",
+            "systemd-journald.service",
+        ]);
+        assert!(journald.status.success(), "starting journald: {}", text(&journald));
+        sd
+    }
+
+    /// A command in systemd's mount, PID and UTS namespaces.
+    fn inside(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-m", "-p", "-u", "--"])
+            .args(args)
+            .output()
+            .expect("nsenter")
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        let script = repo().join("scripts/init-cluster.sh");
+        let mut all = vec![script.to_str().unwrap_or_default()];
+        all.extend_from_slice(args);
+        self.inside(&all)
+    }
+
+    fn unit_state(&self, unit: &str) -> String {
+        String::from_utf8_lossy(&self.inside(&["systemctl", "is-active", unit]).stdout).trim().to_string()
+    }
+
+    fn main_pid(&self, unit: &str) -> String {
+        let o = self.inside(&["systemctl", "show", "-p", "MainPID", "--value", unit]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Systemd {
+    fn drop(&mut self) {
+        let _ = self.script(&["reset"]);
+        // Killing the namespace's PID 1 ends every process in it; its mounts go with it.
+        let _ = Command::new("kill").args(["-KILL", &self.pid.to_string()]).status();
+        let _ = self.unshare.wait();
+        for cg in systemd_cgroups().difference(&self.cgroups_before) {
+            remove_cgroup_tree(cg);
+        }
+    }
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    Command::new(integration::kubectl_path("1.33"))
+        .arg("--kubeconfig=/etc/kubernetes/admin.conf")
+        .args(args)
+        .output()
+        .expect("kubectl")
+}
+
+#[test]
+fn init_cluster_under_systemd_runs_every_service_as_a_unit() {
+    let bin_dir = integration::bin_dir();
+    let sd = Systemd::boot();
+    let hostname = String::from_utf8_lossy(&sd.inside(&["hostname"]).stdout).trim().to_lowercase();
+
+    let out = sd.script(&["--bin-dir", &bin_dir.display().to_string()]);
+    let log = text(&out);
+    let journal = |unit: &str| text(&sd.inside(&["journalctl", "--no-pager", "-n", "40", "-u", unit]));
+    assert!(
+        out.status.success(),
+        "init-cluster.sh failed under systemd:\n{log}\n{}",
+        UNITS.iter().map(|u| format!("--- {u}\n{}", journal(u))).collect::<String>()
+    );
+    assert!(log.contains("services: systemd units"), "{log}");
+    assert!(log.contains("cluster is up"), "{log}");
+
+    for unit in UNITS {
+        assert_eq!(sd.unit_state(unit), "active", "{unit}:\n{}", journal(unit));
+        let enabled = sd.inside(&["systemctl", "is-enabled", unit]);
+        if *unit != "containerd.service" {
+            assert_eq!(String::from_utf8_lossy(&enabled.stdout).trim(), "enabled", "{unit}");
+        }
+    }
+    // The units run what the script installed, with the flags of their environment files.
+    let env = std::fs::read_to_string("/etc/kubernetes/kube-apiserver.env").expect("kube-apiserver.env");
+    assert!(env.contains("KUBE_APISERVER_ARGS=\"--etcd-servers=https://127.0.0.1:2379"), "{env}");
+    let shown = text(&sd.inside(&["systemctl", "show", "-p", "ExecStart", "kube-apiserver.service"]));
+    assert!(shown.contains("/usr/local/bin/kube-apiserver"), "{shown}");
+    let dropin = text(&sd.inside(&["systemctl", "cat", "containerd.service"]));
+    assert!(dropin.contains("--config /etc/kubernetes/containerd.toml"), "{dropin}");
+    // No background supervisor of the no-systemd mode.
+    assert!(!Path::new("/run/rustkube/supervisor-kube-apiserver.pid").exists());
+
+    let ready =
+        kubectl(&["get", "node", &hostname, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#]);
+    assert_eq!(String::from_utf8_lossy(&ready.stdout).trim(), "True", "{}", text(&ready));
+
+    // Restart=always: systemd brings a killed apiserver back, under a new PID.
+    let before = sd.main_pid("kube-apiserver.service");
+    let kill = sd.inside(&["systemctl", "kill", "--signal=KILL", "kube-apiserver.service"]);
+    assert!(kill.status.success(), "{}", text(&kill));
+    let start = Instant::now();
+    loop {
+        let pid = sd.main_pid("kube-apiserver.service");
+        if sd.unit_state("kube-apiserver.service") == "active" && pid != before && pid != "0" {
+            let nodes = kubectl(&["get", "nodes"]);
+            if nodes.status.success() {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "kube-apiserver not restarted:\n{}",
+            journal("kube-apiserver")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let out = sd.script(&["reset"]);
+    assert!(out.status.success(), "reset failed:\n{}", text(&out));
+    for unit in UNITS.iter().filter(|u| **u != "containerd.service") {
+        assert_ne!(sd.unit_state(unit), "active", "{unit} still active after reset");
+        let file = Path::new("/etc/systemd/system").join(unit);
+        let listed = text(&sd.inside(&["ls", &file.display().to_string()]));
+        assert!(listed.contains("No such file"), "{unit} left installed: {listed}");
+    }
+    assert_eq!(sd.unit_state("containerd.service"), "inactive", "reset stops the containerd it started");
+    assert!(!Path::new("/etc/kubernetes/kube-apiserver.env").exists(), "env file left");
+    assert!(!Path::new("/etc/kubernetes/admin.conf").exists(), "admin.conf left");
+    let bins = text(&sd.inside(&["ls", "/usr/local/bin"]));
+    assert!(!bins.contains("kube-apiserver"), "binaries left in /usr/local/bin: {bins}");
+    let tables = Command::new("nft").args(["list", "tables"]).output().expect("nft");
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(!tables.lines().any(|l| l == "table ip kube-proxy" || l == "table ip rustkube-cni"), "{tables}");
+}
