@@ -1417,6 +1417,55 @@ async fn a_pod_failure_policy_ignores_disruptions_and_fails_the_job_on_a_fatal_e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_pod_failure_policy_a_terminating_pod_is_replaced_only_once_it_failed() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Node;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &["--controllers=job"]);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Upstream defaults podReplacementPolicy to Failed with a pod failure policy; said explicitly
+    // here, as that defaulting is the apiserver's.
+    let spec = json!({"podReplacementPolicy": "Failed", "podFailurePolicy": {"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]}});
+    jobs.create(&PostParams::default(), &job("repl", spec)).await.unwrap();
+    let first = until(Duration::from_secs(20), "the pod", || async {
+        running_job_pods(&pod_api, "repl").await.into_iter().next()
+    })
+    .await;
+    let name = first.metadata.name.clone().unwrap();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}});
+    let (code, body) =
+        cp.apiserver.json("POST", &format!("/api/v1/namespaces/default/pods/{name}/binding"), Some(&binding));
+    assert_eq!(code, 201, "{body}");
+    mark_ready(&pod_api, &first).await;
+    // Evicted: it terminates (gracefully, on its node) and is not replaced meanwhile.
+    pod_api.delete(&name, &Default::default()).await.unwrap();
+    until(Duration::from_secs(10), "status.terminating 1", || async {
+        (jobs.get("repl").await.ok()?.status?.terminating == Some(1)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = pod_api.list(&ListParams::default().labels("batch.kubernetes.io/job-name=repl")).await.unwrap().items;
+    assert_eq!(all.len(), 1, "replaced while still terminating");
+    // The kubelet reports it Failed with the disruption condition: ignored, and replaced at once.
+    let disrupted = json!([{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]);
+    end_pod(&pod_api, &name, "Failed", 137, disrupted).await;
+    let replacement = until(Duration::from_secs(10), "the replacement", || async {
+        running_job_pods(&pod_api, "repl").await.into_iter().find(|p| p.metadata.name.as_deref() != Some(name.as_str()))
+    })
+    .await;
+    assert!(replacement.metadata.deletion_timestamp.is_none());
+    let st = jobs.get("repl").await.unwrap().status.unwrap();
+    assert_eq!(st.failed.unwrap_or(0), 0, "an ignored disruption was counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backoff_limit_per_index_fails_indexes_and_max_failed_indexes_fails_the_job() {
     use k8s_openapi::api::batch::v1::Job;
     let cp = start_cluster();

@@ -555,7 +555,18 @@ impl JobController {
                 None => parallelism,
             }
             .max(0) as usize;
-            if active.len() < want {
+            // podReplacementPolicy Failed (the default with a pod failure policy): a pod
+            // still terminating keeps its place until it is Failed.
+            let replace_when_failed = match spec.pod_replacement_policy.as_deref() {
+                Some(p) => p == "Failed",
+                None => policy.is_some(),
+            };
+            let terminating_pods: Vec<&Arc<Pod>> = pods
+                .iter()
+                .filter(|p| replace_when_failed && p.metadata.deletion_timestamp.is_some() && !util::is_terminal(p))
+                .collect();
+            let running = active.len() + terminating_pods.len();
+            if running < want {
                 let delay = if failed > 0 && per_index.is_none() { backoff(failed) } else { Duration::ZERO };
                 let since = self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).get(key).map(|t| t.elapsed());
                 match since {
@@ -563,7 +574,11 @@ impl JobController {
                     _ => {
                         let mut indexes = Vec::new();
                         if indexed {
-                            let busy: HashSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
+                            let busy: HashSet<i32> = active
+                                .iter()
+                                .chain(terminating_pods.iter().copied())
+                                .filter_map(|p| index_of(p))
+                                .collect();
                             let c = spec.completions.unwrap_or(0);
                             let failures: HashMap<i32, i32> =
                                 if per_index.is_some() { index_failures(&pods, policy) } else { HashMap::new() };
@@ -571,7 +586,7 @@ impl JobController {
                             for i in (0..c)
                                 .filter(|i| !completed.contains(i) && !failed_indexes.contains(i) && !busy.contains(i))
                             {
-                                if indexes.len() >= want - active.len() {
+                                if indexes.len() >= want - running {
                                     break;
                                 }
                                 let n = failures.get(&i).copied().unwrap_or(0);
@@ -585,7 +600,7 @@ impl JobController {
                                 indexes.push((Some(i), n));
                             }
                         } else {
-                            indexes.resize(want - active.len(), (None, 0));
+                            indexes.resize(want - running, (None, 0));
                         }
                         self.create_pods(&job, &pod_api, &indexes, per_index.is_some(), key).await?;
                     }
