@@ -352,3 +352,299 @@ fn cluster_dns_flags() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-ip"), "{}", integration::text(&out));
 }
+
+fn host_ip() -> String {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("10.255.255.255:1")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Relays TCP from `listen` to `target` (both on this host) until dropped: the
+/// harness's apiserver listens on loopback, which pods cannot reach.
+struct Relay {
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(listen: SocketAddr, target: SocketAddr) -> Relay {
+        let listener = std::net::TcpListener::bind(listen).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(target) else { continue };
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Relay { stop }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the pod test leaves on the host, removed even when it fails: kube-proxy's nftables
+/// table, the route_localnet setting, and the log folders of its pods (the kubelet keeps them).
+struct HostCleanup {
+    table: String,
+    localnet_before: String,
+    pod_uids: std::sync::Mutex<Vec<String>>,
+}
+
+impl Drop for HostCleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &self.table]).status();
+        if !self.localnet_before.is_empty() {
+            let _ = std::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", self.localnet_before.trim());
+        }
+        let uids = self.pod_uids.lock().map(|u| u.clone()).unwrap_or_default();
+        for entry in std::fs::read_dir("/var/log/pods").into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if uids.iter().any(|u| !u.is_empty() && name.ends_with(&format!("_{u}"))) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// The whole add-on path on a real node: deploy/dns.yaml applied as it is (but for this test's
+/// service range), its image from scripts/build-images.sh run by the kubelet on containerd and
+/// reaching the apiserver in-cluster through the kubernetes Service, its kube-dns Service
+/// programmed by kube-proxy, and a pod with dnsPolicy ClusterFirst resolving `kubernetes.default`
+/// with busybox's nslookup through the search path the kubelet wrote.
+#[test]
+fn cluster_dns_pod_serves_cluster_first_pods() {
+    use integration::containerd::{image_archives, Containerd, ContainerdOptions, TEST_IMAGE};
+    use integration::{ApiServer, Etcd};
+
+    let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
+    let archive = image_archives().unwrap().join("cluster-dns.tar");
+    let imported = containerd.ctr(&["images", "import", &archive.to_string_lossy()]).unwrap();
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let image = TEST_IMAGE.replace(":latest", ":v1");
+    let tagged = containerd.ctr(&["images", "tag", TEST_IMAGE, &image]).unwrap();
+    assert!(tagged.status.success(), "{}", String::from_utf8_lossy(&tagged.stderr));
+
+    // This test's own service range (parallel clusters' proxies never match each other's addresses).
+    let slot: u32 = containerd.subnet().split('.').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (kubernetes_ip, dns_ip) = (format!("10.100.{slot}.1"), format!("10.100.{slot}.10"));
+    let node_ip = host_ip();
+    // A real PKI, so that the add-on's in-cluster client verifies the apiserver (SAN: the kubernetes ClusterIP).
+    let pki = tempfile::tempdir().unwrap();
+    let mut opts = kube_pki::InitOptions::new(pki.path(), node_ip.parse().unwrap(), "n1");
+    opts.cert_extra_sans = vec![kubernetes_ip.clone()];
+    let _report = kube_pki::init(&opts).unwrap();
+    let p = |rel: &str| pki.path().join(rel).display().to_string();
+    let etcd = Etcd::start().unwrap();
+    let nodeports = format!("{}-{}", 30000 + slot * 10, 30000 + slot * 10 + 9);
+    let apiserver = ApiServer::start_with(
+        &etcd,
+        &[
+            &format!("--service-cluster-ip-range=10.100.{slot}.0/24"),
+            &format!("--service-node-port-range={nodeports}"),
+            &format!("--tls-cert-file={}", p(kube_pki::paths::APISERVER.cert)),
+            &format!("--tls-private-key-file={}", p(kube_pki::paths::APISERVER.key)),
+            &format!("--advertise-address={node_ip}"),
+        ],
+    )
+    .unwrap();
+    let port = apiserver.port;
+    // The kubernetes Service's endpoint is node_ip:port; the apiserver listens on loopback.
+    let _relay = Relay::start(format!("{node_ip}:{port}").parse().unwrap(), ([127, 0, 0, 1], port).into());
+
+    let kcm_kc = apiserver.token_kubeconfig("system:kube-controller-manager", "controller-manager-token").unwrap();
+    let _kcm = apiserver
+        .start_component(
+            "kube-controller-manager",
+            &kcm_kc,
+            &[
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--use-service-account-credentials=true",
+                &format!("--root-ca-file={}", p(kube_pki::paths::CA.cert)),
+            ],
+        )
+        .unwrap();
+    let sched_kc = apiserver.token_kubeconfig("system:kube-scheduler", "scheduler-token").unwrap();
+    let _sched =
+        apiserver.start_component("kube-scheduler", &sched_kc, &["--leader-elect=false", "--secure-port=0"]).unwrap();
+    let kubelet_kc = apiserver.token_kubeconfig("system:node:n1", "node1-token").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let kubelet = apiserver
+        .start_component(
+            "kubelet",
+            &kubelet_kc,
+            &[
+                "--hostname-override=n1",
+                &format!("--container-runtime-endpoint=unix://{}", containerd.socket().display()),
+                &format!("--root-dir={}", root.path().display()),
+                &format!("--port={}", free_port()),
+                &format!("--healthz-port={}", free_port()),
+                &format!("--node-ip={node_ip}"),
+                &format!("--cluster-dns={dns_ip}"),
+                "--cluster-domain=cluster.local",
+            ],
+        )
+        .unwrap();
+    let table = format!("kpdns{slot}");
+    // Declared before kube-proxy, so dropped after it.
+    let cleanup = HostCleanup {
+        table: table.clone(),
+        localnet_before: std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/route_localnet").unwrap_or_default(),
+        pod_uids: std::sync::Mutex::new(Vec::new()),
+    };
+    let remember_pods = || {
+        let uids = integration::stdout(
+            &apiserver.kubectl("1.33", &["get", "pods", "-A", "-o", "jsonpath={.items[*].metadata.uid}"]),
+        );
+        if let Ok(mut u) = cleanup.pod_uids.lock() {
+            u.extend(uids.split_whitespace().map(str::to_string));
+        }
+    };
+    let proxy_kc = apiserver.token_kubeconfig("system:kube-proxy", "kube-proxy-token").unwrap();
+    let proxy = apiserver
+        .start_component(
+            "kube-proxy",
+            &proxy_kc,
+            &[
+                "--hostname-override=n1",
+                &format!("--nftables-table={table}"),
+                &format!("--cluster-cidr={}", containerd.cluster_cidr()),
+                &format!("--healthz-bind-address=127.0.0.1:{}", free_port()),
+                &format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
+                &format!("--nodeport-addresses={node_ip}/32"),
+            ],
+        )
+        .unwrap();
+    let kubectl = |args: &[&str], stdin: Option<&str>| {
+        let out = apiserver.kubectl_stdin("1.33", args, stdin);
+        assert!(out.status.success(), "kubectl {args:?}: {}", integration::text(&out));
+        integration::stdout(&out)
+    };
+    let pod_logs = || {
+        let mut out = String::new();
+        for entry in std::fs::read_dir("/var/log/pods").into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !(name.starts_with("kube-system_cluster-dns-") || name.starts_with("default_dns-client_")) {
+                continue;
+            }
+            for c in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+                for f in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
+                    out += &format!(
+                        "{}:\n{}\n",
+                        f.path().display(),
+                        tail(&std::fs::read_to_string(f.path()).unwrap_or_default(), 15)
+                    );
+                }
+            }
+        }
+        out
+    };
+    let diag = || {
+        remember_pods();
+        format!(
+            "kubelet:\n{}\nkube-proxy:\n{}\npods:\n{}\n{}",
+            tail(&kubelet.log(), 20),
+            tail(&proxy.log(), 10),
+            integration::text(&apiserver.kubectl("1.33", &["get", "pods", "-A", "-o", "wide"])),
+            pod_logs()
+        )
+    };
+    let start = Instant::now();
+    while !integration::text(&apiserver.kubectl("1.33", &["get", "node", "n1"])).contains(" Ready") {
+        assert!(start.elapsed() < Duration::from_secs(60), "node never Ready:\n{}", diag());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The add-on's manifest as shipped, but for this test's service range.
+    let manifest = deploy_manifest()
+        .replace("10.96.0.10", &dns_ip)
+        .replace("\"10.96.0.1\"", &format!("\"{kubernetes_ip}\""))
+        // No query leaves the machine: the upstream is a closed port in the pod (SERVFAIL at once).
+        .replace("- --dns-port=53", "- --dns-port=53\n        - --upstream=127.0.0.1:9");
+    kubectl(&["apply", "-f", "-"], Some(&manifest));
+    let rollout = apiserver
+        .kubectl("1.33", &["rollout", "status", "-n", "kube-system", "deployment/cluster-dns", "--timeout=120s"]);
+    assert!(rollout.status.success(), "rollout: {}\n{}", integration::text(&rollout), diag());
+
+    // A headless Service whose endpoint is this node's pod gateway (an address on this host).
+    let gateway = containerd.gateway().to_string();
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: gw, namespace: default}}\nspec: {{clusterIP: None}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: gw-1, namespace: default, labels: {{kubernetes.io/service-name: gw}}}}\n\
+             addressType: IPv4\nendpoints: [{{addresses: [\"{gateway}\"]}}]\n"
+        )),
+    );
+    // A ClusterFirst pod (the default policy): its resolv.conf names the kube-dns Service and the
+    // search path. busybox's nslookup (1.28.4 and later) does not use the search path, so it asks
+    // for full names; ping resolves the short name `gw` through the libc resolver, which walks the
+    // search path to gw.default.svc.cluster.local (and pings the gateway: nothing leaves the host).
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do out=$(nslookup kubernetes.default.svc.cluster.local 2>&1); \
+         if echo \"$out\" | grep -q '{kubernetes_ip}$'; then break; fi; sleep 1; done; \
+         {{ cat /etc/resolv.conf; echo \"$out\"; ping -c 1 -W 1 gw 2>&1 | head -1; \
+         nslookup nonexistent.default.svc.cluster.local 2>&1; }} > /dev/termination-log; exit 0"
+    );
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "dns-client", "namespace": "default"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": image, "command": ["sh", "-c", script]}]}
+    });
+    kubectl(&["apply", "-f", "-"], Some(&pod.to_string()));
+    let mut phase = String::new();
+    let start = Instant::now();
+    while phase != "Succeeded" && phase != "Failed" {
+        assert!(start.elapsed() < Duration::from_secs(90), "the client pod is {phase:?}:\n{}", diag());
+        std::thread::sleep(Duration::from_millis(500));
+        phase = kubectl(&["get", "pod", "dns-client", "-o", "jsonpath={.status.phase}"], None);
+    }
+    remember_pods();
+    let message = kubectl(
+        &["get", "pod", "dns-client", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.message}"],
+        None,
+    );
+    assert_eq!(phase, "Succeeded", "the client pod:\n{message}\n{}", diag());
+    eprintln!("in the client pod:\n{message}");
+    assert!(message.contains(&format!("nameserver {dns_ip}")), "{message}");
+    assert!(message.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{message}");
+    assert!(message.contains("kubernetes.default.svc.cluster.local"), "nslookup's answer: {message}\n{}", diag());
+    assert!(message.lines().any(|l| l.starts_with("Address") && l.trim_end().ends_with(&kubernetes_ip)), "{message}");
+    assert!(message.contains(&format!("PING gw ({gateway})")), "ping resolved gw through the search path: {message}");
+    assert!(message.contains("can't find nonexistent.default.svc.cluster.local: NXDOMAIN"), "{message}");
+
+    kubectl(&["delete", "pod", "dns-client", "--wait=false"], None);
+    kubectl(&["delete", "-f", "-", "--wait=false"], Some(&manifest));
+    let start = Instant::now();
+    while !kubectl(&["get", "pods", "-A", "-o", "name"], None).trim().is_empty()
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(proxy);
+}
