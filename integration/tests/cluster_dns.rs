@@ -312,6 +312,23 @@ spec: {type: ExternalName, externalName: example.org}
         assert!(took < Duration::from_secs(1), "{what} took {took:?}");
     }
 
+    // No ready endpoint left: a headless Service is NXDOMAIN (upstream's spec, kube-dns and CoreDNS).
+    kubectl(
+        &[
+            "patch",
+            "endpointslice",
+            "db-1",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/endpoints/0/conditions/ready","value":false}]"#,
+        ],
+        None,
+    );
+    let gone = within(Duration::from_secs(5), || {
+        udp(server, "db.default.svc.cluster.local.", RecordType::A).metadata.response_code == ResponseCode::NXDomain
+    });
+    assert!(gone.is_some(), "db still answers:\n{}", dns.log());
+
     // A large answer: truncated over plain UDP (TC), whole over TCP and within EDNS's larger size.
     let endpoints: Vec<String> =
         (1..=60).map(|i| format!("- {{addresses: [\"10.244.8.{i}\"], conditions: {{ready: true}}}}")).collect();

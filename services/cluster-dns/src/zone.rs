@@ -3,7 +3,8 @@
 //! Service Discovery specification (schema 1.1.0):
 //!
 //! - `<svc>.<ns>.svc.<zone>`: A/AAAA of the ClusterIPs; for a headless
-//!   Service, of its ready endpoints; for an ExternalName, a CNAME.
+//!   Service, of its ready endpoints (NXDOMAIN without any); for an
+//!   ExternalName, a CNAME.
 //! - `<hostname>.<svc>.<ns>.svc.<zone>`: A/AAAA of a headless Service's
 //!   ready endpoint with that hostname (StatefulSets); endpoints without one
 //!   are named by their dashed address (`10-244-0-5`), as CoreDNS does.
@@ -410,6 +411,9 @@ impl Zone {
                     .map(|ip| address_record(qname.clone(), self.ttl, *ip))
                     .collect(),
             ),
+            // The spec (after kubernetes/dns#245, matching kube-dns and CoreDNS): a headless Service
+            // without ready endpoints is NXDOMAIN.
+            Kind::Headless if entry.endpoints.is_empty() => Lookup::NxDomain,
             Kind::Headless => self.answer(
                 entry
                     .endpoints
@@ -640,6 +644,12 @@ mod tests {
         let l = z.lookup(&name("10-244-0-6.db.prod.svc.cluster.local."), RecordType::A);
         assert_eq!(data(&l), ["10.244.0.6"]);
         assert_eq!(z.lookup(&name("db-2.db.prod.svc.cluster.local."), RecordType::A), Lookup::NxDomain);
+        // Addresses of one family only: the other is NODATA.
+        assert_eq!(z.lookup(&name("db.prod.svc.cluster.local."), RecordType::AAAA), Lookup::NoData);
+        // No ready endpoints: NXDOMAIN, as upstream's spec says since kubernetes/dns#245.
+        let lonely = svc("prod", "lonely", ServiceSpec { cluster_ip: Some("None".into()), ..Default::default() });
+        let z2 = Zone::build("cluster.local", 5, 1, [&lonely], []);
+        assert_eq!(z2.lookup(&name("lonely.prod.svc.cluster.local."), RecordType::A), Lookup::NxDomain);
         // A ClusterIP Service has no endpoint names.
         assert_eq!(z.lookup(&name("x.web.prod.svc.cluster.local."), RecordType::A), Lookup::NxDomain);
     }
