@@ -622,34 +622,38 @@ impl LocalRegistry {
     pub fn start() -> Result<LocalRegistry> {
         let dir = tempfile::Builder::new().prefix("rk-registry-").tempdir_in(temp_root())?;
         let addr = format!("127.0.0.1:{}", crate::free_port());
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        );
-        fs::write(dir.path().join("config.yml"), config)?;
-        let log = File::create(dir.path().join("registry.log"))?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting docker-registry (apt-get install docker-registry)")?;
+        let child = spawn_registry(dir.path(), &addr, None)?;
         let mut me = LocalRegistry { child, _dir: dir, addr };
+        me.wait_listening()?;
+        Ok(me)
+    }
+
+    fn wait_listening(&mut self) -> Result<()> {
         let start = Instant::now();
         loop {
-            if std::net::TcpStream::connect(&me.addr).is_ok() {
-                return Ok(me);
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return Ok(());
             }
-            if let Some(status) = me.child.try_wait()? {
-                bail!("docker-registry exited ({status})");
+            if let Some(status) = self.child.try_wait()? {
+                let log = fs::read_to_string(self._dir.path().join("registry.log")).unwrap_or_default();
+                bail!("docker-registry exited ({status}):\n{log}");
             }
             if start.elapsed() > Duration::from_secs(15) {
-                bail!("docker-registry did not listen on {} within 15s", me.addr);
+                bail!("docker-registry did not listen on {} within 15s", self.addr);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Restarts the registry on the same address and storage with htpasswd
+    /// basic auth: from now on only `user`/`password` may pull or push.
+    pub fn require_auth(&mut self, user: &str, password: &str) -> Result<()> {
+        let htpasswd = self._dir.path().join("htpasswd");
+        fs::write(&htpasswd, format!("{user}:{}\n", bcrypt_hash(password)?))?;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_registry(self._dir.path(), &self.addr, Some(&htpasswd))?;
+        self.wait_listening()
     }
 
     /// `127.0.0.1:<port>`
@@ -672,6 +676,53 @@ impl LocalRegistry {
         }
         Ok(())
     }
+}
+
+/// Starts docker-registry with its config, storage and log in `dir`.
+fn spawn_registry(dir: &Path, addr: &str, htpasswd: Option<&Path>) -> Result<Child> {
+    let mut config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+        dir.join("data").display()
+    );
+    if let Some(h) = htpasswd {
+        config.push_str(&format!("auth:\n  htpasswd:\n    realm: rustkube-test\n    path: {}\n", h.display()));
+    }
+    fs::write(dir.join("config.yml"), config)?;
+    let log = OpenOptions::new().create(true).append(true).open(dir.join("registry.log"))?;
+    Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting docker-registry (apt-get install docker-registry)")
+}
+
+/// A bcrypt hash for an htpasswd file (the only kind docker-registry takes):
+/// apache2-utils' `htpasswd` if installed, else Python's crypt (glibc's libxcrypt).
+fn bcrypt_hash(password: &str) -> Result<String> {
+    if let Ok(out) = Command::new("htpasswd").args(["-nbBC", "10", "u", password]).output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(hash) = text.trim().strip_prefix("u:").filter(|_| out.status.success()) {
+            return Ok(hash.to_string());
+        }
+    }
+    let out = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ])
+        .arg(password)
+        .output()
+        .context("running python3 for a bcrypt hash")?;
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !hash.starts_with("$2") {
+        bail!("no bcrypt hash (install apache2-utils): {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(hash)
 }
 
 impl Drop for LocalRegistry {

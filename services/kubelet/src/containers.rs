@@ -144,7 +144,13 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, s: &Settings) -> cri::PodSandboxC
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let uid = pod_uid(pod);
-    let hostname = spec.and_then(|s| s.hostname.clone()).unwrap_or_else(|| name.chars().take(63).collect());
+    // A hostNetwork pod shares the node's UTS namespace: no hostname of its own
+    // (runc refuses to set one there), as upstream leaves it empty.
+    let hostname = if spec.and_then(|s| s.host_network).unwrap_or(false) {
+        String::new()
+    } else {
+        spec.and_then(|s| s.hostname.clone()).unwrap_or_else(|| name.chars().take(63).collect())
+    };
     let port_mappings = spec
         .into_iter()
         .flat_map(|s| s.containers.iter())
@@ -162,6 +168,12 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, s: &Settings) -> cri::PodSandboxC
         })
         .collect();
     let psc = spec.and_then(|s| s.security_context.as_ref());
+    // containerd refuses a privileged container in an unprivileged sandbox,
+    // so the sandbox is privileged when any container is (as upstream).
+    let privileged = spec
+        .into_iter()
+        .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+        .any(|c| c.security_context.as_ref().and_then(|s| s.privileged).unwrap_or(false));
     let mut labels: HashMap<String, String> = pod.metadata.labels.clone().unwrap_or_default().into_iter().collect();
     labels.insert(labels::POD_NAME.into(), name.clone());
     labels.insert(labels::POD_NAMESPACE.into(), namespace.clone());
@@ -183,7 +195,8 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, s: &Settings) -> cri::PodSandboxC
                 namespace_options: Some(host_namespace(pod)),
                 run_as_user: psc.and_then(|p| p.run_as_user).map(|value| cri::Int64Value { value }),
                 run_as_group: psc.and_then(|p| p.run_as_group).map(|value| cri::Int64Value { value }),
-                supplemental_groups: psc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default(),
+                supplemental_groups: supplemental_groups(pod),
+                privileged,
                 ..Default::default()
             }),
             sysctls: psc
@@ -228,6 +241,47 @@ fn linux_resources(c: &Container) -> cri::LinuxContainerResources {
     }
 }
 
+/// The pod's `supplementalGroups` plus its `fsGroup`, which upstream's
+/// kubelet adds so that every container can use the volumes owned by it.
+fn supplemental_groups(pod: &Pod) -> Vec<i64> {
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let mut groups = psc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default();
+    if let Some(fs_group) = psc.and_then(|p| p.fs_group) {
+        if !groups.contains(&fs_group) {
+            groups.push(fs_group);
+        }
+    }
+    groups
+}
+
+/// The pod's `fsGroup`: volumes the kubelet makes are group-owned by it.
+pub fn fs_group(pod: &Pod) -> Option<i64> {
+    pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|p| p.fs_group)
+}
+
+/// The pod's memory limit in bytes as upstream's pod cgroup has it: the sum
+/// of the containers' limits (or the largest init container's, if more),
+/// `None` when a container has no memory limit.
+pub fn pod_memory_limit(pod: &Pod) -> Option<i64> {
+    let spec = pod.spec.as_ref()?;
+    let limit = |c: &Container| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .map(|q| milli(Some(q)) / 1000)
+    };
+    let mut sum: i64 = 0;
+    for c in &spec.containers {
+        sum = sum.saturating_add(limit(c)?);
+    }
+    let mut init_max: i64 = 0;
+    for c in spec.init_containers.iter().flatten() {
+        init_max = init_max.max(limit(c)?);
+    }
+    Some(sum.max(init_max))
+}
+
 fn security_context(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityContext {
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = c.security_context.as_ref();
@@ -249,7 +303,7 @@ fn security_context(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityCont
             .or(psc.and_then(|p| p.run_as_group))
             .map(|value| cri::Int64Value { value }),
         readonly_rootfs: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
-        supplemental_groups: psc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default(),
+        supplemental_groups: supplemental_groups(pod),
         no_new_privs: sc.and_then(|s| s.allow_privilege_escalation).map(|a| !a).unwrap_or(false),
         ..Default::default()
     }

@@ -53,8 +53,8 @@ pub struct Kubelet {
 pub struct PodState {
     /// Crash back-off per container: restarts so far and when the next may happen.
     backoff: HashMap<String, (u32, Instant)>,
-    /// Image pull back-off per container.
-    pull_backoff: HashMap<String, (u32, Instant)>,
+    /// Image pull back-off per container, with the last pull's error.
+    pull_backoff: HashMap<String, (u32, Instant, String)>,
     /// Why a container is held back.
     waiting: HashMap<String, (String, String)>,
     /// The pod reached Succeeded or Failed and will not run again.
@@ -191,7 +191,13 @@ impl Kubelet {
         let pod_ip = if host_network { self.host_ip.clone() } else { pod_ip };
         self.write_etc_hosts(pod, &pod_ip);
 
-        let volumes = match self.volumes.setup(pod, &pod_ip, &self.host_ip).await {
+        let node_memory = self
+            .settings
+            .allocatable
+            .get("memory")
+            .and_then(|q| apimachinery::quantity::parse_milli(&q.0).ok())
+            .and_then(|m| i64::try_from(m / 1000).ok());
+        let volumes = match self.volumes.setup(pod, &pod_ip, &self.host_ip, node_memory).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(pod = %pod_name(pod), "volume setup failed: {e}");
@@ -524,19 +530,19 @@ impl Kubelet {
         if present && policy == "IfNotPresent" {
             return Ok(());
         }
-        if let Some((_, until)) = st.pull_backoff.get(&c.name) {
+        if let Some((_, until, last)) = st.pull_backoff.get(&c.name) {
             if *until > Instant::now() {
-                return Err(("ImagePullBackOff".into(), format!("Back-off pulling image \"{image}\"")));
+                // As upstream, the message carries the last pull's error.
+                let msg = format!("Back-off pulling image \"{image}\": ErrImagePull: {last}");
+                return Err(("ImagePullBackOff".into(), msg));
             }
         }
         self.event(pod, EventType::Normal, "Pulling", &format!("Pulling image \"{image}\""));
         let started = Instant::now();
-        let auth = self.pull_auth(pod, image).await;
-        let result = if self.serialize_pulls {
-            let _guard = self.pull_lock.lock().await;
-            self.runtime.pull_image(image, auth).await
-        } else {
-            self.runtime.pull_image(image, auth).await
+        let credentials = self.pull_credentials(pod, image).await;
+        let result = {
+            let _guard = if self.serialize_pulls { Some(self.pull_lock.lock().await) } else { None };
+            self.pull_with(image, credentials).await
         };
         match result {
             Ok(_) => {
@@ -550,50 +556,65 @@ impl Kubelet {
                 Ok(())
             }
             Err(e) => {
-                let (n, d) = next_backoff(st.pull_backoff.get(&c.name));
-                st.pull_backoff.insert(c.name.clone(), (n, Instant::now() + d));
+                let (n, d) = next_backoff(st.pull_backoff.get(&c.name).map(|(n, until, _)| (*n, *until)).as_ref());
                 let msg = format!("Failed to pull image \"{image}\": {e}");
+                st.pull_backoff.insert(c.name.clone(), (n, Instant::now() + d, msg.clone()));
                 self.event(pod, EventType::Warning, "Failed", &msg);
                 Err(("ErrImagePull".into(), msg))
             }
         }
     }
 
-    /// Credentials from the pod's `imagePullSecrets` for the image's registry.
-    async fn pull_auth(&self, pod: &Pod, image: &str) -> Option<cri::AuthConfig> {
+    /// Pulls with each matching credential in turn (as upstream: the first
+    /// that works wins), or anonymously when none matches.
+    async fn pull_with(&self, image: &str, credentials: Vec<cri::AuthConfig>) -> crate::cri::Result<String> {
+        if credentials.is_empty() {
+            return self.runtime.pull_image(image, None).await;
+        }
+        let mut last = None;
+        for auth in credentials {
+            match self.runtime.pull_image(image, Some(auth)).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            None => self.runtime.pull_image(image, None).await,
+        }
+    }
+
+    /// Credentials from the pod's `imagePullSecrets` (types
+    /// kubernetes.io/dockerconfigjson and kubernetes.io/dockercfg) that
+    /// match the image, most specific first.
+    async fn pull_credentials(&self, pod: &Pod, image: &str) -> Vec<cri::AuthConfig> {
         let secrets = pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
         if secrets.is_empty() {
-            return None;
+            return Vec::new();
         }
-        let registry = {
-            let first = image.split('/').next().unwrap_or("");
-            if image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
-                first.to_string()
-            } else {
-                "docker.io".to_string()
-            }
-        };
         let api: Api<k8s_openapi::api::core::v1::Secret> =
             Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+        let mut entries = Vec::new();
         for r in secrets {
-            let Ok(Some(secret)) = api.get_opt(&r.name).await else { continue };
-            let Some(data) = secret.data.and_then(|d| d.get(".dockerconfigjson").cloned()) else { continue };
-            let Ok(config) = serde_json::from_slice::<serde_json::Value>(&data.0) else { continue };
-            for (server, entry) in config["auths"].as_object().into_iter().flatten() {
-                let host =
-                    server.trim_start_matches("https://").trim_start_matches("http://").split('/').next().unwrap_or("");
-                if host == registry || (registry == "docker.io" && host.contains("docker.io")) {
-                    return Some(cri::AuthConfig {
-                        username: entry["username"].as_str().unwrap_or("").into(),
-                        password: entry["password"].as_str().unwrap_or("").into(),
-                        auth: entry["auth"].as_str().unwrap_or("").into(),
-                        server_address: server.clone(),
-                        ..Default::default()
-                    });
+            let secret = match api.get_opt(&r.name).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    tracing::warn!(pod = %pod_name(pod), secret = %r.name, "image pull secret not found");
+                    continue;
                 }
+                Err(e) => {
+                    tracing::warn!(pod = %pod_name(pod), secret = %r.name, "reading image pull secret: {e}");
+                    continue;
+                }
+            };
+            let data = secret.data.unwrap_or_default();
+            if let Some(json) = data.get(".dockerconfigjson") {
+                entries.extend(registry_auths(&json.0, true));
+            } else if let Some(json) = data.get(".dockercfg") {
+                entries.extend(registry_auths(&json.0, false));
             }
         }
-        None
+        matching_credentials(entries, image)
     }
 
     async fn run_hook(
@@ -941,4 +962,145 @@ fn instance_state(state: i32) -> InstanceState {
 
 pub fn pod_name(pod: &Pod) -> String {
     format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
+}
+
+/// The (registry key, credentials) pairs of a docker config: `{"auths": {...}}`
+/// (.dockerconfigjson) or the bare map (.dockercfg). An entry's `auth` is
+/// base64 of `user:password`.
+fn registry_auths(data: &[u8], wrapped: bool) -> Vec<(String, cri::AuthConfig)> {
+    let Ok(config) = serde_json::from_slice::<serde_json::Value>(data) else { return Vec::new() };
+    let map = if wrapped { &config["auths"] } else { &config };
+    let mut out = Vec::new();
+    for (key, entry) in map.as_object().into_iter().flatten() {
+        let mut username = entry["username"].as_str().unwrap_or("").to_string();
+        let mut password = entry["password"].as_str().unwrap_or("").to_string();
+        let auth = entry["auth"].as_str().unwrap_or("");
+        if username.is_empty() && !auth.is_empty() {
+            use base64::Engine;
+            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(auth) {
+                if let Some((u, p)) = String::from_utf8_lossy(&decoded).split_once(':') {
+                    username = u.to_string();
+                    password = p.to_string();
+                }
+            }
+        }
+        // No server address: containerd would ignore credentials whose
+        // address it cannot parse as a URL (a bare `host:port` key).
+        out.push((
+            key.clone(),
+            cri::AuthConfig {
+                username,
+                password,
+                identity_token: entry["identitytoken"].as_str().unwrap_or("").to_string(),
+                registry_token: entry["registrytoken"].as_str().unwrap_or("").to_string(),
+                ..Default::default()
+            },
+        ));
+    }
+    out
+}
+
+/// An image or registry key as (host, path): `docker.io` for Docker Hub.
+fn registry_location(s: &str, is_key: bool) -> (String, String) {
+    let s = s.trim_start_matches("https://").trim_start_matches("http://");
+    let (first, rest) = match s.split_once('/') {
+        Some((a, b)) => (a, b),
+        None => (s, ""),
+    };
+    // An image's first component is a registry only if it looks like a host.
+    let explicit_host =
+        is_key || s.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let (host, mut path) =
+        if explicit_host { (first.to_string(), rest.to_string()) } else { ("docker.io".to_string(), s.to_string()) };
+    if !is_key && !explicit_host && !path.contains('/') {
+        path = format!("library/{path}");
+    }
+    let host = match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".to_string(),
+        _ => host,
+    };
+    path = path.trim_end_matches('/').to_string();
+    if is_key {
+        for v in ["v1", "v2"] {
+            if path == v {
+                path.clear();
+            } else if let Some(p) = path.strip_prefix(&format!("{v}/")) {
+                path = p.to_string();
+            }
+        }
+    }
+    (host, path)
+}
+
+/// `*` globbing within one DNS label, as upstream matches registry keys.
+fn glob_label(pattern: &str, label: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == label,
+        Some((prefix, rest)) => {
+            let Some(tail) = label.strip_prefix(prefix) else { return false };
+            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| glob_label(rest, &tail[i..]))
+        }
+    }
+}
+
+/// Whether a registry key (`host[:port][/path]`, host labels may be globs)
+/// covers the image: same number of labels each matching, same port, and
+/// the key's path a prefix of the image's.
+fn registry_matches(key: &str, image: &str) -> bool {
+    let (key_host, key_path) = registry_location(key, true);
+    let (image_host, image_path) = registry_location(image, false);
+    let split = |h: &str| match h.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.to_string()),
+        None => (h.to_string(), String::new()),
+    };
+    let ((kh, kp), (ih, ip)) = (split(&key_host), split(&image_host));
+    if kp != ip {
+        return false;
+    }
+    let (kl, il): (Vec<&str>, Vec<&str>) = (kh.split('.').collect(), ih.split('.').collect());
+    if kl.len() != il.len() || !kl.iter().zip(&il).all(|(k, i)| glob_label(k, i)) {
+        return false;
+    }
+    key_path.is_empty() || image_path == key_path || image_path.starts_with(&format!("{key_path}/"))
+}
+
+/// The credentials whose keys match the image, longest (most specific) key first.
+fn matching_credentials(entries: Vec<(String, cri::AuthConfig)>, image: &str) -> Vec<cri::AuthConfig> {
+    let repo = image.split('@').next().unwrap_or(image);
+    let mut matched: Vec<(String, cri::AuthConfig)> =
+        entries.into_iter().filter(|(key, _)| registry_matches(key, repo)).collect();
+    matched.sort_by_key(|(key, _)| std::cmp::Reverse(key.len()));
+    matched.into_iter().map(|(_, auth)| auth).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_keys_match_images_as_upstream() {
+        assert!(registry_matches("127.0.0.1:5000", "127.0.0.1:5000/rustkube/testimage:latest"));
+        assert!(registry_matches("http://127.0.0.1:5000", "127.0.0.1:5000/rustkube/testimage"));
+        assert!(!registry_matches("127.0.0.1:5001", "127.0.0.1:5000/rustkube/testimage"));
+        assert!(registry_matches("https://index.docker.io/v1/", "busybox"));
+        assert!(registry_matches("docker.io", "library/busybox"));
+        assert!(registry_matches("docker.io/library", "busybox:1.36"));
+        assert!(!registry_matches("quay.io", "busybox"));
+        assert!(registry_matches("*.example.com", "r.example.com/app"));
+        assert!(!registry_matches("*.example.com", "a.b.example.com/app"));
+        assert!(registry_matches("r.example.com/team", "r.example.com/team/app:1"));
+        assert!(!registry_matches("r.example.com/team", "r.example.com/teammate/app"));
+    }
+
+    #[test]
+    fn docker_configs_give_credentials() {
+        let json = br#"{"auths": {"r.example.com": {"auth": "dXNlcjpwYXNz"}, "r.example.com/team": {"username": "t", "password": "p"}}}"#;
+        let creds = matching_credentials(registry_auths(json, true), "r.example.com/team/app:1");
+        let users: Vec<&str> = creds.iter().map(|c| c.username.as_str()).collect();
+        assert_eq!(users, ["t", "user"]);
+        assert_eq!(creds[1].password, "pass");
+        let legacy = br#"{"r.example.com": {"auth": "dXNlcjpwYXNz"}}"#;
+        assert_eq!(matching_credentials(registry_auths(legacy, false), "r.example.com/app").len(), 1);
+        assert!(matching_credentials(registry_auths(json, true), "other.io/app").is_empty());
+    }
 }

@@ -13,6 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cri::Runtime;
 
+/// The gRPC health protocol (grpc.health.v1) the grpc probes speak, for
+/// whoever serves it to test them.
+pub use tonic_health;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Liveness,

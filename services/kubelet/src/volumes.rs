@@ -52,12 +52,14 @@ fn mounted(path: &Path) -> bool {
     std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split_whitespace().nth(1) == Some(&p))
 }
 
-fn mount_tmpfs(path: &Path, size: Option<&str>) -> std::io::Result<()> {
+/// Mounts a tmpfs at `path` (once), `size` bytes big if given.
+fn mount_tmpfs(path: &Path, size: Option<i64>) -> std::io::Result<()> {
     if mounted(path) {
         return Ok(());
     }
     let mut opts = "mode=0777".to_string();
-    if let Some(s) = size {
+    if let Some(s) = size.filter(|s| *s > 0) {
+        // In bytes: tmpfs reads `64M` as binary and rejects `64Mi`, unlike a Quantity.
         opts.push_str(&format!(",size={s}"));
     }
     let status = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &opts, "tmpfs"]).arg(path).status()?;
@@ -80,12 +82,20 @@ impl VolumeManager {
     /// Prepares every volume of the pod; returns the host path of each by name.
     /// Called on every sync: configMap, secret, downwardAPI and projected
     /// contents are refreshed when they changed.
-    pub async fn setup(&self, pod: &Pod, pod_ip: &str, host_ip: &str) -> Result<HashMap<String, PathBuf>, VolumeError> {
+    /// `node_memory` is the node's allocatable memory in bytes, the most a
+    /// memory-backed emptyDir may hold.
+    pub async fn setup(
+        &self,
+        pod: &Pod,
+        pod_ip: &str,
+        host_ip: &str,
+        node_memory: Option<i64>,
+    ) -> Result<HashMap<String, PathBuf>, VolumeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let mut out = HashMap::new();
         for v in pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
-            let path = self.setup_one(pod, &uid, &ns, v, pod_ip, host_ip).await?;
+            let path = self.setup_one(pod, &uid, &ns, v, pod_ip, host_ip, node_memory).await?;
             out.insert(v.name.clone(), path);
         }
         Ok(out)
@@ -95,6 +105,7 @@ impl VolumeManager {
         self.pod_dir(uid).join("volumes").join(plugin).join(name)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn setup_one(
         &self,
         pod: &Pod,
@@ -103,15 +114,30 @@ impl VolumeManager {
         v: &Volume,
         pod_ip: &str,
         host_ip: &str,
+        node_memory: Option<i64>,
     ) -> Result<PathBuf, VolumeError> {
         let name = v.name.as_str();
         if let Some(e) = &v.empty_dir {
             let dir = self.volume_dir(uid, "kubernetes.io~empty-dir", name);
             std::fs::create_dir_all(&dir).map_err(io(name))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io(name))?;
             if e.medium.as_deref() == Some("Memory") {
-                mount_tmpfs(&dir, e.size_limit.as_ref().map(|q| q.0.as_str())).map_err(io(name))?;
+                let size_limit = match &e.size_limit {
+                    Some(q) => Some(quantity_bytes(&q.0).ok_or_else(|| VolumeError::Invalid {
+                        volume: name.into(),
+                        message: format!("invalid sizeLimit {:?}", q.0),
+                    })?),
+                    None => None,
+                };
+                let size = memory_volume_size(size_limit, crate::containers::pod_memory_limit(pod), node_memory);
+                mount_tmpfs(&dir, size).map_err(io(name))?;
             }
+            // Upstream's emptyDir is 0777; with an fsGroup it is group-owned by it, setgid.
+            let mut mode = 0o777;
+            if let Some(gid) = crate::containers::fs_group(pod).and_then(|g| u32::try_from(g).ok()) {
+                std::os::unix::fs::chown(&dir, None, Some(gid)).map_err(io(name))?;
+                mode |= 0o2000;
+            }
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io(name))?;
             return Ok(dir);
         }
         if let Some(h) = &v.host_path {
@@ -350,6 +376,25 @@ impl VolumeManager {
     }
 }
 
+/// A quantity in whole bytes (rounded up, as upstream's `Value()`).
+fn quantity_bytes(q: &str) -> Option<i64> {
+    let milli = apimachinery::quantity::parse_milli(q).ok()?;
+    i64::try_from((milli + 999).div_euclid(1000)).ok()
+}
+
+/// The size of a memory-backed emptyDir as upstream's kubelet sets it: the
+/// node's allocatable memory, lowered to the pod's memory limit and then to
+/// the volume's sizeLimit when they are positive and smaller.
+fn memory_volume_size(size_limit: Option<i64>, pod_limit: Option<i64>, node_memory: Option<i64>) -> Option<i64> {
+    let mut size = node_memory.filter(|n| *n > 0);
+    for candidate in [pod_limit, size_limit].into_iter().flatten() {
+        if candidate > 0 && size.is_none_or(|s| candidate <= s) {
+            size = Some(candidate);
+        }
+    }
+    size
+}
+
 fn mode(m: Option<i32>, default: u32) -> u32 {
     m.map(|m| m as u32 & 0o777).unwrap_or(default)
 }
@@ -490,6 +535,22 @@ fn count_files(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_volumes_take_the_smallest_limit() {
+        assert_eq!(quantity_bytes("64Mi"), Some(64 << 20));
+        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("1500m"), Some(2));
+        let gib = 1 << 30;
+        assert_eq!(memory_volume_size(None, None, Some(4 * gib)), Some(4 * gib));
+        assert_eq!(memory_volume_size(Some(64 << 20), None, Some(4 * gib)), Some(64 << 20));
+        assert_eq!(memory_volume_size(None, Some(gib), Some(4 * gib)), Some(gib));
+        // A sizeLimit above the pod's limit does not raise it.
+        assert_eq!(memory_volume_size(Some(2 * gib), Some(gib), Some(4 * gib)), Some(gib));
+        assert_eq!(memory_volume_size(Some(8 * gib), None, Some(4 * gib)), Some(4 * gib));
+        assert_eq!(memory_volume_size(Some(gib), None, None), Some(gib));
+        assert_eq!(memory_volume_size(None, None, None), None);
+    }
 
     #[test]
     fn atomic_writes_swap_the_data_link() {

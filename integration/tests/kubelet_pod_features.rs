@@ -1,0 +1,593 @@
+//! Pod features of the kubelet checked inside real containers (a private
+//! containerd per test, real etcd, the real apiserver and kubelet): a
+//! memory-backed emptyDir is a tmpfs of the right size; resources become the
+//! container's cgroup limits under the QoS class's cgroup; the security
+//! context's users, groups, read-only root, capabilities and privileged mode
+//! hold in the container; images are pulled from a registry with basic auth
+//! through `imagePullSecrets` under each pull policy; grpc probes drive
+//! readiness and liveness.
+//!
+//! What a container sees is read through CRI ExecSync on the test's
+//! containerd, and cgroup files also from the host.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use integration::containerd::{Containerd, ContainerdOptions, LocalRegistry, TEST_IMAGE};
+use integration::{free_port, Component, ControlPlane};
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::ExecSyncRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, Config};
+use kubelet::probes::tonic_health::server::health_reporter;
+use kubelet::probes::tonic_health::ServingStatus;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Node1 {
+    cp: ControlPlane,
+    containerd: Containerd,
+    client: Client,
+    kubelet: Option<Component>,
+    root: tempfile::TempDir,
+    ports: (u16, u16),
+}
+
+impl Node1 {
+    async fn start() -> Node1 {
+        let cp = ControlPlane::start().unwrap();
+        let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig).unwrap();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        let client = Client::try_from(config).unwrap();
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let ca = json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "test CA"}});
+        cms.create(&PostParams::default(), &serde_json::from_value(ca).unwrap()).await.unwrap();
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "default");
+        sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap())
+            .await
+            .unwrap();
+        let mut n = Node1 {
+            cp,
+            containerd,
+            client,
+            kubelet: None,
+            root: tempfile::tempdir().unwrap(),
+            ports: (free_port(), free_port()),
+        };
+        let kubeconfig = n.cp.apiserver.token_kubeconfig("system:node:n1", "node1-token").unwrap();
+        let args = [
+            "--hostname-override=n1".to_string(),
+            format!("--container-runtime-endpoint=unix://{}", n.containerd.socket().display()),
+            format!("--root-dir={}", n.root.path().display()),
+            format!("--port={}", n.ports.0),
+            format!("--healthz-port={}", n.ports.1),
+            "--node-ip=127.0.0.1".to_string(),
+            "--sync-frequency=10s".to_string(),
+        ];
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        n.kubelet = Some(n.cp.apiserver.start_component("kubelet", &kubeconfig, &refs).unwrap());
+        let nodes: Api<Node> = Api::all(n.client.clone());
+        let ready = eventually(|| async {
+            let node = nodes.get_opt("n1").await.ok().flatten()?;
+            let ready = node.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
+            (ready.status == "True").then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "node n1 never became Ready:\n{}", n.kubelet_log());
+        n
+    }
+
+    fn kubelet_log(&self) -> String {
+        self.kubelet.as_ref().map(|k| tail(&k.log(), 40)).unwrap_or_default()
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn pod(&self, name: &str, spec: Value) -> Pod {
+        let mut pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 2},
+        });
+        merge(&mut pod["spec"], spec);
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        self.pods().create(&PostParams::default(), &pod).await.unwrap()
+    }
+
+    /// Waits until `check` holds for the pod, with the pod and kubelet log in the failure message.
+    async fn until(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+        let found = eventually(|| async { self.pods().get_opt(name).await.ok().flatten().filter(&check) }).await;
+        match found {
+            Some(p) => p,
+            None => {
+                let p = self.pods().get_opt(name).await.ok().flatten();
+                panic!(
+                    "pod {name}: {what} did not happen within {WAIT:?}; pod: {}\nkubelet log:\n{}",
+                    serde_json::to_string_pretty(&p).unwrap_or_default(),
+                    self.kubelet_log()
+                );
+            }
+        }
+    }
+
+    /// Runs `cmd` in the pod's container through CRI ExecSync: (exit code, stdout, stderr).
+    async fn exec(&self, pod: &Pod, container: &str, cmd: &[&str]) -> (i32, String, String) {
+        let id = container_id(pod, container).unwrap_or_else(|| panic!("no id for container {container}"));
+        let mut cri = RuntimeServiceClient::new(self.containerd.cri_channel().await.unwrap());
+        let r = cri
+            .exec_sync(ExecSyncRequest {
+                container_id: id,
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 20,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {container}: {e}"))
+            .into_inner();
+        (r.exit_code, String::from_utf8_lossy(&r.stdout).into_owned(), String::from_utf8_lossy(&r.stderr).into_owned())
+    }
+
+    /// `exec` that must succeed; its stdout.
+    async fn exec_ok(&self, pod: &Pod, container: &str, cmd: &[&str]) -> String {
+        let (code, out, err) = self.exec(pod, container, cmd).await;
+        assert_eq!(code, 0, "{cmd:?} in {container} failed: {out}{err}");
+        out
+    }
+
+    /// Deletes the pods and waits until they are gone, so the kubelet unmounts
+    /// their volumes and removes their cgroups before the node goes away.
+    async fn delete_all(&self, names: &[&str]) {
+        for name in names {
+            let _ = self.pods().delete(name, &DeleteParams::default()).await;
+        }
+        let gone = eventually(|| async {
+            for name in names {
+                if self.pods().get_opt(name).await.ok()?.is_some() {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+        assert!(gone.is_some(), "pods {names:?} were not deleted:\n{}", self.kubelet_log());
+    }
+}
+
+impl Drop for Node1 {
+    fn drop(&mut self) {
+        // A failed test leaves the kubelet's tmpfs mounts behind: the temp dir can only go once they are.
+        if let Some(mut k) = self.kubelet.take() {
+            k.kill();
+        }
+        let root = self.root.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut under: Vec<&str> =
+            mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&root)).collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = std::process::Command::new("umount").args(["-l", m]).status();
+        }
+    }
+}
+
+/// Polls `f` until it gives a value or WAIT passes.
+async fn eventually<T, F, Fut>(f: F) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+fn container_status(p: &Pod, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == name).cloned()
+}
+
+fn container_id(p: &Pod, name: &str) -> Option<String> {
+    let id = container_status(p, name)?.container_id?;
+    Some(id.strip_prefix("containerd://").unwrap_or(&id).to_string())
+}
+
+/// Every container runs.
+fn running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+fn waiting_reason(p: &Pod, name: &str) -> Option<(String, String)> {
+    let w = container_status(p, name)?.state?.waiting?;
+    Some((w.reason.unwrap_or_default(), w.message.unwrap_or_default()))
+}
+
+fn restarts(p: &Pod, name: &str) -> i32 {
+    container_status(p, name).map(|c| c.restart_count).unwrap_or(0)
+}
+
+/// A container that idles, so that ExecSync can look around in it.
+fn sleeper(name: &str, extra: Value) -> Value {
+    let mut c = json!({"name": name, "image": TEST_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "3600"]});
+    merge(&mut c, extra);
+    c
+}
+
+/// The options of the mount at `path` in a /proc/mounts text, if it is a tmpfs.
+fn tmpfs_options<'a>(mounts: &'a str, path: &str) -> Option<&'a str> {
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 3 && f[1] == path && f[2] == "tmpfs").then_some(f[3])
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_empty_dir_is_a_tmpfs_sized_by_its_limits() {
+    let n = Node1::start().await;
+    n.pod(
+        "mem",
+        json!({
+            "containers": [sleeper("c", json!({
+                "resources": {"limits": {"memory": "48Mi"}},
+                "volumeMounts": [
+                    {"name": "sized", "mountPath": "/sized"},
+                    {"name": "unlimited", "mountPath": "/unlimited"},
+                    {"name": "disk", "mountPath": "/disk"},
+                ],
+            }))],
+            "volumes": [
+                {"name": "sized", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+                {"name": "unlimited", "emptyDir": {"medium": "Memory"}},
+                {"name": "disk", "emptyDir": {}},
+            ],
+        }),
+    )
+    .await;
+    let pod = n.until("mem", "Running", running).await;
+    let mounts = n.exec_ok(&pod, "c", &["cat", "/proc/mounts"]).await;
+    // sizeLimit in bytes (8Mi = 8192k: a Quantity's Mi is not tmpfs's M suffix misread).
+    let sized = tmpfs_options(&mounts, "/sized").unwrap_or_else(|| panic!("/sized is no tmpfs:\n{mounts}"));
+    assert!(sized.split(',').any(|o| o == "size=8192k"), "{sized}");
+    // Without sizeLimit the pod's memory limit (48Mi) bounds it, not the node's memory.
+    let unlimited = tmpfs_options(&mounts, "/unlimited").unwrap_or_else(|| panic!("/unlimited is no tmpfs:\n{mounts}"));
+    assert!(unlimited.split(',').any(|o| o == "size=49152k"), "{unlimited}");
+    assert!(tmpfs_options(&mounts, "/disk").is_none(), "a disk emptyDir is no tmpfs:\n{mounts}");
+    // The size holds: 6 MiB fit, 4 more do not.
+    n.exec_ok(&pod, "c", &["dd", "if=/dev/zero", "of=/sized/a", "bs=1048576", "count=6"]).await;
+    let (code, _, err) = n.exec(&pod, "c", &["dd", "if=/dev/zero", "of=/sized/b", "bs=1048576", "count=4"]).await;
+    assert_ne!(code, 0, "writing past sizeLimit succeeded");
+    assert!(err.contains("No space left"), "{err}");
+    // The data lives in memory, not on the node's disk.
+    let uid = pod.metadata.uid.clone().unwrap();
+    let host_dir = n.root.path().join(format!("pods/{uid}/volumes/kubernetes.io~empty-dir/sized"));
+    let host_mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(tmpfs_options(&host_mounts, &host_dir.display().to_string()).is_some(), "{}", host_dir.display());
+    n.delete_all(&["mem"]).await;
+    let host_mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(tmpfs_options(&host_mounts, &host_dir.display().to_string()).is_none(), "tmpfs left after deletion");
+}
+
+/// The cgroup (v1: per controller; v2: unified) folder of a container, from its /proc/<pid>/cgroup.
+fn cgroup_dir(pid: u32, controller: &str) -> PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let path = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        return PathBuf::from(format!("/sys/fs/cgroup{path}"));
+    }
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls.split(',').any(|c| c == controller).then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no {controller} cgroup in\n{text}"));
+    PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}"))
+}
+
+fn read_trim(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
+}
+
+/// The pid of a container's process, as the host sees it.
+async fn host_pid(n: &Node1, pod: &Pod, container: &str) -> u32 {
+    // Our own pid namespace view: the container's `sleep` is the only one started by its shim with that id.
+    let id = container_id(pod, container).unwrap();
+    let out = n.containerd.ctr(&["tasks", "ls"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(&id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no task {id} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_are_cgroup_limits_under_the_qos_class_cgroup() {
+    let n = Node1::start().await;
+    let limited = json!({"resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}});
+    n.pod("guaranteed", json!({"containers": [sleeper("c", limited.clone())]})).await;
+    n.pod(
+        "burstable",
+        json!({"containers": [sleeper("c", json!({"resources": {"requests": {"cpu": "250m", "memory": "32Mi"}}}))]}),
+    )
+    .await;
+    n.pod("besteffort", json!({"containers": [sleeper("c", json!({}))]})).await;
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for (name, class, parent) in [
+        ("guaranteed", "Guaranteed", "/kubepods/pod"),
+        ("burstable", "Burstable", "/kubepods/burstable/pod"),
+        ("besteffort", "BestEffort", "/kubepods/besteffort/pod"),
+    ] {
+        let pod = n.until(name, "Running", running).await;
+        assert_eq!(pod.status.as_ref().and_then(|s| s.qos_class.as_deref()), Some(class), "{name}");
+        let uid = pod.metadata.uid.clone().unwrap();
+        let id = container_id(&pod, "c").unwrap();
+        let pid = host_pid(&n, &pod, "c").await;
+        let memory = cgroup_dir(pid, "memory");
+        let cpu = cgroup_dir(pid, "cpu");
+        // The QoS class decides the parent: <parent><uid>/<container id>.
+        let expect = format!("{parent}{uid}/{id}");
+        assert!(memory.display().to_string().ends_with(&expect), "{name}: {} is not under {expect}", memory.display());
+        assert!(cpu.display().to_string().ends_with(&expect), "{name}: {}", cpu.display());
+        // The container sees its own limits from inside too.
+        let inside = n.exec_ok(&pod, "c", &["cat", "/proc/self/cgroup"]).await;
+        assert!(inside.contains(&expect), "{name}: {inside}");
+        let (mem_limit, quota, shares) = if v2 {
+            (read_trim(&memory.join("memory.max")), read_trim(&cpu.join("cpu.max")), read_trim(&cpu.join("cpu.weight")))
+        } else {
+            (
+                read_trim(&memory.join("memory.limit_in_bytes")),
+                format!("{} {}", read_trim(&cpu.join("cpu.cfs_quota_us")), read_trim(&cpu.join("cpu.cfs_period_us"))),
+                read_trim(&cpu.join("cpu.shares")),
+            )
+        };
+        match (name, v2) {
+            ("guaranteed", false) => {
+                assert_eq!(mem_limit, (64u64 << 20).to_string());
+                assert_eq!(quota, "50000 100000");
+                assert_eq!(shares, "512");
+                let from_inside = n.exec_ok(&pod, "c", &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).await;
+                assert_eq!(from_inside.trim(), (64u64 << 20).to_string());
+            }
+            ("guaranteed", true) => {
+                assert_eq!(mem_limit, (64u64 << 20).to_string());
+                assert_eq!(quota, "50000 100000");
+            }
+            ("burstable", false) => {
+                assert_eq!(quota.split(' ').next(), Some("-1"), "no cpu limit: {quota}");
+                assert_eq!(shares, "256");
+                assert!(mem_limit.parse::<u64>().unwrap() > 1 << 40, "no memory limit: {mem_limit}");
+            }
+            ("besteffort", false) => {
+                assert_eq!(shares, "2");
+                assert_eq!(quota.split(' ').next(), Some("-1"));
+            }
+            _ => {}
+        }
+    }
+    n.delete_all(&["guaranteed", "burstable", "besteffort"]).await;
+}
+
+/// The effective capability set of the process in a /proc/<pid>/status text.
+fn cap_eff(status: &str) -> u64 {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap_or_else(|| panic!("{status}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+const CAP_NET_ADMIN: u64 = 1 << 12;
+const CAP_NET_RAW: u64 = 1 << 13;
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_context_users_groups_readonly_root_capabilities_privileged() {
+    let n = Node1::start().await;
+    n.pod(
+        "sec",
+        json!({
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000, "supplementalGroups": [4000]},
+            "containers": [
+                sleeper("ids", json!({
+                    "securityContext": {"readOnlyRootFilesystem": true},
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                })),
+                sleeper("plain", json!({"securityContext": {"runAsUser": 0, "runAsGroup": 0}})),
+                sleeper("caps", json!({"securityContext": {
+                    "runAsUser": 0, "runAsGroup": 0,
+                    "capabilities": {"add": ["NET_ADMIN"], "drop": ["NET_RAW"]},
+                }})),
+                sleeper("priv", json!({"securityContext": {"runAsUser": 0, "runAsGroup": 0, "privileged": true}})),
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        }),
+    )
+    .await;
+    let pod = n.until("sec", "Running", running).await;
+
+    // runAsUser/runAsGroup, with fsGroup and supplementalGroups as extra groups.
+    let id = n.exec_ok(&pod, "ids", &["id"]).await;
+    assert!(id.starts_with("uid=1000 gid=3000"), "{id}");
+    let groups: Vec<&str> = id.split("groups=").nth(1).unwrap_or("").trim().split(',').collect();
+    for g in ["2000", "4000"] {
+        assert!(groups.iter().any(|x| x.starts_with(g)), "group {g} missing: {id}");
+    }
+    // readOnlyRootFilesystem: / refuses writes; the emptyDir takes them, group-owned by fsGroup.
+    let (code, _, err) = n.exec(&pod, "ids", &["touch", "/written"]).await;
+    assert_ne!(code, 0, "the read-only root took a write");
+    assert!(err.contains("Read-only file system"), "{err}");
+    n.exec_ok(&pod, "ids", &["touch", "/data/file"]).await;
+    let owner = n.exec_ok(&pod, "ids", &["stat", "-c", "%u %g", "/data/file"]).await;
+    assert_eq!(owner.trim(), "1000 2000", "a new file in the fsGroup volume takes its group");
+    let plain_root = n.exec_ok(&pod, "plain", &["touch", "/written"]).await;
+    assert!(plain_root.is_empty());
+
+    // Capabilities: the runtime's default set has NET_RAW and not NET_ADMIN; drop/add flip both.
+    let plain = cap_eff(&n.exec_ok(&pod, "plain", &["cat", "/proc/self/status"]).await);
+    assert!(plain & CAP_NET_RAW != 0 && plain & CAP_NET_ADMIN == 0, "default caps {plain:x}");
+    let caps = cap_eff(&n.exec_ok(&pod, "caps", &["cat", "/proc/self/status"]).await);
+    assert_eq!(caps, (plain & !CAP_NET_RAW) | CAP_NET_ADMIN, "caps {caps:x} vs default {plain:x}");
+    // A non-root user without added capabilities has none.
+    let ids_caps = cap_eff(&n.exec_ok(&pod, "ids", &["cat", "/proc/self/status"]).await);
+    assert_eq!(ids_caps, 0, "uid 1000 has capabilities {ids_caps:x}");
+
+    // Privileged: every capability the host's root has, and the host's devices.
+    let host = cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let privileged = cap_eff(&n.exec_ok(&pod, "priv", &["cat", "/proc/self/status"]).await);
+    assert_eq!(privileged, host, "privileged caps {privileged:x} vs host root {host:x}");
+    assert!(privileged & CAP_SYS_ADMIN != 0);
+    let count = |s: &str| s.split_whitespace().count();
+    let priv_dev = n.exec_ok(&pod, "priv", &["ls", "/dev"]).await;
+    let plain_dev = n.exec_ok(&pod, "plain", &["ls", "/dev"]).await;
+    assert!(count(&priv_dev) > count(&plain_dev) + 10, "privileged /dev:\n{priv_dev}\nplain /dev:\n{plain_dev}");
+    let (code, _, _) = n.exec(&pod, "plain", &["ls", "/dev/kmsg"]).await;
+    assert_ne!(code, 0, "an unprivileged container sees /dev/kmsg");
+    n.exec_ok(&pod, "priv", &["ls", "/dev/kmsg"]).await;
+    n.delete_all(&["sec"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_secrets_and_pull_policies_against_a_registry_with_basic_auth() {
+    let mut registry = LocalRegistry::start().unwrap();
+    registry.push_images().unwrap();
+    registry.require_auth("puller", "s3cret-pass").unwrap();
+    let n = Node1::start().await;
+    n.containerd.trust_plain_http_registry(registry.addr()).unwrap();
+    let image = format!("{}/rustkube/testimage:latest", registry.addr());
+    let present = |n: &Node1| {
+        let out = n.containerd.ctr(&["images", "ls", "-q"]).unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| l == image)
+    };
+    assert!(!present(&n), "{image} is in the node's containerd before any pull");
+
+    // A dockerconfigjson secret with the registry's credentials.
+    // base64 of "puller:s3cret-pass", as `kubectl create secret docker-registry` writes it.
+    let auth = "cHVsbGVyOnMzY3JldC1wYXNz";
+    let config = json!({"auths": {registry.addr(): {"username": "puller", "password": "s3cret-pass", "auth": auth}}});
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "regcred"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config.to_string()},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(n.client.clone(), "default").create(&PostParams::default(), &secret).await.unwrap();
+
+    // Always, with the secret: a real authenticated pull, then it runs.
+    let c =
+        |policy: &str| json!([{"name": "c", "image": image, "imagePullPolicy": policy, "command": ["sleep", "3600"]}]);
+    n.pod("with-secret", json!({"containers": c("Always"), "imagePullSecrets": [{"name": "regcred"}]})).await;
+    let pod = n.until("with-secret", "Running", running).await;
+    assert!(present(&n), "{image} was not pulled");
+    let status = container_status(&pod, "c").unwrap();
+    assert!(status.image_id.contains("sha256:"), "{status:?}");
+    let pulled =
+        n.cp.apiserver.kubectl("1.33", &["get", "events", "--field-selector", "involvedObject.name=with-secret"]);
+    let events = integration::stdout(&pulled);
+    assert!(events.contains("Successfully pulled image"), "{events}");
+
+    // IfNotPresent without the secret: the image is on the node now, no pull needed.
+    n.pod("if-not-present", json!({"containers": c("IfNotPresent")})).await;
+    n.until("if-not-present", "Running", running).await;
+
+    // Always without the secret: the registry refuses, ErrImagePull then ImagePullBackOff.
+    n.pod("without-secret", json!({"containers": c("Always")})).await;
+    let failed = n
+        .until("without-secret", "ErrImagePull", |p| {
+            waiting_reason(p, "c").is_some_and(|(r, _)| r == "ErrImagePull" || r == "ImagePullBackOff")
+        })
+        .await;
+    let (_, message) = waiting_reason(&failed, "c").unwrap();
+    let lower = message.to_lowercase();
+    assert!(lower.contains("unauthorized") || lower.contains("authoriz"), "{message}");
+    n.until("without-secret", "ImagePullBackOff", |p| {
+        waiting_reason(p, "c").is_some_and(|(r, m)| r == "ImagePullBackOff" && m.contains(&image))
+    })
+    .await;
+
+    // Never with an image the node lacks: ErrImageNeverPull, and no pull.
+    let absent = format!("{}/rustkube/absent:1", registry.addr());
+    n.pod("never", json!({"containers": [{"name": "c", "image": absent, "imagePullPolicy": "Never"}]})).await;
+    let never = n
+        .until("never", "ErrImageNeverPull", |p| waiting_reason(p, "c").is_some_and(|(r, _)| r == "ErrImageNeverPull"))
+        .await;
+    assert!(waiting_reason(&never, "c").unwrap().1.contains("pull policy of Never"));
+    n.delete_all(&["with-secret", "if-not-present", "without-secret", "never"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_probes_drive_readiness_and_liveness() {
+    // The gRPC health server is this test's (grpc.health.v1 from tonic-health, what
+    // the kubelet's probes speak); a hostNetwork pod's probes reach it on the node's
+    // address, where the pod's own server would be.
+    let (reporter, service) = health_reporter();
+    reporter.set_service_status("ready", ServingStatus::Serving).await;
+    reporter.set_service_status("live", ServingStatus::Serving).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let n = Node1::start().await;
+    let probe = |svc: &str, failures: i32| json!({"grpc": {"port": port, "service": svc}, "periodSeconds": 1, "failureThreshold": failures});
+    n.pod(
+        "grpc",
+        json!({
+            "hostNetwork": true,
+            "containers": [sleeper("c", json!({"readinessProbe": probe("ready", 1), "livenessProbe": probe("live", 2)}))],
+        }),
+    )
+    .await;
+    let pod = n.until("grpc", "Ready", |p| running(p) && ready(p)).await;
+    assert_eq!(restarts(&pod, "c"), 0);
+
+    // NOT_SERVING on the readiness service: out of Ready, not restarted.
+    reporter.set_service_status("ready", ServingStatus::NotServing).await;
+    let pod = n.until("grpc", "not Ready", |p| running(p) && !ready(p)).await;
+    assert_eq!(restarts(&pod, "c"), 0, "a readiness failure restarted the container");
+    reporter.set_service_status("ready", ServingStatus::Serving).await;
+    n.until("grpc", "Ready again", ready).await;
+
+    // NOT_SERVING on the liveness service: the container is restarted.
+    reporter.set_service_status("live", ServingStatus::NotServing).await;
+    n.until("grpc", "a liveness restart", |p| restarts(p, "c") >= 1).await;
+    reporter.set_service_status("live", ServingStatus::Serving).await;
+    n.until("grpc", "Ready after the restart", |p| running(p) && ready(p)).await;
+    n.delete_all(&["grpc"]).await;
+    server.abort();
+}
