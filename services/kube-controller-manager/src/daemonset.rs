@@ -423,20 +423,8 @@ impl DaemonSetController {
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         if self.expectations.satisfied(key) && (!create.is_empty() || !delete.is_empty()) {
             self.expectations.expect(key, create.len() as i64, delete.iter().map(|p| util::key_of(&p.metadata)));
-            for node in &create {
-                match pod_api.create(&PostParams::default(), &pod_for(&ds, &template, &hash, node)).await {
-                    Ok(p) => self.recorder.event(
-                        object_ref(ds.as_ref()),
-                        EventType::Normal,
-                        "SuccessfulCreate",
-                        &format!("Created pod: {}", p.metadata.name.unwrap_or_default()),
-                    ),
-                    Err(e) => {
-                        self.expectations.lowered(key, 1);
-                        return Err(err("creating a daemon pod")(e));
-                    }
-                }
-            }
+            // Deletions first: with maxSurge, an old pod whose replacement is available goes
+            // before the next node surges, so there are never more than maxSurge extra pods.
             for p in &delete {
                 match pod_api.delete(p.metadata.name.as_deref().unwrap_or_default(), &DeleteParams::default()).await {
                     Ok(_) => self.recorder.event(
@@ -448,8 +436,24 @@ impl DaemonSetController {
                     Err(e) => {
                         self.expectations.deletion_observed(key, &util::key_of(&p.metadata));
                         if util::api_code(&e) != Some(404) {
+                            self.expectations.lowered(key, create.len() as i64);
                             return Err(err("deleting a daemon pod")(e));
                         }
+                    }
+                }
+            }
+            for (i, node) in create.iter().enumerate() {
+                match pod_api.create(&PostParams::default(), &pod_for(&ds, &template, &hash, node)).await {
+                    Ok(p) => self.recorder.event(
+                        object_ref(ds.as_ref()),
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", p.metadata.name.unwrap_or_default()),
+                    ),
+                    Err(e) => {
+                        // Neither this creation nor the ones not tried will be observed.
+                        self.expectations.lowered(key, (create.len() - i) as i64);
+                        return Err(err("creating a daemon pod")(e));
                     }
                 }
             }
