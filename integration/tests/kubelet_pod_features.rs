@@ -349,6 +349,7 @@ async fn resources_are_cgroup_limits_under_the_qos_class_cgroup() {
     .await;
     n.pod("besteffort", json!({"containers": [sleeper("c", json!({}))]})).await;
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let mut pod_cgroups = Vec::new();
     for (name, class, parent) in [
         ("guaranteed", "Guaranteed", "/kubepods/pod"),
         ("burstable", "Burstable", "/kubepods/burstable/pod"),
@@ -377,6 +378,30 @@ async fn resources_are_cgroup_limits_under_the_qos_class_cgroup() {
                 read_trim(&cpu.join("cpu.shares")),
             )
         };
+        // The pod's own cgroup (the container's parent) carries the pod-wide limits, as upstream's.
+        let (pod_memory, pod_cpu) = (memory.parent().unwrap().to_path_buf(), cpu.parent().unwrap().to_path_buf());
+        pod_cgroups.push(pod_memory.clone());
+        let pod_values = if v2 {
+            (read_trim(&pod_memory.join("memory.max")), read_trim(&pod_cpu.join("cpu.max")), String::new())
+        } else {
+            (
+                read_trim(&pod_memory.join("memory.limit_in_bytes")),
+                read_trim(&pod_cpu.join("cpu.cfs_quota_us")),
+                read_trim(&pod_cpu.join("cpu.shares")),
+            )
+        };
+        match (name, v2) {
+            ("guaranteed", false) => assert_eq!(pod_values, ((64u64 << 20).to_string(), "50000".into(), "512".into())),
+            ("guaranteed", true) => {
+                assert_eq!(pod_values, ((64u64 << 20).to_string(), "50000 100000".into(), "".into()))
+            }
+            ("burstable", false) => {
+                assert_eq!((pod_values.1.as_str(), pod_values.2.as_str()), ("-1", "256"), "{name}: {pod_values:?}");
+                assert!(pod_values.0.parse::<u64>().unwrap() > 1 << 40, "{name}: {pod_values:?}");
+            }
+            ("besteffort", false) => assert_eq!(pod_values.2, "2", "{name}: {pod_values:?}"),
+            _ => {}
+        }
         match (name, v2) {
             ("guaranteed", false) => {
                 assert_eq!(mem_limit, (64u64 << 20).to_string());
@@ -402,6 +427,9 @@ async fn resources_are_cgroup_limits_under_the_qos_class_cgroup() {
         }
     }
     n.delete_all(&["guaranteed", "burstable", "besteffort"]).await;
+    // The kubelet removes a deleted pod's cgroup.
+    let removed = eventually(|| async { pod_cgroups.iter().all(|p| !p.exists()).then_some(()) }).await;
+    assert!(removed.is_some(), "pod cgroups left: {pod_cgroups:?}");
 }
 
 /// The effective capability set of the process in a /proc/<pid>/status text.

@@ -63,6 +63,159 @@ pub fn cgroup_parent(pod: &Pod) -> String {
     }
 }
 
+/// The pod cgroup's values as upstream's `ResourceConfigForPod` has them:
+/// cpu shares from the pod's cpu requests; a cpu quota and a memory limit
+/// only when every container declares that limit (always for Guaranteed);
+/// BestEffort pods get the minimum shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodCgroup {
+    pub cpu_shares: u64,
+    /// `(quota, period)` in microseconds.
+    pub cpu_quota: Option<(i64, i64)>,
+    pub memory_limit: Option<i64>,
+}
+
+const MIN_SHARES: u64 = 2;
+const CPU_PERIOD: i64 = 100_000;
+
+/// A pod's total of one resource as upstream sums it: the regular containers'
+/// sum or the largest init container's, whichever is more; `None` when a
+/// container leaves it undeclared.
+fn pod_total(pod: &Pod, resource: &str, limits: bool) -> (i64, bool) {
+    let Some(spec) = pod.spec.as_ref() else { return (0, false) };
+    let value = |c: &Container| {
+        let r = c.resources.as_ref();
+        let lim = r.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(resource));
+        let q = if limits { lim } else { r.and_then(|r| r.requests.as_ref()).and_then(|l| l.get(resource)).or(lim) };
+        q.map(|q| milli(Some(q)))
+    };
+    let mut declared = true;
+    let mut sum: i64 = 0;
+    for c in &spec.containers {
+        match value(c) {
+            Some(v) => sum = sum.saturating_add(v),
+            None => declared = false,
+        }
+    }
+    let mut init_max: i64 = 0;
+    for c in spec.init_containers.iter().flatten() {
+        match value(c) {
+            Some(v) => init_max = init_max.max(v),
+            None => declared = false,
+        }
+    }
+    (sum.max(init_max), declared)
+}
+
+pub fn pod_cgroup(pod: &Pod) -> PodCgroup {
+    let class = qos_class(pod);
+    if class == "BestEffort" {
+        return PodCgroup { cpu_shares: MIN_SHARES, cpu_quota: None, memory_limit: None };
+    }
+    let (cpu_request, _) = pod_total(pod, "cpu", false);
+    let (cpu_limit, cpu_declared) = pod_total(pod, "cpu", true);
+    let (memory_limit, memory_declared) = pod_total(pod, "memory", true);
+    let shares = if cpu_request <= 0 { MIN_SHARES } else { ((cpu_request as u64) * 1024 / 1000).max(MIN_SHARES) };
+    let guaranteed = class == "Guaranteed";
+    PodCgroup {
+        cpu_shares: shares,
+        cpu_quota: (guaranteed || cpu_declared && cpu_limit > 0)
+            .then(|| ((cpu_limit * CPU_PERIOD / 1000).max(1000), CPU_PERIOD)),
+        memory_limit: (guaranteed || memory_declared && memory_limit > 0).then_some(memory_limit / 1000),
+    }
+}
+
+const CGROUP_FS: &str = "/sys/fs/cgroup";
+
+fn cgroup_v2() -> bool {
+    Path::new(CGROUP_FS).join("cgroup.controllers").exists()
+}
+
+/// Creates the pod's cgroup (cgroupfs layout, under its QoS class) with its
+/// pod-level limits before the sandbox starts, as upstream's pod container
+/// manager does: then the pod as a whole never exceeds them.
+pub fn ensure_pod_cgroup(pod: &Pod) -> std::io::Result<()> {
+    let parent = cgroup_parent(pod);
+    let relative = parent.trim_start_matches('/');
+    let config = pod_cgroup(pod);
+    if cgroup_v2() {
+        // Each ancestor hands the cpu and memory controllers down.
+        let mut dir = PathBuf::from(CGROUP_FS);
+        for part in relative.split('/') {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory");
+            dir.push(part);
+            std::fs::create_dir_all(&dir)?;
+        }
+        // cgroup v2's weight from v1 shares, as runc converts them.
+        let weight = 1 + ((config.cpu_shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+        std::fs::write(dir.join("cpu.weight"), weight.to_string())?;
+        let max = match config.cpu_quota {
+            Some((quota, period)) => format!("{quota} {period}"),
+            None => format!("max {CPU_PERIOD}"),
+        };
+        std::fs::write(dir.join("cpu.max"), max)?;
+        let memory = config.memory_limit.map(|m| m.to_string()).unwrap_or_else(|| "max".into());
+        std::fs::write(dir.join("memory.max"), memory)?;
+        return Ok(());
+    }
+    let cpu = Path::new(CGROUP_FS).join("cpu").join(relative);
+    std::fs::create_dir_all(&cpu)?;
+    std::fs::write(cpu.join("cpu.shares"), config.cpu_shares.to_string())?;
+    let (quota, period) = config.cpu_quota.unwrap_or((-1, CPU_PERIOD));
+    std::fs::write(cpu.join("cpu.cfs_period_us"), period.to_string())?;
+    std::fs::write(cpu.join("cpu.cfs_quota_us"), quota.to_string())?;
+    let memory = Path::new(CGROUP_FS).join("memory").join(relative);
+    std::fs::create_dir_all(&memory)?;
+    std::fs::write(memory.join("memory.limit_in_bytes"), config.memory_limit.unwrap_or(-1).to_string())?;
+    Ok(())
+}
+
+/// Removes the pod's cgroup from every hierarchy once its containers are
+/// gone (the runtime removed theirs; a busy cgroup stays and is retried on
+/// the next teardown).
+pub fn remove_pod_cgroup(uid: &str) {
+    // By uid alone (a pod that is gone has no spec to tell its QoS class): each class's place.
+    for relative in
+        [format!("kubepods/pod{uid}"), format!("kubepods/burstable/pod{uid}"), format!("kubepods/besteffort/pod{uid}")]
+    {
+        remove_cgroup(&relative);
+    }
+}
+
+fn remove_cgroup(relative: &str) {
+    let hierarchies: Vec<PathBuf> = if cgroup_v2() {
+        vec![PathBuf::from(CGROUP_FS)]
+    } else {
+        std::fs::read_dir(CGROUP_FS)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
+    };
+    for h in hierarchies {
+        let dir = h.join(relative);
+        if !dir.exists() {
+            continue;
+        }
+        // Leftover child cgroups (containers the runtime did not clean) go first.
+        let children: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        for c in children {
+            let _ = std::fs::remove_dir(c);
+        }
+        if let Err(e) = std::fs::remove_dir(&dir) {
+            tracing::debug!(cgroup = %dir.display(), "removing the pod cgroup: {e}");
+        }
+    }
+}
+
 pub fn log_directory(pod: &Pod) -> PathBuf {
     PathBuf::from("/var/log/pods").join(format!(
         "{}_{}_{}",
@@ -557,5 +710,32 @@ mod tests {
         assert_eq!(qos_class(&pod(serde_json::json!({}))), "BestEffort");
         assert_eq!(qos_class(&pod(serde_json::json!({"limits": {"cpu": "1", "memory": "1Gi"}}))), "Guaranteed");
         assert_eq!(qos_class(&pod(serde_json::json!({"requests": {"cpu": "1"}}))), "Burstable");
+    }
+
+    #[test]
+    fn pod_cgroup_values_follow_upstream() {
+        let pod = |containers: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"spec": {"containers": containers}})).unwrap()
+        };
+        let res = |r: serde_json::Value| serde_json::json!({"name": "c", "resources": r});
+        let guaranteed = pod(serde_json::json!([
+            res(serde_json::json!({"limits": {"cpu": "500m", "memory": "64Mi"}})),
+            res(serde_json::json!({"limits": {"cpu": "250m", "memory": "32Mi"}})),
+        ]));
+        assert_eq!(
+            pod_cgroup(&guaranteed),
+            PodCgroup { cpu_shares: 768, cpu_quota: Some((75_000, 100_000)), memory_limit: Some(96 << 20) }
+        );
+        // One container without a memory limit: no pod memory limit; cpu limits all declared.
+        let burstable = pod(serde_json::json!([
+            res(serde_json::json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "200m", "memory": "64Mi"}})),
+            res(serde_json::json!({"limits": {"cpu": "100m"}})),
+        ]));
+        assert_eq!(
+            pod_cgroup(&burstable),
+            PodCgroup { cpu_shares: 204, cpu_quota: Some((30_000, 100_000)), memory_limit: None }
+        );
+        let best_effort = pod(serde_json::json!([res(serde_json::json!({}))]));
+        assert_eq!(pod_cgroup(&best_effort), PodCgroup { cpu_shares: 2, cpu_quota: None, memory_limit: None });
     }
 }

@@ -109,6 +109,7 @@ impl Kubelet {
                 self.finish_deletion(pod).await;
             }
             self.probes.remove_pod(&uid);
+            containers::remove_pod_cgroup(&uid);
             self.volumes.teardown(&uid);
             self.status.forget(&uid);
             self.devices.release(&uid);
@@ -156,6 +157,10 @@ impl Kubelet {
                     }
                 }
                 let _ = std::fs::create_dir_all(containers::log_directory(pod));
+                if let Err(e) = containers::ensure_pod_cgroup(pod) {
+                    // The containers' own limits still hold; only the pod-wide ones are missing.
+                    tracing::warn!(pod = %pod_name(pod), "pod cgroup {}: {e}", containers::cgroup_parent(pod));
+                }
                 let permit = self.sandbox_starts.acquire().await;
                 let started = self.runtime.run_pod_sandbox(sandbox_config.clone()).await;
                 drop(permit);
@@ -723,6 +728,7 @@ impl Kubelet {
             let _ = self.runtime.stop_pod_sandbox(&s.id).await;
             let _ = self.runtime.remove_pod_sandbox(&s.id).await;
         }
+        containers::remove_pod_cgroup(uid);
     }
 
     /// Deletes the API object once everything of the pod's has stopped (the
