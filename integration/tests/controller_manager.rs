@@ -1604,6 +1604,199 @@ async fn a_success_policy_completes_an_indexed_job_and_stops_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_active_deadline_fails_and_stops_its_pods() {
+    use k8s_openapi::api::batch::v1::Job;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kcm = kcm(&cp, &["--controllers=job"]);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Its pods never finish (no kubelet).
+    jobs.create(
+        &PostParams::default(),
+        &job("slow", json!({"parallelism": 2, "completions": 2, "activeDeadlineSeconds": 3})),
+    )
+    .await
+    .unwrap();
+    until(Duration::from_secs(10), "2 pods", || async {
+        (running_job_pods(&pod_api, "slow").await.len() == 2).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let out = kubectl(&cp, &["wait", "--for=condition=failed", "job/slow", "--timeout=20s"]);
+    assert!(out.contains("condition met"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(10), "failed {:?} after the pods started", started.elapsed());
+    let j = jobs.get("slow").await.unwrap();
+    for type_ in ["FailureTarget", "Failed"] {
+        let c = job_condition(&j, type_).unwrap();
+        assert_eq!(
+            (c.reason.as_deref(), c.message.as_deref()),
+            (Some("DeadlineExceeded"), Some("Job was active longer than specified deadline"))
+        );
+    }
+    assert_eq!(j.status.unwrap().active.unwrap_or(0), 0);
+    until(Duration::from_secs(10), "its pods gone", || async {
+        running_job_pods(&pod_api, "slow").await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cronjob_in_a_time_zone_catches_up_a_missed_start_under_its_concurrency_policy_and_history_limit() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    // No job controller: the jobs stay as this test leaves them.
+    let _kcm = kcm(&cp, &["--controllers=cronjob"]);
+    let cjs: Api<CronJob> = Api::namespaced(client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    // Minute 30 in Kolkata (UTC+05:30) is minute 0 in UTC.
+    let cj: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": "cj"},
+        "spec": {
+            "schedule": "30 * * * *",
+            "timeZone": "Asia/Kolkata",
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 1,
+            "suspend": true,
+            "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}},
+        },
+    }))
+    .unwrap();
+    let cj = cjs.create(&PostParams::default(), &cj).await.unwrap();
+    let owned = |name: &str| -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "cj",
+                "uid": cj.metadata.uid, "controller": true}]},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}},
+        }))
+        .unwrap()
+    };
+    // Two finished jobs (history limit 1 keeps the newer) and one still running.
+    for name in ["done-1", "done-2"] {
+        let created = jobs.create(&PostParams::default(), &owned(name)).await.unwrap();
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let mut finished = created.clone();
+        finished.status = Some(
+            serde_json::from_value(json!({
+                "startTime": now, "completionTime": now, "succeeded": 1,
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
+                    {"type": "Complete", "status": "True", "reason": "CompletionsReached"},
+                ],
+            }))
+            .unwrap(),
+        );
+        jobs.replace_status(name, &PostParams::default(), &finished).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    jobs.create(&PostParams::default(), &owned("running")).await.unwrap();
+    let names = || async {
+        jobs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .map(|j| j.metadata.name.unwrap())
+            .collect::<BTreeSet<_>>()
+    };
+    until(Duration::from_secs(10), "the older finished job deleted", || async {
+        (names().await == BTreeSet::from(["done-2".to_string(), "running".to_string()])).then_some(())
+    })
+    .await;
+
+    // Last run two hours ago: a start was missed. Forbid: not while a job runs.
+    let two_hours_ago = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(2);
+    let missed = json!({"status": {"lastScheduleTime": two_hours_ago.to_string()}});
+    cjs.patch_status("cj", &PatchParams::default(), &Patch::Merge(missed)).await.unwrap();
+    cjs.patch("cj", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}}))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(names().await, BTreeSet::from(["done-2".to_string(), "running".to_string()]), "Forbid started a job");
+
+    // Replace: the running job goes and the missed start runs.
+    cjs.patch("cj", &PatchParams::default(), &Patch::Merge(json!({"spec": {"concurrencyPolicy": "Replace"}})))
+        .await
+        .unwrap();
+    let started = until(Duration::from_secs(10), "the missed start", || async {
+        let n = names().await;
+        (!n.contains("running") && n.len() == 2).then(|| n.into_iter().find(|n| n != "done-2")).flatten()
+    })
+    .await;
+    let job = jobs.get(&started).await.unwrap();
+    let scheduled: k8s_openapi::jiff::Timestamp =
+        job.metadata.annotations.as_ref().unwrap()["batch.kubernetes.io/cronjob-scheduled-timestamp"].parse().unwrap();
+    // The latest hh:30 in Kolkata, i.e. the latest full UTC hour.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    assert_eq!(scheduled.as_second() % 3600, 0, "{scheduled}");
+    assert!(scheduled <= now && now.as_second() - scheduled.as_second() < 3600, "{scheduled}");
+    assert_eq!(started, format!("cj-{}", scheduled.as_second() / 60));
+    let st = cjs.get("cj").await.unwrap().status.unwrap();
+    assert_eq!(st.last_schedule_time.map(|t| t.0), Some(scheduled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_statefulset_starts_every_pod_at_once_and_a_partition_holds_back_the_update() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let _kcm = kcm(&cp, &["--controllers=statefulset"]);
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "par"},
+        "spec": {
+            "replicas": 3,
+            "serviceName": "par",
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+            "selector": {"matchLabels": {"app": "par"}},
+            "template": {"metadata": {"labels": {"app": "par"}}, "spec": {"containers": [{"name": "c", "image": "v1"}]}},
+        },
+    }))
+    .unwrap();
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    sts_api.create(&PostParams::default(), &sts).await.unwrap();
+    // Parallel: all three exist although none is ready (no kubelet yet).
+    let all = until(Duration::from_secs(10), "3 pods, none ready", || async {
+        let p = pods(&pod_api, "app=par").await;
+        (p.len() == 3).then_some(p)
+    })
+    .await;
+    assert!(all.iter().all(|p| !is_ready(p)));
+    let names: BTreeSet<String> = all.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    assert_eq!(names, BTreeSet::from(["par-0".to_string(), "par-1".to_string(), "par-2".to_string()]));
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    until(Duration::from_secs(10), "3 ready", || async { (ready_count(&pod_api, "app=par").await == 3).then_some(()) })
+        .await;
+    // Partition 2: only ordinal 2 takes the new template.
+    kubectl(&cp, &["set", "image", "statefulset/par", "c=v2"]);
+    until(Duration::from_secs(20), "par-2 on v2 and ready", || async {
+        let p = pod_api.get("par-2").await.ok()?;
+        (images(std::slice::from_ref(&p)) == BTreeSet::from(["v2".to_string()]) && is_ready(&p)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in ["par-0", "par-1"] {
+        let p = pod_api.get(n).await.unwrap();
+        assert_eq!(images(std::slice::from_ref(&p)), BTreeSet::from(["v1".to_string()]), "{n} was updated");
+    }
+    // Lowering the partition to 0 updates the rest.
+    sts_api
+        .patch(
+            "par",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}})),
+        )
+        .await
+        .unwrap();
+    until(Duration::from_secs(30), "every pod on v2", || async {
+        let p = pods(&pod_api, "app=par").await;
+        (p.len() == 3 && images(&p) == BTreeSet::from(["v2".to_string()]) && p.iter().all(is_ready)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cronjob_starts_a_job_on_schedule_and_finished_jobs_expire_after_their_ttl() {
     use k8s_openapi::api::batch::v1::{CronJob, Job};
     let cp = start_cluster();
