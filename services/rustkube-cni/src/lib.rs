@@ -8,7 +8,10 @@
 //! IPAM of its own: one file per address in a data directory, created with
 //! `O_EXCL`, so concurrent ADDs never share an address and allocations
 //! survive restarts. DEL undoes all of it and never fails on what is already
-//! gone. Links are driven through `ip`, `nsenter` and `nft`.
+//! gone. Links, addresses and routes are set through rtnetlink in-process (a
+//! socket opened inside the pod's netns for its side); `nft` runs only when an
+//! nfnetlink read finds the masquerade rule missing, so a steady-state ADD
+//! spawns no process.
 //!
 //! Network configuration (the plugin's keys besides `cniVersion`, `name`, `type`, `dns`):
 //!
@@ -43,6 +46,7 @@
 pub mod config;
 pub mod ipam;
 pub mod net;
+pub mod nft;
 pub mod plugin;
 
 pub use config::{Ipv4Net, PluginConfig};

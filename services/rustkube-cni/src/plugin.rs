@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::config::{ConfigError, PluginConfig};
 use crate::ipam::{IpamError, Owner, Store};
-use crate::net::{self, NetError, Ns, Veth};
+use crate::net::{self, NetError, Netns, Rtnl, Veth};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,7 +28,7 @@ impl Error {
             Error::Config(_) => 7,                  // invalid network config
             Error::Ipam(IpamError::Io { .. }) => 5, // I/O failure
             Error::Ipam(IpamError::Exhausted { .. }) => 100,
-            Error::Net(NetError::NoNetns(_)) => 5,
+            Error::Net(NetError::NoNetns(_) | NetError::NotNetns { .. }) => 5,
             Error::Net(_) => 101,
             Error::Check(_) => 102,
         }
@@ -80,43 +80,52 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
 
 pub fn add(req: &Request) -> Result<Value, Error> {
     let c = &req.config;
-    let netns = req.netns.clone().ok_or_else(|| NetError::NoNetns(PathBuf::new()))?;
+    let netns_path = req.netns.clone().ok_or_else(|| NetError::NoNetns(PathBuf::new()))?;
+    // A pod whose netns is gone fails before anything is set up or allocated.
+    let netns = Netns::open(&netns_path)?;
     let store = Store::open(&c.data_dir)?;
 
-    net::ensure_bridge(&c.bridge, c.gateway, &c.subnet, c.mtu)?;
+    let mut host = Rtnl::host()?;
+    let bridge = net::ensure_bridge(&mut host, &c.bridge, c.gateway, &c.subnet, c.mtu)?;
     net::enable_ip_forward()?;
     if let Some(cluster) = &c.cluster_cidr {
-        net::ensure_masquerade(&c.nft_table, &c.subnet, cluster)?;
+        // The read costs one netlink round trip; `nft` runs only when the rule is missing
+        // (first ADD on the node, or after the table was removed). A failed read falls back to writing.
+        if !net::masquerade_present(&c.nft_table, &c.subnet, cluster).unwrap_or(false) {
+            net::ensure_masquerade(&c.nft_table, &c.subnet, cluster)?;
+        }
     }
+    let mut pod = Rtnl::in_netns(&netns)?;
 
     let owner = req.owner();
     let address = store.allocate(&c.subnet, &[c.gateway], &owner)?;
-    let host = host_veth_name(&req.container_id, &req.ifname);
+    let host_name = host_veth_name(&req.container_id, &req.ifname);
     let veth = Veth {
-        host: &host,
+        host: &host_name,
         netns: &netns,
         ifname: &req.ifname,
-        bridge: &c.bridge,
+        bridge: bridge.index,
         address,
         subnet: &c.subnet,
         gateway: c.gateway,
         mtu: c.mtu,
         hairpin: c.hairpin,
     };
-    let (host_mac, container_mac) = match net::add_veth(&veth) {
+    let (host_mac, container_mac) = match net::add_veth(&mut host, &mut pod, &veth) {
         Ok(macs) => macs,
         Err(e) => {
             let _ = store.release(&owner);
             return Err(e.into());
         }
     };
-    let bridge_mac = net::mac(Ns::Host, &c.bridge)?;
+    // Read again: a bridge takes the lowest MAC of its ports unless one was set.
+    let bridge_mac = host.link(&c.bridge)?.map(|l| l.mac).unwrap_or(bridge.mac);
     Ok(result_json(
         &req.cni_version,
         &[
             Interface { name: &c.bridge, mac: &bridge_mac, sandbox: None },
-            Interface { name: &host, mac: &host_mac, sandbox: None },
-            Interface { name: &req.ifname, mac: &container_mac, sandbox: Some(&netns.to_string_lossy()) },
+            Interface { name: &host_name, mac: &host_mac, sandbox: None },
+            Interface { name: &req.ifname, mac: &container_mac, sandbox: Some(&netns_path.to_string_lossy()) },
         ],
         address,
         c,
@@ -126,10 +135,16 @@ pub fn add(req: &Request) -> Result<Value, Error> {
 /// Undoes ADD. Whatever is already gone (netns, links, the allocation) is success.
 pub fn del(req: &Request) -> Result<(), Error> {
     let c = &req.config;
-    net::delete_link(Ns::Host, &host_veth_name(&req.container_id, &req.ifname))?;
-    if let Some(netns) = req.netns.as_deref().filter(|p| p.exists()) {
-        // The pair normally went with its host end; this catches a renamed one.
-        let _ = net::delete_link(Ns::Pod(netns), &req.ifname);
+    let mut host = Rtnl::host()?;
+    let deleted = host.delete_link(&host_veth_name(&req.container_id, &req.ifname))?;
+    if !deleted {
+        // The pair normally goes with its host end; this catches a pod end whose host end was
+        // renamed or removed alone. A netns that is gone or unusable has nothing left to delete.
+        if let Some(netns) = req.netns.as_deref().and_then(|p| Netns::open(p).ok()) {
+            if let Ok(mut pod) = Rtnl::in_netns(&netns) {
+                let _ = pod.delete_link(&req.ifname);
+            }
+        }
     }
     Store::open(&c.data_dir)?.release(&req.owner())?;
     Ok(())
@@ -138,29 +153,58 @@ pub fn del(req: &Request) -> Result<(), Error> {
 /// Verifies that what ADD set up is still there.
 pub fn check(req: &Request) -> Result<(), Error> {
     let c = &req.config;
-    let netns = req.netns.clone().ok_or_else(|| NetError::NoNetns(PathBuf::new()))?;
-    if !netns.exists() {
-        return Err(NetError::NoNetns(netns).into());
-    }
+    let netns_path = req.netns.clone().ok_or_else(|| NetError::NoNetns(PathBuf::new()))?;
+    let netns = Netns::open(&netns_path)?;
     let store = Store::open(&c.data_dir)?;
     let address = store
         .find(&req.owner())?
         .into_iter()
         .find(|ip| c.subnet.contains(*ip))
         .ok_or_else(|| Error::Check(format!("no address allocated to {} {}", req.container_id, req.ifname)))?;
-    let want = format!("{address}/{}", c.subnet.prefix());
-    let have = net::addresses(Ns::Pod(&netns), &req.ifname)?;
-    if !have.contains(&want) {
-        return Err(Error::Check(format!("{} in {} has {have:?}, not {want}", req.ifname, netns.display())));
+    let mut pod = Rtnl::in_netns(&netns)?;
+    let Some(peer) = pod.link(&req.ifname)? else {
+        return Err(Error::Check(format!("{} does not exist in {}", req.ifname, netns_path.display())));
+    };
+    let have = pod.ipv4_addresses(peer.index)?;
+    if !have.contains(&(address, c.subnet.prefix())) {
+        let have: Vec<String> = have.iter().map(|(ip, prefix)| format!("{ip}/{prefix}")).collect();
+        return Err(Error::Check(format!(
+            "{} in {} has {have:?}, not {address}/{}",
+            req.ifname,
+            netns_path.display(),
+            c.subnet.prefix()
+        )));
     }
-    let host = host_veth_name(&req.container_id, &req.ifname);
-    match net::master(&host)? {
-        Some(bridge) if bridge == c.bridge => {}
-        other => return Err(Error::Check(format!("{host} is attached to {other:?}, not {}", c.bridge))),
+    let mut host = Rtnl::host()?;
+    let Some(bridge) = host.link(&c.bridge)? else {
+        return Err(Error::Check(format!("bridge {} does not exist", c.bridge)));
+    };
+    let host_name = host_veth_name(&req.container_id, &req.ifname);
+    match host.link(&host_name)? {
+        Some(link) if link.master == Some(bridge.index) => {}
+        Some(link) => {
+            return Err(Error::Check(format!(
+                "{host_name} is attached to link {:?}, not to bridge {} ({})",
+                link.master, c.bridge, bridge.index
+            )))
+        }
+        None => return Err(Error::Check(format!("{host_name} does not exist"))),
     }
-    let gw = format!("{}/{}", c.gateway, c.subnet.prefix());
-    if !net::addresses(Ns::Host, &c.bridge)?.contains(&gw) {
-        return Err(Error::Check(format!("bridge {} lacks the gateway address {gw}", c.bridge)));
+    if !host.ipv4_addresses(bridge.index)?.contains(&(c.gateway, c.subnet.prefix())) {
+        return Err(Error::Check(format!(
+            "bridge {} lacks the gateway address {}/{}",
+            c.bridge,
+            c.gateway,
+            c.subnet.prefix()
+        )));
+    }
+    if let Some(cluster) = &c.cluster_cidr {
+        if !net::masquerade_present(&c.nft_table, &c.subnet, cluster)? {
+            return Err(Error::Check(format!(
+                "the masquerade rule for {} is missing from nftables table ip {} (the next ADD restores it)",
+                c.subnet, c.nft_table
+            )));
+        }
     }
     Ok(())
 }
