@@ -685,21 +685,34 @@ async fn node_ipam_gives_every_node_a_distinct_pod_cidr() {
         .unwrap()
     };
     nodes.create(&PostParams::default(), &node("pre", Some("10.100.0.0/24"))).await.unwrap();
-    let _kcm = kcm(&cp, &["--allocate-node-cidrs=true", "--cluster-cidr=10.100.0.0/16"]);
-    for i in 0..4 {
+    // Four /24 blocks in all: "pre" holds one.
+    let _kcm = kcm(&cp, &["--allocate-node-cidrs=true", "--cluster-cidr=10.100.0.0/22"]);
+    for i in 0..3 {
         nodes.create(&PostParams::default(), &node(&format!("n{i}"), None)).await.unwrap();
     }
+    let cidr_of = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
     let cidrs = until(Duration::from_secs(20), "pod CIDRs on every node", || async {
         let l = nodes.list(&ListParams::default()).await.unwrap().items;
-        let cidrs: Vec<String> = l.iter().filter_map(|n| n.spec.as_ref()?.pod_cidr.clone()).collect();
-        (cidrs.len() == 5).then_some(cidrs)
+        let cidrs: Vec<String> = l.iter().filter_map(cidr_of).collect();
+        (cidrs.len() == 4).then_some(cidrs)
     })
     .await;
     let distinct: BTreeSet<&String> = cidrs.iter().collect();
-    assert_eq!(distinct.len(), 5, "{cidrs:?}");
+    assert_eq!(distinct.len(), 4, "{cidrs:?}");
     assert!(cidrs.iter().all(|c| c.starts_with("10.100.") && c.ends_with(".0/24")), "{cidrs:?}");
     let pre = nodes.get("pre").await.unwrap();
     assert_eq!(pre.spec.unwrap().pod_cidr.as_deref(), Some("10.100.0.0/24"));
+    // The range is full: a fifth node waits until a deleted node releases its block.
+    nodes.create(&PostParams::default(), &node("late", None)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cidr_of(&nodes.get("late").await.unwrap()), None);
+    let freed = cidr_of(&nodes.get("n1").await.unwrap()).unwrap();
+    nodes.delete("n1", &Default::default()).await.unwrap();
+    let got = until(Duration::from_secs(10), "the released block reused", || async {
+        cidr_of(&nodes.get("late").await.ok()?)
+    })
+    .await;
+    assert_eq!(got, freed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

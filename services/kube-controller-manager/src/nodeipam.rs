@@ -114,6 +114,10 @@ impl NodeIpamController {
             Change::Deleted(old) => {
                 if let Some(c) = pod_cidr(old) {
                     me.lock().release(&c);
+                    // Nodes waiting on an exhausted range need not wait for their back-off.
+                    for n in me.nodes.state().iter().filter(|n| pod_cidr(n).is_none()) {
+                        me.queue.add(util::key_of(&n.metadata));
+                    }
                 }
             }
         });
