@@ -433,6 +433,36 @@ async fn deployment_rolls_out_within_max_unavailable_and_rollout_undo_restores_t
     assert!(!log.contains("forbidden") && !log.contains("Forbidden"), "least privilege suffices: {log}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_counts_pods_available_only_after_min_ready_seconds() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let cp = start_cluster();
+    let client = client(&cp).await;
+    let _kubelet = fake_kubelet(client.clone(), "default");
+    let _kcm = kcm(&cp, &["--controllers=deployment,replicaset"]);
+    let d_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let mut d = deployment("slowready", 2);
+    d.spec.as_mut().unwrap().min_ready_seconds = Some(4);
+    d_api.create(&PostParams::default(), &d).await.unwrap();
+    let ready_at = until(Duration::from_secs(20), "2 ready replicas", || async {
+        let st = d_api.get("slowready").await.ok()?.status?;
+        (st.ready_replicas == Some(2)).then(std::time::Instant::now)
+    })
+    .await;
+    let st = d_api.get("slowready").await.unwrap().status.unwrap();
+    assert_eq!(st.available_replicas.unwrap_or(0), 0, "available before minReadySeconds");
+    let available = until(Duration::from_secs(20), "2 available replicas", || async {
+        let st = d_api.get("slowready").await.ok()?.status?;
+        (st.available_replicas == Some(2)).then(std::time::Instant::now)
+    })
+    .await;
+    let waited = available - ready_at;
+    assert!(waited >= Duration::from_secs(3), "available {waited:?} after ready");
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let rs = rs_api.list(&ListParams::default().labels("app=slowready")).await.unwrap().items;
+    assert_eq!(rs[0].spec.as_ref().unwrap().min_ready_seconds, Some(4));
+}
+
 fn deployment(name: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Deployment {
     serde_json::from_value(json!({
         "metadata": {"name": name},
