@@ -204,7 +204,8 @@ reset() {
   if [[ -n "$PREFIX" ]]; then
     # A node under --root owns all of its tree, its containerd's included.
     rm -rf "$CONTAINERD_ROOT" "$CONTAINERD_STATE" "$CNI_BIN_DIR" "$PREFIX/etc/cni" "$PREFIX/opt/containerd"
-    rmdir "$CONF_DIR" "$PREFIX/etc" "$PREFIX/opt" "$PREFIX/var/lib/cni" "$PREFIX/var/lib" "$PREFIX/run" 2>/dev/null || true
+    rmdir "$CONF_DIR" "$PREFIX/etc" "$PREFIX/opt/cni" "$PREFIX/opt" "$PREFIX/var/lib/cni" "$PREFIX/var/lib" "$PREFIX/run" \
+      2>/dev/null || true
   fi
   echo "reset done (logs kept in $LOG_DIR)"
 }
