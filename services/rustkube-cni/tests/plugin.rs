@@ -93,7 +93,7 @@ impl Net {
         let octet = (pid % 64) * 4 + n;
         let id = format!("{pid}-{n}");
         Net {
-            bridge: format!("rkt{}{n}", pid % 100_000),
+            bridge: format!("rkcb{}{n}", pid % 100_000),
             table: format!("rkcni-test-{id}"),
             subnet: format!("10.237.{octet}.0/24"),
             gateway: Ipv4Addr::new(10, 237, octet as u8, 1),
