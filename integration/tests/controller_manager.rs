@@ -272,7 +272,7 @@ async fn a_replicaset_reports_replica_failure_while_pod_creation_is_refused() {
     let quota_api: Api<ResourceQuota> = Api::namespaced(client.clone(), "capped");
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "capped");
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "capped");
-    let _kcm = kcm(&cp, &["--controllers=replicaset,resourcequota"]);
+    let _kcm = kcm(&cp, &["--controllers=replicaset,resourcequota,deployment"]);
     let quota: ResourceQuota =
         serde_json::from_value(json!({"metadata": {"name": "two-pods"}, "spec": {"hard": {"pods": "2"}}})).unwrap();
     quota_api.create(&PostParams::default(), &quota).await.unwrap();
@@ -303,6 +303,25 @@ async fn a_replicaset_reports_replica_failure_while_pod_creation_is_refused() {
     })
     .await;
     assert_eq!(pods(&pod_api, "app=capped").await.len(), 3);
+
+    // A Deployment shows its ReplicaSet's failure (upstream copies it into its own conditions).
+    let d_api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "capped");
+    d_api.create(&PostParams::default(), &deployment("over", 1)).await.unwrap();
+    let failure = until(Duration::from_secs(20), "the Deployment's ReplicaFailure", || async {
+        let st = d_api.get("over").await.ok()?.status?;
+        st.conditions?.into_iter().find(|c| c.type_ == "ReplicaFailure")
+    })
+    .await;
+    assert_eq!(failure.reason.as_deref(), Some("FailedCreate"));
+    assert!(failure.message.unwrap_or_default().contains("exceeded quota: two-pods"));
+    let room = json!({"spec": {"hard": {"pods": "4"}}});
+    quota_api.patch("two-pods", &PatchParams::default(), &Patch::Merge(room)).await.unwrap();
+    until(Duration::from_secs(30), "the Deployment's failure cleared", || async {
+        let st = d_api.get("over").await.ok()?.status?;
+        let failing = st.conditions.unwrap_or_default().iter().any(|c| c.type_ == "ReplicaFailure");
+        (st.replicas == Some(1) && !failing).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -812,6 +812,30 @@ impl Sync<'_> {
                 false,
             );
         }
+        // Upstream's getReplicaFailures: the new ReplicaSet's ReplicaFailure, else an old one's.
+        let failure_of = |rs: &ReplicaSet| {
+            rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "ReplicaFailure").cloned()
+        };
+        let failure = new.and_then(|i| failure_of(&self.rss[i])).or_else(|| self.rss.iter().find_map(failure_of));
+        match failure {
+            Some(c) => {
+                let conds = st.conditions.get_or_insert_with(Vec::new);
+                conds.retain(|x| x.type_ != "ReplicaFailure");
+                conds.push(DeploymentCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    reason: c.reason,
+                    message: c.message,
+                    last_update_time: c.last_transition_time.clone(),
+                    last_transition_time: c.last_transition_time,
+                });
+            }
+            None => {
+                if let Some(conds) = st.conditions.as_mut() {
+                    conds.retain(|x| x.type_ != "ReplicaFailure");
+                }
+            }
+        }
         let spec = d.spec.clone().unwrap_or_default();
         let rs_name = new.and_then(|i| self.rss[i].metadata.name.clone()).unwrap_or_default();
         let mut requeue = None;
