@@ -378,6 +378,22 @@ async fn resources_are_cgroup_limits_under_the_qos_class_cgroup() {
                 read_trim(&cpu.join("cpu.shares")),
             )
         };
+        // oom_score_adj ranks the classes (the test's containerd does not lower a score below its own).
+        let adj: i64 = read_trim(Path::new(&format!("/proc/{pid}/oom_score_adj"))).parse().unwrap();
+        match name {
+            "guaranteed" => assert!(adj <= 0, "guaranteed oom_score_adj {adj}"),
+            "burstable" => {
+                let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+                let total_kib: i64 = meminfo
+                    .lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap();
+                let want = (1000 - 1000 * (32i64 << 20) / (total_kib * 1024)).clamp(3, 999);
+                assert_eq!(adj, want, "burstable oom_score_adj");
+            }
+            _ => assert_eq!(adj, 1000, "besteffort oom_score_adj"),
+        }
         // The pod's own cgroup (the container's parent) carries the pod-wide limits, as upstream's.
         let (pod_memory, pod_cpu) = (memory.parent().unwrap().to_path_buf(), cpu.parent().unwrap().to_path_buf());
         pod_cgroups.push(pod_memory.clone());
@@ -445,6 +461,11 @@ const CAP_SYS_ADMIN: u64 = 1 << 21;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_context_users_groups_readonly_root_capabilities_privileged() {
     let n = Node1::start().await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "sec-data"}, "stringData": {"key": "only-root-or-fsgroup"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(n.client.clone(), "default").create(&PostParams::default(), &secret).await.unwrap();
     n.pod(
         "sec",
         json!({
@@ -452,7 +473,10 @@ async fn security_context_users_groups_readonly_root_capabilities_privileged() {
             "containers": [
                 sleeper("ids", json!({
                     "securityContext": {"readOnlyRootFilesystem": true},
-                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    "volumeMounts": [
+                        {"name": "data", "mountPath": "/data"},
+                        {"name": "secret", "mountPath": "/secret"},
+                    ],
                 })),
                 sleeper("plain", json!({"securityContext": {"runAsUser": 0, "runAsGroup": 0}})),
                 sleeper("caps", json!({"securityContext": {
@@ -461,7 +485,10 @@ async fn security_context_users_groups_readonly_root_capabilities_privileged() {
                 }})),
                 sleeper("priv", json!({"securityContext": {"runAsUser": 0, "runAsGroup": 0, "privileged": true}})),
             ],
-            "volumes": [{"name": "data", "emptyDir": {}}],
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "secret", "secret": {"secretName": "sec-data", "defaultMode": 0o400}},
+            ],
         }),
     )
     .await;
@@ -481,6 +508,11 @@ async fn security_context_users_groups_readonly_root_capabilities_privileged() {
     n.exec_ok(&pod, "ids", &["touch", "/data/file"]).await;
     let owner = n.exec_ok(&pod, "ids", &["stat", "-c", "%u %g", "/data/file"]).await;
     assert_eq!(owner.trim(), "1000 2000", "a new file in the fsGroup volume takes its group");
+    // A 0400 secret is readable through the fsGroup: group-owned and group-readable, as upstream.
+    let key = n.exec_ok(&pod, "ids", &["cat", "/secret/key"]).await;
+    assert_eq!(key, "only-root-or-fsgroup");
+    let mode = n.exec_ok(&pod, "ids", &["stat", "-L", "-c", "%g %a", "/secret/key"]).await;
+    assert_eq!(mode.trim(), "2000 440");
     let plain_root = n.exec_ok(&pod, "plain", &["touch", "/written"]).await;
     assert!(plain_root.is_empty());
 

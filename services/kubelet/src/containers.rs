@@ -435,6 +435,63 @@ pub fn pod_memory_limit(pod: &Pod) -> Option<i64> {
     Some(sum.max(init_max))
 }
 
+/// The machine's memory in bytes (MemTotal), what upstream scales OOM scores by.
+fn machine_memory() -> i64 {
+    static TOTAL: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            .map(|kib| kib * 1024)
+            .unwrap_or(0)
+    })
+}
+
+const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
+const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
+
+/// The container's oom_score_adj as upstream's kubelet computes it: critical
+/// (static or system-critical priority) and Guaranteed pods -997, BestEffort
+/// 1000, Burstable by the share of the machine's memory it requests, kept
+/// within 3..=999 so that it ranks between the two.
+fn oom_score_adj(pod: &Pod, c: &Container, memory_capacity: i64) -> i64 {
+    let static_pod = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubernetes.io/config.source"))
+        .is_some_and(|s| s != "api");
+    let critical = static_pod || pod.spec.as_ref().and_then(|s| s.priority).is_some_and(|p| p >= 2_000_000_000);
+    if critical {
+        return GUARANTEED_OOM_SCORE_ADJ;
+    }
+    match qos_class(pod) {
+        "Guaranteed" => GUARANTEED_OOM_SCORE_ADJ,
+        "BestEffort" => BEST_EFFORT_OOM_SCORE_ADJ,
+        _ => {
+            let res = c.resources.as_ref();
+            let request = res
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("memory"))
+                .or(res.and_then(|r| r.limits.as_ref()).and_then(|l| l.get("memory")));
+            let request = milli(request) / 1000;
+            let adj = if memory_capacity > 0 {
+                1000 - (1000i128 * i128::from(request) / i128::from(memory_capacity)) as i64
+            } else {
+                1000
+            };
+            if adj < 1000 + GUARANTEED_OOM_SCORE_ADJ {
+                1000 + GUARANTEED_OOM_SCORE_ADJ
+            } else if adj == BEST_EFFORT_OOM_SCORE_ADJ {
+                adj - 1
+            } else {
+                adj
+            }
+        }
+    }
+}
+
 fn security_context(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityContext {
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = c.security_context.as_ref();
@@ -684,7 +741,10 @@ pub fn container_config(pod: &Pod, c: &Container, inputs: ContainerInputs<'_>) -
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
         linux: Some(cri::LinuxContainerConfig {
-            resources: Some(linux_resources(c)),
+            resources: Some(cri::LinuxContainerResources {
+                oom_score_adj: oom_score_adj(pod, c, machine_memory()),
+                ..linux_resources(c)
+            }),
             security_context: Some(security_context(pod, c)),
         }),
         ..Default::default()
@@ -710,6 +770,21 @@ mod tests {
         assert_eq!(qos_class(&pod(serde_json::json!({}))), "BestEffort");
         assert_eq!(qos_class(&pod(serde_json::json!({"limits": {"cpu": "1", "memory": "1Gi"}}))), "Guaranteed");
         assert_eq!(qos_class(&pod(serde_json::json!({"requests": {"cpu": "1"}}))), "Burstable");
+    }
+
+    #[test]
+    fn oom_score_adjustments_rank_qos_classes() {
+        let pod = |res: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "c", "resources": res}]}}))
+                .unwrap()
+        };
+        let gib: i64 = 1 << 30;
+        let score = |p: &Pod| oom_score_adj(p, &p.spec.as_ref().unwrap().containers[0], 4 * gib);
+        assert_eq!(score(&pod(serde_json::json!({"limits": {"cpu": "1", "memory": "1Gi"}}))), -997);
+        assert_eq!(score(&pod(serde_json::json!({}))), 1000);
+        assert_eq!(score(&pod(serde_json::json!({"requests": {"memory": "1Gi"}}))), 750);
+        assert_eq!(score(&pod(serde_json::json!({"requests": {"cpu": "1"}}))), 999);
+        assert_eq!(score(&pod(serde_json::json!({"requests": {"memory": "4Gi"}}))), 3);
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl VolumeManager {
             let files = self
                 .config_map_files(ns, &cm.name, cm.items.as_deref(), cm.optional.unwrap_or(false), cm.default_mode)
                 .await?;
-            write_atomic(&dir, &files).map_err(io(name))?;
+            write_owned(pod, &dir, files).map_err(io(name))?;
             return Ok(dir);
         }
         if let Some(s) = &v.secret {
@@ -184,14 +184,14 @@ impl VolumeManager {
             let files = self
                 .secret_files(ns, &secret_name, s.items.as_deref(), s.optional.unwrap_or(false), s.default_mode)
                 .await?;
-            write_atomic(&dir, &files).map_err(io(name))?;
+            write_owned(pod, &dir, files).map_err(io(name))?;
             return Ok(dir);
         }
         if let Some(d) = &v.downward_api {
             let dir = self.volume_dir(uid, "kubernetes.io~downward-api", name);
             let files = downward_files(pod, d.items.as_deref().unwrap_or(&[]), d.default_mode, pod_ip, host_ip)
                 .map_err(|message| VolumeError::Invalid { volume: name.into(), message })?;
-            write_atomic(&dir, &files).map_err(io(name))?;
+            write_owned(pod, &dir, files).map_err(io(name))?;
             return Ok(dir);
         }
         if let Some(p) = &v.projected {
@@ -238,7 +238,7 @@ impl VolumeManager {
                     });
                 }
             }
-            write_atomic(&dir, &files).map_err(io(name))?;
+            write_owned(pod, &dir, files).map_err(io(name))?;
             return Ok(dir);
         }
         if let Some(claim) = &v.persistent_volume_claim {
@@ -374,6 +374,45 @@ impl VolumeManager {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| !k.starts_with(uid));
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Writes a generated volume (configMap, secret, downwardAPI, projected)
+/// with upstream's fsGroup ownership for read-only volumes: group-readable
+/// files (mode | 0440), everything group-owned by the fsGroup, setgid dirs.
+fn write_owned(pod: &Pod, dir: &Path, mut files: Files) -> std::io::Result<()> {
+    let gid = crate::containers::fs_group(pod).and_then(|g| u32::try_from(g).ok());
+    if gid.is_some() {
+        // Into the wanted modes, so that an unchanged volume is not rewritten on the next sync.
+        for (_, mode) in files.values_mut() {
+            *mode |= 0o440;
+        }
+    }
+    write_atomic(dir, &files)?;
+    if let Some(gid) = gid {
+        set_group(dir, gid)?;
+    }
+    Ok(())
+}
+
+/// chown :gid of a tree (symlinks themselves left alone), dirs setgid and group-searchable.
+fn set_group(path: &Path, gid: u32) -> std::io::Result<()> {
+    let md = std::fs::symlink_metadata(path)?;
+    if md.file_type().is_symlink() {
+        return Ok(());
+    }
+    if std::os::unix::fs::MetadataExt::gid(&md) != gid {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    if md.is_dir() {
+        let mode = md.permissions().mode() & 0o7777;
+        if mode & 0o2110 != 0o2110 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o2110))?;
+        }
+        for entry in std::fs::read_dir(path)?.flatten() {
+            set_group(&entry.path(), gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// A quantity in whole bytes (rounded up, as upstream's `Value()`).
