@@ -386,6 +386,7 @@ start_node() {
   start_service kubelet "$BIN_DIR/kubelet" --kubeconfig="$CONF_DIR/kubelet.conf" --hostname-override="$NODE_NAME" \
     --container-runtime-endpoint="unix://$CONTAINERD_SOCK" --node-ip="$ADVERTISE" --root-dir="$KUBELET_DIR" \
     --cni-conf-dir="$CNI_CONF_DIR" --cluster-cidr="$cluster_cidr" --client-ca-file="$PKI/ca.crt" \
+    --anonymous-auth=false --authentication-token-webhook=true --authorization-mode=Webhook \
     --cluster-dns="$cluster_dns" --cluster-domain="$CLUSTER_DOMAIN"
   wait_until kubelet "$(log_of kubelet)" curl -sf http://127.0.0.1:10248/healthz
 
