@@ -516,6 +516,25 @@ async fn security_context_users_groups_readonly_root_capabilities_privileged() {
     let plain_root = n.exec_ok(&pod, "plain", &["touch", "/written"]).await;
     assert!(plain_root.is_empty());
 
+    // Upstream's default masked and read-only /proc paths hold for unprivileged containers only.
+    let plain_mounts = n.exec_ok(&pod, "plain", &["cat", "/proc/mounts"]).await;
+    let mount_of = |mounts: &str, path: &str| -> Option<String> {
+        mounts.lines().find(|l| l.split_whitespace().nth(1) == Some(path)).map(str::to_string)
+    };
+    // The masked paths this kernel has (runc masks only those that exist).
+    let masked: Vec<&str> = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/sys/firmware"]
+        .into_iter()
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    assert!(!masked.is_empty(), "no maskable path on this host");
+    for p in &masked {
+        assert!(mount_of(&plain_mounts, p).is_some(), "{p} is not masked:\n{plain_mounts}");
+    }
+    let sys = mount_of(&plain_mounts, "/proc/sys").unwrap_or_else(|| panic!("no /proc/sys mount:\n{plain_mounts}"));
+    assert!(sys.split_whitespace().nth(3).is_some_and(|o| o.split(',').any(|x| x == "ro")), "{sys}");
+    let priv_mounts = n.exec_ok(&pod, "priv", &["cat", "/proc/mounts"]).await;
+    assert!(mount_of(&priv_mounts, masked[0]).is_none(), "privileged {} masked:\n{priv_mounts}", masked[0]);
+
     // Capabilities: the runtime's default set has NET_RAW and not NET_ADMIN; drop/add flip both.
     let plain = cap_eff(&n.exec_ok(&pod, "plain", &["cat", "/proc/self/status"]).await);
     assert!(plain & CAP_NET_RAW != 0 && plain & CAP_NET_ADMIN == 0, "default caps {plain:x}");

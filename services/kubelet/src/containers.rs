@@ -496,13 +496,16 @@ fn security_context(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityCont
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = c.security_context.as_ref();
     let caps = sc.and_then(|s| s.capabilities.as_ref());
+    // procMount Unmasked (or a privileged container) lifts the default masks.
+    let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
+    let default_proc_mount = !privileged && sc.and_then(|s| s.proc_mount.as_deref()) != Some("Unmasked");
     cri::LinuxContainerSecurityContext {
         capabilities: caps.map(|c| cri::Capability {
             add_capabilities: c.add.clone().unwrap_or_default(),
             drop_capabilities: c.drop.clone().unwrap_or_default(),
             ..Default::default()
         }),
-        privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+        privileged,
         namespace_options: Some(host_namespace(pod)),
         run_as_user: sc
             .and_then(|s| s.run_as_user)
@@ -515,9 +518,38 @@ fn security_context(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityCont
         readonly_rootfs: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
         supplemental_groups: supplemental_groups(pod),
         no_new_privs: sc.and_then(|s| s.allow_privilege_escalation).map(|a| !a).unwrap_or(false),
+        // Sent explicitly as upstream does: containerd masks nothing when they are missing.
+        masked_paths: if default_proc_mount {
+            DEFAULT_MASKED_PATHS.iter().map(|p| p.to_string()).collect()
+        } else {
+            Vec::new()
+        },
+        readonly_paths: if default_proc_mount {
+            DEFAULT_READONLY_PATHS.iter().map(|p| p.to_string()).collect()
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     }
 }
+
+/// What an unprivileged container may not see of /proc and /sys (upstream's defaults).
+const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// What an unprivileged container sees read-only (upstream's defaults).
+const DEFAULT_READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Expands `$(VAR)` references as upstream does (`$$` escapes).
 pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
