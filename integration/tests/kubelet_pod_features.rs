@@ -556,7 +556,32 @@ async fn security_context_users_groups_readonly_root_capabilities_privileged() {
     let (code, _, _) = n.exec(&pod, "plain", &["ls", "/dev/kmsg"]).await;
     assert_ne!(code, 0, "an unprivileged container sees /dev/kmsg");
     n.exec_ok(&pod, "priv", &["ls", "/dev/kmsg"]).await;
-    n.delete_all(&["sec"]).await;
+
+    // runAsNonRoot: a non-zero runAsUser runs; the image's root user or an explicit 0 do not.
+    n.pod(
+        "nonroot",
+        json!({
+            "securityContext": {"runAsNonRoot": true},
+            "containers": [
+                sleeper("user", json!({"securityContext": {"runAsUser": 1000}})),
+                sleeper("image-root", json!({})),
+                sleeper("explicit-root", json!({"securityContext": {"runAsUser": 0}})),
+            ],
+        }),
+    )
+    .await;
+    let refused = |p: &Pod, c: &str, text: &str| {
+        waiting_reason(p, c).is_some_and(|(r, m)| r == "CreateContainerConfigError" && m.contains(text))
+    };
+    let pod = n
+        .until("nonroot", "root containers refused", |p| {
+            container_status(p, "user").and_then(|s| s.state?.running).is_some()
+                && refused(p, "image-root", "container has runAsNonRoot and image will run as root")
+                && refused(p, "explicit-root", "container's runAsUser breaks non-root policy")
+        })
+        .await;
+    assert_eq!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Pending"));
+    n.delete_all(&["sec", "nonroot"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -468,6 +468,11 @@ impl Kubelet {
             st.waiting.insert(c.name.clone(), (reason, message));
             return;
         }
+        if let Err(e) = self.verify_run_as_non_root(pod, c, &image).await {
+            self.event(pod, EventType::Warning, "Failed", &format!("Error: {e}"));
+            st.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), e));
+            return;
+        }
         let env = match containers::resolve_env(&self.client, pod, c, pod_ip, &self.host_ip, &self.settings).await {
             Ok(env) => env,
             Err(e) => {
@@ -512,6 +517,43 @@ impl Kubelet {
                 self.event(pod, EventType::Warning, "FailedPostStartHook", &e);
                 let _ = self.runtime.stop_container(&id, grace_period(pod)).await;
             }
+        }
+    }
+
+    /// Upstream's `runAsNonRoot` check: the effective user (the security
+    /// context's, else the image's; an image without one runs as root) must
+    /// be a non-zero uid.
+    async fn verify_run_as_non_root(&self, pod: &Pod, c: &Container, image: &str) -> Result<(), String> {
+        let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+        let sc = c.security_context.as_ref();
+        let non_root = sc.and_then(|s| s.run_as_non_root).or(psc.and_then(|p| p.run_as_non_root)).unwrap_or(false);
+        if !non_root {
+            return Ok(());
+        }
+        let who = format!(
+            "pod: \"{}_{}({})\", container: {}",
+            pod.metadata.name.as_deref().unwrap_or(""),
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+            containers::pod_uid(pod),
+            c.name
+        );
+        if let Some(uid) = sc.and_then(|s| s.run_as_user).or(psc.and_then(|p| p.run_as_user)) {
+            if uid == 0 {
+                return Err(format!("container's runAsUser breaks non-root policy ({who})"));
+            }
+            return Ok(());
+        }
+        let status = self.runtime.image_status(image).await.map_err(|e| format!("image status of {image}: {e}"))?;
+        let (uid, username) = match status {
+            Some(i) => (i.uid.map(|u| u.value), i.username),
+            None => (None, String::new()),
+        };
+        match (uid, username.as_str()) {
+            (Some(0), _) | (None, "") => Err(format!("container has runAsNonRoot and image will run as root ({who})")),
+            (None, name) => Err(format!(
+                "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root ({who})"
+            )),
+            _ => Ok(()),
         }
     }
 

@@ -231,7 +231,9 @@ pub async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, Str
 }
 
 async fn grpc_check(host: &str, port: u16, service: String) -> bool {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}")) else { return false };
+    // An IPv6 pod address needs brackets in the URI.
+    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{authority}")) else { return false };
     let Ok(channel) = endpoint.connect().await else { return false };
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     match client.check(tonic_health::pb::HealthCheckRequest { service }).await {
