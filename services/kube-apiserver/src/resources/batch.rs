@@ -19,11 +19,15 @@ fn default_job_spec(spec: &mut JobSpec) {
     if spec.completions.is_none() && spec.parallelism == Some(1) {
         spec.completions = Some(1);
     }
-    spec.backoff_limit.get_or_insert(6);
+    // Upstream: with per-index back-off the job-wide limit is effectively off.
+    let backoff_limit = if spec.backoff_limit_per_index.is_some() { i32::MAX } else { 6 };
+    spec.backoff_limit.get_or_insert(backoff_limit);
     spec.completion_mode.get_or_insert_with(|| "NonIndexed".into());
     spec.suspend.get_or_insert(false);
     spec.manual_selector.get_or_insert(false);
-    spec.pod_replacement_policy.get_or_insert_with(|| "TerminatingOrFailed".into());
+    // Upstream: a pod failure policy needs to see each pod end, so replacements wait for it.
+    let replacement = if spec.pod_failure_policy.is_some() { "Failed" } else { "TerminatingOrFailed" };
+    spec.pod_replacement_policy.get_or_insert_with(|| replacement.into());
     if let Some(t) = &mut spec.template.spec {
         default_pod_spec(t);
     }
@@ -225,6 +229,20 @@ mod tests {
         let labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         assert_eq!(labels[JOB_NAME], "pi");
         assert!(s.validate(&j).is_empty(), "{:?}", s.validate(&j));
+        assert_eq!(spec.pod_replacement_policy.as_deref(), Some("TerminatingOrFailed"));
+    }
+
+    #[test]
+    fn per_index_backoff_and_pod_failure_policies_change_the_defaults() {
+        let mut j = job();
+        let spec = j.spec.as_mut().unwrap();
+        spec.backoff_limit_per_index = Some(1);
+        spec.completion_mode = Some("Indexed".into());
+        spec.pod_failure_policy = Some(Default::default());
+        JobStrategy.default(&mut j);
+        let spec = j.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(i32::MAX));
+        assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
     }
 
     #[test]
