@@ -9,11 +9,28 @@
 #       kube-scheduler, containerd configured for the CRI with the project's CNI plugin and the
 #       locally built images, the kubelet and kube-proxy; then every manifest under deploy/ (the
 #       add-ons). It ends when the node is Ready and the add-ons' Deployments are available.
-#   scripts/init-cluster.sh token create --node-name N [--ttl 1h]
-#       (on the control plane) Prints the command that joins node N to this cluster.
+#   scripts/init-cluster.sh --control-plane-endpoint HOST:PORT [the options above]
+#       The first node of a highly available control plane: HOST:PORT is the shared address
+#       of all the apiservers (a load balancer or a virtual IP in front of them, which this
+#       script does not provide). It is in the apiserver certificate's names and it is the
+#       server of admin.conf, the kubelets' and kube-proxy's kubeconfigs and cluster-info;
+#       etcd is a member named after the node, serving clients and peers over TLS on the
+#       node's address so that more members can join. The scheduler and controller-manager
+#       talk to their own node's apiserver and take turns through leader election (Leases in
+#       kube-system); each apiserver uses its own node's etcd member (kubeadm's stacked etcd).
+#   scripts/init-cluster.sh token create --node-name N [--control-plane] [--ttl 1h]
+#       (on the control plane) Prints the command that joins node N to this cluster
+#       (with --control-plane: as another control-plane node).
 #   scripts/init-cluster.sh join --server https://HOST:6443 --token TOKEN
-#           --discovery-token-ca-cert-hash sha256:HEX --node-name N [--bin-dir DIR] [--root DIR] [--no-systemd]
-#       A worker node (containerd, kubelet, kube-proxy) in the cluster at --server.
+#           --discovery-token-ca-cert-hash sha256:HEX --node-name N [--control-plane]
+#           [--secure-port N] [--bin-dir DIR] [--root DIR] [--no-systemd]
+#       A worker node (containerd, kubelet, kube-proxy) in the cluster at --server. With
+#       --control-plane (a cluster initialised with --control-plane-endpoint; --server is that
+#       endpoint) also a control-plane node: it takes the shared CAs and keys (cluster CA,
+#       front-proxy CA, etcd CA, service-account key pair), issues its own certificates and
+#       kubeconfigs from them (kube-pki init), adds itself to etcd as a member (etcdctl member
+#       add, then etcd with --initial-cluster-state=existing) and runs kube-apiserver,
+#       kube-controller-manager and kube-scheduler (leader-elected) beside its node.
 #   scripts/init-cluster.sh reset [--root DIR]
 #       Stops what this script started here and removes the state it created.
 #
@@ -37,7 +54,11 @@
 # matches --discovery-token-ca-cert-hash; then, trusting that CA, it fetches the
 # Secret with the token and deletes the Secret and the ServiceAccount, so a
 # token joins one node once. The node's private keys travel once, over TLS
-# to a verified server, to the holder of the token.
+# to a verified server, to the holder of the token. A control-plane token
+# (kubeadm's upload-certs, here in the same one-shot Secret) carries instead the
+# CA keys and the service-account key, the etcd members' client URLs (or the
+# external --etcd-servers) and the cluster's settings; the joining node signs
+# its own certificates with them.
 #
 # --root DIR (join and reset): every path of the node (etc/kubernetes,
 # var/lib/kubelet, var/lib/containerd, run/containerd, etc/cni, opt/cni,
@@ -53,7 +74,7 @@ MODE=init
 case "${1:-}" in
   reset|join) MODE="$1"; shift ;;
   token)
-    [[ "${2:-}" == "create" ]] || { echo "usage: $0 token create --node-name N [--ttl 1h]" >&2; exit 2; }
+    [[ "${2:-}" == "create" ]] || { echo "usage: $0 token create --node-name N [--control-plane] [--ttl 1h]" >&2; exit 2; }
     MODE=token; shift 2 ;;
 esac
 
@@ -62,12 +83,16 @@ BIN_DIR=""
 ETCD_SERVERS=""
 SECURE_PORT=6443
 ETCD_PORT=2379
+ETCD_PEER_PORT=2380
+CLUSTER_URL=""
 NO_SYSTEMD=0
 NODE_NAME=""
 SERVER=""
 TOKEN=""
 CA_HASH=""
 TTL=1h
+CP_ENDPOINT=""
+CONTROL_PLANE=0
 # How long the add-ons' Deployments may take to become available.
 ADDON_TIMEOUT=${ADDON_TIMEOUT:-300s}
 
@@ -96,6 +121,9 @@ while (($#)); do
     --token=*) TOKEN="${1#*=}"; shift ;;
     --discovery-token-ca-cert-hash) CA_HASH="$2"; shift 2 ;;
     --discovery-token-ca-cert-hash=*) CA_HASH="${1#*=}"; shift ;;
+    --control-plane-endpoint) CP_ENDPOINT="$2"; shift 2 ;;
+    --control-plane-endpoint=*) CP_ENDPOINT="${1#*=}"; shift ;;
+    --control-plane) CONTROL_PLANE=1; shift ;;
     --ttl) TTL="$2"; shift 2 ;;
     --ttl=*) TTL="${1#*=}"; shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -109,6 +137,8 @@ if [[ -n "$PREFIX" ]]; then
   [[ "$PREFIX" != "/" ]] || PREFIX=""
   NO_SYSTEMD=1
 fi
+[[ -z "$CP_ENDPOINT" || "$MODE" == init ]] || fail "--control-plane-endpoint is for init (a joining node gets it from the cluster)"
+((CONTROL_PLANE == 0)) || [[ "$MODE" == join || "$MODE" == token ]] || fail "--control-plane is for token create and join"
 
 CONF_DIR="$PREFIX/etc/kubernetes"
 PKI="$CONF_DIR/pki"
@@ -126,6 +156,9 @@ UNIT_DIR=/etc/systemd/system
 UNIT_BIN_DIR=/usr/local/bin
 # What this script installed for systemd (one path or unit a line): reset removes exactly these.
 INSTALLED="$STATE_DIR/installed"
+# A control-plane node's settings (CONTROL_PLANE_ENDPOINT, ETCD_NAME, EXTERNAL_ETCD), for token create and reset.
+CLUSTER_ENV="$STATE_DIR/cluster.env"
+ETCD_DATA="$STATE_DIR/etcd"
 CLUSTER_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/12
 CLUSTER_DOMAIN=cluster.local
@@ -175,6 +208,7 @@ reset() {
     # The controller-manager unit's StateDirectory.
     if grep -qx kube-controller-manager.service "$INSTALLED"; then rm -rf /var/lib/kube-controller-manager; fi
   fi
+  leave_etcd
   step "stopping the cluster's processes"
   for svc in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver containerd etcd; do
     stop_pidfile "$RUN_DIR/supervisor-$svc.pid"
@@ -208,6 +242,30 @@ reset() {
       2>/dev/null || true
   fi
   echo "reset done (logs kept in $LOG_DIR)"
+}
+
+# etcdctl towards $1 (comma-separated client URLs) as the apiserver's etcd client.
+etcd_ctl() {
+  local endpoints="$1"; shift
+  ETCDCTL_API=3 etcdctl --endpoints="$endpoints" --dial-timeout=5s --command-timeout=15s --cacert="$PKI/etcd/ca.crt" \
+    --cert="$PKI/apiserver-etcd-client.crt" --key="$PKI/apiserver-etcd-client.key" "$@"
+}
+
+# A control-plane node whose etcd member has peers leaves the etcd cluster before the member
+# stops (as kubeadm reset does), so that the others keep their quorum.
+leave_etcd() {
+  [[ -f "$CLUSTER_ENV" ]] && command -v etcdctl >/dev/null || return 0
+  local name members id
+  name="$(sed -n 's/^ETCD_NAME=//p' "$CLUSTER_ENV")"
+  [[ -n "$name" ]] || return 0
+  members="$(etcd_ctl "https://127.0.0.1:$ETCD_PORT" member list 2>/dev/null)" ||
+    { echo "note: the local etcd member does not answer; remove member $name with etcdctl member remove"; return 0; }
+  (($(grep -c . <<<"$members") > 1)) || return 0
+  id="$(awk -F', ' -v n="$name" '$3 == n { print $1 }' <<<"$members")"
+  [[ -n "$id" ]] || return 0
+  step "removing etcd member $name ($id) from the cluster"
+  etcd_ctl "https://127.0.0.1:$ETCD_PORT" member remove "$id" | sed 's/^/  /' ||
+    echo "note: could not remove etcd member $name ($id); remove it from another member with etcdctl member remove $id"
 }
 
 # Runs a command forever in the background, restarting it when it exits, with
@@ -276,7 +334,7 @@ wait_until() {
 install_packages() {
   step "installing missing packages"
   local need=()
-  if [[ "$MODE" == init ]]; then
+  if [[ "$MODE" == init ]] || ((CONTROL_PLANE)); then
     command -v etcd >/dev/null || need+=(etcd-server)
     command -v etcdctl >/dev/null || need+=(etcd-client)
   fi
@@ -418,7 +476,7 @@ clusters:
 - name: ""
   cluster:
     certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
-    server: https://$ADVERTISE:$SECURE_PORT
+    server: $CLUSTER_URL
 contexts: []
 users: []
 EOF
@@ -457,116 +515,35 @@ apply_addons() {
   done <<<"$deployments"
 }
 
-token_create() {
-  [[ -n "$NODE_NAME" ]] || fail "token create needs --node-name"
-  [[ "$NODE_NAME" =~ ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$ ]] || fail "--node-name must be a lowercase DNS name"
-  [[ -f "$CONF_DIR/admin.conf" && -f "$PKI/ca.key" ]] || fail "no cluster here: run $0 first"
-  find_binaries kube-pki
-  scratch
-  local name="rustkube-join-$NODE_NAME" tmp="$TMP"
-  "$BIN_DIR/kube-pki" kubeconfig --dir "$CONF_DIR" --user "system:node:$NODE_NAME" --groups system:nodes \
-    --out "$tmp/kubelet.conf" >/dev/null || fail "kube-pki kubeconfig (node)"
-  "$BIN_DIR/kube-pki" kubeconfig --dir "$CONF_DIR" --user system:kube-proxy --out "$tmp/kube-proxy.conf" >/dev/null ||
-    fail "kube-pki kubeconfig (kube-proxy)"
-  {
-    kubectl "${ADMIN[@]}" -n kube-system create secret generic "$name" --from-file="$tmp/kubelet.conf" \
-      --from-file="$tmp/kube-proxy.conf" --from-literal=cluster-cidr="$CLUSTER_CIDR" \
-      --from-literal=cluster-dns="$CLUSTER_DNS" --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f - &&
-      kubectl "${ADMIN[@]}" -n kube-system create serviceaccount "$name" --dry-run=client -o yaml |
-      kubectl "${ADMIN[@]}" apply -f - &&
-      kubectl "${ADMIN[@]}" -n kube-system create role "$name" --verb=get,delete --resource=secrets,serviceaccounts \
-        --resource-name="$name" --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f - &&
-      kubectl "${ADMIN[@]}" -n kube-system create rolebinding "$name" --role="$name" \
-        --serviceaccount="kube-system:$name" --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f -
-  } >/dev/null || fail "creating kube-system/$name"
-  local token server
-  token="$(kubectl "${ADMIN[@]}" -n kube-system create token "$name" --duration="$TTL")" || fail "kubectl create token"
-  server="$(kubectl "${ADMIN[@]}" config view -o jsonpath='{.clusters[0].cluster.server}')"
-  echo "$SELF join --server $server --token $token --discovery-token-ca-cert-hash $(ca_hash "$PKI/ca.crt") --node-name $NODE_NAME"
+# https://HOST:PORT from HOST[:PORT] or https://HOST[:PORT] (the port defaults to --secure-port).
+cluster_url() {
+  local e="${1#https://}"
+  e="${e%/}"
+  if [[ ! "$e" =~ ^\[.*\]:[0-9]+$ && ! "$e" =~ ^[^:]+:[0-9]+$ ]]; then e="$e:$SECURE_PORT"; fi
+  echo "https://$e"
 }
 
-join() {
-  [[ -n "$SERVER" && -n "$TOKEN" && -n "$NODE_NAME" ]] || fail "join needs --server, --token and --node-name (see --help)"
-  [[ -n "$CA_HASH" ]] || fail "join needs --discovery-token-ca-cert-hash (printed by '$0 token create')"
-  [[ $EUID -eq 0 ]] || fail "run as root"
-  install_packages
-  find_binaries kubelet kube-proxy rustkube-cni
-  mkdir -p "$CONF_DIR" "$PKI" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
-  SERVER="${SERVER%/}"
-  local host="${SERVER#https://}"; host="${host%:*}"; host="${host#[}"; host="${host%]}"
-  # The address the control plane reaches this node at: the source of the route to the server.
-  local server_ip; server_ip="$(getent ahostsv4 "$host" | awk '{print $1; exit}')"
-  ADVERTISE="$(ip -4 route get "${server_ip:-$host}" 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)"
-  [[ -n "$ADVERTISE" ]] || fail "no route to $host"
-
-  step "discovering the cluster CA at $SERVER (kube-public/cluster-info) and checking it against $CA_HASH"
-  scratch
-  local tmp="$TMP"
-  curl -sfk --max-time 10 "$SERVER/api/v1/namespaces/kube-public/configmaps/cluster-info" >"$tmp/cluster-info" ||
-    fail "cannot read cluster-info from $SERVER"
-  jq -r '.data.kubeconfig' "$tmp/cluster-info" | sed -n 's/^ *certificate-authority-data: *//p' | head -1 |
-    base64 -d >"$tmp/ca.crt" 2>/dev/null || fail "cluster-info has no CA"
-  local got; got="$(ca_hash "$tmp/ca.crt")"
-  [[ "$got" == "$CA_HASH" ]] || fail "the server's CA has public key hash $got, not $CA_HASH: refusing to join"
-  echo "ok: $got"
-
-  step "fetching this node's credentials (kube-system/rustkube-join-$NODE_NAME) with the token"
-  local name="rustkube-join-$NODE_NAME" api="$SERVER/api/v1/namespaces/kube-system"
-  local auth=(--cacert "$tmp/ca.crt" -H "Authorization: Bearer $TOKEN")
-  curl -sf --max-time 10 "${auth[@]}" "$api/secrets/$name" >"$tmp/secret" ||
-    fail "the token cannot read kube-system/$name (expired, used, or made for another node?)"
-  field() { jq -er --arg k "$1" '.data[$k]' "$tmp/secret" | base64 -d; }
-  install -m 0644 "$tmp/ca.crt" "$PKI/ca.crt"
-  # The kubeconfigs name the server this node was told to use.
-  for f in kubelet.conf kube-proxy.conf; do
-    field "$f" | sed "s#^\( *server:\).*#\1 $SERVER#" >"$tmp/$f" || fail "$name has no $f"
-    install -m 0600 "$tmp/$f" "$CONF_DIR/$f"
-  done
-  local cluster_cidr cluster_dns
-  cluster_cidr="$(field cluster-cidr)" && cluster_dns="$(field cluster-dns)" || fail "$name lacks the cluster settings"
-  # One node per token: the Secret and the ServiceAccount (which invalidates the token) go.
-  curl -sf --max-time 10 "${auth[@]}" -X DELETE "$api/secrets/$name" >/dev/null || echo "note: could not delete kube-system/$name"
-  curl -sf --max-time 10 "${auth[@]}" -X DELETE "$api/serviceaccounts/$name" >/dev/null ||
-    echo "note: could not delete ServiceAccount kube-system/$name"
-
-  setup_containerd
-  start_node "$cluster_cidr" "$cluster_dns"
-  step "waiting for node $NODE_NAME to be Ready"
-  wait_until "node $NODE_NAME Ready" "$(log_of kubelet)" node_ready "$CONF_DIR/kubelet.conf"
-  echo
-  echo "node $NODE_NAME joined $SERVER; remove it with: $0 reset${PREFIX:+ --root $PREFIX} (and kubectl delete node $NODE_NAME)"
+# etcd as a member of a cluster that other control-plane nodes can join: clients and peers over
+# TLS (client certificates of the etcd CA) on loopback and this node's address. $1 is the initial
+# cluster (name=peer URL,...), $2 new or existing; both only count while the data dir is empty.
+start_etcd_member() {
+  local initial="$1" state="$2"
+  step "starting etcd member $NODE_NAME (clients https://$ADVERTISE:$ETCD_PORT, peers https://$ADVERTISE:$ETCD_PEER_PORT, data in $ETCD_DATA, log $(log_of etcd))"
+  start_service etcd /usr/bin/etcd --name="$NODE_NAME" --data-dir="$ETCD_DATA" \
+    --listen-client-urls="https://127.0.0.1:$ETCD_PORT,https://$ADVERTISE:$ETCD_PORT" \
+    --advertise-client-urls="https://$ADVERTISE:$ETCD_PORT" \
+    --cert-file="$PKI/etcd/server.crt" --key-file="$PKI/etcd/server.key" \
+    --trusted-ca-file="$PKI/etcd/ca.crt" --client-cert-auth \
+    --listen-peer-urls="https://$ADVERTISE:$ETCD_PEER_PORT" --initial-advertise-peer-urls="https://$ADVERTISE:$ETCD_PEER_PORT" \
+    --peer-cert-file="$PKI/etcd/server.crt" --peer-key-file="$PKI/etcd/server.key" \
+    --peer-trusted-ca-file="$PKI/etcd/ca.crt" --peer-client-cert-auth \
+    --initial-cluster="$initial" --initial-cluster-state="$state"
+  ETCD_SERVERS="https://127.0.0.1:$ETCD_PORT"
+  wait_until "etcd member $NODE_NAME" "$(log_of etcd)" etcd_ctl "$ETCD_SERVERS" endpoint health
 }
 
-init() {
-  [[ $EUID -eq 0 ]] || fail "run as root (it installs packages and writes $CONF_DIR)"
-  install_packages
-  find_binaries kube-apiserver kube-pki kube-scheduler kube-controller-manager kubelet kube-proxy rustkube-cni
-  mkdir -p "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
-  if use_systemd; then echo "services: systemd units (systemd is PID 1)"; else echo "services: supervised background processes"; fi
-  NODE_NAME="${NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}"
-
-  # The address other hosts reach this one at (no packet is sent to find it).
-  ADVERTISE="$(ip -4 route get 10.255.255.255 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)"
-  ADVERTISE="${ADVERTISE:-127.0.0.1}"
-  step "generating the PKI and kubeconfigs in $CONF_DIR (advertise address $ADVERTISE)"
-  "$BIN_DIR/kube-pki" init --dir "$CONF_DIR" --apiserver-advertise-address "$ADVERTISE" \
-    --apiserver-bind-port "$SECURE_PORT" --node-name "$NODE_NAME" --service-cidr "$SERVICE_CIDR" \
-    --service-dns-domain "$CLUSTER_DOMAIN" \
-    --control-plane-endpoint "https://$ADVERTISE:$SECURE_PORT" | sed 's/^/  /' || fail "kube-pki init"
-
-  if [[ -z "$ETCD_SERVERS" ]]; then
-    step "starting etcd (data in $STATE_DIR/etcd, log $(log_of etcd))"
-    start_service etcd /usr/bin/etcd --name=rustkube --data-dir="$STATE_DIR/etcd" \
-      --listen-client-urls="https://127.0.0.1:$ETCD_PORT" --advertise-client-urls="https://127.0.0.1:$ETCD_PORT" \
-      --cert-file="$PKI/etcd/server.crt" --key-file="$PKI/etcd/server.key" \
-      --trusted-ca-file="$PKI/etcd/ca.crt" --client-cert-auth \
-      --listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
-      --initial-cluster=rustkube=http://127.0.0.1:2380
-    ETCD_SERVERS="https://127.0.0.1:$ETCD_PORT"
-    wait_until etcd "$(log_of etcd)" env ETCDCTL_API=3 etcdctl --endpoints="$ETCD_SERVERS" \
-      --cacert="$PKI/etcd/ca.crt" --cert="$PKI/apiserver-etcd-client.crt" --key="$PKI/apiserver-etcd-client.key" endpoint health
-  fi
-
+# kube-apiserver over $ETCD_SERVERS, then kube-controller-manager and kube-scheduler (leader-elected).
+start_control_plane() {
   step "starting kube-apiserver (log $(log_of kube-apiserver))"
   start_service kube-apiserver "$BIN_DIR/kube-apiserver" --etcd-servers="$ETCD_SERVERS" \
     --etcd-cafile="$PKI/etcd/ca.crt" --etcd-certfile="$PKI/apiserver-etcd-client.crt" \
@@ -592,7 +569,237 @@ init() {
     --authentication-kubeconfig="$CONF_DIR/scheduler.conf" --authorization-kubeconfig="$CONF_DIR/scheduler.conf" \
     --bind-address=127.0.0.1 --leader-elect=true
   wait_until kube-scheduler "$(log_of kube-scheduler)" curl -sfk https://127.0.0.1:10259/healthz
+}
 
+# Writes what token create and reset need to know about this control-plane node.
+write_cluster_env() {
+  mkdir -p "$STATE_DIR"
+  printf 'CONTROL_PLANE_ENDPOINT=%s\nETCD_NAME=%s\nEXTERNAL_ETCD=%s\n' "$CLUSTER_URL" "$1" "$2" >"$CLUSTER_ENV"
+}
+
+token_create() {
+  [[ -n "$NODE_NAME" ]] || fail "token create needs --node-name"
+  [[ "$NODE_NAME" =~ ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$ ]] || fail "--node-name must be a lowercase DNS name"
+  [[ -f "$CONF_DIR/admin.conf" && -f "$PKI/ca.key" ]] || fail "no cluster here: run $0 first"
+  find_binaries kube-pki
+  scratch
+  local name="rustkube-join-$NODE_NAME" tmp="$TMP" content=()
+  if ((CONTROL_PLANE)); then
+    local endpoint="" external="" members=""
+    [[ -f "$CLUSTER_ENV" ]] && endpoint="$(sed -n 's/^CONTROL_PLANE_ENDPOINT=//p' "$CLUSTER_ENV")"
+    [[ -n "$endpoint" ]] ||
+      fail "this node was not set up with --control-plane-endpoint: no other control-plane node can join it (its clients know this apiserver only)"
+    external="$(sed -n 's/^EXTERNAL_ETCD=//p' "$CLUSTER_ENV")"
+    if [[ -n "$external" ]]; then
+      content+=(--from-literal=external-etcd="$external")
+    else
+      members="$(etcd_ctl "https://127.0.0.1:$ETCD_PORT" member list -w json |
+        jq -r '[.members[] | (.clientURLs // [])[]] | join(",")')" || fail "listing the etcd members"
+      [[ -n "$members" ]] || fail "no etcd member has a client URL"
+      content+=(--from-literal=etcd-endpoints="$members")
+    fi
+    # The shared CAs and keys (kubeadm's upload-certs); the joining node issues its own certificates.
+    content+=(--from-literal=control-plane-endpoint="$endpoint"
+      --from-file=ca.key="$PKI/ca.key" --from-file=sa.key="$PKI/sa.key" --from-file=sa.pub="$PKI/sa.pub"
+      --from-file=front-proxy-ca.crt="$PKI/front-proxy-ca.crt" --from-file=front-proxy-ca.key="$PKI/front-proxy-ca.key"
+      --from-file=etcd-ca.crt="$PKI/etcd/ca.crt" --from-file=etcd-ca.key="$PKI/etcd/ca.key")
+  else
+    "$BIN_DIR/kube-pki" kubeconfig --dir "$CONF_DIR" --user "system:node:$NODE_NAME" --groups system:nodes \
+      --out "$tmp/kubelet.conf" >/dev/null || fail "kube-pki kubeconfig (node)"
+    "$BIN_DIR/kube-pki" kubeconfig --dir "$CONF_DIR" --user system:kube-proxy --out "$tmp/kube-proxy.conf" >/dev/null ||
+      fail "kube-pki kubeconfig (kube-proxy)"
+    content+=(--from-file="$tmp/kubelet.conf" --from-file="$tmp/kube-proxy.conf")
+  fi
+  {
+    kubectl "${ADMIN[@]}" -n kube-system create secret generic "$name" "${content[@]}" \
+      --from-literal=cluster-cidr="$CLUSTER_CIDR" \
+      --from-literal=cluster-dns="$CLUSTER_DNS" --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f - &&
+      kubectl "${ADMIN[@]}" -n kube-system create serviceaccount "$name" --dry-run=client -o yaml |
+      kubectl "${ADMIN[@]}" apply -f - &&
+      kubectl "${ADMIN[@]}" -n kube-system create role "$name" --verb=get,delete --resource=secrets,serviceaccounts \
+        --resource-name="$name" --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f - &&
+      kubectl "${ADMIN[@]}" -n kube-system create rolebinding "$name" --role="$name" \
+        --serviceaccount="kube-system:$name" --dry-run=client -o yaml | kubectl "${ADMIN[@]}" apply -f -
+  } >/dev/null || fail "creating kube-system/$name"
+  local token server
+  token="$(kubectl "${ADMIN[@]}" -n kube-system create token "$name" --duration="$TTL")" || fail "kubectl create token"
+  server="$(kubectl "${ADMIN[@]}" config view -o jsonpath='{.clusters[0].cluster.server}')"
+  local cp=""
+  ((CONTROL_PLANE == 0)) || cp=" --control-plane"
+  echo "$SELF join --server $server --token $token --discovery-token-ca-cert-hash $(ca_hash "$PKI/ca.crt") --node-name $NODE_NAME$cp"
+}
+
+# The shared CAs and keys from the join Secret ($1), then this node's own certificates and
+# kubeconfigs (kube-pki init), its etcd member and its control-plane services.
+join_control_plane() {
+  local secret="$1" tmp="$TMP"
+  sfield() {
+    local v; v="$(jq -r --arg k "$1" '.data[$k] // empty' "$secret")"
+    [[ -n "$v" ]] && base64 -d <<<"$v"
+  }
+  CLUSTER_URL="$(sfield control-plane-endpoint)" || fail "the Secret has no control-plane-endpoint"
+  step "installing the shared CAs and keys in $PKI"
+  mkdir -p "$PKI/etcd"
+  # The CA's key must belong to the CA discovery verified (kube-pki would otherwise reissue the CA for it).
+  sfield ca.key >"$tmp/ca.key" || fail "the Secret has no ca.key"
+  [[ "$(openssl pkey -in "$tmp/ca.key" -pubout 2>/dev/null)" == "$(openssl x509 -in "$PKI/ca.crt" -pubkey -noout)" ]] ||
+    fail "the Secret's ca.key does not belong to the cluster's CA: refusing to join"
+  local f dest mode
+  for f in ca.key:ca.key:0600 sa.key:sa.key:0600 sa.pub:sa.pub:0644 front-proxy-ca.crt:front-proxy-ca.crt:0644 \
+    front-proxy-ca.key:front-proxy-ca.key:0600 etcd-ca.crt:etcd/ca.crt:0644 etcd-ca.key:etcd/ca.key:0600; do
+    IFS=: read -r f dest mode <<<"$f"
+    sfield "$f" >"$tmp/$f" || fail "the Secret has no $f"
+    install -m "$mode" "$tmp/$f" "$PKI/$dest"
+  done
+  echo "ok: cluster CA, front-proxy CA, etcd CA, service-account keys"
+
+  step "issuing this node's certificates and kubeconfigs (kube-pki init; endpoint $CLUSTER_URL)"
+  "$BIN_DIR/kube-pki" init --dir "$CONF_DIR" --apiserver-advertise-address "$ADVERTISE" \
+    --apiserver-bind-port "$SECURE_PORT" --node-name "$NODE_NAME" --service-cidr "$SERVICE_CIDR" \
+    --service-dns-domain "$CLUSTER_DOMAIN" --control-plane-endpoint "$CLUSTER_URL" | sed 's/^/  /' ||
+    fail "kube-pki init"
+
+  local external; external="$(sfield external-etcd || true)"
+  if [[ -n "$external" ]]; then
+    ETCD_SERVERS="$external"
+    write_cluster_env "" "$external"
+  else
+    local existing peer="https://$ADVERTISE:$ETCD_PEER_PORT" out="" initial=""
+    existing="$(sfield etcd-endpoints)" || fail "the Secret names no etcd member"
+    write_cluster_env "$NODE_NAME" ""
+    if [[ ! -d "$ETCD_DATA/member" ]]; then
+      step "adding $NODE_NAME to etcd as a member (peer URL $peer) through $existing"
+      # etcd refuses a new voting member until its leader has been in touch with a quorum for a
+      # while (strict reconfig check): retry for a minute.
+      for _ in $(seq 30); do
+        if out="$(etcd_ctl "$existing" member add "$NODE_NAME" --peer-urls="$peer" 2>&1)"; then break; fi
+        grep -q "already exists" <<<"$out" && break
+        sleep 2
+      done
+      grep -q "added to cluster\|already exists" <<<"$out" || fail "etcdctl member add: $out"
+      echo "  $(head -1 <<<"$out")"
+      # The members by name (this one is not started yet and has none) and peer URL.
+      initial="$(etcd_ctl "$existing" member list -w json | jq -r --arg me "$peer" --arg n "$NODE_NAME" \
+        '[.members[] | .peerURLs[0] as $p | (if $p == $me then $n else .name end) + "=" + $p] | join(",")')" ||
+        fail "listing the etcd members"
+    fi
+    start_etcd_member "${initial:-$NODE_NAME=$peer}" existing
+  fi
+  start_control_plane
+  # This node's admin.conf reaches the cluster through the endpoint, like every other client.
+  ADMIN=("--kubeconfig=$CONF_DIR/admin.conf")
+}
+
+join() {
+  [[ -n "$SERVER" && -n "$TOKEN" && -n "$NODE_NAME" ]] || fail "join needs --server, --token and --node-name (see --help)"
+  [[ -n "$CA_HASH" ]] || fail "join needs --discovery-token-ca-cert-hash (printed by '$0 token create')"
+  [[ $EUID -eq 0 ]] || fail "run as root"
+  install_packages
+  if ((CONTROL_PLANE)); then
+    find_binaries kube-apiserver kube-pki kube-scheduler kube-controller-manager kubelet kube-proxy rustkube-cni
+  else
+    find_binaries kubelet kube-proxy rustkube-cni
+  fi
+  mkdir -p "$CONF_DIR" "$PKI" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
+  SERVER="${SERVER%/}"
+  local host="${SERVER#https://}"; host="${host%:*}"; host="${host#[}"; host="${host%]}"
+  # The address the control plane reaches this node at: the source of the route to the server.
+  local server_ip; server_ip="$(getent ahostsv4 "$host" | awk '{print $1; exit}')"
+  ADVERTISE="$(ip -4 route get "${server_ip:-$host}" 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)"
+  [[ -n "$ADVERTISE" ]] || fail "no route to $host"
+
+  step "discovering the cluster CA at $SERVER (kube-public/cluster-info) and checking it against $CA_HASH"
+  scratch
+  local tmp="$TMP"
+  curl -sfk --max-time 10 "$SERVER/api/v1/namespaces/kube-public/configmaps/cluster-info" >"$tmp/cluster-info" ||
+    fail "cannot read cluster-info from $SERVER"
+  jq -r '.data.kubeconfig' "$tmp/cluster-info" | sed -n 's/^ *certificate-authority-data: *//p' | head -1 |
+    base64 -d >"$tmp/ca.crt" 2>/dev/null || fail "cluster-info has no CA"
+  local got; got="$(ca_hash "$tmp/ca.crt")"
+  [[ "$got" == "$CA_HASH" ]] || fail "the server's CA has public key hash $got, not $CA_HASH: refusing to join"
+  echo "ok: $got"
+
+  local name="rustkube-join-$NODE_NAME" api="$SERVER/api/v1/namespaces/kube-system"
+  step "fetching this node's credentials (kube-system/$name) with the token"
+  local auth=(--cacert "$tmp/ca.crt" -H "Authorization: Bearer $TOKEN")
+  curl -sf --max-time 10 "${auth[@]}" "$api/secrets/$name" >"$tmp/secret" ||
+    fail "the token cannot read kube-system/$name (expired, used, or made for another node?)"
+  field() { jq -er --arg k "$1" '.data[$k]' "$tmp/secret" | base64 -d; }
+  if ((CONTROL_PLANE)); then
+    jq -e '.data["ca.key"]' "$tmp/secret" >/dev/null ||
+      fail "kube-system/$name was made for a worker: create the token with 'token create --control-plane'"
+  else
+    jq -e '.data["kubelet.conf"]' "$tmp/secret" >/dev/null ||
+      fail "kube-system/$name was made for a control-plane node: join with --control-plane"
+  fi
+  local cluster_cidr cluster_dns
+  cluster_cidr="$(field cluster-cidr)" && cluster_dns="$(field cluster-dns)" || fail "$name lacks the cluster settings"
+  install -m 0644 "$tmp/ca.crt" "$PKI/ca.crt"
+  if ((CONTROL_PLANE == 0)); then
+    # The kubeconfigs name the server this node was told to use.
+    for f in kubelet.conf kube-proxy.conf; do
+      field "$f" | sed "s#^\( *server:\).*#\1 $SERVER#" >"$tmp/$f" || fail "$name has no $f"
+      install -m 0600 "$tmp/$f" "$CONF_DIR/$f"
+    done
+  fi
+  # One node per token: the Secret and the ServiceAccount (which invalidates the token) go, at
+  # once (the Secret of a control-plane node carries the cluster's CA keys).
+  curl -sf --max-time 10 "${auth[@]}" -X DELETE "$api/secrets/$name" >/dev/null || echo "note: could not delete kube-system/$name"
+  curl -sf --max-time 10 "${auth[@]}" -X DELETE "$api/serviceaccounts/$name" >/dev/null ||
+    echo "note: could not delete ServiceAccount kube-system/$name"
+  if ((CONTROL_PLANE)); then
+    join_control_plane "$tmp/secret"
+  fi
+
+  setup_containerd
+  start_node "$cluster_cidr" "$cluster_dns"
+  step "waiting for node $NODE_NAME to be Ready"
+  wait_until "node $NODE_NAME Ready" "$(log_of kubelet)" node_ready "$CONF_DIR/kubelet.conf"
+  echo
+  if ((CONTROL_PLANE)); then
+    echo "control-plane node $NODE_NAME joined $CLUSTER_URL (apiserver https://$ADVERTISE:$SECURE_PORT, etcd member $NODE_NAME)"
+    echo "kubectl: export KUBECONFIG=$CONF_DIR/admin.conf"
+  fi
+  echo "node $NODE_NAME joined $SERVER; remove it with: $0 reset${PREFIX:+ --root $PREFIX} (and kubectl delete node $NODE_NAME)"
+}
+
+init() {
+  [[ $EUID -eq 0 ]] || fail "run as root (it installs packages and writes $CONF_DIR)"
+  install_packages
+  find_binaries kube-apiserver kube-pki kube-scheduler kube-controller-manager kubelet kube-proxy rustkube-cni
+  mkdir -p "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$RUN_DIR"
+  if use_systemd; then echo "services: systemd units (systemd is PID 1)"; else echo "services: supervised background processes"; fi
+  NODE_NAME="${NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}"
+
+  # The address other hosts reach this one at (no packet is sent to find it).
+  ADVERTISE="$(ip -4 route get 10.255.255.255 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1)"
+  ADVERTISE="${ADVERTISE:-127.0.0.1}"
+  CLUSTER_URL="https://$ADVERTISE:$SECURE_PORT"
+  [[ -z "$CP_ENDPOINT" ]] || CLUSTER_URL="$(cluster_url "$CP_ENDPOINT")"
+  step "generating the PKI and kubeconfigs in $CONF_DIR (advertise address $ADVERTISE, clients use $CLUSTER_URL)"
+  "$BIN_DIR/kube-pki" init --dir "$CONF_DIR" --apiserver-advertise-address "$ADVERTISE" \
+    --apiserver-bind-port "$SECURE_PORT" --node-name "$NODE_NAME" --service-cidr "$SERVICE_CIDR" \
+    --service-dns-domain "$CLUSTER_DOMAIN" \
+    --control-plane-endpoint "$CLUSTER_URL" | sed 's/^/  /' || fail "kube-pki init"
+
+  if [[ -n "$ETCD_SERVERS" ]]; then
+    [[ -z "$CP_ENDPOINT" ]] || write_cluster_env "" "$ETCD_SERVERS"
+  elif [[ -n "$CP_ENDPOINT" ]]; then
+    write_cluster_env "$NODE_NAME" ""
+    start_etcd_member "$NODE_NAME=https://$ADVERTISE:$ETCD_PEER_PORT" new
+  else
+    step "starting etcd (data in $ETCD_DATA, log $(log_of etcd))"
+    start_service etcd /usr/bin/etcd --name=rustkube --data-dir="$ETCD_DATA" \
+      --listen-client-urls="https://127.0.0.1:$ETCD_PORT" --advertise-client-urls="https://127.0.0.1:$ETCD_PORT" \
+      --cert-file="$PKI/etcd/server.crt" --key-file="$PKI/etcd/server.key" \
+      --trusted-ca-file="$PKI/etcd/ca.crt" --client-cert-auth \
+      --listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
+      --initial-cluster=rustkube=http://127.0.0.1:2380
+    ETCD_SERVERS="https://127.0.0.1:$ETCD_PORT"
+    wait_until etcd "$(log_of etcd)" etcd_ctl "$ETCD_SERVERS" endpoint health
+  fi
+
+  start_control_plane
   publish_cluster_info
   setup_containerd
   start_node "$CLUSTER_CIDR" "$CLUSTER_DNS"
@@ -603,13 +810,17 @@ init() {
 
   step "cluster is up"
   kubectl "${ADMIN[@]}" get nodes || fail "kubectl get nodes"
+  local more="Add a worker: $0 token create --node-name NAME   (prints the join command to run on it)"
+  [[ -z "$CP_ENDPOINT" ]] || more="$more
+Add a control-plane node: $0 token create --node-name NAME --control-plane
+  (the load balancer at $CLUSTER_URL must reach its apiserver on port $SECURE_PORT)"
   cat <<EOF
 
 Use it with:
   export KUBECONFIG=$CONF_DIR/admin.conf
   kubectl get nodes
   kubectl create deployment web --image=docker.io/rustkube/testimage:1.0 && kubectl expose deployment web --port=80
-Add a worker: $0 token create --node-name NAME   (prints the join command to run on it)
+$more
 Logs: $(use_systemd && echo "journalctl -u kube-apiserver (and the other units)" || echo "$LOG_DIR")   Stop and remove everything: $0 reset
 EOF
 }
