@@ -41,7 +41,32 @@ fn subresources(
     if s.finalize {
         out.push(("finalize", d.kind, d.group, d.version, vec!["update"]));
     }
+    out.extend(connect_subresources(d));
+    out.sort_by_key(|s| s.0);
     out
+}
+
+/// The connect subresources served through kubelets and backends (`endpoints::streaming`),
+/// with upstream's option kinds and verbs (the proxies take every method a request may use).
+fn connect_subresources(
+    d: &ResourceDescriptor,
+) -> Vec<(&'static str, &'static str, &'static str, &'static str, Vec<&'static str>)> {
+    const PROXY: [&str; 5] = ["create", "delete", "get", "patch", "update"];
+    if !d.group.is_empty() || d.version != "v1" {
+        return Vec::new();
+    }
+    match d.plural {
+        "pods" => vec![
+            ("attach", "PodAttachOptions", "", "v1", vec!["create", "get"]),
+            ("exec", "PodExecOptions", "", "v1", vec!["create", "get"]),
+            ("log", "Pod", "", "v1", vec!["get"]),
+            ("portforward", "PodPortForwardOptions", "", "v1", vec!["create", "get"]),
+            ("proxy", "PodProxyOptions", "", "v1", PROXY.to_vec()),
+        ],
+        "nodes" => vec![("proxy", "NodeProxyOptions", "", "v1", PROXY.to_vec())],
+        "services" => vec![("proxy", "ServiceProxyOptions", "", "v1", PROXY.to_vec())],
+        _ => Vec::new(),
+    }
 }
 
 fn aggregated_requested(req: &Request<hyper::body::Incoming>) -> Option<&'static str> {
@@ -202,6 +227,8 @@ pub fn group_or_version(server: &ApiServer, path: &str) -> Option<Response<Body>
             resources.push(s);
         }
     }
+    // Upstream lists resources and their subresources in name order.
+    resources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(value_response(
         StatusCode::OK,

@@ -101,6 +101,18 @@ pub async fn serve(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|t| t.trim().to_string());
+    // No Authorization header: a WebSocket may carry its token as a subprotocol.
+    let token = match token {
+        Some(t) => Some(t),
+        None => match streaming::take_websocket_bearer(req.headers_mut()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(%path, error = %e, "unauthenticated request");
+                server.metrics.observe_request(method.as_str(), "", 401, start.elapsed());
+                return error_response(&ApiError::unauthorized("Unauthorized"));
+            }
+        },
+    };
     let creds = crate::authn::Credentials { certificate_user: cert_user.as_deref(), bearer_token: token.as_deref() };
     let user = match authenticate(&server, &creds) {
         Ok(u) => u,

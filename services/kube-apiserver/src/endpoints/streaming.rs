@@ -43,6 +43,9 @@ pub enum KubeletClientError {
 /// How this server reaches kubelets.
 pub struct KubeletClient {
     tls: Arc<rustls::ClientConfig>,
+    /// `https:` pods and services behind `pods/proxy` and `services/proxy` (as upstream's proxy
+    /// transport: no client certificate, the serving certificate not verified).
+    proxy_tls: Arc<rustls::ClientConfig>,
     /// `--kubelet-preferred-address-types`.
     preferred: Vec<String>,
 }
@@ -122,7 +125,14 @@ impl KubeletClient {
             _ => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(KubeletClient { tls: Arc::new(config), preferred })
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut proxy = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny))
+            .with_no_client_auth();
+        proxy.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(KubeletClient { tls: Arc::new(config), proxy_tls: Arc::new(proxy), preferred })
     }
 
     /// Sends `req` to the kubelet at `addr`; the connection serves upgrades.
@@ -264,12 +274,65 @@ fn pod_target(
     Ok((pod, node, container))
 }
 
+/// The prefix of the WebSocket subprotocol that carries a bearer token (browsers cannot
+/// set `Authorization` on a WebSocket): `base64url.bearer.authorization.k8s.io.<token>`.
+pub const BEARER_PROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// Why a WebSocket bearer subprotocol was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebSocketTokenError {
+    #[error("multiple base64.bearer.authorization tokens specified")]
+    Multiple,
+    #[error("invalid base64.bearer.authorization token encoding")]
+    Encoding,
+    #[error("missing additional subprotocol")]
+    NoOtherProtocol,
+}
+
+/// Upstream's WebSocket protocol authenticator: on a WebSocket upgrade, the token of a
+/// `base64url.bearer.authorization.k8s.io.` subprotocol (base64url without padding),
+/// which is taken out of `Sec-WebSocket-Protocol` so it is never echoed nor passed on.
+/// At least one other subprotocol must remain to be negotiated.
+pub fn take_websocket_bearer(headers: &mut http::HeaderMap) -> Result<Option<String>, WebSocketTokenError> {
+    use base64::Engine;
+    let upgrade = headers.get(http::header::UPGRADE).and_then(|v| v.to_str().ok());
+    if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        return Ok(None);
+    }
+    let mut token = None;
+    let mut others = Vec::new();
+    for value in headers.get_all(http::header::SEC_WEBSOCKET_PROTOCOL) {
+        for p in value.to_str().unwrap_or("").split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some(encoded) = p.strip_prefix(BEARER_PROTOCOL_PREFIX) else {
+                others.push(p.to_string());
+                continue;
+            };
+            if token.is_some() {
+                return Err(WebSocketTokenError::Multiple);
+            }
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(encoded)
+                .map_err(|_| WebSocketTokenError::Encoding)?;
+            token = Some(String::from_utf8(raw).map_err(|_| WebSocketTokenError::Encoding)?);
+        }
+    }
+    let Some(token) = token.filter(|t| !t.is_empty()) else { return Ok(None) };
+    if others.is_empty() {
+        return Err(WebSocketTokenError::NoOtherProtocol);
+    }
+    headers.remove(http::header::SEC_WEBSOCKET_PROTOCOL);
+    if let Ok(v) = HeaderValue::from_str(&others.join(",")) {
+        headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
+    Ok(Some(token))
+}
+
 /// Whether this handler serves `info`'s subresource.
 pub fn serves(info: &RequestInfo) -> bool {
     info.group.is_empty()
         && matches!(
             (info.resource.as_str(), info.subresource.as_deref()),
-            ("pods", Some("log" | "exec" | "attach" | "portforward" | "proxy")) | ("nodes", Some("proxy"))
+            ("pods", Some("log" | "exec" | "attach" | "portforward" | "proxy")) | ("nodes" | "services", Some("proxy"))
         )
 }
 
@@ -281,6 +344,7 @@ pub async fn handle(server: Arc<ApiServer>, req: Request<hyper::body::Incoming>,
         ("pods", Some(kind @ ("exec" | "attach"))) => exec(&server, req, &ns, &name, kind).await,
         ("pods", Some("portforward")) => port_forward(&server, req, &ns, &name).await,
         ("pods", Some("proxy")) => pod_proxy(&server, req, &ns, &name).await,
+        ("services", Some("proxy")) => service_proxy(&server, req, &ns, &name).await,
         ("nodes", Some("proxy")) => node_proxy(&server, req, &name).await,
         _ => Err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
     };
@@ -634,10 +698,34 @@ where
     tokio::join!(to_kubelet, from_kubelet);
 }
 
-/// The rest of a proxy path after `/proxy`, with the query.
-fn proxy_rest(req: &Request<hyper::body::Incoming>) -> String {
+/// Upstream's `SplitSchemeNamePort`: `name`, `name:port` or `scheme:name:port`
+/// with scheme `http`, `https` or empty.
+fn split_scheme_name_port(id: &str) -> Option<(&str, &str, &str)> {
+    let parts: Vec<&str> = id.split(':').collect();
+    let (scheme, name, port) = match parts.as_slice() {
+        [name] => ("", *name, ""),
+        [name, port] => ("", *name, *port),
+        [scheme, name, port] => (*scheme, *name, *port),
+        _ => return None,
+    };
+    (!name.is_empty() && matches!(scheme, "" | "http" | "https")).then_some((scheme, name, port))
+}
+
+/// Where a proxied request goes.
+struct Backend {
+    https: bool,
+    host: String,
+    port: u16,
+    /// Present the apiserver's kubelet client certificate (the node's own kubelet port).
+    kubelet: bool,
+    /// What the target is called in errors ("pod", "service", "node").
+    what: &'static str,
+}
+
+/// The rest of a proxy path after `<prefix>/proxy`, with the query.
+fn proxy_rest(req: &Request<hyper::body::Incoming>, prefix: &str) -> String {
     let path = req.uri().path();
-    let rest = path.split_once("/proxy").map(|(_, r)| r).unwrap_or("");
+    let rest = path.strip_prefix(prefix).and_then(|r| r.strip_prefix("/proxy")).unwrap_or("");
     let rest = if rest.is_empty() { "/" } else { rest };
     match req.uri().query() {
         Some(q) => format!("{rest}?{q}"),
@@ -645,54 +733,273 @@ fn proxy_rest(req: &Request<hyper::body::Incoming>) -> String {
     }
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones a proxy answers for itself.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Request headers that stay here: hop-by-hop ones (but an upgrade's, which go on), the
+/// credentials this server consumed (upstream drops them after authentication) and Host.
+fn forwarded_request_header(name: &str, upgrade: bool) -> bool {
+    if upgrade && (name == "connection" || name == "upgrade") {
+        return true;
+    }
+    !(hop_by_hop(name) || name == "host" || name == "authorization" || name.starts_with("impersonate-"))
+}
+
+/// Sends the client's request (method, headers, body) to `backend` at `rest` and passes
+/// the answer back as it is: status, headers and a streamed body; an upgrade (a
+/// WebSocket to the pod) is piped both ways once the backend switched protocols.
+async fn proxy_http(
+    server: &ApiServer,
+    mut req: Request<hyper::body::Incoming>,
+    backend: Backend,
+    rest: String,
+) -> Result<Response<Body>, ApiError> {
+    let what = backend.what;
+    let unreachable =
+        |e: String| ApiError::new(503, "ServiceUnavailable", format!("error trying to reach {what}: {e}"));
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((backend.host.as_str(), backend.port)),
+    )
+    .await
+    .map_err(|_| unreachable(format!("dial tcp {}:{}: i/o timeout", backend.host, backend.port)))?
+    .map_err(|e| unreachable(format!("dial tcp {}:{}: {e}", backend.host, backend.port)))?;
+    let _ = tcp.set_nodelay(true);
+    let upgrade = req.headers().contains_key(http::header::UPGRADE);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let host_header = if backend.host.contains(':') {
+        format!("[{}]:{}", backend.host, backend.port)
+    } else {
+        format!("{}:{}", backend.host, backend.port)
+    };
+    let mut out = Request::builder().method(parts.method.clone()).uri(rest).header(http::header::HOST, host_header);
+    for (k, v) in parts.headers.iter().filter(|(k, _)| forwarded_request_header(k.as_str(), upgrade)) {
+        out = out.header(k, v);
+    }
+    let out = out.body(body).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut resp = if backend.https {
+        let config = if backend.kubelet { server.kubelet.tls.clone() } else { server.kubelet.proxy_tls.clone() };
+        let name = rustls::pki_types::ServerName::try_from(backend.host.clone())
+            .map_err(|e| unreachable(format!("invalid address {}: {e}", backend.host)))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        send_on(TokioIo::new(tls), out).await.map_err(|e| unreachable(e.to_string()))?
+    } else {
+        send_on(TokioIo::new(tcp), out).await.map_err(|e| unreachable(e.to_string()))?
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ApiError::internal(format!("the {what} switched protocols unasked")));
+        };
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *r.headers_mut() = resp.headers().clone();
+        tokio::spawn(async move {
+            let (Ok(up), Ok(down)) = (hyper::upgrade::on(&mut resp).await, client_upgrade.await) else {
+                return;
+            };
+            streaming::pipe::pipe(TokioIo::new(down), TokioIo::new(up), Duration::from_secs(4 * 3600)).await;
+        });
+        return Ok(r);
+    }
+    Ok(stream_response(resp))
+}
+
+/// One request on a fresh HTTP/1.1 connection over `io` (upgrades served).
+async fn send_on<IO>(
+    io: IO,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<hyper::body::Incoming>, hyper::Error>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "proxy backend connection");
+        }
+    });
+    sender.send_request(req).await
+}
+
+/// A backend's response as it is, but for hop-by-hop headers; the body streamed.
+fn stream_response(resp: Response<hyper::body::Incoming>) -> Response<Body> {
+    let headers = resp.headers().clone();
+    let mut r = stream_body(resp);
+    r.headers_mut().clear();
+    for (k, v) in headers.iter().filter(|(k, _)| !hop_by_hop(k.as_str())) {
+        r.headers_mut().append(k.clone(), v.clone());
+    }
+    r
+}
+
+/// `nodes/<[scheme:]name[:port]>/proxy/<path>`: the kubelet's own port over TLS with
+/// this server's kubelet client certificate, or another port of the node as asked.
 async fn node_proxy(
     server: &ApiServer,
     req: Request<hyper::body::Incoming>,
-    name: &str,
+    id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let (node, port) = match name.rsplit_once(':') {
-        Some((n, p)) => (n, p.parse::<u16>().ok()),
-        None => (name, None),
+    let (scheme, node, port) =
+        split_scheme_name_port(id).ok_or_else(|| ApiError::bad_request(format!("invalid node request {id:?}")))?;
+    let (host, kubelet_port) = kubelet_address(server, node)?;
+    let rest = proxy_rest(&req, &format!("/api/v1/nodes/{id}"));
+    let backend = if port.is_empty() || port == kubelet_port.to_string() {
+        Backend { https: true, host, port: kubelet_port, kubelet: true, what: "node" }
+    } else {
+        let port = port.parse().map_err(|_| ApiError::bad_request(format!("invalid node request {id:?}")))?;
+        Backend { https: scheme == "https", host, port, kubelet: false, what: "node" }
     };
-    let mut addr = kubelet_address(server, node)?;
-    if let Some(p) = port {
-        addr.1 = p;
-    }
-    let resp = server.kubelet.send(&addr, get(proxy_rest(&req))?).await?;
-    Ok(stream_body(resp))
+    proxy_http(server, req, backend, rest).await
 }
 
-/// `pods/<name[:port]>/proxy/<path>`: plain HTTP to the pod's IP.
+/// `pods/<[scheme:]name[:port]>/proxy/<path>`: the pod's IP, at the port given or the
+/// first declared container port (upstream's pod `ResourceLocation`).
 async fn pod_proxy(
     server: &ApiServer,
     req: Request<hyper::body::Incoming>,
     ns: &str,
-    name: &str,
+    id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let (pod_name, port) = match name.rsplit_once(':') {
-        Some((n, p)) => (n, p.parse::<u16>().map_err(|_| ApiError::bad_request(format!("invalid port {p}")))?),
-        None => (name, 80),
-    };
+    let (scheme, pod_name, port) =
+        split_scheme_name_port(id).ok_or_else(|| ApiError::bad_request(format!("invalid pod request {id:?}")))?;
     let pod = object(server, "pods", ns, pod_name)
         .ok_or_else(|| ApiError::not_found(&apimachinery::status::Qualified::new("", "pods"), pod_name))?;
-    let ip = pod["status"]["podIP"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::new(503, "ServiceUnavailable", format!("pod {pod_name} has no IP")))?
-        .to_string();
-    let unreachable = |e: String| ApiError::new(503, "ServiceUnavailable", format!("error trying to reach pod: {e}"));
-    let tcp = tokio::net::TcpStream::connect((ip.as_str(), port)).await.map_err(|e| unreachable(e.to_string()))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| unreachable(e.to_string()))?;
-    tokio::spawn(conn);
-    let out = Request::builder()
-        .method(req.method().clone())
-        .uri(proxy_rest(&req))
-        .header(http::header::HOST, format!("{ip}:{port}"))
-        .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let resp = sender.send_request(out).await.map_err(|e| unreachable(e.to_string()))?;
-    Ok(stream_body(resp))
+    let declared = || {
+        pod["spec"]["containers"]
+            .as_array()?
+            .iter()
+            .find_map(|c| c["ports"].as_array()?.first()?["containerPort"].as_u64())
+    };
+    let https = scheme == "https";
+    let port = match port {
+        "" => declared().map(|p| p as u16).unwrap_or(if https { 443 } else { 80 }),
+        p => p.parse::<u16>().map_err(|_| ApiError::bad_request(format!("invalid pod request {id:?}")))?,
+    };
+    let ip = pod["status"]["podIP"].as_str().unwrap_or("");
+    let proxyable = ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|a| !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || is_link_local(&a)));
+    if !proxyable {
+        return Err(ApiError::bad_request("address not allowed"));
+    }
+    let rest = proxy_rest(&req, &format!("/api/v1/namespaces/{ns}/pods/{id}"));
+    let backend = Backend { https, host: ip.to_string(), port, kubelet: false, what: "pod" };
+    proxy_http(server, req, backend, rest).await
+}
+
+fn is_link_local(a: &std::net::IpAddr) -> bool {
+    match a {
+        std::net::IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// `services/<[scheme:]name[:port]>/proxy/<path>`: upstream's service `ResourceLocation`:
+/// a port number names the Service port it belongs to, then a ready endpoint of the
+/// Service's EndpointSlices with a port of that name, whose Pod really has that address.
+async fn service_proxy(
+    server: &ApiServer,
+    req: Request<hyper::body::Incoming>,
+    ns: &str,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let (scheme, svc_name, port) =
+        split_scheme_name_port(id).ok_or_else(|| ApiError::bad_request(format!("invalid service request {id:?}")))?;
+    let svc = object(server, "services", ns, svc_name)
+        .ok_or_else(|| ApiError::not_found(&apimachinery::status::Qualified::new("", "services"), svc_name))?;
+    let (host, port) = service_endpoint(server, ns, svc_name, &svc, port)?;
+    let rest = proxy_rest(&req, &format!("/api/v1/namespaces/{ns}/services/{id}"));
+    let backend = Backend { https: scheme == "https", host, port, kubelet: false, what: "service" };
+    proxy_http(server, req, backend, rest).await
+}
+
+/// The address and port a service proxy request goes to.
+fn service_endpoint(
+    server: &ApiServer,
+    ns: &str,
+    svc_name: &str,
+    svc: &Value,
+    port: &str,
+) -> Result<(String, u16), ApiError> {
+    let unavailable = |m: String| ApiError::new(503, "ServiceUnavailable", m);
+    let ports = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    let port_name = match port.parse::<u64>() {
+        Ok(n) => ports
+            .iter()
+            .find(|p| p["port"].as_u64() == Some(n))
+            .map(|p| p["name"].as_str().unwrap_or("").to_string())
+            .ok_or_else(|| unavailable(format!("no service port {n} found for service {svc_name:?}")))?,
+        Err(_) => port.to_string(),
+    };
+    let d = server
+        .resources
+        .lookup("discovery.k8s.io", "v1", "endpointslices")
+        .ok_or_else(|| ApiError::internal("no endpointslices resource"))?;
+    let (slices, _) = server.store.cache(d).snapshot(&d.key_prefix(&server.store.root, Some(ns)));
+    let mut candidates = Vec::new();
+    for slice in slices.iter().map(|s| s.value()) {
+        if slice["metadata"]["labels"]["kubernetes.io/service-name"].as_str() != Some(svc_name) {
+            continue;
+        }
+        let Some(target) = slice["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"].as_str().unwrap_or("") == port_name))
+            .and_then(|p| p["port"].as_u64())
+        else {
+            continue;
+        };
+        for ep in slice["endpoints"].as_array().into_iter().flatten() {
+            // A missing `ready` means ready, as the API documents.
+            if ep["conditions"]["ready"].as_bool() == Some(false) {
+                continue;
+            }
+            if let Some(addr) = ep["addresses"].as_array().and_then(|a| a.first()).and_then(|a| a.as_str()) {
+                candidates.push((addr.to_string(), target as u16, ep["targetRef"].clone()));
+            }
+        }
+    }
+    // Start at a pseudo-random candidate, as upstream picks one at random.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+        as usize;
+    let n = candidates.len();
+    for i in 0..n {
+        let (addr, port, target) = &candidates[(seed + i) % n];
+        if endpoint_is_pod(server, ns, addr, target) {
+            return Ok((addr.clone(), *port));
+        }
+        tracing::debug!(%addr, service = svc_name, "endpoint address is not its pod's, skipped");
+    }
+    Err(unavailable(format!("no endpoints available for service {svc_name:?}")))
+}
+
+/// Upstream's `isValidAddress`: an endpoint is proxied to only when it names a Pod of
+/// the namespace that has that address (so an EndpointSlice cannot aim this server anywhere).
+fn endpoint_is_pod(server: &ApiServer, ns: &str, addr: &str, target: &Value) -> bool {
+    if target["kind"].as_str() != Some("Pod") || target["namespace"].as_str().is_some_and(|n| n != ns) {
+        return false;
+    }
+    let Some(pod) = target["name"].as_str().and_then(|name| object(server, "pods", ns, name)) else {
+        return false;
+    };
+    pod["status"]["podIP"].as_str() == Some(addr)
+        || pod["status"]["podIPs"].as_array().into_iter().flatten().any(|p| p["ip"].as_str() == Some(addr))
 }
 
 #[cfg(test)]
@@ -708,5 +1015,47 @@ mod tests {
             query_param(Some("sinceTime=2024-01-01T00%3A00%3A00Z"), "sinceTime").as_deref(),
             Some("2024-01-01T00:00:00Z")
         );
+    }
+
+    #[test]
+    fn a_bearer_token_rides_in_a_websocket_subprotocol_and_is_taken_out() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        // base64url("tok/en?") without padding: "dG9rL2VuPw".
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9rL2VuPw"),
+        );
+        h.append(http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v4.channel.k8s.io"));
+        assert_eq!(take_websocket_bearer(&mut h), Ok(Some("tok/en?".to_string())));
+        let left: Vec<_> = h.get_all(http::header::SEC_WEBSOCKET_PROTOCOL).iter().collect();
+        assert_eq!(left, vec!["v5.channel.k8s.io,v4.channel.k8s.io"]);
+
+        let mut only = http::HeaderMap::new();
+        only.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        only.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("base64url.bearer.authorization.k8s.io.dG9rL2VuPw"),
+        );
+        assert_eq!(take_websocket_bearer(&mut only), Err(WebSocketTokenError::NoOtherProtocol));
+        only.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v5.channel.k8s.io,base64url.bearer.authorization.k8s.io.%%"),
+        );
+        assert_eq!(take_websocket_bearer(&mut only), Err(WebSocketTokenError::Encoding));
+        // Not a WebSocket: the header means nothing.
+        only.remove(http::header::UPGRADE);
+        assert_eq!(take_websocket_bearer(&mut only), Ok(None));
+    }
+
+    #[test]
+    fn proxy_ids_split_as_upstream() {
+        assert_eq!(split_scheme_name_port("web"), Some(("", "web", "")));
+        assert_eq!(split_scheme_name_port("web:80"), Some(("", "web", "80")));
+        assert_eq!(split_scheme_name_port("https:web:443"), Some(("https", "web", "443")));
+        assert_eq!(split_scheme_name_port("https:web:"), Some(("https", "web", "")));
+        assert_eq!(split_scheme_name_port("ftp:web:21"), None);
+        assert_eq!(split_scheme_name_port(":80"), None);
+        assert_eq!(split_scheme_name_port("a:b:c:d"), None);
     }
 }
