@@ -34,6 +34,11 @@ struct Node1 {
 
 impl Node1 {
     async fn start() -> Node1 {
+        Node1::start_with(&[]).await
+    }
+
+    /// The same with more kubelet flags.
+    async fn start_with(extra: &[&str]) -> Node1 {
         let cp = ControlPlane::start().unwrap();
         let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
         let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig).unwrap();
@@ -58,7 +63,8 @@ impl Node1 {
             "--node-ip=127.0.0.1".to_string(),
             "--sync-frequency=10s".to_string(),
         ];
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        refs.extend_from_slice(extra);
         let kubelet = cp.apiserver.start_component("kubelet", &kubeconfig, &refs).unwrap();
         let n = Node1 { cp, _containerd: containerd, client, kubelet, healthz_port, _root: root };
         let nodes: Api<Node> = Api::all(n.client.clone());
@@ -675,13 +681,21 @@ async fn port_forward_many_connections_over_websocket_and_spdy() {
         (s.len() == 64).then_some(s)
     })
     .expect("the pod never wrote its file");
+    // `svc/web` is resolved by kubectl to a pod of the selector and the Service's target port.
+    n.apply(&json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 8080, "targetPort": 80}]}}));
     let dir = tempfile::tempdir().unwrap();
     for v in KUBECTL_VERSIONS {
-        for env in [None, Some(SPDY_PORT_FORWARD)] {
+        for (env, target, remote) in [
+            (None, "pod/web", 80),
+            (Some(SPDY_PORT_FORWARD), "pod/web", 80),
+            (None, "svc/web", 8080),
+            (Some(SPDY_PORT_FORWARD), "svc/web", 8080),
+        ] {
             let port = free_port();
             let mut cmd = Command::new(kubectl_path(v));
             cmd.arg(format!("--kubeconfig={}", n.cp.apiserver.kubeconfig.display()))
-                .args(["-v=6", "port-forward", "pod/web", &format!("{port}:80")])
+                .args(["-v=6", "port-forward", target, &format!("{port}:{remote}")])
                 .env("HOME", n.cp.apiserver.dir.path())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -703,7 +717,7 @@ async fn port_forward_many_connections_over_websocket_and_spdy() {
             let _ = child.kill();
             let o = child.wait_with_output().unwrap();
             assert!(failures.is_empty(), "kubectl {v} {env:?}: {failures:?}\n{}\n{}", err(&o), n.logs_for_failure());
-            eprintln!("kubectl {v} {env:?}: 10 x 2 MiB through one port-forward in {took:?}");
+            eprintln!("kubectl {v} {env:?} {target}: 10 x 2 MiB through one port-forward in {took:?}");
             // Which protocol carried it: a WebSocket GET, or kubectl's SPDY POST.
             let log = err(&o);
             let upgrade = log.lines().find(|l| l.contains("/portforward")).unwrap_or_default().to_string();
@@ -796,4 +810,116 @@ async fn a_bearer_token_in_a_websocket_subprotocol() {
     assert!(o.starts_with("HTTP/1.1 401"), "{o}");
     let o = run("alice-token");
     assert!(o.starts_with("HTTP/1.1 403"), "{o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chatty_logs_rotate_and_idle_streams_time_out() {
+    let n = Node1::start_with(&[
+        "--container-log-max-size=16Ki",
+        "--container-log-max-files=2",
+        "--streaming-connection-idle-timeout=3s",
+    ])
+    .await;
+    // About 50 KiB/s of log lines.
+    let chatty = "i=0; while true; do j=0; while [ $j -lt 50 ]; do i=$((i+1)); j=$((j+1)); \
+                  echo \"line $i ................................................................\"; done; sleep 0.1; done";
+    n.pod("chatty", command(chatty)).await;
+    n.pod("sh", command("sleep 3600")).await;
+    n.running("chatty").await;
+    n.running("sh").await;
+    let uid = n.pods().get("chatty").await.unwrap().metadata.uid.unwrap_or_default();
+    let dir = Path::new("/var/log/pods").join(format!("default_chatty_{uid}")).join("c");
+    let files = || -> Vec<(String, u64)> {
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+            .collect()
+    };
+
+    // Idle streams: the kubelet ends an exec whose stdin stays open but silent, and a
+    // port-forward nobody uses, after --streaming-connection-idle-timeout.
+    for (v, env) in [("1.33", None), ("1.32", None), ("1.33", Some(SPDY_EXEC))] {
+        let mut cmd = Command::new(kubectl_path(v));
+        cmd.arg(format!("--kubeconfig={}", n.cp.apiserver.kubeconfig.display()))
+            .args(["exec", "-i", "sh", "--", "cat"])
+            .env("HOME", n.cp.apiserver.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some((k, val)) = env {
+            cmd.env(k, val);
+        }
+        let start = Instant::now();
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let ended = eventually(Duration::from_secs(30), || child.try_wait().ok().flatten());
+        drop(stdin);
+        let took = start.elapsed();
+        if ended.is_none() {
+            let _ = child.kill();
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            ended.is_some(),
+            "kubectl {v} {env:?}: an idle exec was never ended\n{}\n{}",
+            err(&o),
+            n.logs_for_failure()
+        );
+        assert!(took >= Duration::from_secs(3), "kubectl {v} {env:?}: ended after {took:?}: {}", err(&o));
+    }
+    for (v, env) in [("1.33", None), ("1.32", Some(SPDY_PORT_FORWARD))] {
+        let mut cmd = Command::new(kubectl_path(v));
+        cmd.arg(format!("--kubeconfig={}", n.cp.apiserver.kubeconfig.display()))
+            .args(["port-forward", "pod/sh", &format!("{}:80", free_port())])
+            .env("HOME", n.cp.apiserver.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((k, val)) = env {
+            cmd.env(k, val);
+        }
+        let start = Instant::now();
+        let mut child = cmd.spawn().unwrap();
+        let ended = eventually(Duration::from_secs(30), || child.try_wait().ok().flatten());
+        let took = start.elapsed();
+        if ended.is_none() {
+            let _ = child.kill();
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(ended.is_some(), "kubectl {v} {env:?}: an idle port-forward was never ended\n{}", err(&o));
+        assert!(
+            took >= Duration::from_secs(3) && err(&o).contains("lost connection to pod"),
+            "{v} {env:?} after {took:?}: {}",
+            err(&o)
+        );
+    }
+    // An active stream is not idle: a command that prints every second for 5 s runs to its end.
+    let o = n.kubectl("1.33", &["exec", "sh", "--", "sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 1; done"]);
+    assert_eq!(out(&o), "1\n2\n3\n4\n5\n", "{}", err(&o));
+
+    // Rotation: the live log and at most one rotated file (max-files 2), old ones removed,
+    // and kubectl logs still follows the live one.
+    let mut rotated_names = std::collections::BTreeSet::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(45) && rotated_names.len() < 3 {
+        let now = files();
+        assert!(now.len() <= 2, "more files than --container-log-max-files: {now:?}");
+        rotated_names.extend(now.iter().filter(|(f, _)| f.starts_with("0.log.")).map(|(f, _)| f.clone()));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        rotated_names.len() >= 2,
+        "the log was not rotated (twice) in time: {:?} {:?}\n{}",
+        files(),
+        rotated_names,
+        n.logs_for_failure()
+    );
+    let o = n.kubectl("1.33", &["logs", "chatty", "--tail=1"]);
+    assert!(out(&o).starts_with("line ") && out(&o).lines().count() == 1, "{}{}", out(&o), err(&o));
+    let last: u64 = out(&o).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(last > 1000, "{}", out(&o));
+    let o = n.kubectl("1.33", &["delete", "pod", "chatty", "--wait=false"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap_or(&dir));
 }
