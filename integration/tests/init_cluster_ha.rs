@@ -267,11 +267,13 @@ fn holder_node(nodes: &[Node], service: &str, identity: &str) -> Option<usize> {
         .position(|n| n.log(service).lines().any(|l| l.contains("acquired the leader lease") && l.contains(identity)))
 }
 
-fn etcdctl(args: &[&str]) -> Output {
+/// etcdctl towards the member at `endpoint`, with the first node's client certificate (any member trusts it).
+fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
     let pki = "/etc/kubernetes/pki";
     Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .arg("--endpoints=https://127.0.0.1:2379")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=15s")
         .arg(format!("--cacert={pki}/etcd/ca.crt"))
         .arg(format!("--cert={pki}/apiserver-etcd-client.crt"))
         .arg(format!("--key={pki}/apiserver-etcd-client.key"))
@@ -338,7 +340,7 @@ fn three_control_plane_nodes_survive_losing_the_leaders_and_an_apiserver_with_it
     }
 
     // Three started etcd members, named after their nodes.
-    let members = etcdctl(&["member", "list"]);
+    let members = etcdctl("https://127.0.0.1:2379", &["member", "list"]);
     assert!(members.status.success(), "etcdctl member list: {}", text(&members));
     let listing = String::from_utf8_lossy(&members.stdout).to_string();
     let started: Vec<&str> = listing.lines().filter(|l| l.split(", ").nth(1) == Some("started")).collect();
@@ -460,6 +462,35 @@ fn three_control_plane_nodes_survive_losing_the_leaders_and_an_apiserver_with_it
         assert_eq!(ready, "3", "Deployment ha through node {i}'s apiserver");
     }
     ok(&["delete", "deployment", "ha"]);
+
+    // The operator gives up on the dead node: its member goes (through a survivor). A survivor
+    // that is reset then leaves etcd by itself, and the last one is a cluster of one.
+    let survivors: Vec<usize> = (0..nodes.len()).filter(|i| *i != cm_node).collect();
+    let member_at = |i: usize| format!("https://{}:2379", nodes[i].address);
+    let list = etcdctl(&member_at(survivors[0]), &["member", "list"]);
+    assert!(list.status.success(), "etcdctl member list: {}", text(&list));
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    let dead_peer = format!("https://{}:2380", nodes[cm_node].address);
+    let dead_id = list
+        .lines()
+        .find(|l| l.split(", ").nth(3) == Some(dead_peer.as_str()))
+        .and_then(|l| l.split(", ").next())
+        .unwrap_or_else(|| panic!("no member with peer URL {dead_peer}:\n{list}"))
+        .to_string();
+    let removed = etcdctl(&member_at(survivors[0]), &["member", "remove", &dead_id]);
+    assert!(removed.status.success(), "etcdctl member remove {dead_id}: {}", text(&removed));
+    let leaving = survivors.iter().copied().find(|i| *i != 0).expect("a joined node survives");
+    let staying = survivors.iter().copied().find(|i| *i != leaving).expect("two survivors");
+    let out = script_in(&hosts.netns[leaving - 1], &["reset", "--root", &nodes[leaving].root]);
+    assert!(out.status.success(), "reset of {}: {}", names[leaving - 1], text(&out));
+    assert!(text(&out).contains(&format!("removing etcd member {}", names[leaving - 1])), "{}", text(&out));
+    let list = etcdctl(&member_at(staying), &["member", "list"]);
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    let own_peer = format!("https://{}:2380", nodes[staying].address);
+    assert!(
+        list.lines().count() == 1 && list.lines().all(|l| l.split(", ").nth(3) == Some(own_peer.as_str())),
+        "the last member alone:\n{list}"
+    );
 
     // Reset every node: nothing of the cluster is left.
     for (i, ns) in hosts.netns.iter().enumerate() {
