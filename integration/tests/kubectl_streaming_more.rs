@@ -328,6 +328,14 @@ async fn proxies_reach_pods_services_and_nodes() {
     assert!(body.contains("method=POST\n") && body.contains("uri=/cgi-bin/echo?x=y\n"), "{body}");
     assert!(body.contains("HTTP_X_TEST=abc\n") && body.contains("body=hello body"), "{body}");
     assert!(!body.contains("HTTP_AUTHORIZATION"), "the bearer token reached the pod: {body}");
+    // `.../proxy` without the slash: upstream's redirect to `.../proxy/`, the query kept
+    // (kubectl follows it).
+    let (code, head, _) =
+        n.curl("GET", "/api/v1/namespaces/default/pods/echo/proxy?a=b", &["Authorization: Bearer admin"], None);
+    assert_eq!(code, 301, "{head}");
+    assert!(head.to_lowercase().contains("location: /api/v1/namespaces/default/pods/echo/proxy/?a=b\r\n"), "{head}");
+    let o = n.kubectl("1.33", &["get", "--raw", "/api/v1/namespaces/default/pods/echo/proxy"]);
+    assert_eq!(out(&o), "echo-pod page\n", "{}", err(&o));
     // The backend's own 404, not the apiserver's.
     let (code, _, body) =
         n.curl("GET", "/api/v1/namespaces/default/pods/echo:8080/proxy/nope", &["Authorization: Bearer admin"], None);
@@ -733,16 +741,20 @@ async fn port_forward_many_connections_over_websocket_and_spdy() {
 /// Prints the status line, the chosen subprotocol, then each message as `CH<n> <text>`.
 const WS_CLIENT: &str = r#"
 import base64, os, socket, ssl, struct, sys
-host, port, path, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+host, port, path, token, protocols = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 s = ctx.wrap_socket(socket.create_connection((host, port), timeout=30), server_hostname=host)
 key = base64.b64encode(os.urandom(16)).decode()
-bearer = 'base64url.bearer.authorization.k8s.io.' + base64.urlsafe_b64encode(token.encode()).decode().rstrip('=')
+if token.startswith('header:'):
+    auth = 'Authorization: Bearer %s\r\n' % token[len('header:'):]
+else:
+    auth = ''
+    protocols += ', base64url.bearer.authorization.k8s.io.' + base64.urlsafe_b64encode(token.encode()).decode().rstrip('=')
 s.sendall(('GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
-           'Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n'
-           'Sec-WebSocket-Protocol: v5.channel.k8s.io, %s\r\n\r\n' % (path, host, port, key, bearer)).encode())
+           'Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s'
+           'Sec-WebSocket-Protocol: %s\r\n\r\n' % (path, host, port, key, auth, protocols)).encode())
 buf = b''
 while b'\r\n\r\n' not in buf:
     c = s.recv(65536)
@@ -782,7 +794,7 @@ while True:
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bearer_token_in_a_websocket_subprotocol() {
+async fn a_websocket_bearer_subprotocol_and_an_upgrade_through_nodes_proxy() {
     let n = Node1::start().await;
     n.pod("sh", command("sleep 3600")).await;
     n.running("sh").await;
@@ -792,10 +804,11 @@ async fn a_bearer_token_in_a_websocket_subprotocol() {
     let url = n.cp.apiserver.url();
     let port = url.rsplit(':').next().unwrap_or_default().trim_end_matches('/').to_string();
     let path = "/api/v1/namespaces/default/pods/sh/exec?command=echo&command=hi&stdout=true&stderr=true";
-    let run = |token: &str| {
-        let o = Command::new(PYTHON).arg(&client).args(["127.0.0.1", &port, path, token]).output().unwrap();
+    let ws = |path: &str, token: &str, protocols: &str| {
+        let o = Command::new(PYTHON).arg(&client).args(["127.0.0.1", &port, path, token, protocols]).output().unwrap();
         format!("{}{}", out(&o), err(&o))
     };
+    let run = |token: &str| ws(path, token, "v5.channel.k8s.io");
     let got = eventually(WAIT, || {
         let o = run("admin");
         o.contains("CH1 hi").then_some(o)
@@ -810,6 +823,14 @@ async fn a_bearer_token_in_a_websocket_subprotocol() {
     assert!(o.starts_with("HTTP/1.1 401"), "{o}");
     let o = run("alice-token");
     assert!(o.starts_with("HTTP/1.1 403"), "{o}");
+
+    // An upgrade through nodes/proxy goes to the kubelet as it is: here the kubelet's own exec
+    // endpoint, whose runtime speaks the older channel protocol (v4).
+    let kubelet_exec = "/api/v1/nodes/n1/proxy/exec/default/sh/c?command=echo&command=via-node-proxy&output=1&error=1";
+    let o = ws(kubelet_exec, "header:admin", "v4.channel.k8s.io");
+    assert!(o.starts_with("HTTP/1.1 101"), "{o}\n{}", n.logs_for_failure());
+    assert!(o.to_lowercase().contains("sec-websocket-protocol: v4.channel.k8s.io\n"), "{o}");
+    assert!(o.contains("CH1 via-node-proxy"), "{o}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

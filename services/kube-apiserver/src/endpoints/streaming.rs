@@ -722,15 +722,25 @@ struct Backend {
     what: &'static str,
 }
 
-/// The rest of a proxy path after `<prefix>/proxy`, with the query.
+/// The rest of a proxy path after `<prefix>/proxy` (empty when nothing follows).
 fn proxy_rest(req: &Request<hyper::body::Incoming>, prefix: &str) -> String {
     let path = req.uri().path();
-    let rest = path.strip_prefix(prefix).and_then(|r| r.strip_prefix("/proxy")).unwrap_or("");
-    let rest = if rest.is_empty() { "/" } else { rest };
-    match req.uri().query() {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_string(),
+    path.strip_prefix(prefix).and_then(|r| r.strip_prefix("/proxy")).unwrap_or("").to_string()
+}
+
+/// Upstream's redirect of a GET or HEAD of `.../proxy` to `.../proxy/` (so relative links of
+/// the backend's page resolve under the proxy), with the query kept.
+fn root_redirect(req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let location = match req.uri().query() {
+        Some(q) => format!("{}/?{q}", req.uri().path()),
+        None => format!("{}/", req.uri().path()),
+    };
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
     }
+    r
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones a proxy answers for itself.
@@ -767,6 +777,16 @@ async fn proxy_http(
     backend: Backend,
     rest: String,
 ) -> Result<Response<Body>, ApiError> {
+    let upgrade = req.headers().contains_key(http::header::UPGRADE);
+    if rest.is_empty() && !upgrade && matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        return Ok(root_redirect(&req));
+    }
+    let rest = match (rest.as_str(), req.uri().query()) {
+        ("", Some(q)) => format!("/?{q}"),
+        ("", None) => "/".to_string(),
+        (r, Some(q)) => format!("{r}?{q}"),
+        (r, None) => r.to_string(),
+    };
     let what = backend.what;
     let unreachable =
         |e: String| ApiError::new(503, "ServiceUnavailable", format!("error trying to reach {what}: {e}"));
@@ -778,7 +798,6 @@ async fn proxy_http(
     .map_err(|_| unreachable(format!("dial tcp {}:{}: i/o timeout", backend.host, backend.port)))?
     .map_err(|e| unreachable(format!("dial tcp {}:{}: {e}", backend.host, backend.port)))?;
     let _ = tcp.set_nodelay(true);
-    let upgrade = req.headers().contains_key(http::header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let host_header = if backend.host.contains(':') {
