@@ -160,6 +160,16 @@ impl Node1 {
     }
 }
 
+/// A process killed when dropped, so a failing assertion leaves nothing running.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn merge(base: &mut Value, extra: Value) {
     match (base, extra) {
         (Value::Object(b), Value::Object(e)) => {
@@ -438,18 +448,20 @@ async fn proxies_reach_pods_services_and_nodes() {
     assert!(o.status.success(), "{}", err(&o));
     std::fs::write(tls_dir.path().join("hello.txt"), "hello over tls\n").unwrap();
     let tls_port = free_port();
-    let mut s_server = Command::new("openssl")
-        .args(["s_server", "-quiet", "-WWW", "-accept"])
-        .arg(format!("127.0.0.1:{tls_port}"))
-        .arg("-cert")
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .current_dir(tls_dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let s_server = Reaped(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{tls_port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .current_dir(tls_dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     n.apply(&json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "secure"},
         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": tls_port}]}}));
     n.apply(&slice(
@@ -462,8 +474,10 @@ async fn proxies_reach_pods_services_and_nodes() {
         let o = n.kubectl("1.33", &["get", "--raw", &format!("{svc}/https:secure:443/proxy/hello.txt")]);
         (out(&o) == "hello over tls\n").then_some(())
     });
-    let _ = s_server.kill();
-    let _ = s_server.wait();
+    // Without the scheme it is plain HTTP, which the TLS server does not answer with the file.
+    let plain = n.kubectl("1.33", &["get", "--raw", &format!("{svc}/secure:443/proxy/hello.txt")]);
+    drop(s_server);
+    assert!(!out(&plain).contains("hello over tls"), "{}", out(&plain));
     assert!(tls.is_some(), "{}", n.logs_for_failure());
 
     // nodes/proxy: the kubelet's own port (TLS, the apiserver's client certificate), or another
@@ -710,8 +724,8 @@ async fn port_forward_many_connections_over_websocket_and_spdy() {
             if let Some((k, val)) = env {
                 cmd.env(k, val);
             }
-            let mut child = cmd.spawn().unwrap();
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut child = Reaped(cmd.spawn().unwrap());
+            let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
             let ready = lines.next().and_then(|l| l.ok()).unwrap_or_default();
             assert!(ready.contains("Forwarding from"), "{ready}");
             let page = Command::new("curl")
@@ -722,12 +736,16 @@ async fn port_forward_many_connections_over_websocket_and_spdy() {
             let start = Instant::now();
             let failures = parallel_downloads(port, &sum, dir.path());
             let took = start.elapsed();
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            assert!(failures.is_empty(), "kubectl {v} {env:?}: {failures:?}\n{}\n{}", err(&o), n.logs_for_failure());
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            let mut log = String::new();
+            if let Some(mut e) = child.0.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut log);
+            }
+            assert!(failures.is_empty(), "kubectl {v} {env:?}: {failures:?}\n{log}\n{}", n.logs_for_failure());
             eprintln!("kubectl {v} {env:?} {target}: 10 x 2 MiB through one port-forward in {took:?}");
             // Which protocol carried it: a WebSocket GET, or kubectl's SPDY POST.
-            let log = err(&o);
             let upgrade = log.lines().find(|l| l.contains("/portforward")).unwrap_or_default().to_string();
             match env {
                 None => assert!(upgrade.contains("GET"), "{log}"),
