@@ -842,6 +842,13 @@ async fn a_websocket_bearer_subprotocol_and_an_upgrade_through_nodes_proxy() {
     let o = run("alice-token");
     assert!(o.starts_with("HTTP/1.1 403"), "{o}");
 
+    // The older WebSocket channel protocol (no v5 nor v4 offered) is not translated: the
+    // upgrade goes through to the kubelet and the runtime, which speak it.
+    let old = "/api/v1/namespaces/default/pods/sh/exec?command=echo&command=old-protocol&stdout=true";
+    let o = ws(old, "header:admin", "channel.k8s.io");
+    assert!(o.starts_with("HTTP/1.1 101"), "{o}\n{}", n.logs_for_failure());
+    assert!(o.to_lowercase().contains("sec-websocket-protocol: channel.k8s.io\n"), "{o}");
+    assert!(o.contains("CH1 old-protocol"), "{o}");
     // An upgrade through nodes/proxy goes to the kubelet as it is: here the kubelet's own exec
     // endpoint, whose runtime speaks the older channel protocol (v4).
     let kubelet_exec = "/api/v1/nodes/n1/proxy/exec/default/sh/c?command=echo&command=via-node-proxy&output=1&error=1";

@@ -444,17 +444,27 @@ where
     Ok(r)
 }
 
-/// kubectl's plain SPDY (its fallback): the upgrade goes to the kubelet as it is.
+/// The headers of an upgrade that go to the kubelet and back.
+fn upgrade_header(name: &str) -> bool {
+    name == "connection"
+        || name == "upgrade"
+        || name == "x-stream-protocol-version"
+        || name.starts_with("sec-websocket-")
+}
+
+/// An upgrade this server does not translate goes to the kubelet as it is (method and
+/// protocol headers): kubectl's plain SPDY (its fallback), and the older WebSocket channel
+/// protocols (`channel.k8s.io`, `base64.channel.k8s.io`...) that the runtime speaks itself,
+/// as upstream proxies every upgrade but v5 straight through.
 async fn proxy_upgrade(
     server: &ApiServer,
     mut req: Request<hyper::body::Incoming>,
     addr: &(String, u16),
     path: String,
 ) -> Result<Response<Body>, ApiError> {
-    let mut out = Request::post(path);
+    let mut out = Request::builder().method(req.method().clone()).uri(path);
     for (k, v) in req.headers() {
-        let n = k.as_str();
-        if n == "connection" || n == "upgrade" || n == "x-stream-protocol-version" {
+        if upgrade_header(k.as_str()) {
             out = out.header(k, v);
         }
     }
@@ -466,8 +476,7 @@ async fn proxy_upgrade(
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     for (k, v) in resp.headers() {
-        let n = k.as_str();
-        if n == "connection" || n == "upgrade" || n == "x-stream-protocol-version" {
+        if upgrade_header(k.as_str()) {
             r.headers_mut().append(k.clone(), v.clone());
         }
     }
@@ -498,8 +507,9 @@ async fn exec(
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     let offered = header(&req, "sec-websocket-protocol").unwrap_or("");
-    let protocol = channel::negotiate(offered, &[channel::V5, channel::V4])
-        .ok_or_else(|| ApiError::bad_request(format!("unable to upgrade: no supported protocol in {offered:?}")))?;
+    let Some(protocol) = channel::negotiate(offered, &[channel::V5, channel::V4]) else {
+        return proxy_upgrade(server, req, &addr, path).await;
+    };
     let flag = |k: &str| query_param(query, k).is_some_and(|v| v == "true" || v == "1");
     let io = Streams { stdin: flag("stdin"), stdout: flag("stdout"), stderr: flag("stderr"), tty: flag("tty") };
     let mut resp = server.kubelet.send(&addr, spdy_upgrade(path, channel::V4)?).await?;
@@ -653,8 +663,9 @@ async fn port_forward(
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     let offered = header(&req, "sec-websocket-protocol").unwrap_or("");
-    let protocol = channel::negotiate(offered, &[channel::PORT_FORWARD_TUNNEL])
-        .ok_or_else(|| ApiError::bad_request(format!("unable to upgrade: no supported protocol in {offered:?}")))?;
+    let Some(protocol) = channel::negotiate(offered, &[channel::PORT_FORWARD_TUNNEL]) else {
+        return proxy_upgrade(server, req, &addr, path).await;
+    };
     let mut resp = server.kubelet.send(&addr, spdy_upgrade(path, channel::PORT_FORWARD)?).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(kubelet_error(resp).await);
