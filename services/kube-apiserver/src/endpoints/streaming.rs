@@ -4,7 +4,10 @@
 //! `v4.channel.k8s.io` towards the kubelet, as upstream's stream translator
 //! does), `pods/portforward` (kubectl's WebSocket tunnel of SPDY unwrapped
 //! into a SPDY upgrade to the kubelet), plain SPDY upgrades (kubectl's
-//! fallback) proxied as they are, and `nodes/proxy`, `pods/proxy`.
+//! fallback) and the older WebSocket channel protocols proxied as they are,
+//! and `nodes/proxy`, `pods/proxy`, `services/proxy` (any method, headers,
+//! body and status both ways, upgrades piped; a Service's endpoint picked from
+//! its EndpointSlices as upstream's `ResourceLocation`).
 //!
 //! The kubelet is reached at the node's preferred address and its
 //! `daemonEndpoints.kubeletEndpoint.port`, with `--kubelet-client-certificate`
