@@ -34,6 +34,18 @@ mount --make-rprivate /
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /var/log/journal 2>/dev/null || true
+# systemd mounts every cgroup v1 controller the kernel lists in /proc/cgroups. A
+# controller the host has not mounted would get a new hierarchy, and a hierarchy
+# outlives this namespace: every runtime on the machine then finds a controller in
+# /proc/self/cgroup with no mount ("cannot find cgroup mount destination"). Show
+# systemd only the controllers the host has mounted.
+mounted=$(awk '{ for (i = 1; i < NF; i++) if ($i == "-") { if ($(i+1) == "cgroup") print $(i+3); break } }' \
+  /proc/self/mountinfo | tr ',' '\n')
+{ head -n 1 /proc/cgroups
+  tail -n +2 /proc/cgroups | while read -r name rest; do
+    if printf '%s\n' "$mounted" | grep -qx "$name"; then printf '%s\t%s\n' "$name" "$rest"; fi
+  done; } > /run/rustkube-test-cgroups
+mount --bind /run/rustkube-test-cgroups /proc/cgroups
 units=/run/rustkube-test-units
 mkdir -p $units /run/rustkube-test-ovl/upper /run/rustkube-test-ovl/work
 cp /lib/systemd/system/*.target /lib/systemd/system/*.slice $units/
