@@ -4,6 +4,7 @@
 //! killed and removed when its handle drops, so tests run in parallel.
 
 pub mod containerd;
+pub mod node;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

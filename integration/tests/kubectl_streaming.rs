@@ -7,63 +7,29 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration::containerd::{Containerd, ContainerdOptions, TEST_IMAGE, TEST_PAGE_MARKER};
-use integration::{eventually, free_port, kubectl_path, Component, ControlPlane, KUBECTL_VERSIONS};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{Api, PostParams};
-use kube::{Client, Config};
+use integration::containerd::{TEST_IMAGE, TEST_PAGE_MARKER};
+use integration::node::{merge, SingleNode, WAIT};
+use integration::{eventually, free_port, kubectl_path, KUBECTL_VERSIONS};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(60);
+struct Node1(SingleNode);
 
-struct Node1 {
-    cp: ControlPlane,
-    _containerd: Containerd,
-    client: Client,
-    kubelet: Component,
-    _root: tempfile::TempDir,
+impl std::ops::Deref for Node1 {
+    type Target = SingleNode;
+    fn deref(&self) -> &SingleNode {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node1 {
+    fn deref_mut(&mut self) -> &mut SingleNode {
+        &mut self.0
+    }
 }
 
 impl Node1 {
     async fn start() -> Node1 {
-        let cp = ControlPlane::start().unwrap();
-        let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig).unwrap();
-        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-        let client = Client::try_from(config).unwrap();
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-        let ca = json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "test CA"}});
-        cms.create(&PostParams::default(), &serde_json::from_value(ca).unwrap()).await.unwrap();
-        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "default");
-        sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap())
-            .await
-            .unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let kubeconfig = cp.apiserver.token_kubeconfig("system:node:n1", "node1-token").unwrap();
-        let args = [
-            "--hostname-override=n1".to_string(),
-            format!("--container-runtime-endpoint=unix://{}", containerd.socket().display()),
-            format!("--root-dir={}", root.path().display()),
-            format!("--port={}", free_port()),
-            format!("--healthz-port={}", free_port()),
-            "--node-ip=127.0.0.1".to_string(),
-            "--sync-frequency=10s".to_string(),
-        ];
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let kubelet = cp.apiserver.start_component("kubelet", &kubeconfig, &refs).unwrap();
-        let n = Node1 { cp, _containerd: containerd, client, kubelet, _root: root };
-        let nodes: Api<Node> = Api::all(n.client.clone());
-        let ready = eventually(WAIT, || {
-            let node = futures::executor::block_on(nodes.get_opt("n1")).ok().flatten()?;
-            let ready = node.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
-            (ready.status == "True").then_some(())
-        });
-        assert!(ready.is_some(), "node n1 never became Ready:\n{}", n.kubelet.log());
-        n
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), "default")
+        Node1(SingleNode::start(&[]).await)
     }
 
     async fn pod(&self, name: &str, extra: Value) {
@@ -74,26 +40,7 @@ impl Node1 {
                      "containers": [{"name": "c", "image": TEST_IMAGE, "imagePullPolicy": "Never"}]},
         });
         merge(&mut pod, extra);
-        self.pods().create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
-    }
-
-    async fn until(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
-        let start = Instant::now();
-        loop {
-            if let Ok(p) = self.pods().get(name).await {
-                if check(&p) {
-                    return p;
-                }
-                if start.elapsed() > WAIT {
-                    panic!(
-                        "pod {name}: {what} did not happen; status: {}\nkubelet log:\n{}",
-                        serde_json::to_string_pretty(&p.status).unwrap_or_default(),
-                        tail(&self.kubelet.log(), 40)
-                    );
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.create_pod(pod).await;
     }
 
     async fn running(&self, name: &str) {
@@ -111,26 +58,6 @@ impl Node1 {
             .env("HOME", self.cp.apiserver.dir.path());
         cmd
     }
-
-    fn logs_for_failure(&self) -> String {
-        format!("kubelet:\n{}\napiserver:\n{}", tail(&self.kubelet.log(), 30), tail(&self.cp.apiserver.log(), 30))
-    }
-}
-
-fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(b), Value::Object(e)) => {
-            for (k, v) in e {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, e) => *b = e,
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn out(o: &std::process::Output) -> String {

@@ -5,81 +5,31 @@
 
 use std::time::{Duration, Instant};
 
-use integration::containerd::{Containerd, ContainerdOptions, TEST_IMAGE, TEST_PAGE_MARKER};
-use integration::{eventually, free_port, Component, ControlPlane};
+use integration::containerd::{TEST_IMAGE, TEST_PAGE_MARKER};
+use integration::eventually;
+use integration::node::{merge, tail, SingleNode, WAIT};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, Config};
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(60);
+struct Node1(SingleNode);
 
-struct Node1 {
-    cp: ControlPlane,
-    containerd: Containerd,
-    client: Client,
-    kubelet: Option<Component>,
-    root: tempfile::TempDir,
-    ports: (u16, u16),
+impl std::ops::Deref for Node1 {
+    type Target = SingleNode;
+    fn deref(&self) -> &SingleNode {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node1 {
+    fn deref_mut(&mut self) -> &mut SingleNode {
+        &mut self.0
+    }
 }
 
 impl Node1 {
     async fn start() -> Node1 {
-        let cp = ControlPlane::start().unwrap();
-        let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig).unwrap();
-        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-        let client = Client::try_from(config).unwrap();
-        // What the controller-manager's root CA publisher would provide (pods mount it through kube-api-access).
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-        let ca = json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "test CA"}});
-        cms.create(&PostParams::default(), &serde_json::from_value(ca).unwrap()).await.unwrap();
-        // And the serviceaccount controller's `default` account, which the pod's token is bound to.
-        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "default");
-        sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap())
-            .await
-            .unwrap();
-        let mut n = Node1 {
-            cp,
-            containerd,
-            client,
-            kubelet: None,
-            root: tempfile::tempdir().unwrap(),
-            ports: (free_port(), free_port()),
-        };
-        n.start_kubelet();
-        let nodes: Api<Node> = Api::all(n.client.clone());
-        let ready = eventually(WAIT, || {
-            let node = futures::executor::block_on(nodes.get_opt("n1")).ok().flatten()?;
-            let ready = node.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
-            (ready.status == "True").then_some(())
-        });
-        assert!(ready.is_some(), "node n1 never became Ready:\n{}", n.kubelet_log());
-        n
-    }
-
-    fn start_kubelet(&mut self) {
-        // The kubelet runs with its node's credentials (system:node:n1): Node authorization applies.
-        let kubeconfig = self.cp.apiserver.token_kubeconfig("system:node:n1", "node1-token").unwrap();
-        let args = [
-            "--hostname-override=n1".to_string(),
-            format!("--container-runtime-endpoint=unix://{}", self.containerd.socket().display()),
-            format!("--root-dir={}", self.root.path().display()),
-            format!("--port={}", self.ports.0),
-            format!("--healthz-port={}", self.ports.1),
-            "--node-ip=127.0.0.1".to_string(),
-            "--sync-frequency=10s".to_string(),
-        ];
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.kubelet = Some(self.cp.apiserver.start_component("kubelet", &kubeconfig, &refs).unwrap());
-    }
-
-    fn kubelet_log(&self) -> String {
-        self.kubelet.as_ref().map(|k| k.log()).unwrap_or_default()
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), "default")
+        Node1(SingleNode::start(&[]).await)
     }
 
     async fn pod(&self, name: &str, spec: Value) -> Pod {
@@ -90,50 +40,12 @@ impl Node1 {
                      "containers": [{"name": "c", "image": TEST_IMAGE, "imagePullPolicy": "Never"}]},
         });
         merge(&mut pod["spec"], spec);
-        let pod: Pod = serde_json::from_value(pod).unwrap();
-        self.pods().create(&PostParams::default(), &pod).await.unwrap()
-    }
-
-    /// Waits until `check` holds for the pod, with the pod and kubelet log in the failure message.
-    async fn until(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
-        let start = Instant::now();
-        loop {
-            if let Ok(p) = self.pods().get(name).await {
-                if check(&p) {
-                    return p;
-                }
-                if start.elapsed() > WAIT {
-                    panic!(
-                        "pod {name}: {what} did not happen within {WAIT:?}; status: {}\nkubelet log:\n{}\napiserver log:\n{}",
-                        serde_json::to_string_pretty(&p.status).unwrap_or_default(),
-                        tail(&self.kubelet_log(), 40),
-                        tail(&self.cp.apiserver.log(), 20)
-                    );
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.create_pod(pod).await
     }
 
     async fn running_ip(&self, name: &str) -> String {
         let p = self.until(name, "Running and Ready", |p| phase(p) == "Running" && ready(p)).await;
         p.status.and_then(|s| s.pod_ip).unwrap_or_default()
-    }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(b), Value::Object(e)) => {
-            for (k, v) in e {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, e) => *b = e,
     }
 }
 

@@ -7,90 +7,39 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::time::{Duration, Instant};
 
 use futures::Stream;
 use integration::containerd::{Containerd, ContainerdOptions, TEST_IMAGE};
-use integration::{free_port, Component, ControlPlane};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{Api, DeleteParams, PostParams};
-use kube::{Client, Config};
+use integration::node::{eventually_async as eventually, merge, tail, SingleNode};
+use integration::{free_port, ControlPlane};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams};
 use kubelet::deviceplugin::api as dp;
 use kubelet::podresources::api as pr;
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(60);
-
 struct Node1 {
-    cp: ControlPlane,
-    containerd: Containerd,
-    client: Client,
-    kubelet: Option<Component>,
-    root: tempfile::TempDir,
-    ports: (u16, u16),
+    node: SingleNode,
+    /// --pod-manifest-path.
+    manifests: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Node1 {
+    type Target = SingleNode;
+    fn deref(&self) -> &SingleNode {
+        &self.node
+    }
 }
 
 impl Node1 {
     async fn start() -> Node1 {
-        let cp = ControlPlane::start().unwrap();
-        let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig).unwrap();
-        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-        let client = Client::try_from(config).unwrap();
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-        let ca = json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "test CA"}});
-        cms.create(&PostParams::default(), &serde_json::from_value(ca).unwrap()).await.unwrap();
-        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "default");
-        sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap())
-            .await
-            .unwrap();
-        let mut n = Node1 {
-            cp,
-            containerd,
-            client,
-            kubelet: None,
-            root: tempfile::tempdir().unwrap(),
-            ports: (free_port(), free_port()),
-        };
-        std::fs::create_dir_all(n.manifests()).unwrap();
-        n.start_kubelet();
-        let nodes: Api<Node> = Api::all(n.client.clone());
-        let ready = eventually(|| async {
-            let node = nodes.get_opt("n1").await.ok().flatten()?;
-            let ready = node.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
-            (ready.status == "True").then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "node n1 never became Ready:\n{}", n.kubelet_log());
-        n
+        let manifests = tempfile::tempdir().unwrap();
+        let flag = format!("--pod-manifest-path={}", manifests.path().display());
+        Node1 { node: SingleNode::start(&[&flag]).await, manifests }
     }
 
     fn manifests(&self) -> PathBuf {
-        self.root.path().join("manifests")
-    }
-
-    fn start_kubelet(&mut self) {
-        let kubeconfig = self.cp.apiserver.token_kubeconfig("system:node:n1", "node1-token").unwrap();
-        let args = [
-            "--hostname-override=n1".to_string(),
-            format!("--container-runtime-endpoint=unix://{}", self.containerd.socket().display()),
-            format!("--root-dir={}", self.root.path().display()),
-            format!("--port={}", self.ports.0),
-            format!("--healthz-port={}", self.ports.1),
-            "--node-ip=127.0.0.1".to_string(),
-            "--sync-frequency=10s".to_string(),
-            format!("--pod-manifest-path={}", self.manifests().display()),
-        ];
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.kubelet = Some(self.cp.apiserver.start_component("kubelet", &kubeconfig, &refs).unwrap());
-    }
-
-    fn kubelet_log(&self) -> String {
-        self.kubelet.as_ref().map(|k| tail(&k.log(), 40)).unwrap_or_default()
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), "default")
+        self.manifests.path().to_path_buf()
     }
 
     async fn pod(&self, name: &str, spec: Value) -> Pod {
@@ -101,71 +50,22 @@ impl Node1 {
                      "containers": [{"name": "c", "image": TEST_IMAGE, "imagePullPolicy": "Never"}]},
         });
         merge(&mut pod["spec"], spec);
-        let pod: Pod = serde_json::from_value(pod).unwrap();
-        self.pods().create(&PostParams::default(), &pod).await.unwrap()
-    }
-
-    /// Waits until `check` holds for the pod, with the pod and kubelet log in the failure message.
-    async fn until(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
-        let found = eventually(|| async { self.pods().get_opt(name).await.ok().flatten().filter(&check) }).await;
-        match found {
-            Some(p) => p,
-            None => {
-                let p = self.pods().get_opt(name).await.ok().flatten();
-                panic!(
-                    "pod {name}: {what} did not happen within {WAIT:?}; pod: {}\nkubelet log:\n{}",
-                    serde_json::to_string_pretty(&p).unwrap_or_default(),
-                    self.kubelet_log()
-                );
-            }
-        }
+        self.create_pod(pod).await
     }
 
     /// GET on the kubelet's HTTPS port.
     fn kubelet_get(&self, path: &str) -> String {
         let out = std::process::Command::new("curl")
-            .args(["-sk", "--max-time", "5", &format!("https://127.0.0.1:{}{path}", self.ports.0)])
+            .args(["-sk", "--max-time", "5", &format!("https://127.0.0.1:{}{path}", self.port)])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
-/// Polls `f` until it gives a value or WAIT passes.
-async fn eventually<T, F, Fut>(f: F) -> Option<T>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < WAIT {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    None
-}
-
 fn running_tasks(containerd: &Containerd) -> usize {
     let out = containerd.ctr(&["-n", "k8s.io", "tasks", "ls"]).unwrap();
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("RUNNING")).count()
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(b), Value::Object(e)) => {
-            for (k, v) in e {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, e) => *b = e,
-    }
 }
 
 fn phase(p: &Pod) -> String {

@@ -11,81 +11,35 @@
 //! containerd, and cgroup files also from the host.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use integration::containerd::{Containerd, ContainerdOptions, LocalRegistry, TEST_IMAGE};
-use integration::{free_port, Component, ControlPlane};
+use integration::containerd::{LocalRegistry, TEST_IMAGE};
+use integration::node::{eventually_async as eventually, merge, SingleNode};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::ExecSyncRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::{Client, Config};
 use kubelet::probes::tonic_health::server::health_reporter;
 use kubelet::probes::tonic_health::ServingStatus;
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(60);
+struct Node1(SingleNode);
 
-struct Node1 {
-    cp: ControlPlane,
-    containerd: Containerd,
-    client: Client,
-    kubelet: Option<Component>,
-    root: tempfile::TempDir,
-    ports: (u16, u16),
+impl std::ops::Deref for Node1 {
+    type Target = SingleNode;
+    fn deref(&self) -> &SingleNode {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node1 {
+    fn deref_mut(&mut self) -> &mut SingleNode {
+        &mut self.0
+    }
 }
 
 impl Node1 {
     async fn start() -> Node1 {
-        let cp = ControlPlane::start().unwrap();
-        let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig).unwrap();
-        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-        let client = Client::try_from(config).unwrap();
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-        let ca = json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "test CA"}});
-        cms.create(&PostParams::default(), &serde_json::from_value(ca).unwrap()).await.unwrap();
-        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "default");
-        sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap())
-            .await
-            .unwrap();
-        let mut n = Node1 {
-            cp,
-            containerd,
-            client,
-            kubelet: None,
-            root: tempfile::tempdir().unwrap(),
-            ports: (free_port(), free_port()),
-        };
-        let kubeconfig = n.cp.apiserver.token_kubeconfig("system:node:n1", "node1-token").unwrap();
-        let args = [
-            "--hostname-override=n1".to_string(),
-            format!("--container-runtime-endpoint=unix://{}", n.containerd.socket().display()),
-            format!("--root-dir={}", n.root.path().display()),
-            format!("--port={}", n.ports.0),
-            format!("--healthz-port={}", n.ports.1),
-            "--node-ip=127.0.0.1".to_string(),
-            "--sync-frequency=10s".to_string(),
-        ];
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        n.kubelet = Some(n.cp.apiserver.start_component("kubelet", &kubeconfig, &refs).unwrap());
-        let nodes: Api<Node> = Api::all(n.client.clone());
-        let ready = eventually(|| async {
-            let node = nodes.get_opt("n1").await.ok().flatten()?;
-            let ready = node.status?.conditions?.into_iter().find(|c| c.type_ == "Ready")?;
-            (ready.status == "True").then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "node n1 never became Ready:\n{}", n.kubelet_log());
-        n
-    }
-
-    fn kubelet_log(&self) -> String {
-        self.kubelet.as_ref().map(|k| tail(&k.log(), 40)).unwrap_or_default()
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), "default")
+        Node1(SingleNode::start(&[]).await)
     }
 
     async fn pod(&self, name: &str, spec: Value) -> Pod {
@@ -95,24 +49,7 @@ impl Node1 {
             "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 2},
         });
         merge(&mut pod["spec"], spec);
-        let pod: Pod = serde_json::from_value(pod).unwrap();
-        self.pods().create(&PostParams::default(), &pod).await.unwrap()
-    }
-
-    /// Waits until `check` holds for the pod, with the pod and kubelet log in the failure message.
-    async fn until(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
-        let found = eventually(|| async { self.pods().get_opt(name).await.ok().flatten().filter(&check) }).await;
-        match found {
-            Some(p) => p,
-            None => {
-                let p = self.pods().get_opt(name).await.ok().flatten();
-                panic!(
-                    "pod {name}: {what} did not happen within {WAIT:?}; pod: {}\nkubelet log:\n{}",
-                    serde_json::to_string_pretty(&p).unwrap_or_default(),
-                    self.kubelet_log()
-                );
-            }
-        }
+        self.create_pod(pod).await
     }
 
     /// Runs `cmd` in the pod's container through CRI ExecSync: (exit code, stdout, stderr).
@@ -154,55 +91,6 @@ impl Node1 {
         })
         .await;
         assert!(gone.is_some(), "pods {names:?} were not deleted:\n{}", self.kubelet_log());
-    }
-}
-
-impl Drop for Node1 {
-    fn drop(&mut self) {
-        // A failed test leaves the kubelet's tmpfs mounts behind: the temp dir can only go once they are.
-        if let Some(mut k) = self.kubelet.take() {
-            k.kill();
-        }
-        let root = self.root.path().display().to_string();
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut under: Vec<&str> =
-            mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&root)).collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in under {
-            let _ = std::process::Command::new("umount").args(["-l", m]).status();
-        }
-    }
-}
-
-/// Polls `f` until it gives a value or WAIT passes.
-async fn eventually<T, F, Fut>(f: F) -> Option<T>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < WAIT {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    None
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(b), Value::Object(e)) => {
-            for (k, v) in e {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, e) => *b = e,
     }
 }
 
