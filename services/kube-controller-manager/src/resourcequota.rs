@@ -384,9 +384,11 @@ impl ResourceQuotaController {
         this
     }
 
-    /// Upstream's replenishment: a deletion, or an update that lowers what an
-    /// object counts for (a pod turning terminal), re-syncs its namespace's
-    /// quotas. Creations were charged by admission.
+    /// Replenishment: a deletion, or an update that changes what an object
+    /// counts for (a pod turning terminal), re-syncs its namespace's quotas.
+    /// So does a creation, though admission charged it already: a sync that
+    /// ran on caches which had not yet seen the object would otherwise leave
+    /// `status.used` short of it until the next resync.
     fn replenish_on<K>(self: &Arc<Self>, inf: &Arc<Informer<K>>, usage: impl Fn(&K) -> Usage + Send + Sync + 'static)
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -397,7 +399,7 @@ impl ResourceQuotaController {
             let (obj, old) = match c {
                 Change::Deleted(old) => (old, None),
                 Change::Upsert { old: Some(old), new } => (new, Some(old)),
-                Change::Upsert { old: None, .. } => return,
+                Change::Upsert { old: None, new } => (new, None),
             };
             let quotas = me.quotas_in(obj.meta().namespace.as_deref().unwrap_or_default());
             if quotas.is_empty() || old.is_some_and(|old| usage(old) == usage(obj)) {
