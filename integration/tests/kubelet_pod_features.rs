@@ -5,7 +5,7 @@
 //! context's users, groups, read-only root, capabilities and privileged mode
 //! hold in the container; images are pulled from a registry with basic auth
 //! through `imagePullSecrets` under each pull policy; grpc probes drive
-//! readiness and liveness.
+//! readiness and liveness; containers get the service environment variables.
 //!
 //! What a container sees is read through CRI ExecSync on the test's
 //! containerd, and cgroup files also from the host.
@@ -582,4 +582,53 @@ async fn grpc_probes_drive_readiness_and_liveness() {
     n.until("grpc", "Ready after the restart", |p| running(p) && ready(p)).await;
     n.delete_all(&["grpc"]).await;
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_see_service_variables_of_their_namespace_and_the_apiserver() {
+    use k8s_openapi::api::core::v1::Service;
+    let n = Node1::start().await;
+    let services: Api<Service> = Api::namespaced(n.client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "my-db"},
+        "spec": {"ports": [{"name": "sql", "port": 5432}, {"name": "dns", "port": 53, "protocol": "UDP"}]},
+    }))
+    .unwrap();
+    let svc = services.create(&PostParams::default(), &svc).await.unwrap();
+    let db_ip = svc.spec.and_then(|s| s.cluster_ip).unwrap();
+    let master = services.get("kubernetes").await.unwrap();
+    let master_ip = master.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap();
+    let master_port = master.spec.as_ref().and_then(|s| s.ports.as_ref()).unwrap()[0].port;
+
+    let env = json!({"env": [
+        {"name": "DB_URL", "value": "postgres://$(MY_DB_SERVICE_HOST):$(MY_DB_SERVICE_PORT_SQL)/app"},
+        {"name": "MY_DB_SERVICE_PORT", "value": "overridden"},
+    ]});
+    n.pod("links", json!({"containers": [sleeper("c", env.clone())]})).await;
+    n.pod("nolinks", json!({"enableServiceLinks": false, "containers": [sleeper("c", env)]})).await;
+    let links = n.until("links", "running", running).await;
+    let nolinks = n.until("nolinks", "running", running).await;
+
+    let vars = |out: String| -> std::collections::BTreeMap<String, String> {
+        out.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let with = vars(n.exec_ok(&links, "c", &["env"]).await);
+    let get = |m: &std::collections::BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
+    assert_eq!(get(&with, "KUBERNETES_SERVICE_HOST"), master_ip, "{with:?}");
+    assert_eq!(get(&with, "KUBERNETES_SERVICE_PORT"), master_port.to_string());
+    assert_eq!(get(&with, "KUBERNETES_PORT"), format!("tcp://{master_ip}:{master_port}"));
+    assert_eq!(get(&with, "MY_DB_SERVICE_HOST"), db_ip);
+    assert_eq!(get(&with, "MY_DB_SERVICE_PORT_SQL"), "5432");
+    assert_eq!(get(&with, "MY_DB_PORT_53_UDP"), format!("udp://{db_ip}:53"));
+    assert_eq!(get(&with, "MY_DB_PORT_5432_TCP_ADDR"), db_ip);
+    // A declared variable expands service variables and wins over one of the same name.
+    assert_eq!(get(&with, "DB_URL"), format!("postgres://{db_ip}:5432/app"));
+    assert_eq!(get(&with, "MY_DB_SERVICE_PORT"), "overridden");
+
+    // Without service links only the apiserver's service is named; references stay literal.
+    let without = vars(n.exec_ok(&nolinks, "c", &["env"]).await);
+    assert_eq!(get(&without, "KUBERNETES_SERVICE_HOST"), master_ip, "{without:?}");
+    assert!(!without.contains_key("MY_DB_SERVICE_HOST"), "{without:?}");
+    assert_eq!(get(&without, "DB_URL"), "postgres://$(MY_DB_SERVICE_HOST):$(MY_DB_SERVICE_PORT_SQL)/app");
+    n.delete_all(&["links", "nolinks"]).await;
 }

@@ -586,8 +586,8 @@ pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
 }
 
 /// The container's environment: `envFrom` then `env`, with `valueFrom`
-/// resolved through the apiserver and `$(VAR)` expanded. An error is a
-/// `CreateContainerConfigError`.
+/// resolved through the apiserver and `$(VAR)` expanded, then the service
+/// variables (see service_env.rs). An error is a `CreateContainerConfigError`.
 pub async fn resolve_env(
     client: &kube::Client,
     pod: &Pod,
@@ -595,6 +595,7 @@ pub async fn resolve_env(
     pod_ip: &str,
     host_ip: &str,
     s: &Settings,
+    service_env: &BTreeMap<String, String>,
 ) -> Result<Vec<(String, String)>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -634,7 +635,12 @@ pub async fn resolve_env(
     }
     for e in c.env.iter().flatten() {
         let value = match &e.value_from {
-            None => expand(e.value.as_deref().unwrap_or(""), &env),
+            None => {
+                // `$(VAR)` sees the declared variables first, then the services'.
+                let mut visible = service_env.clone();
+                visible.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                expand(e.value.as_deref().unwrap_or(""), &visible)
+            }
             Some(from) => {
                 if let Some(f) = &from.field_ref {
                     fieldpath::field_value(pod, &f.field_path, pod_ip, host_ip)?
@@ -674,7 +680,11 @@ pub async fn resolve_env(
         };
         set(e.name.clone(), value, &mut order, &mut env);
     }
-    Ok(order.into_iter().filter_map(|k| env.get(&k).map(|v| (k, v.clone()))).collect())
+    // Declared variables in order, then the service variables none of them shadows.
+    let mut out: Vec<(String, String)> =
+        order.into_iter().filter_map(|k| env.get(&k).map(|v| (k, v.clone()))).collect();
+    out.extend(service_env.iter().filter(|(k, _)| !env.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())));
+    Ok(out)
 }
 
 /// Everything a container config needs besides the pod.

@@ -16,6 +16,7 @@ pub mod podresources;
 pub mod pods;
 pub mod probes;
 pub mod server;
+pub mod service_env;
 pub mod static_pods;
 pub mod stats;
 pub mod status;
@@ -148,6 +149,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         serialize_pulls: opts.serialize_image_pulls,
         devices: devices.clone(),
         metrics: metrics.clone(),
+        service_env: service_env::ServiceEnv::start(client.clone()),
     });
     let workers = PodWorkers::new(kubelet.clone());
     {

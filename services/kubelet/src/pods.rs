@@ -46,6 +46,8 @@ pub struct Kubelet {
     /// Device plugin devices for containers that request them.
     pub devices: Arc<crate::deviceplugin::DeviceManager>,
     pub metrics: Arc<crate::stats::KubeletMetrics>,
+    /// The Services every container's environment names.
+    pub service_env: crate::service_env::ServiceEnv,
 }
 
 /// What a worker remembers between passes.
@@ -473,7 +475,13 @@ impl Kubelet {
             st.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), e));
             return;
         }
-        let env = match containers::resolve_env(&self.client, pod, c, pod_ip, &self.host_ip, &self.settings).await {
+        let env = match self.service_env.for_pod(pod) {
+            Ok(services) => {
+                containers::resolve_env(&self.client, pod, c, pod_ip, &self.host_ip, &self.settings, &services).await
+            }
+            Err(e) => Err(e),
+        };
+        let env = match env {
             Ok(env) => env,
             Err(e) => {
                 self.event(pod, EventType::Warning, "Failed", &format!("Error: {e}"));
