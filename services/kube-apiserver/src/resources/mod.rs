@@ -3,6 +3,7 @@
 //! more than typed decoding).
 
 mod apps;
+mod autoscaling;
 mod batch;
 mod core;
 mod plain;
@@ -279,6 +280,17 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
             },
         ),
         plain::<apps_v1::ControllerRevision>(Names { singular: "controllerrevision", ..Names::default() }),
+        // autoscaling/v2
+        entry(
+            autoscaling::HorizontalPodAutoscalerStrategy,
+            Names {
+                singular: "horizontalpodautoscaler",
+                short_names: &["hpa"],
+                categories: ALL,
+                subresources: STATUS,
+                ..Names::default()
+            },
+        ),
         // batch/v1
         entry(
             batch::JobStrategy,
