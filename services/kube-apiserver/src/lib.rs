@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod endpoints;
 pub mod metrics;
+pub mod metrics_api;
 pub mod options;
 pub mod podsecurity;
 pub mod quota;
@@ -149,6 +150,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         options.kubelet_preferred_address_types.clone(),
     )
     .context("kubelet client (--kubelet-client-certificate, --kubelet-certificate-authority)")?;
+    let resource_metrics = metrics_api::MetricsApi::new(
+        options.kubelet_client_certificate.as_deref(),
+        options.kubelet_client_key.as_deref(),
+        options.kubelet_certificate_authority.as_deref(),
+        options.kubelet_preferred_address_types.clone(),
+    )
+    .context("resource metrics (--kubelet-client-certificate, RUSTKUBE_METRIC_RESOLUTION)")?;
     let server = Arc::new(ApiServer {
         authenticator,
         sa_signer,
@@ -167,6 +175,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             max_request_body_bytes: options.max_request_bytes,
         },
         kubelet,
+        resource_metrics,
     });
     bootstrap::ensure(&server).await.context("bootstrapping system objects")?;
     bootstrap::ensure_rbac_policy(&server).await.context("bootstrapping the RBAC policy")?;

@@ -89,11 +89,14 @@ fn aggregated_requested(req: &Request<hyper::body::Incoming>) -> Option<&'static
 pub fn root(server: &ApiServer, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     let core = req.uri().path().trim_end_matches('/') == "/api";
     if let Some(ct) = aggregated_requested(req) {
-        let groups: Vec<Value> = group_names(server)
+        let mut groups: Vec<Value> = group_names(server)
             .into_iter()
             .filter(|g| g.is_empty() == core)
             .map(|g| aggregated_group(server, g))
             .collect();
+        if !core {
+            groups.push(crate::metrics_api::aggregated_group());
+        }
         let api_version = if ct == AGGREGATED_V2 { "apidiscovery.k8s.io/v2" } else { "apidiscovery.k8s.io/v2beta1" };
         let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": groups});
         let mut r = value_response(StatusCode::OK, &body);
@@ -109,8 +112,9 @@ pub fn root(server: &ApiServer, req: &Request<hyper::body::Incoming>) -> Respons
             &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": cidrs}),
         )
     } else {
-        let groups: Vec<Value> =
+        let mut groups: Vec<Value> =
             group_names(server).into_iter().filter(|g| !g.is_empty()).map(|g| api_group(server, g)).collect();
+        groups.push(crate::metrics_api::api_group());
         value_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
     };
     r.headers_mut().insert("Vary", HeaderValue::from_static("Accept"));
@@ -180,6 +184,9 @@ fn aggregated_group(server: &ApiServer, group: &str) -> Value {
 
 /// `/apis/<group>` and `/api/v1`, `/apis/<group>/<version>`.
 pub fn group_or_version(server: &ApiServer, path: &str) -> Option<Response<Body>> {
+    if let Some(r) = crate::metrics_api::discovery(path) {
+        return Some(r);
+    }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version) = match parts.as_slice() {
         ["api", v] => ("", *v),

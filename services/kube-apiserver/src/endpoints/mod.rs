@@ -41,6 +41,8 @@ pub struct ApiServer {
     pub config: ServerInfo,
     /// How pods/log, exec, attach, portforward and the proxies reach kubelets.
     pub kubelet: streaming::KubeletClient,
+    /// `metrics.k8s.io`: the scraped kubelet resource metrics.
+    pub resource_metrics: crate::metrics_api::MetricsApi,
 }
 
 /// Facts reported by `/version` and discovery.
@@ -305,6 +307,9 @@ async fn route(server: &Arc<ApiServer>, req: Request<hyper::body::Incoming>) -> 
                 Some(s) => format!("{}/{s}", info.resource),
                 None => info.resource.clone(),
             };
+            if crate::metrics_api::serves(&info) {
+                return (verb, resource, crate::metrics_api::handle(server, &req, &info));
+            }
             if streaming::serves(&info) {
                 return (verb, resource, streaming::handle(server.clone(), req, info).await);
             }
