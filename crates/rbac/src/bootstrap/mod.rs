@@ -218,6 +218,12 @@ fn general_cluster_roles() -> Vec<ClusterRole> {
         ),
         labelled_cluster_role("system:aggregate-to-edit", &[(AGGREGATE_TO_EDIT, "true")], aggregate_to_edit_rules()),
         labelled_cluster_role("system:aggregate-to-view", &[(AGGREGATE_TO_VIEW, "true")], aggregate_to_view_rules()),
+        // The resource metrics API (metrics-server's role; this apiserver serves metrics.k8s.io itself).
+        labelled_cluster_role(
+            "system:aggregated-metrics-reader",
+            &[(AGGREGATE_TO_ADMIN, "true"), (AGGREGATE_TO_EDIT, "true"), (AGGREGATE_TO_VIEW, "true")],
+            vec![rule(READ).groups(&[METRICS]).resources(&["pods", "nodes"]).build()],
+        ),
         cluster_role(
             "system:heapster",
             vec![

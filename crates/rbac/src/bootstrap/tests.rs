@@ -192,6 +192,15 @@ fn view_edit_and_admin_aggregate_in_a_chain() {
     assert!(can(&source, secret("editor", "get")));
     assert!(can(&source, secret("editor", "create")));
     assert!(can(&source, req(&authenticated("viewer"), "list", "apps", "deployments").in_namespace("team")));
+    // system:aggregated-metrics-reader (metrics-server's role) aggregates into view, edit and admin.
+    for user in ["viewer", "editor", "owner"] {
+        assert!(
+            can(&source, req(&authenticated(user), "list", "metrics.k8s.io", "pods").in_namespace("team")),
+            "{user}"
+        );
+    }
+    assert!(!can(&source, req(&authenticated("viewer"), "create", "metrics.k8s.io", "pods").in_namespace("team")));
+    assert!(!can(&source, req(&authenticated("nobody"), "get", "metrics.k8s.io", "pods").in_namespace("team")));
     assert!(!can(&source, req(&authenticated("viewer"), "create", "apps", "deployments").in_namespace("team")));
     assert!(can(&source, req(&authenticated("editor"), "create", "apps", "deployments").in_namespace("team")));
     let roles = |user: &str| {
