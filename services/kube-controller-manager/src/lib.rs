@@ -21,6 +21,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod options;
+pub mod podautoscaler;
 pub mod podgc;
 pub mod pvbinder;
 pub mod queue;
@@ -268,6 +269,23 @@ async fn start_controllers(options: &Options, client: kube::Client, metrics: &Qu
             queue("ClusterRoleAggregator"),
         );
         starters.push(Box::new(move || c.run()));
+    }
+    if options.enabled("horizontal-pod-autoscaler-controller") {
+        let c = podautoscaler::HorizontalController::register(
+            &factory,
+            client.clone(),
+            creds.client_for("horizontal-pod-autoscaler").await?,
+            queue("horizontalpodautoscaler"),
+            podautoscaler::Config {
+                sync_period: options.horizontal_pod_autoscaler_sync_period,
+                tolerance: options.horizontal_pod_autoscaler_tolerance,
+                cpu_initialization_period: options.horizontal_pod_autoscaler_cpu_initialization_period,
+                initial_readiness_delay: options.horizontal_pod_autoscaler_initial_readiness_delay,
+                downscale_stabilization: options.horizontal_pod_autoscaler_downscale_stabilization,
+            },
+        );
+        let n = options.concurrent_horizontal_pod_autoscaler_syncs;
+        starters.push(Box::new(move || c.run(n)));
     }
     if options.enabled("pod-garbage-collector-controller") {
         let c = podgc::PodGc::register(

@@ -31,6 +31,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("persistentvolume-binder-controller", "persistentvolume-binder"),
     ("ephemeral-volume-controller", "ephemeral-volume"),
     ("clusterrole-aggregation-controller", "clusterrole-aggregation"),
+    ("horizontal-pod-autoscaler-controller", "horizontalpodautoscaling"),
 ];
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -117,6 +118,23 @@ pub struct Options {
     pub concurrent_service_endpoint_syncs: usize,
     #[arg(long = "concurrent-serviceaccount-token-syncs", default_value_t = 5)]
     pub concurrent_serviceaccount_token_syncs: usize,
+    #[arg(long = "concurrent-horizontal-pod-autoscaler-syncs", default_value_t = 5)]
+    pub concurrent_horizontal_pod_autoscaler_syncs: usize,
+    /// How often every HorizontalPodAutoscaler is reconciled.
+    #[arg(long = "horizontal-pod-autoscaler-sync-period", default_value = "15s", value_parser = duration_flag)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// The relative metric change under which the autoscaler does not scale.
+    #[arg(long = "horizontal-pod-autoscaler-tolerance", default_value_t = 0.1)]
+    pub horizontal_pod_autoscaler_tolerance: f64,
+    /// Scale-downs take the highest recommendation of this window (HPAs without `behavior`).
+    #[arg(long = "horizontal-pod-autoscaler-downscale-stabilization", default_value = "5m0s", value_parser = duration_flag)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// After a pod starts, cpu samples are skipped until a full window after it turned ready, for this long.
+    #[arg(long = "horizontal-pod-autoscaler-cpu-initialization-period", default_value = "5m0s", value_parser = duration_flag)]
+    pub horizontal_pod_autoscaler_cpu_initialization_period: Duration,
+    /// A pod not ready within this time of starting is taken as never having been ready.
+    #[arg(long = "horizontal-pod-autoscaler-initial-readiness-delay", default_value = "30s", value_parser = duration_flag)]
+    pub horizontal_pod_autoscaler_initial_readiness_delay: Duration,
     /// Deletion of terminated pods starts above this many (0 turns pod GC off).
     #[arg(long = "terminated-pod-gc-threshold", default_value_t = 12500)]
     pub terminated_pod_gc_threshold: i32,
@@ -199,6 +217,27 @@ mod tests {
         let o = Options::parse_from(["kcm", "--controllers", "replicaset-controller"]);
         assert!(o.enabled("replicaset-controller"));
         assert!(!o.enabled("garbage-collector-controller"));
+    }
+
+    #[test]
+    fn horizontal_pod_autoscaler_flags_take_upstream_names_and_durations() {
+        let o = Options::parse_from([
+            "kcm",
+            "--controllers=horizontalpodautoscaling",
+            "--horizontal-pod-autoscaler-sync-period=2s",
+            "--horizontal-pod-autoscaler-tolerance=0.2",
+            "--horizontal-pod-autoscaler-downscale-stabilization=1m30s",
+        ]);
+        o.validate().unwrap();
+        assert!(o.enabled("horizontal-pod-autoscaler-controller"));
+        assert_eq!(o.horizontal_pod_autoscaler_sync_period, Duration::from_secs(2));
+        assert_eq!(o.horizontal_pod_autoscaler_downscale_stabilization, Duration::from_secs(90));
+        assert_eq!(o.horizontal_pod_autoscaler_tolerance, 0.2);
+        let d = Options::parse_from(["kcm"]);
+        assert_eq!(d.horizontal_pod_autoscaler_sync_period, Duration::from_secs(15));
+        assert_eq!(d.horizontal_pod_autoscaler_cpu_initialization_period, Duration::from_secs(300));
+        assert_eq!(d.horizontal_pod_autoscaler_initial_readiness_delay, Duration::from_secs(30));
+        assert!(d.enabled("horizontal-pod-autoscaler-controller"));
     }
 
     #[test]
