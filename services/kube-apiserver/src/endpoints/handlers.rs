@@ -14,7 +14,7 @@ use super::request::RequestInfo;
 use super::{error_response, value_response, ApiServer, Body};
 use crate::cache::CachedObject;
 use crate::registry::store::{DeleteOptions, FieldValidation, ListOptions, Target, WriteOptions, Written};
-use crate::registry::{meta, ObjectAttrs, ResourceDescriptor};
+use crate::registry::{meta, ObjectAttrs, ResourceDescriptor, Served};
 
 type Query = HashMap<String, String>;
 
@@ -22,7 +22,10 @@ type Query = HashMap<String, String>;
 struct Ctx {
     server: Arc<ApiServer>,
     user: Arc<rbac::UserInfo>,
+    /// The storage version's descriptor: what the store is called with.
     d: Arc<ResourceDescriptor>,
+    /// The version the client speaks (a view with a conversion, or `d`).
+    served: Served,
     info: RequestInfo,
     query: Query,
     output: Output,
@@ -42,13 +45,14 @@ pub async fn handle(
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    let Some(d) = server.resources.lookup(&info.group, &info.version, &info.resource).cloned() else {
+    let Some(served) = server.resources.lookup_served(&info.group, &info.version, &info.resource) else {
         return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     };
+    let d = served.storage.clone();
     if !d.namespaced && info.namespace.is_some() {
         return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
-    let ctx = Ctx { server, user, d, info, query, output };
+    let ctx = Ctx { server, user, d, served, info, query, output };
     match dispatch(&ctx, body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -86,7 +90,7 @@ async fn dispatch(ctx: &Ctx, body: RequestBody) -> Result<Response<Body>, ApiErr
     match ctx.info.verb {
         "get" => get(ctx, &ns).await,
         "list" => list(ctx).await,
-        "watch" => super::watch::serve(&ctx.server, &ctx.d, &ctx.info, &ctx.query, ctx.output).await,
+        "watch" => super::watch::serve(&ctx.server, &ctx.served, &ctx.info, &ctx.query, ctx.output).await,
         "create" => match sub {
             Some("binding") => bind(ctx, &ns, body).await,
             Some("eviction") => evict(ctx, &ns, body).await,
@@ -167,6 +171,36 @@ fn dry_run(q: &Query) -> Result<bool, ApiError> {
     }
 }
 
+/// A request's object at the client's version into the storage version
+/// (unchanged when they are the same), with warnings for fields the served
+/// version does not know, as `fieldValidation` asks.
+fn to_storage(ctx: &Ctx, obj: Value, opts: &WriteOptions) -> Result<(Value, Vec<String>), ApiError> {
+    let Some(c) = ctx.served.conversion() else {
+        return Ok((obj, Vec::new()));
+    };
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    let served = ctx.served.served();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    if !kind.is_empty() && kind != served.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            served.kind
+        )));
+    }
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    if !api_version.is_empty() && api_version != served.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            served.api_version()
+        )));
+    }
+    let n = (c.to_storage)(obj)?;
+    let warnings = crate::registry::store::unknown_field_warnings(&n.unknown_fields, opts.field_validation)?;
+    Ok((n.object, warnings))
+}
+
 // === responses ===
 
 fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
@@ -179,7 +213,17 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
     r
 }
 
+/// The response for one stored object, in the client's version (Tables are
+/// printed from the storage version, as upstream prints from its internal one).
 fn object_response(ctx: &Ctx, code: StatusCode, obj: &Value) -> Response<Body> {
+    let converted;
+    let obj = match ctx.served.conversion() {
+        Some(c) if ctx.output != Output::Table => {
+            converted = (c.from_storage)(obj);
+            &converted
+        }
+        _ => obj,
+    };
     match ctx.output {
         Output::Table => value_response(code, &table(ctx, &[obj])),
         Output::PartialMetadata => value_response(code, &partial_metadata(obj)),
@@ -251,12 +295,14 @@ async fn get(ctx: &Ctx, ns: &str) -> Result<Response<Body>, ApiError> {
         return Ok(value_response(StatusCode::OK, &scale_of(&ctx.d, &obj)));
     }
     let rv = ctx.query.get("resourceVersion").map(String::as_str).unwrap_or("");
-    if rv == "0" && ctx.output == Output::Json {
+    // The stored bytes are the answer when the client speaks the storage version.
+    let as_stored = ctx.output == Output::Json && ctx.served.conversion().is_none();
+    if rv == "0" && as_stored {
         let bytes = store.get_cached(&ctx.d, ns, name).await?;
         return Ok(super::json_response(StatusCode::OK, bytes));
     }
     let bytes = store.get_consistent(&ctx.d, ns, name).await?;
-    if ctx.output == Output::Json {
+    if as_stored {
         return Ok(super::json_response(StatusCode::OK, bytes));
     }
     let obj: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -338,17 +384,26 @@ async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     if let Some(r) = result.remaining {
         meta["remainingItemCount"] = json!(r);
     }
+    let served = ctx.served.served();
     match ctx.output {
-        Output::Json | Output::Protobuf => {
+        Output::Json | Output::Protobuf if ctx.served.conversion().is_none() => {
             Ok(super::json_response(StatusCode::OK, list_bytes(&ctx.d, &meta, &result.items)))
         }
+        Output::Json | Output::Protobuf => {
+            let items: Vec<Value> = result.items.iter().map(|o| ctx.served.to_served(&o.value())).collect();
+            let list = json!({"kind": served.list_kind(), "apiVersion": served.api_version(), "metadata": meta, "items": items});
+            Ok(value_response(StatusCode::OK, &list))
+        }
         Output::Yaml | Output::Table | Output::PartialMetadata => {
-            let items: Vec<Value> = result.items.iter().map(|o| o.value()).collect();
+            let mut items: Vec<Value> = result.items.iter().map(|o| o.value()).collect();
             if ctx.output == Output::Table {
                 let refs: Vec<&Value> = items.iter().collect();
                 let mut t = table(ctx, &refs);
                 t["metadata"] = meta;
                 return Ok(value_response(StatusCode::OK, &t));
+            }
+            if ctx.served.conversion().is_some() {
+                items = items.iter().map(|o| ctx.served.to_served(o)).collect();
             }
             if ctx.output == Output::PartialMetadata {
                 let list = json!({
@@ -359,8 +414,7 @@ async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
                 });
                 return Ok(value_response(StatusCode::OK, &list));
             }
-            let list =
-                json!({"kind": ctx.d.list_kind(), "apiVersion": ctx.d.api_version(), "metadata": meta, "items": items});
+            let list = json!({"kind": served.list_kind(), "apiVersion": served.api_version(), "metadata": meta, "items": items});
             Ok(yaml_response(StatusCode::OK, &list))
         }
     }
@@ -424,6 +478,7 @@ async fn admit_namespace(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
 async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
     let obj = decode_body(&body)?;
     let opts = write_options(ctx)?;
+    let (obj, conversion_warnings) = to_storage(ctx, obj, &opts)?;
     if ctx.d.namespaced && ctx.server.admission_enabled("NamespaceLifecycle") {
         admit_namespace(ctx, ns).await.map_err(|e| {
             if e.is_not_found() {
@@ -458,6 +513,7 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         }
     }
     let mut w = result?;
+    w.warnings.extend(conversion_warnings);
     w.warnings.extend(pod_warnings);
     if ctx.d.group.is_empty() && ctx.d.plural == "resourcequotas" && !opts.dry_run {
         crate::quota::initialize(&ctx.server, ns, &w.object).await;
@@ -485,7 +541,8 @@ async fn update(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         return scale_to(ctx, ns, &name, replicas, pinned, &opts).await;
     }
     let finalize = ctx.info.subresource.as_deref() == Some("finalize");
-    let w = write_update(ctx, ns, &name, target(ctx), &opts, |current: Option<&Value>| {
+    let (input, conversion_warnings) = if finalize { (input, Vec::new()) } else { to_storage(ctx, input, &opts)? };
+    let mut w = write_update(ctx, ns, &name, target(ctx), &opts, |current: Option<&Value>| {
         if finalize {
             // Only spec.finalizers changes through /finalize.
             let mut next = current.cloned().unwrap_or(Value::Null);
@@ -498,6 +555,7 @@ async fn update(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         Ok(input.clone())
     })
     .await?;
+    w.warnings.extend(conversion_warnings);
     let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
 }
@@ -587,7 +645,8 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
         }
     };
     let opts = write_options(ctx)?;
-    let definition = ctx.d.definition;
+    // Patches apply to the object as the client's version shows it.
+    let definition = ctx.served.served().definition;
     let apply = |doc: &Value| -> Result<Value, ApiError> {
         let out = match format {
             BodyFormat::JsonPatch => patch::json_patch(doc, &patch_doc),
@@ -612,14 +671,17 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
         ));
     }
     let store = &ctx.server.store;
+    let mut conversion_warnings = Vec::new();
     let result = write_update(ctx, ns, &name, target(ctx), &opts, |current: Option<&Value>| match current {
         Some(cur) => {
-            let mut patched = apply(cur)?;
+            let mut patched = apply(&ctx.served.to_served(cur))?;
             // A patch without a resourceVersion must not pin one.
             let patch_rv = patch_doc["metadata"]["resourceVersion"].as_str();
             if patch_rv.is_none() {
                 meta::metadata_mut(&mut patched).remove("resourceVersion");
             }
+            let (patched, warnings) = to_storage(ctx, patched, &opts)?;
+            conversion_warnings = warnings;
             Ok(patched)
         }
         None => Err(ApiError::not_found(&ctx.d.qualified(), &name)),
@@ -631,10 +693,14 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
             let mut obj = patch_doc.clone();
             meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
             admit_namespace(ctx, ns).await?;
+            let (obj, warnings) = to_storage(ctx, obj, &opts)?;
+            conversion_warnings = warnings;
             store.create(&ctx.d, ns, obj, &opts, |_| Ok(())).await?
         }
         other => other?,
     };
+    let mut w = w;
+    w.warnings.extend(conversion_warnings);
     let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(with_warnings(object_response(ctx, code, &w.object), &w.warnings))
 }
@@ -976,14 +1042,14 @@ async fn delete_collection(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Res
     for item in &result.items {
         let name = item.attrs.name.clone();
         match ctx.server.store.delete(&ctx.d, &item.attrs.namespace, &name, &opts).await {
-            Ok(d) => items.push(d.object),
+            Ok(d) => items.push(ctx.served.to_served(&d.object)),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
     }
     let list = json!({
-        "kind": ctx.d.list_kind(),
-        "apiVersion": ctx.d.api_version(),
+        "kind": ctx.served.served().list_kind(),
+        "apiVersion": ctx.served.served().api_version(),
         "metadata": {"resourceVersion": result.resource_version.to_string()},
         "items": items,
     });

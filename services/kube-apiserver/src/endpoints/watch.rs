@@ -16,7 +16,7 @@ use super::negotiation::Output;
 use super::request::RequestInfo;
 use super::{ApiServer, Body};
 use crate::cache::{encode_line, Broadcast, CacheError, CachedObject, EventType, WatchEvent};
-use crate::registry::ResourceDescriptor;
+use crate::registry::{Conversion, ResourceDescriptor, Served};
 
 type Filter = crate::registry::ObjectFilter;
 
@@ -30,6 +30,8 @@ struct Shape {
     output: Output,
     include: String,
     d: Arc<ResourceDescriptor>,
+    /// Set when the client watches another version than the stored one.
+    conversion: Option<Conversion>,
 }
 
 impl Shape {
@@ -47,9 +49,13 @@ impl Shape {
                 let bytes = serde_json::to_vec(&shaped).unwrap_or_default();
                 encode_line(event_type, &bytes)
             }
-            _ => match ev {
+            _ => match (ev, self.conversion) {
+                (_, Some(c)) => {
+                    let converted = (c.from_storage)(&obj.value());
+                    encode_line(event_type, &serde_json::to_vec(&converted).unwrap_or_default())
+                }
                 // The shared, encoded-once line.
-                Some(ev) if ev.event_type.as_str() == event_type => ev.json_line(),
+                (Some(ev), None) if ev.event_type.as_str() == event_type => ev.json_line(),
                 _ => encode_line(event_type, &obj.json),
             },
         }
@@ -58,11 +64,13 @@ impl Shape {
 
 pub async fn serve(
     server: &Arc<ApiServer>,
-    d: &Arc<ResourceDescriptor>,
+    served: &Served,
     info: &RequestInfo,
     query: &HashMap<String, String>,
     output: Output,
 ) -> Result<Response<Body>, ApiError> {
+    // Events come from the storage version's cache; bookmarks name the served version.
+    let d = &served.storage;
     let filter = list_filter(d, query, info.name.as_deref())?;
     let namespace = info.namespace.clone().filter(|_| d.namespaced);
     let rv = query.get("resourceVersion").map(String::as_str).unwrap_or("");
@@ -98,6 +106,7 @@ pub async fn serve(
         output,
         include: query.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into()),
         d: d.clone(),
+        conversion: served.conversion(),
     };
     let cache = server.store.cache(d).clone();
     if !cache.is_ready() {
@@ -147,7 +156,7 @@ pub async fn serve(
         Err(e @ CacheError::NotReady(_)) => return Err(ApiError::too_many_requests(e.to_string(), 1)),
     };
     let prefix = d.key_prefix(&server.store.root, namespace.as_deref());
-    let d2 = d.clone();
+    let d2 = served.served().clone();
     tokio::spawn(async move {
         let mut w = Watcher { tx, filter, prefix, shape, bookmarks, first: true, last_rv: sub.revision, d: d2 };
         w.run(sub.initial, sub.receiver, send_initial, timeout).await;

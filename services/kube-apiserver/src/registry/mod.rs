@@ -11,10 +11,31 @@ pub mod strategy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use apimachinery::status::Qualified;
+use apimachinery::status::{ApiError, Qualified};
 use serde_json::Value;
 
-pub use strategy::Strategy;
+pub use strategy::{Normalized, Strategy};
+
+/// How a served version that is not the storage version maps onto it. A
+/// descriptor with a conversion is a view of its storage version's descriptor
+/// (same group, plural, kind, strategy and storage): requests at its version
+/// convert on the way in and out, objects are stored once.
+#[derive(Clone, Copy)]
+pub struct Conversion {
+    /// The version objects are stored in (a descriptor of the same group and plural).
+    pub storage_version: &'static str,
+    /// A request's object at the served version into the storage version;
+    /// fields the served version does not know are reported as paths.
+    pub to_storage: fn(Value) -> Result<Normalized, ApiError>,
+    /// A stored object into the served version.
+    pub from_storage: fn(&Value) -> Value,
+}
+
+impl std::fmt::Debug for Conversion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversion").field("storage_version", &self.storage_version).finish()
+    }
+}
 
 /// How a resource's `scale` subresource maps onto its object.
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +105,8 @@ pub struct ResourceDescriptor {
     pub strategy: Arc<dyn Strategy>,
     /// Adds this kind's JSON schema (and those it references) to a generator.
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// Set on an additional served version: how it converts to its storage version.
+    pub conversion: Option<Conversion>,
 }
 
 impl std::fmt::Debug for ResourceDescriptor {
@@ -204,32 +227,84 @@ pub fn field_value(obj: &Value, path: &str) -> String {
     }
 }
 
+/// A request's resource: the descriptor it is stored under and, for an
+/// additional served version, the view it is served as.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub storage: Arc<ResourceDescriptor>,
+    pub view: Option<Arc<ResourceDescriptor>>,
+}
+
+impl Served {
+    /// The descriptor of the version the client speaks.
+    pub fn served(&self) -> &Arc<ResourceDescriptor> {
+        self.view.as_ref().unwrap_or(&self.storage)
+    }
+
+    pub fn conversion(&self) -> Option<Conversion> {
+        self.view.as_ref().and_then(|v| v.conversion)
+    }
+
+    /// A stored object as the client's version shows it.
+    pub fn to_served(&self, obj: &Value) -> Value {
+        match self.conversion() {
+            Some(c) => (c.from_storage)(obj),
+            None => obj.clone(),
+        }
+    }
+}
+
 /// All resources the server serves, indexed for routing.
 #[derive(Debug, Default)]
 pub struct ResourceTable {
+    /// One descriptor per stored resource, in its storage version.
     pub resources: Vec<Arc<ResourceDescriptor>>,
+    /// Every served version (storage versions and views), in discovery order.
+    pub served: Vec<Arc<ResourceDescriptor>>,
     by_path: BTreeMap<(String, String, String), usize>,
 }
 
 impl ResourceTable {
-    pub fn new(resources: Vec<ResourceDescriptor>) -> Self {
-        let resources: Vec<Arc<ResourceDescriptor>> = resources.into_iter().map(Arc::new).collect();
-        let by_path = resources
+    /// Takes the descriptors in discovery order; those with a conversion are
+    /// additional served versions of a storage descriptor in the same list.
+    pub fn new(descriptors: Vec<ResourceDescriptor>) -> Self {
+        let served: Vec<Arc<ResourceDescriptor>> = descriptors.into_iter().map(Arc::new).collect();
+        let resources = served.iter().filter(|d| d.conversion.is_none()).cloned().collect();
+        let by_path = served
             .iter()
             .enumerate()
             .map(|(i, r)| ((r.group.to_string(), r.version.to_string(), r.plural.to_string()), i))
             .collect();
-        ResourceTable { resources, by_path }
+        ResourceTable { resources, served, by_path }
     }
 
+    fn find(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceDescriptor>> {
+        self.by_path.get(&(group.to_string(), version.to_string(), plural.to_string())).map(|i| &self.served[*i])
+    }
+
+    /// The storage descriptor of a resource at its storage version.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<ResourceDescriptor>> {
-        self.by_path.get(&(group.to_string(), version.to_string(), plural.to_string())).map(|i| &self.resources[*i])
+        self.find(group, version, plural).filter(|d| d.conversion.is_none())
     }
 
-    /// Group versions in discovery order (core first, then groups in table order).
+    /// A resource at any served version, with its storage descriptor.
+    pub fn lookup_served(&self, group: &str, version: &str, plural: &str) -> Option<Served> {
+        let d = self.find(group, version, plural)?;
+        match d.conversion {
+            None => Some(Served { storage: d.clone(), view: None }),
+            Some(c) => {
+                let storage = self.lookup(group, c.storage_version, plural)?.clone();
+                Some(Served { storage, view: Some(d.clone()) })
+            }
+        }
+    }
+
+    /// Group versions in discovery order (core first, then groups in table
+    /// order; a group's storage version before its other versions, so it is
+    /// the preferred one).
     pub fn group_versions(&self) -> Vec<(&'static str, &'static str)> {
         let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-        for r in &self.resources {
+        for r in &self.served {
             if !out.contains(&(r.group, r.version)) {
                 out.push((r.group, r.version));
             }
@@ -237,11 +312,12 @@ impl ResourceTable {
         out
     }
 
+    /// The resources served at a group version (views included).
     pub fn in_group_version<'a>(
         &'a self,
         group: &'a str,
         version: &'a str,
     ) -> impl Iterator<Item = &'a Arc<ResourceDescriptor>> + 'a {
-        self.resources.iter().filter(move |r| r.group == group && r.version == version)
+        self.served.iter().filter(move |r| r.group == group && r.version == version)
     }
 }

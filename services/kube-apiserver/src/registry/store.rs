@@ -172,6 +172,22 @@ pub fn name_rule(d: &ResourceDescriptor) -> NameRule {
     }
 }
 
+/// What `fieldValidation` makes of fields decoding dropped: an error
+/// (Strict), warnings (Warn) or nothing (Ignore).
+pub fn unknown_field_warnings(unknown: &[String], validation: FieldValidation) -> Result<Vec<String>, ApiError> {
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let msgs = unknown.iter().map(|f| format!("unknown field \"{f}\""));
+    match validation {
+        FieldValidation::Strict => {
+            Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.collect::<Vec<_>>().join(", "))))
+        }
+        FieldValidation::Warn => Ok(msgs.collect()),
+        FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
 /// The continue token: base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":"<key suffix>"}`.
 pub fn encode_continue(revision: i64, start: &str) -> String {
     let body = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start}).to_string();
@@ -414,19 +430,7 @@ impl Store {
             return Err(ApiError::bad_request("the request body must be a JSON object"));
         }
         let n = d.strategy.normalize(obj)?;
-        let mut warnings = Vec::new();
-        if !n.unknown_fields.is_empty() {
-            match validation {
-                FieldValidation::Strict => {
-                    let msgs: Vec<String> = n.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                    return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
-                }
-                FieldValidation::Warn => {
-                    warnings.extend(n.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")));
-                }
-                FieldValidation::Ignore => {}
-            }
-        }
+        let warnings = unknown_field_warnings(&n.unknown_fields, validation)?;
         Ok((n.object, warnings))
     }
 

@@ -2,15 +2,16 @@
 //! defaulting and validation), and autoscaling/v1 served by conversion with
 //! upstream's round-trip annotations so nothing v2-only is lost.
 
-use apimachinery::status::{FieldError, FieldErrors};
+use apimachinery::status::{ApiError, FieldError, FieldErrors};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler, MetricIdentifier,
     MetricSpec, MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use crate::registry::strategy::KindStrategy;
+use crate::registry::{Conversion, Normalized};
 
 /// `autoscaling.DefaultCPUUtilization`.
 const DEFAULT_CPU_UTILIZATION: i32 = 80;
@@ -409,6 +410,425 @@ fn validate_status(hpa: &HorizontalPodAutoscaler) -> FieldErrors {
     errs
 }
 
+// === autoscaling/v1 conversion ===
+
+/// autoscaling/v1 served from the autoscaling/v2 storage version.
+pub const V1_CONVERSION: Conversion =
+    Conversion { storage_version: "v2", to_storage: v1_to_v2, from_storage: v2_to_v1 };
+
+fn is_zero(q: &Value) -> bool {
+    q.as_str().is_some_and(|s| apimachinery::quantity::parse_milli(s).is_ok_and(|m| m == 0))
+}
+
+/// Builds a JSON object from the entries whose value is present.
+fn obj(entries: &[(&str, Option<&Value>)]) -> Value {
+    let mut m = Map::new();
+    for (k, v) in entries {
+        if let Some(v) = v.filter(|v| !v.is_null()) {
+            m.insert((*k).to_string(), v.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+/// A quantity the v1 type holds by value: "0" when unset.
+fn zero_if_unset(v: Option<&Value>) -> Value {
+    v.filter(|v| !v.is_null()).cloned().unwrap_or_else(|| json!("0"))
+}
+
+/// A v1 by-value quantity back into a v2 optional one: a zero the v1 type
+/// filled in stays unset when `other` carries the value instead.
+fn unless_filled_zero<'a>(v: Option<&'a Value>, other: Option<&Value>) -> Option<&'a Value> {
+    v.filter(|v| !(is_zero(v) && other.is_some_and(|o| !o.is_null())))
+}
+
+/// One v2 MetricSpec in the autoscaling/v1 annotation's (v2beta1) shape.
+fn metric_spec_to_v1(m: &Value) -> Value {
+    let t = m["type"].clone();
+    match m["type"].as_str().unwrap_or_default() {
+        "Object" => {
+            let o = &m["object"];
+            json!({"type": t, "object": obj(&[
+                ("target", o.get("describedObject")),
+                ("metricName", o["metric"].get("name")),
+                ("targetValue", Some(&zero_if_unset(o["target"].get("value")))),
+                ("selector", o["metric"].get("selector")),
+                ("averageValue", o["target"].get("averageValue")),
+            ])})
+        }
+        "Pods" => {
+            let p = &m["pods"];
+            json!({"type": t, "pods": obj(&[
+                ("metricName", p["metric"].get("name")),
+                ("targetAverageValue", Some(&zero_if_unset(p["target"].get("averageValue")))),
+                ("selector", p["metric"].get("selector")),
+            ])})
+        }
+        source @ ("Resource" | "ContainerResource") => {
+            let key = if source == "Resource" { "resource" } else { "containerResource" };
+            let r = &m[key];
+            json!({"type": t, key: obj(&[
+                ("name", r.get("name")),
+                ("container", r.get("container")),
+                ("targetAverageUtilization", r["target"].get("averageUtilization")),
+                ("targetAverageValue", r["target"].get("averageValue")),
+            ])})
+        }
+        "External" => {
+            let e = &m["external"];
+            json!({"type": t, "external": obj(&[
+                ("metricName", e["metric"].get("name")),
+                ("metricSelector", e["metric"].get("selector")),
+                ("targetValue", e["target"].get("value")),
+                ("targetAverageValue", e["target"].get("averageValue")),
+            ])})
+        }
+        _ => m.clone(),
+    }
+}
+
+/// One annotation (v2beta1-shaped) MetricSpec back into v2.
+fn metric_spec_from_v1(m: &Value) -> Value {
+    let t = m["type"].clone();
+    let metric = |name: Option<&Value>, selector: Option<&Value>| obj(&[("name", name), ("selector", selector)]);
+    match m["type"].as_str().unwrap_or_default() {
+        "Object" => {
+            let o = &m["object"];
+            let average = o.get("averageValue").filter(|v| !v.is_null());
+            let kind = if average.is_some() { "AverageValue" } else { "Value" };
+            json!({"type": t, "object": {
+                "describedObject": o["target"],
+                "metric": metric(o.get("metricName"), o.get("selector")),
+                "target": obj(&[("type", Some(&json!(kind))), ("value", unless_filled_zero(o.get("targetValue"), average)), ("averageValue", average)]),
+            }})
+        }
+        "Pods" => {
+            let p = &m["pods"];
+            json!({"type": t, "pods": {
+                "metric": metric(p.get("metricName"), p.get("selector")),
+                "target": obj(&[("type", Some(&json!("AverageValue"))), ("averageValue", p.get("targetAverageValue"))]),
+            }})
+        }
+        source @ ("Resource" | "ContainerResource") => {
+            let key = if source == "Resource" { "resource" } else { "containerResource" };
+            let r = &m[key];
+            let utilization = r.get("targetAverageUtilization").filter(|v| !v.is_null());
+            let kind = if utilization.is_some() { "Utilization" } else { "AverageValue" };
+            json!({"type": t, key: obj(&[
+                ("name", r.get("name")),
+                ("container", r.get("container")),
+                ("target", Some(&obj(&[("type", Some(&json!(kind))), ("averageUtilization", utilization), ("averageValue", r.get("targetAverageValue"))]))),
+            ])})
+        }
+        "External" => {
+            let e = &m["external"];
+            let value = e.get("targetValue").filter(|v| !v.is_null());
+            let kind = if value.is_some() { "Value" } else { "AverageValue" };
+            json!({"type": t, "external": {
+                "metric": metric(e.get("metricName"), e.get("metricSelector")),
+                "target": obj(&[("type", Some(&json!(kind))), ("value", value), ("averageValue", e.get("targetAverageValue"))]),
+            }})
+        }
+        _ => m.clone(),
+    }
+}
+
+/// One v2 MetricStatus in the annotation's (v2beta1) shape.
+fn metric_status_to_v1(m: &Value) -> Value {
+    let t = m["type"].clone();
+    match m["type"].as_str().unwrap_or_default() {
+        "Object" => {
+            let o = &m["object"];
+            json!({"type": t, "object": obj(&[
+                ("target", o.get("describedObject")),
+                ("metricName", o["metric"].get("name")),
+                ("currentValue", Some(&zero_if_unset(o["current"].get("value")))),
+                ("selector", o["metric"].get("selector")),
+                ("averageValue", o["current"].get("averageValue")),
+            ])})
+        }
+        "Pods" => {
+            let p = &m["pods"];
+            json!({"type": t, "pods": obj(&[
+                ("metricName", p["metric"].get("name")),
+                ("currentAverageValue", Some(&zero_if_unset(p["current"].get("averageValue")))),
+                ("selector", p["metric"].get("selector")),
+            ])})
+        }
+        source @ ("Resource" | "ContainerResource") => {
+            let key = if source == "Resource" { "resource" } else { "containerResource" };
+            let r = &m[key];
+            json!({"type": t, key: obj(&[
+                ("name", r.get("name")),
+                ("container", r.get("container")),
+                ("currentAverageUtilization", r["current"].get("averageUtilization")),
+                ("currentAverageValue", Some(&zero_if_unset(r["current"].get("averageValue")))),
+            ])})
+        }
+        "External" => {
+            let e = &m["external"];
+            json!({"type": t, "external": obj(&[
+                ("metricName", e["metric"].get("name")),
+                ("metricSelector", e["metric"].get("selector")),
+                ("currentValue", Some(&zero_if_unset(e["current"].get("value")))),
+                ("currentAverageValue", e["current"].get("averageValue")),
+            ])})
+        }
+        _ => m.clone(),
+    }
+}
+
+/// One annotation (v2beta1-shaped) MetricStatus back into v2.
+fn metric_status_from_v1(m: &Value) -> Value {
+    let t = m["type"].clone();
+    let metric = |name: Option<&Value>, selector: Option<&Value>| obj(&[("name", name), ("selector", selector)]);
+    match m["type"].as_str().unwrap_or_default() {
+        "Object" => {
+            let o = &m["object"];
+            let average = o.get("averageValue");
+            json!({"type": t, "object": {
+                "describedObject": o["target"],
+                "metric": metric(o.get("metricName"), o.get("selector")),
+                "current": obj(&[("value", unless_filled_zero(o.get("currentValue"), average)), ("averageValue", average)]),
+            }})
+        }
+        "Pods" => {
+            let p = &m["pods"];
+            json!({"type": t, "pods": {
+                "metric": metric(p.get("metricName"), p.get("selector")),
+                "current": obj(&[("averageValue", p.get("currentAverageValue"))]),
+            }})
+        }
+        source @ ("Resource" | "ContainerResource") => {
+            let key = if source == "Resource" { "resource" } else { "containerResource" };
+            let r = &m[key];
+            let utilization = r.get("currentAverageUtilization");
+            json!({"type": t, key: obj(&[
+                ("name", r.get("name")),
+                ("container", r.get("container")),
+                ("current", Some(&obj(&[("averageValue", unless_filled_zero(r.get("currentAverageValue"), utilization)), ("averageUtilization", utilization)]))),
+            ])})
+        }
+        "External" => {
+            let e = &m["external"];
+            let average = e.get("currentAverageValue");
+            json!({"type": t, "external": {
+                "metric": metric(e.get("metricName"), e.get("metricSelector")),
+                "current": obj(&[("value", unless_filled_zero(e.get("currentValue"), average)), ("averageValue", average)]),
+            }})
+        }
+        _ => m.clone(),
+    }
+}
+
+/// Scaling rules in the behavior annotation's shape: upstream marshals its
+/// internal type, whose fields have no JSON tags (Go field names, nulls kept).
+fn rules_to_annotation(r: &Value) -> Value {
+    if r.is_null() {
+        return Value::Null;
+    }
+    let policies: Option<Vec<Value>> = r["policies"].as_array().map(|ps| {
+        ps.iter()
+            .map(|p| json!({"Type": p["type"], "Value": p["value"], "PeriodSeconds": p["periodSeconds"]}))
+            .collect()
+    });
+    json!({
+        "StabilizationWindowSeconds": r["stabilizationWindowSeconds"],
+        "SelectPolicy": r["selectPolicy"],
+        "Policies": policies,
+        "Tolerance": r["tolerance"],
+    })
+}
+
+fn rules_from_annotation(r: &Value) -> Value {
+    if !r.is_object() {
+        return Value::Null;
+    }
+    let policies: Option<Vec<Value>> = r["Policies"].as_array().map(|ps| {
+        ps.iter()
+            .map(|p| json!({"type": p["Type"], "value": p["Value"], "periodSeconds": p["PeriodSeconds"]}))
+            .collect()
+    });
+    let policies = policies.map(Value::from);
+    obj(&[
+        ("stabilizationWindowSeconds", r.get("StabilizationWindowSeconds")),
+        ("selectPolicy", r.get("SelectPolicy")),
+        ("policies", policies.as_ref()),
+        ("tolerance", r.get("Tolerance")),
+    ])
+}
+
+fn is_cpu_resource(m: &Value) -> bool {
+    m["type"] == "Resource" && m["resource"]["name"] == "cpu"
+}
+
+/// A stored autoscaling/v2 object as autoscaling/v1: the CPU utilization
+/// target and current value as v1's fields, everything else in upstream's
+/// annotations.
+pub fn v2_to_v1(v2: &Value) -> Value {
+    let spec = &v2["spec"];
+    let status = &v2["status"];
+    let metrics = spec["metrics"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let target_cpu = metrics
+        .iter()
+        .find(|m| is_cpu_resource(m))
+        .and_then(|m| m["resource"]["target"].get("averageUtilization"))
+        .filter(|v| !v.is_null());
+    let other_metrics: Vec<Value> = metrics
+        .iter()
+        .filter(|m| !is_cpu_resource(m) || m["resource"]["target"]["averageUtilization"].is_null())
+        .map(metric_spec_to_v1)
+        .collect();
+    let current_metrics = status["currentMetrics"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let current_cpu = current_metrics
+        .iter()
+        .filter(|m| is_cpu_resource(m))
+        .filter_map(|m| m["resource"]["current"].get("averageUtilization").filter(|v| !v.is_null()))
+        .next_back();
+    let conditions = status["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();
+
+    let mut metadata = v2.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let mut extra: Vec<(&str, String)> = Vec::new();
+    if !other_metrics.is_empty() {
+        extra.push((METRIC_SPECS_ANNOTATION, Value::from(other_metrics).to_string()));
+    }
+    if !current_metrics.is_empty() {
+        let v1: Vec<Value> = current_metrics.iter().map(metric_status_to_v1).collect();
+        extra.push((METRIC_STATUSES_ANNOTATION, Value::from(v1).to_string()));
+    }
+    if !conditions.is_empty() {
+        extra.push((CONDITIONS_ANNOTATION, Value::from(conditions.to_vec()).to_string()));
+    }
+    if let Some(b) = spec.get("behavior").filter(|b| b.is_object()) {
+        let internal =
+            json!({"ScaleUp": rules_to_annotation(&b["scaleUp"]), "ScaleDown": rules_to_annotation(&b["scaleDown"])});
+        extra.push((BEHAVIOR_ANNOTATION, internal.to_string()));
+    }
+    if !extra.is_empty() {
+        if let Value::Object(m) = &mut metadata {
+            let annotations = m.entry("annotations").or_insert_with(|| json!({}));
+            if !annotations.is_object() {
+                *annotations = json!({});
+            }
+            if let Value::Object(a) = annotations {
+                for (k, v) in extra {
+                    a.insert(k.to_string(), Value::String(v));
+                }
+            }
+        }
+    }
+    let mut out = json!({
+        "kind": "HorizontalPodAutoscaler",
+        "apiVersion": "autoscaling/v1",
+        "metadata": metadata,
+        "spec": obj(&[
+            ("scaleTargetRef", spec.get("scaleTargetRef")),
+            ("minReplicas", spec.get("minReplicas")),
+            ("maxReplicas", Some(spec.get("maxReplicas").unwrap_or(&json!(0)))),
+            ("targetCPUUtilizationPercentage", target_cpu),
+        ]),
+    });
+    if status.is_object() {
+        out["status"] = obj(&[
+            ("observedGeneration", status.get("observedGeneration")),
+            ("lastScaleTime", status.get("lastScaleTime")),
+            ("currentReplicas", Some(status.get("currentReplicas").unwrap_or(&json!(0)))),
+            ("desiredReplicas", Some(status.get("desiredReplicas").unwrap_or(&json!(0)))),
+            ("currentCPUUtilizationPercentage", current_cpu),
+        ]);
+    }
+    out
+}
+
+/// Parses a round-trip annotation's JSON (upstream fails the conversion on bad JSON).
+fn annotation_json(key: &str, text: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("decoding the {key} annotation of autoscaling/v1: {e}")))
+}
+
+/// An autoscaling/v1 request object as autoscaling/v2: the CPU utilization
+/// target as a Resource metric, the round-trip annotations turned back into
+/// the fields they carry (and removed).
+pub fn v1_to_v2(input: Value) -> Result<Normalized, ApiError> {
+    let typed: k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler = serde_json::from_value(input.clone())
+        .map_err(|e| ApiError::bad_request(format!("error decoding object: {e}")))?;
+    let v1 = serde_json::to_value(&typed).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut unknown_fields = Vec::new();
+    unknown_fields_of(&input, &v1, &mut unknown_fields);
+    let spec = &v1["spec"];
+    let status = &v1["status"];
+    let mut metadata = v1.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let mut annotations: Map<String, Value> = metadata["annotations"].as_object().cloned().unwrap_or_default();
+    let mut take = |key: &str| -> Result<Option<Value>, ApiError> {
+        match annotations.remove(key) {
+            Some(Value::String(text)) => annotation_json(key, &text).map(Some),
+            _ => Ok(None),
+        }
+    };
+    let other_metrics = take(METRIC_SPECS_ANNOTATION)?;
+    let current_metrics = take(METRIC_STATUSES_ANNOTATION)?;
+    let conditions = take(CONDITIONS_ANNOTATION)?;
+    let behavior = take(BEHAVIOR_ANNOTATION)?;
+
+    let mut metrics: Vec<Value> = other_metrics
+        .as_ref()
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(metric_spec_from_v1).collect())
+        .unwrap_or_default();
+    if let Some(cpu) = spec.get("targetCPUUtilizationPercentage").and_then(Value::as_i64) {
+        metrics.push(json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu}}}));
+    }
+    if metrics.is_empty() {
+        metrics.push(serde_json::to_value(cpu_utilization_metric(DEFAULT_CPU_UTILIZATION)).unwrap_or_default());
+    }
+    let behavior = behavior.filter(Value::is_object).map(|b| {
+        obj(&[
+            ("scaleUp", Some(&rules_from_annotation(&b["ScaleUp"]))),
+            ("scaleDown", Some(&rules_from_annotation(&b["ScaleDown"]))),
+        ])
+    });
+    if let Value::Object(m) = &mut metadata {
+        if annotations.is_empty() {
+            m.remove("annotations");
+        } else {
+            m.insert("annotations".into(), Value::Object(annotations));
+        }
+    }
+    let mut out = json!({
+        "kind": "HorizontalPodAutoscaler",
+        "apiVersion": "autoscaling/v2",
+        "metadata": metadata,
+        "spec": obj(&[
+            ("scaleTargetRef", spec.get("scaleTargetRef")),
+            ("minReplicas", spec.get("minReplicas")),
+            ("maxReplicas", spec.get("maxReplicas")),
+            ("metrics", Some(&Value::from(metrics))),
+            ("behavior", behavior.as_ref()),
+        ]),
+    });
+    if status.is_object() {
+        let current: Option<Value> = match &current_metrics {
+            Some(Value::Array(a)) => Some(a.iter().map(metric_status_from_v1).collect()),
+            _ => status.get("currentCPUUtilizationPercentage").and_then(Value::as_i64).map(
+                |u| json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": u}}}]),
+            ),
+        };
+        out["status"] = obj(&[
+            ("observedGeneration", status.get("observedGeneration")),
+            ("lastScaleTime", status.get("lastScaleTime")),
+            ("currentReplicas", status.get("currentReplicas")),
+            ("desiredReplicas", status.get("desiredReplicas")),
+            ("currentMetrics", current.as_ref()),
+            ("conditions", conditions.as_ref()),
+        ]);
+    }
+    Ok(Normalized { object: out, unknown_fields })
+}
+
+fn unknown_fields_of(input: &Value, known: &Value, out: &mut Vec<String>) {
+    crate::registry::strategy::unknown_fields(input, known, "", out);
+}
+
 // === impl HorizontalPodAutoscalerStrategy ===
 
 pub struct HorizontalPodAutoscalerStrategy;
@@ -438,7 +858,6 @@ impl KindStrategy for HorizontalPodAutoscalerStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     fn hpa(v: Value) -> HorizontalPodAutoscaler {
         serde_json::from_value(v).unwrap()
@@ -516,5 +935,97 @@ mod tests {
             paths(&HorizontalPodAutoscalerStrategy.validate(&both)),
             ["spec.maxReplicas: Invalid value: 1: must be greater than or equal to `minReplicas`"]
         );
+    }
+
+    fn full_v2() -> Value {
+        json!({
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "default", "annotations": {"keep": "me"}},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 2,
+                "maxReplicas": 5,
+                "metrics": [
+                    {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+                    {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "1k"}}},
+                    {"type": "Object", "object": {"describedObject": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "main"},
+                        "metric": {"name": "hits"}, "target": {"type": "AverageValue", "averageValue": "10"}}},
+                    {"type": "External", "external": {"metric": {"name": "queue", "selector": {"matchLabels": {"q": "a"}}},
+                        "target": {"type": "Value", "value": "30"}}},
+                    {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}
+                ],
+                "behavior": {
+                    "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15}]},
+                    "scaleDown": {"selectPolicy": "Min", "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}]}
+                }
+            },
+            "status": {
+                "currentReplicas": 3,
+                "desiredReplicas": 4,
+                "currentMetrics": [
+                    {"type": "Resource", "resource": {"name": "memory", "current": {"averageValue": "80Mi"}}},
+                    {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 45, "averageValue": "45m"}}}
+                ],
+                "conditions": [{"type": "AbleToScale", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z", "reason": "ReadyForNewScale", "message": "ok"}]
+            }
+        })
+    }
+
+    #[test]
+    fn v2_to_v1_and_back_loses_nothing() {
+        let v2 = full_v2();
+        let v1 = v2_to_v1(&v2);
+        assert_eq!(v1["apiVersion"], "autoscaling/v1");
+        assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
+        assert_eq!(v1["status"]["currentCPUUtilizationPercentage"], 45);
+        let a = &v1["metadata"]["annotations"];
+        assert_eq!(a["keep"], "me");
+        let metrics: Value = serde_json::from_str(a[METRIC_SPECS_ANNOTATION].as_str().unwrap()).unwrap();
+        assert_eq!(
+            metrics[0],
+            json!({"type": "Resource", "resource": {"name": "memory", "targetAverageValue": "100Mi"}})
+        );
+        assert_eq!(metrics[1], json!({"type": "Pods", "pods": {"metricName": "qps", "targetAverageValue": "1k"}}));
+        assert_eq!(metrics.as_array().unwrap().len(), 4, "the cpu utilization target is v1's own field");
+        let behavior: Value = serde_json::from_str(a[BEHAVIOR_ANNOTATION].as_str().unwrap()).unwrap();
+        assert_eq!(
+            behavior["ScaleDown"],
+            json!({"StabilizationWindowSeconds": null, "SelectPolicy": "Min", "Policies": [{"Type": "Percent", "Value": 10, "PeriodSeconds": 60}], "Tolerance": null})
+        );
+        assert!(a[CONDITIONS_ANNOTATION].as_str().unwrap().contains("ReadyForNewScale"));
+        assert!(a[METRIC_STATUSES_ANNOTATION].as_str().unwrap().contains("\"currentAverageValue\":\"80Mi\""));
+
+        let back = v1_to_v2(v1).unwrap();
+        assert!(back.unknown_fields.is_empty(), "{:?}", back.unknown_fields);
+        assert_eq!(back.object, v2);
+    }
+
+    #[test]
+    fn plain_v1_objects_convert_as_upstream() {
+        let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60, "bogus": 1}});
+        let n = v1_to_v2(v1).unwrap();
+        assert_eq!(n.unknown_fields, ["spec.bogus"]);
+        assert_eq!(n.object["apiVersion"], "autoscaling/v2");
+        assert_eq!(
+            n.object["spec"]["metrics"],
+            json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}])
+        );
+        assert!(n.object["metadata"].get("annotations").is_none());
+        // No target: the v1 implicit default, 80% CPU.
+        let v1 = json!({"metadata": {"name": "web"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5}});
+        let n = v1_to_v2(v1).unwrap();
+        assert_eq!(n.object["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 80);
+        // A v2 object cannot carry the round-trip annotations into storage.
+        let mut h =
+            hpa(json!({"metadata": {"name": "web", "annotations": {METRIC_SPECS_ANNOTATION: "[]", "other": "x"}},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5}}));
+        default_hpa(&mut h);
+        assert_eq!(h.metadata.annotations.unwrap().keys().collect::<Vec<_>>(), ["other"]);
+        // Bad annotation JSON fails the conversion.
+        let v1 =
+            json!({"metadata": {"name": "web", "annotations": {BEHAVIOR_ANNOTATION: "{"}}, "spec": {"maxReplicas": 1}});
+        assert_eq!(v1_to_v2(v1).unwrap_err().code, 400);
     }
 }

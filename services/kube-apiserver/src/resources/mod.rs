@@ -12,15 +12,15 @@ use std::sync::Arc;
 
 use k8s_openapi::api::{
     apps::v1 as apps_v1, authentication::v1 as authn_v1, authorization::v1 as authz_v1,
-    coordination::v1 as coordination_v1, core::v1 as core_v1, discovery::v1 as discovery_v1, events::v1 as events_v1,
-    networking::v1 as networking_v1, policy::v1 as policy_v1, rbac::v1 as rbac_v1, scheduling::v1 as scheduling_v1,
-    storage::v1 as storage_v1,
+    autoscaling::v1 as autoscaling_v1, coordination::v1 as coordination_v1, core::v1 as core_v1,
+    discovery::v1 as discovery_v1, events::v1 as events_v1, networking::v1 as networking_v1, policy::v1 as policy_v1,
+    rbac::v1 as rbac_v1, scheduling::v1 as scheduling_v1, storage::v1 as storage_v1,
 };
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use schemars::JsonSchema;
 
 use crate::registry::strategy::{KindStrategy, Typed};
-use crate::registry::{Backing, ResourceDescriptor, ReviewKind, ScaleSpec, Subresources};
+use crate::registry::{Backing, Conversion, ResourceDescriptor, ReviewKind, ScaleSpec, Subresources};
 
 pub use plain::Plain;
 
@@ -74,6 +74,34 @@ where
         selectable_fields: names.selectable_fields,
         strategy: Arc::new(Typed::new(strategy)),
         schema: schema_of::<S::Object>,
+        conversion: None,
+    }
+}
+
+/// An additional served version `T` of `storage` (an entry made by [`entry`]),
+/// converted to and from it by `conversion`.
+fn served_version<T>(storage: &ResourceDescriptor, conversion: Conversion) -> ResourceDescriptor
+where
+    T: Resource + JsonSchema,
+{
+    let definition: &'static str = Box::leak(<T as JsonSchema>::schema_name().into_owned().into_boxed_str());
+    ResourceDescriptor {
+        group: storage.group,
+        version: <T as Resource>::VERSION,
+        kind: storage.kind,
+        plural: storage.plural,
+        singular: storage.singular,
+        short_names: storage.short_names,
+        categories: storage.categories,
+        namespaced: storage.namespaced,
+        backing: storage.backing,
+        subresources: storage.subresources,
+        tracks_generation: storage.tracks_generation,
+        definition,
+        selectable_fields: storage.selectable_fields,
+        strategy: storage.strategy.clone(),
+        schema: schema_of::<T>,
+        conversion: Some(conversion),
     }
 }
 
@@ -123,6 +151,17 @@ const fn review(singular: &'static str, kind: ReviewKind) -> Names {
 /// Every built-in resource this server serves, in discovery order.
 #[allow(clippy::needless_update)] // every entry spells `..Names::default()` alike
 pub fn builtin() -> Vec<ResourceDescriptor> {
+    let hpa = entry(
+        autoscaling::HorizontalPodAutoscalerStrategy,
+        Names {
+            singular: "horizontalpodautoscaler",
+            short_names: &["hpa"],
+            categories: ALL,
+            subresources: STATUS,
+            ..Names::default()
+        },
+    );
+    let hpa_v1 = served_version::<autoscaling_v1::HorizontalPodAutoscaler>(&hpa, autoscaling::V1_CONVERSION);
     vec![
         // core/v1
         entry(
@@ -280,17 +319,9 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
             },
         ),
         plain::<apps_v1::ControllerRevision>(Names { singular: "controllerrevision", ..Names::default() }),
-        // autoscaling/v2
-        entry(
-            autoscaling::HorizontalPodAutoscalerStrategy,
-            Names {
-                singular: "horizontalpodautoscaler",
-                short_names: &["hpa"],
-                categories: ALL,
-                subresources: STATUS,
-                ..Names::default()
-            },
-        ),
+        // autoscaling/v2, and autoscaling/v1 by conversion
+        hpa,
+        hpa_v1,
         // batch/v1
         entry(
             batch::JobStrategy,
