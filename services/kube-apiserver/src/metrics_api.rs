@@ -859,9 +859,11 @@ fn serve(
 
 // === discovery ===
 
-/// The resources as (plural, singular, kind, namespaced).
+/// The resources as (plural, singular, kind, namespaced). No singular name, as metrics-server
+/// gives none for pods: clients then derive it from the kind, so `kubectl get podmetrics` and
+/// `kubectl get nodemetrics` resolve.
 const RESOURCES: [(&str, &str, &str, bool); 2] =
-    [("nodes", "node", "NodeMetrics", false), ("pods", "pod", "PodMetrics", true)];
+    [("nodes", "", "NodeMetrics", false), ("pods", "", "PodMetrics", true)];
 
 /// The group in `/apis` (`APIGroup`, without kind).
 pub fn api_group() -> Value {
