@@ -399,3 +399,57 @@ fn aggregated_roles_start_empty_and_aggregate_to_roles_carry_their_labels() {
     assert_eq!(labels("view").get(AGGREGATE_TO_EDIT).map(String::as_str), Some("true"));
     assert_eq!(labels("system:aggregate-to-view").get(AGGREGATE_TO_VIEW).map(String::as_str), Some("true"));
 }
+
+#[test]
+fn the_hpa_controller_and_the_user_roles_match_upstream_for_autoscalers() {
+    let source = cluster();
+    let hpa = UserInfo::new(
+        "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
+    );
+    let ns = |a: Attributes| a.in_namespace("default");
+    for (verb, resource) in [
+        ("get", "horizontalpodautoscalers"),
+        ("list", "horizontalpodautoscalers"),
+        ("watch", "horizontalpodautoscalers"),
+    ] {
+        assert!(can(&source, ns(req(&hpa, verb, "autoscaling", resource))), "{verb} {resource}");
+    }
+    assert!(can(
+        &source,
+        ns(req(&hpa, "update", "autoscaling", "horizontalpodautoscalers").with_subresource("status"))
+    ));
+    assert!(!can(&source, ns(req(&hpa, "update", "autoscaling", "horizontalpodautoscalers"))));
+    for group in ["apps", "", "example.com"] {
+        for verb in ["get", "update"] {
+            assert!(
+                can(&source, ns(req(&hpa, verb, group, "deployments").with_subresource("scale"))),
+                "{verb} {group}"
+            );
+        }
+    }
+    assert!(can(&source, ns(req(&hpa, "list", "", "pods"))));
+    assert!(!can(&source, ns(req(&hpa, "watch", "", "pods"))), "pods come from the shared informers");
+    assert!(can(&source, ns(req(&hpa, "list", "metrics.k8s.io", "pods"))));
+    assert!(can(&source, ns(req(&hpa, "get", "custom.metrics.k8s.io", "pods"))));
+    assert!(can(&source, ns(req(&hpa, "list", "external.metrics.k8s.io", "queue"))));
+    assert!(can(&source, ns(req(&hpa, "create", "", "events"))));
+    assert!(!can(&source, ns(req(&hpa, "delete", "autoscaling", "horizontalpodautoscalers"))));
+
+    let view: Vec<PolicyRule> = role_rules(&source, "view");
+    let edit: Vec<PolicyRule> = role_rules(&source, "edit");
+    let grants = |rules: &[PolicyRule], verb: &str, resource: &str| {
+        rules.iter().any(|r| {
+            r.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "autoscaling"))
+                && r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == resource))
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    };
+    assert!(
+        grants(&view, "watch", "horizontalpodautoscalers") && grants(&view, "get", "horizontalpodautoscalers/status")
+    );
+    assert!(!grants(&view, "create", "horizontalpodautoscalers"));
+    for verb in ["create", "delete", "deletecollection", "patch", "update"] {
+        assert!(grants(&edit, verb, "horizontalpodautoscalers"), "edit {verb}");
+    }
+}
