@@ -246,10 +246,26 @@ fn v2_only_content_survives_a_v1_round_trip() {
     );
     assert_eq!(now["spec"]["behavior"], stored["spec"]["behavior"]);
 
+    // Server-side apply at v1 creates, then changes, the one stored object.
+    let applied = |max: i32| {
+        format!(
+            "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: applied\nspec:\n  \
+             scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  maxReplicas: {max}\n  \
+             targetCPUUtilizationPercentage: 40\n"
+        )
+    };
+    for max in [4, 7] {
+        ok(api.kubectl_stdin("1.33", &["apply", "--server-side", "-f", "-"], Some(&applied(max))));
+        let (_, now) = api.json("GET", &format!("{HPAS}/applied"), None);
+        assert_eq!(now["spec"]["maxReplicas"], max, "{now}");
+        assert_eq!(now["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 40, "{now}");
+    }
+
     // Lists at v1 convert every item.
     let (_, list) = api.json("GET", V1_HPAS, None);
     assert_eq!((&list["kind"], &list["apiVersion"]), (&json!("HorizontalPodAutoscalerList"), &json!("autoscaling/v1")));
-    assert_eq!(list["items"][0]["spec"]["targetCPUUtilizationPercentage"], 70, "{list}");
+    let mixed = list["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "mixed").unwrap();
+    assert_eq!(mixed["spec"]["targetCPUUtilizationPercentage"], 70, "{list}");
     let (_, list) = api.json("GET", &format!("{V1_HPAS}?fieldSelector=metadata.name%3Dmixed"), None);
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
 }
