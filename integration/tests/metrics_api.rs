@@ -221,6 +221,22 @@ async fn kubectl_top_and_the_metrics_api_report_what_the_kubelet_measures() {
     let out = ok(api.kubectl("1.33", &["get", "nodemetrics", "--no-headers"]));
     assert!(out.starts_with("n1 "), "{out}");
 
+    // OpenAPI: kubectl explain knows the kinds.
+    for v in KUBECTL_VERSIONS {
+        let out = ok(api.kubectl(v, &["explain", "podmetrics.containers"]));
+        assert!(out.contains("PodMetrics") && out.contains("usage"), "{out}");
+        let out = ok(api.kubectl(v, &["explain", "nodemetrics.usage"]));
+        assert!(out.contains("NodeMetrics"), "{out}");
+    }
+    // YAML when asked.
+    let (code, body, headers) = api
+        .request_with_headers("GET", "/apis/metrics.k8s.io/v1beta1/nodes/n1", &["Accept: application/yaml"])
+        .unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200, "{body}");
+    assert!(headers.to_lowercase().contains("content-type: application/yaml"), "{headers}");
+    assert!(body.contains("kind: NodeMetrics"), "{body}");
+
     // RBAC: metrics.k8s.io like any resource; view aggregates system:aggregated-metrics-reader.
     for v in KUBECTL_VERSIONS {
         let err = fails(api.kubectl_as(v, "alice-token", &["top", "pod"]));

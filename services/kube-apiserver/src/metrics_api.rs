@@ -839,7 +839,7 @@ fn serve(
         if let (Some(f), Some(i)) = (full.as_object_mut(), item.as_object_mut()) {
             f.append(i);
         }
-        return Ok(value_response(StatusCode::OK, &full));
+        return Ok(respond(output, &full));
     }
     let (labels, fields) = selectors(&query, namespaced)?;
     let items: Vec<(Value, u64, u64)> = objects(server, plural, info.namespace.as_deref())
@@ -851,10 +851,22 @@ fn serve(
         return Ok(value_response(StatusCode::OK, &table(&items, include)));
     }
     let items: Vec<Value> = items.into_iter().map(|i| i.0).collect();
-    Ok(value_response(
-        StatusCode::OK,
+    Ok(respond(
+        output,
         &json!({"kind": format!("{kind}List"), "apiVersion": GROUP_VERSION, "metadata": {}, "items": items}),
     ))
+}
+
+/// JSON, or YAML when asked (protobuf clients get JSON, which client-go decodes as well).
+fn respond(output: Output, v: &Value) -> Response<Body> {
+    if output == Output::Yaml {
+        if let Ok(text) = serde_yaml::to_string(v) {
+            let mut r = Response::new(Body::full(Bytes::from(text)));
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/yaml"));
+            return r;
+        }
+    }
+    value_response(StatusCode::OK, v)
 }
 
 // === discovery ===
@@ -911,6 +923,113 @@ pub fn discovery(path: &str) -> Option<Response<Body>> {
         }
         _ => None,
     }
+}
+
+// === OpenAPI ===
+
+const DEF_PREFIX: &str = "io.k8s.metrics.pkg.apis.metrics.v1beta1";
+
+/// The OpenAPI v3 document of `apis/metrics.k8s.io/v1beta1` (metrics-server's definitions), so
+/// `kubectl explain podmetrics` works.
+pub fn openapi_document(info_version: &str) -> Value {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Status};
+    let mut g = schemars::generate::SchemaSettings::openapi3().into_generator();
+    g.subschema_for::<ObjectMeta>();
+    g.subschema_for::<ListMeta>();
+    g.subschema_for::<Quantity>();
+    g.subschema_for::<Status>();
+    let mut schemas = g.take_definitions(true);
+    let reference = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let def = |kind: &str| format!("{DEF_PREFIX}.{kind}");
+    let meta = "io.k8s.apimachinery.pkg.apis.meta.v1";
+    let type_meta = json!({
+        "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."},
+        "kind": {"type": "string", "description": "Kind is a string value representing the REST resource this object represents."},
+    });
+    let usage = json!({
+        "type": "object",
+        "description": "The memory usage is the memory working set.",
+        "additionalProperties": reference("io.k8s.apimachinery.pkg.api.resource.Quantity"),
+    });
+    let timestamp = json!({"type": "string", "format": "date-time", "description": "The following fields define time interval from which metrics were collected from the interval [Timestamp-Window, Timestamp]."});
+    let window = json!({"type": "string", "description": "The time window the usage was measured over."});
+    let gvk = |kind: &str| json!([{"group": GROUP, "version": VERSION, "kind": kind}]);
+    let object = |description: &str, kind: &str, mut props: Map<String, Value>, required: Value| {
+        if let Value::Object(t) = type_meta.clone() {
+            props.extend(t);
+        }
+        props.insert("metadata".into(), json!({"allOf": [reference(&format!("{meta}.ObjectMeta"))], "default": {}, "description": "Standard object's metadata."}));
+        json!({"type": "object", "description": description, "required": required, "properties": props, "x-kubernetes-group-version-kind": gvk(kind)})
+    };
+    let list = |kind: &str, item: &str| {
+        let mut props: Map<String, Value> = match type_meta.clone() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        props.insert("items".into(), json!({"type": "array", "description": "List of metrics.", "items": {"allOf": [reference(&def(item))], "default": {}}}));
+        props.insert("metadata".into(), json!({"allOf": [reference(&format!("{meta}.ListMeta"))], "default": {}, "description": "Standard list metadata."}));
+        json!({"type": "object", "description": format!("{kind} is a list of {item}."), "required": ["items"], "properties": props, "x-kubernetes-group-version-kind": gvk(kind)})
+    };
+    let mut props = Map::new();
+    props.insert("name".into(), json!({"type": "string", "default": "", "description": "Container name corresponding to the one from pod.spec.containers."}));
+    props.insert("usage".into(), usage.clone());
+    schemas.insert(
+        def("ContainerMetrics"),
+        json!({"type": "object", "description": "ContainerMetrics sets resource usage metrics of a container.", "required": ["name", "usage"], "properties": props}),
+    );
+    let mut props = Map::new();
+    props.insert("timestamp".into(), timestamp.clone());
+    props.insert("window".into(), window.clone());
+    props.insert("usage".into(), usage);
+    schemas.insert(
+        def("NodeMetrics"),
+        object(
+            "NodeMetrics sets resource usage metrics of a node.",
+            "NodeMetrics",
+            props,
+            json!(["timestamp", "window", "usage"]),
+        ),
+    );
+    let mut props = Map::new();
+    props.insert("timestamp".into(), timestamp);
+    props.insert("window".into(), window);
+    props.insert("containers".into(), json!({"type": "array", "description": "Metrics for all containers are collected within the same time window.", "items": {"allOf": [reference(&def("ContainerMetrics"))], "default": {}}, "x-kubernetes-list-type": "atomic"}));
+    schemas.insert(
+        def("PodMetrics"),
+        object(
+            "PodMetrics sets resource usage metrics of a pod.",
+            "PodMetrics",
+            props,
+            json!(["timestamp", "window", "containers"]),
+        ),
+    );
+    schemas.insert(def("NodeMetricsList"), list("NodeMetricsList", "NodeMetrics"));
+    schemas.insert(def("PodMetricsList"), list("PodMetricsList", "PodMetrics"));
+    let op = |action: &str, kind: &str, schema: &str| {
+        json!({
+            "operationId": format!("{action}MetricsV1beta1{kind}"),
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": reference(&def(schema))}}}},
+            "x-kubernetes-action": action,
+            "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": kind},
+        })
+    };
+    let param = |name: &str, location: &str| json!({"name": name, "in": location, "required": location == "path", "schema": {"type": "string", "uniqueItems": true}});
+    let selectors = json!([param("labelSelector", "query"), param("fieldSelector", "query")]);
+    let base = format!("/apis/{GROUP_VERSION}");
+    let paths = json!({
+        format!("{base}/nodes"): {"get": op("list", "NodeMetrics", "NodeMetricsList"), "parameters": selectors},
+        format!("{base}/nodes/{{name}}"): {"get": op("get", "NodeMetrics", "NodeMetrics"), "parameters": [param("name", "path")]},
+        format!("{base}/pods"): {"get": op("list", "PodMetrics", "PodMetricsList"), "parameters": selectors},
+        format!("{base}/namespaces/{{namespace}}/pods"): {"get": op("list", "PodMetrics", "PodMetricsList"), "parameters": [param("namespace", "path"), param("labelSelector", "query"), param("fieldSelector", "query")]},
+        format!("{base}/namespaces/{{namespace}}/pods/{{name}}"): {"get": op("get", "PodMetrics", "PodMetrics"), "parameters": [param("namespace", "path"), param("name", "path")]},
+    });
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": info_version},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
 }
 
 #[cfg(test)]
@@ -1030,6 +1149,22 @@ scrape_error 0
         let u = s.pod("default", "new").unwrap();
         assert_eq!(u.containers, vec![("c".to_string(), 250_000_000, 1 << 20)]);
         assert_eq!(u.window_ms, 12_000);
+    }
+
+    #[test]
+    fn the_openapi_document_describes_both_kinds_with_their_group_version_kind() {
+        let doc = openapi_document("v");
+        let schemas = &doc["components"]["schemas"];
+        let pod = &schemas["io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetrics"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "PodMetrics");
+        assert_eq!(pod["required"], json!(["timestamp", "window", "containers"]));
+        // Every reference resolves inside the document.
+        let text = doc.to_string();
+        for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &r[..r.find('"').unwrap()];
+            assert!(schemas.get(name).is_some(), "{name} is referenced but not defined");
+        }
+        assert!(doc["paths"]["/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{name}"]["get"].is_object());
     }
 
     #[test]

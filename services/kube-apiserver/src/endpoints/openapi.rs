@@ -175,6 +175,12 @@ fn build(resources: &ResourceTable) -> Docs {
         index.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
         by_group_version.insert(path, (hash, Bytes::from(bytes)));
     }
+    // metrics.k8s.io, served by crate::metrics_api.
+    let bytes = serde_json::to_vec(&crate::metrics_api::openapi_document(super::GIT_VERSION)).unwrap_or_default();
+    let hash = format!("{:016X}", fnv64(&bytes));
+    let path = gv_path(crate::metrics_api::GROUP, crate::metrics_api::VERSION);
+    index.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
+    by_group_version.insert(path, (hash, Bytes::from(bytes)));
     let index = Bytes::from(serde_json::to_vec(&json!({"paths": index})).unwrap_or_default());
     Docs { by_group_version, index }
 }
