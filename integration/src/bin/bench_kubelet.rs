@@ -40,6 +40,19 @@ fn cpu_secs_matching(needle: &str) -> f64 {
     total
 }
 
+/// The kinds of resident memory: heap and stacks, mapped files (the binary's text), shared memory.
+fn rss_parts(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    format!("anon {} MiB, file {} MiB", kib("RssAnon:") / 1024, kib("RssFile:") / 1024)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -168,10 +181,11 @@ async fn main() -> Result<()> {
         "  CPU while starting them: kubelet {kubelet_cpu:.1}s, containerd and its shims {runtime_cpu:.1}s (2 cores)"
     );
     println!(
-        "  kubelet RSS: {} MiB idle, {} MiB peak, {} MiB with {PODS} pods running",
+        "  kubelet RSS: {} MiB idle, {} MiB peak, {} MiB with {PODS} pods running ({})",
         idle_rss / 1024,
         peak / 1024,
-        steady / 1024
+        steady / 1024,
+        rss_parts(pid)
     );
     // Clean up the pods so containerd's teardown is quick.
     let _ = pods.delete_collection(&DeleteParams::default(), &Default::default()).await;
