@@ -3,6 +3,7 @@
 //! kubectl (1.33 and 1.32) pointed at them. Everything a harness starts is
 //! killed and removed when its handle drops, so tests run in parallel.
 
+pub mod cluster;
 pub mod containerd;
 pub mod node;
 

@@ -136,9 +136,7 @@ impl HorizontalController {
             match c {
                 // New HPAs and spec changes sync now; status writes (ours) do not.
                 Change::Upsert { old, new } => {
-                    let changed = old.as_ref().is_none_or(|o| {
-                        o.metadata.generation != new.metadata.generation || o.metadata.uid != new.metadata.uid
-                    });
+                    let changed = old.as_ref().is_none_or(|o| o.spec != new.spec || o.metadata.uid != new.metadata.uid);
                     if changed {
                         me.queue.add(util::key_of(&new.metadata));
                     }
