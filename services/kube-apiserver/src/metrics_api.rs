@@ -24,6 +24,7 @@ use std::time::Duration;
 use apimachinery::selector::{field::FieldSelector, label::LabelSelector};
 use apimachinery::status::{ApiError, Qualified};
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -43,6 +44,8 @@ const DEFAULT_RESOLUTION: Duration = Duration::from_secs(15);
 const FRESH_CONTAINER_MIN: Duration = Duration::from_secs(10);
 /// The largest `/metrics/resource` body read.
 const MAX_BODY: usize = 16 << 20;
+/// At most this many kubelets are scraped at once.
+const CONCURRENT_SCRAPES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsApiError {
@@ -616,7 +619,8 @@ async fn scrape_all(server: &ApiServer) -> Batch {
         }
     });
     let mut batch = Batch::default();
-    for (name, result) in futures::future::join_all(scrapes).await {
+    let results: Vec<_> = futures::stream::iter(scrapes).buffer_unordered(CONCURRENT_SCRAPES).collect().await;
+    for (name, result) in results {
         match result {
             Ok(text) => match parse_prometheus(&text) {
                 Ok(samples) => {
