@@ -370,21 +370,6 @@ fn cluster_dns_flags() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-ip"), "{}", integration::text(&out));
 }
 
-fn host_ip() -> String {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect("10.255.255.255:1")?;
-            s.local_addr()
-        })
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| "127.0.0.1".into())
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// Relays TCP from `listen` to `target` (both on this host) until dropped: the
 /// harness's apiserver listens on loopback, which pods cannot reach.
 struct Relay {
@@ -424,30 +409,6 @@ impl Drop for Relay {
     }
 }
 
-/// What the pod test leaves on the host, removed even when it fails: kube-proxy's nftables
-/// table, the route_localnet setting, and the log folders of its pods (the kubelet keeps them).
-struct HostCleanup {
-    table: String,
-    localnet_before: String,
-    pod_uids: std::sync::Mutex<Vec<String>>,
-}
-
-impl Drop for HostCleanup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &self.table]).status();
-        if !self.localnet_before.is_empty() {
-            let _ = std::fs::write("/proc/sys/net/ipv4/conf/all/route_localnet", self.localnet_before.trim());
-        }
-        let uids = self.pod_uids.lock().map(|u| u.clone()).unwrap_or_default();
-        for entry in std::fs::read_dir("/var/log/pods").into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if uids.iter().any(|u| !u.is_empty() && name.ends_with(&format!("_{u}"))) {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-}
-
 /// The whole add-on path on a real node: deploy/dns.yaml applied as it is (but for this test's
 /// service range), its image from scripts/build-images.sh run by the kubelet on containerd and
 /// reaching the apiserver in-cluster through the kubernetes Service, its kube-dns Service
@@ -455,113 +416,44 @@ impl Drop for HostCleanup {
 /// with busybox's nslookup through the search path the kubelet wrote.
 #[test]
 fn cluster_dns_pod_serves_cluster_first_pods() {
-    use integration::containerd::{image_archives, Containerd, ContainerdOptions, TEST_IMAGE};
-    use integration::{ApiServer, Etcd};
+    use integration::cluster::{tail, ClusterOptions, Host, KubeProxyOptions};
+    use integration::containerd::image_archives;
 
-    let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
+    let host = Host::start().unwrap();
     let archive = image_archives().unwrap().join("cluster-dns.tar");
-    let imported = containerd.ctr(&["images", "import", &archive.to_string_lossy()]).unwrap();
+    let imported = host.containerd.ctr(&["images", "import", &archive.to_string_lossy()]).unwrap();
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    let image = TEST_IMAGE.replace(":latest", ":v1");
-    let tagged = containerd.ctr(&["images", "tag", TEST_IMAGE, &image]).unwrap();
-    assert!(tagged.status.success(), "{}", String::from_utf8_lossy(&tagged.stderr));
 
     // This test's own service range (parallel clusters' proxies never match each other's addresses).
-    let slot: u32 = containerd.subnet().split('.').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let (kubernetes_ip, dns_ip) = (format!("10.100.{slot}.1"), format!("10.100.{slot}.10"));
-    let node_ip = host_ip();
+    let (kubernetes_ip, dns_ip) = (host.kubernetes_ip(), format!("10.100.{}.10", host.slot));
+    let node_ip = host.node_ip.clone();
+    let gateway = host.containerd.gateway().to_string();
+    let image = host.image.clone();
     // A real PKI, so that the add-on's in-cluster client verifies the apiserver (SAN: the kubernetes ClusterIP).
     let pki = tempfile::tempdir().unwrap();
     let mut opts = kube_pki::InitOptions::new(pki.path(), node_ip.parse().unwrap(), "n1");
     opts.cert_extra_sans = vec![kubernetes_ip.clone()];
     let _report = kube_pki::init(&opts).unwrap();
     let p = |rel: &str| pki.path().join(rel).display().to_string();
-    let etcd = Etcd::start().unwrap();
-    let nodeports = format!("{}-{}", 30000 + slot * 10, 30000 + slot * 10 + 9);
-    let apiserver = ApiServer::start_with(
-        &etcd,
-        &[
-            &format!("--service-cluster-ip-range=10.100.{slot}.0/24"),
-            &format!("--service-node-port-range={nodeports}"),
-            &format!("--tls-cert-file={}", p(kube_pki::paths::APISERVER.cert)),
-            &format!("--tls-private-key-file={}", p(kube_pki::paths::APISERVER.key)),
-            &format!("--advertise-address={node_ip}"),
-        ],
-    )
-    .unwrap();
+    // The kubernetes Service's endpoint is node_ip:port; the apiserver listens on loopback. The
+    // relay starts once the port is known, which is as soon as the apiserver is up: before any pod.
+    let cluster = host
+        .start_cluster(ClusterOptions {
+            apiserver_args: vec![
+                format!("--tls-cert-file={}", p(kube_pki::paths::APISERVER.cert)),
+                format!("--tls-private-key-file={}", p(kube_pki::paths::APISERVER.key)),
+                format!("--advertise-address={node_ip}"),
+            ],
+            root_ca_file: Some(pki.path().join(kube_pki::paths::CA.cert)),
+            kubelet_args: vec![format!("--cluster-dns={dns_ip}"), "--cluster-domain=cluster.local".into()],
+            kube_proxy: Some(KubeProxyOptions { nodeport_addresses: "{node_ip}/32".into() }),
+            ..Default::default()
+        })
+        .unwrap();
+    let apiserver = &cluster.apiserver;
     let port = apiserver.port;
-    // The kubernetes Service's endpoint is node_ip:port; the apiserver listens on loopback.
     let _relay = Relay::start(format!("{node_ip}:{port}").parse().unwrap(), ([127, 0, 0, 1], port).into());
-
-    let kcm_kc = apiserver.token_kubeconfig("system:kube-controller-manager", "controller-manager-token").unwrap();
-    let _kcm = apiserver
-        .start_component(
-            "kube-controller-manager",
-            &kcm_kc,
-            &[
-                "--leader-elect=false",
-                "--secure-port=0",
-                "--use-service-account-credentials=true",
-                &format!("--root-ca-file={}", p(kube_pki::paths::CA.cert)),
-            ],
-        )
-        .unwrap();
-    let sched_kc = apiserver.token_kubeconfig("system:kube-scheduler", "scheduler-token").unwrap();
-    let _sched =
-        apiserver.start_component("kube-scheduler", &sched_kc, &["--leader-elect=false", "--secure-port=0"]).unwrap();
-    let kubelet_kc = apiserver.token_kubeconfig("system:node:n1", "node1-token").unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let kubelet = apiserver
-        .start_component(
-            "kubelet",
-            &kubelet_kc,
-            &[
-                "--hostname-override=n1",
-                &format!("--container-runtime-endpoint=unix://{}", containerd.socket().display()),
-                &format!("--root-dir={}", root.path().display()),
-                &format!("--port={}", free_port()),
-                &format!("--healthz-port={}", free_port()),
-                &format!("--node-ip={node_ip}"),
-                &format!("--cluster-dns={dns_ip}"),
-                "--cluster-domain=cluster.local",
-            ],
-        )
-        .unwrap();
-    let table = format!("kpdns{slot}");
-    // Declared before kube-proxy, so dropped after it.
-    let cleanup = HostCleanup {
-        table: table.clone(),
-        localnet_before: std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/route_localnet").unwrap_or_default(),
-        pod_uids: std::sync::Mutex::new(Vec::new()),
-    };
-    let remember_pods = || {
-        let uids = integration::stdout(
-            &apiserver.kubectl("1.33", &["get", "pods", "-A", "-o", "jsonpath={.items[*].metadata.uid}"]),
-        );
-        if let Ok(mut u) = cleanup.pod_uids.lock() {
-            u.extend(uids.split_whitespace().map(str::to_string));
-        }
-    };
-    let proxy_kc = apiserver.token_kubeconfig("system:kube-proxy", "kube-proxy-token").unwrap();
-    let proxy = apiserver
-        .start_component(
-            "kube-proxy",
-            &proxy_kc,
-            &[
-                "--hostname-override=n1",
-                &format!("--nftables-table={table}"),
-                &format!("--cluster-cidr={}", containerd.cluster_cidr()),
-                &format!("--healthz-bind-address=127.0.0.1:{}", free_port()),
-                &format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
-                &format!("--nodeport-addresses={node_ip}/32"),
-            ],
-        )
-        .unwrap();
-    let kubectl = |args: &[&str], stdin: Option<&str>| {
-        let out = apiserver.kubectl_stdin("1.33", args, stdin);
-        assert!(out.status.success(), "kubectl {args:?}: {}", integration::text(&out));
-        integration::stdout(&out)
-    };
+    let kubectl = |args: &[&str], stdin: Option<&str>| cluster.kubectl_stdin(args, stdin);
     let pod_logs = || {
         let mut out = String::new();
         for entry in std::fs::read_dir("/var/log/pods").into_iter().flatten().flatten() {
@@ -581,21 +473,8 @@ fn cluster_dns_pod_serves_cluster_first_pods() {
         }
         out
     };
-    let diag = || {
-        remember_pods();
-        format!(
-            "kubelet:\n{}\nkube-proxy:\n{}\npods:\n{}\n{}",
-            tail(&kubelet.log(), 20),
-            tail(&proxy.log(), 10),
-            integration::text(&apiserver.kubectl("1.33", &["get", "pods", "-A", "-o", "wide"])),
-            pod_logs()
-        )
-    };
-    let start = Instant::now();
-    while !integration::text(&apiserver.kubectl("1.33", &["get", "node", "n1"])).contains(" Ready") {
-        assert!(start.elapsed() < Duration::from_secs(60), "node never Ready:\n{}", diag());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let diag = || format!("{}\n{}", cluster.diag(), pod_logs());
+    let remember_pods = || cluster.remember_pods();
 
     // The add-on's manifest as shipped, but for this test's service range.
     let manifest = deploy_manifest()
@@ -609,7 +488,6 @@ fn cluster_dns_pod_serves_cluster_first_pods() {
     assert!(rollout.status.success(), "rollout: {}\n{}", integration::text(&rollout), diag());
 
     // A headless Service whose endpoint is this node's pod gateway (an address on this host).
-    let gateway = containerd.gateway().to_string();
     kubectl(
         &["apply", "-f", "-"],
         Some(&format!(
@@ -663,5 +541,4 @@ fn cluster_dns_pod_serves_cluster_first_pods() {
     {
         std::thread::sleep(Duration::from_millis(500));
     }
-    drop(proxy);
 }

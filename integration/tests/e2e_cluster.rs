@@ -6,122 +6,27 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use integration::containerd::{Containerd, ContainerdOptions, TEST_IMAGE};
-use integration::{free_port, ApiServer, Component, Etcd};
-
-fn host_ip() -> String {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect("10.255.255.255:1")?;
-            s.local_addr()
-        })
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| "127.0.0.1".into())
-}
+use integration::cluster::{Cluster, ClusterOptions, KubeProxyOptions};
 
 fn curl(url: &str) -> Option<String> {
     let out = std::process::Command::new("curl").args(["-s", "--max-time", "2", url]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 #[test]
 fn deployment_exposed_through_kube_proxy_reaches_every_replica() {
-    // kube-proxy turns on route_localnet for NodePorts on 127.0.0.1; the host gets its setting back.
-    let localnet = "/proc/sys/net/ipv4/conf/all/route_localnet";
-    let localnet_before = std::fs::read_to_string(localnet).unwrap_or_default();
-    let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
-    // Service ranges of this test alone, so parallel clusters' proxies never match each other's addresses.
-    let slot: u32 = containerd.subnet().split('.').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let etcd = Etcd::start().unwrap();
-    let nodeports = format!("{}-{}", 30000 + slot * 10, 30000 + slot * 10 + 9);
-    let apiserver = ApiServer::start_with(
-        &etcd,
-        &[&format!("--service-cluster-ip-range=10.100.{slot}.0/24"), &format!("--service-node-port-range={nodeports}")],
-    )
+    // kube-proxy turns on route_localnet for NodePorts on 127.0.0.1; the cluster gives the host its setting back.
+    let cluster = Cluster::start(ClusterOptions {
+        // Upstream's opt-in for NodePorts on localhost, besides the node's address.
+        kube_proxy: Some(KubeProxyOptions { nodeport_addresses: "127.0.0.1/32,{node_ip}/32".into() }),
+        ..Default::default()
+    })
     .unwrap();
-    // A locally present tag, so the default pull policy (IfNotPresent) applies.
-    let image = TEST_IMAGE.replace(":latest", ":v1");
-    let tagged = containerd.ctr(&["-n", "k8s.io", "images", "tag", TEST_IMAGE, &image]).unwrap();
-    assert!(tagged.status.success(), "{}", String::from_utf8_lossy(&tagged.stderr));
-
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.crt");
-    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n").unwrap();
-    let kcm_kc = apiserver.token_kubeconfig("system:kube-controller-manager", "controller-manager-token").unwrap();
-    let _kcm = apiserver
-        .start_component(
-            "kube-controller-manager",
-            &kcm_kc,
-            &[
-                "--leader-elect=false",
-                "--secure-port=0",
-                "--use-service-account-credentials=true",
-                &format!("--root-ca-file={}", ca.display()),
-            ],
-        )
-        .unwrap();
-    let sched_kc = apiserver.token_kubeconfig("system:kube-scheduler", "scheduler-token").unwrap();
-    let _sched =
-        apiserver.start_component("kube-scheduler", &sched_kc, &["--leader-elect=false", "--secure-port=0"]).unwrap();
-    let node_ip = host_ip();
-    let kubelet_kc = apiserver.token_kubeconfig("system:node:n1", "node1-token").unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let kubelet: Component = apiserver
-        .start_component(
-            "kubelet",
-            &kubelet_kc,
-            &[
-                "--hostname-override=n1",
-                &format!("--container-runtime-endpoint=unix://{}", containerd.socket().display()),
-                &format!("--root-dir={}", root.path().display()),
-                &format!("--port={}", free_port()),
-                &format!("--healthz-port={}", free_port()),
-                &format!("--node-ip={node_ip}"),
-            ],
-        )
-        .unwrap();
-    let table = format!("kpe2e{slot}");
-    // kube-proxy as system:kube-proxy (upstream's system:node-proxier role), like every other component here.
-    let proxy_kc = apiserver.token_kubeconfig("system:kube-proxy", "kube-proxy-token").unwrap();
-    let proxy = apiserver
-        .start_component(
-            "kube-proxy",
-            &proxy_kc,
-            &[
-                "--hostname-override=n1",
-                &format!("--nftables-table={table}"),
-                &format!("--cluster-cidr={}", containerd.cluster_cidr()),
-                &format!("--healthz-bind-address=127.0.0.1:{}", free_port()),
-                &format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
-                // Upstream's opt-in for NodePorts on localhost, besides the node's address.
-                &format!("--nodeport-addresses=127.0.0.1/32,{node_ip}/32"),
-            ],
-        )
-        .unwrap();
-    let kubectl = |args: &[&str]| {
-        let out = apiserver.kubectl("1.33", args);
-        assert!(out.status.success(), "kubectl {args:?}: {}", integration::text(&out));
-        integration::stdout(&out)
-    };
-    let diag = || {
-        format!(
-            "kubelet:\n{}\nkube-proxy:\n{}\npods:\n{}",
-            tail(&kubelet.log(), 20),
-            tail(&proxy.log(), 20),
-            integration::text(&apiserver.kubectl("1.33", &["get", "pods", "-o", "wide"]))
-        )
-    };
-    // Wait for the node, then deploy and expose.
-    let start = Instant::now();
-    while !integration::text(&apiserver.kubectl("1.33", &["get", "node", "n1"])).contains(" Ready") {
-        assert!(start.elapsed() < Duration::from_secs(60), "node never Ready:\n{}", diag());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let (image, node_ip) = (&cluster.host.image, &cluster.host.node_ip);
+    let kubectl = |args: &[&str]| cluster.kubectl(args);
+    let diag = || cluster.diag();
+    let apiserver = &cluster.apiserver;
+    // Deploy and expose.
     kubectl(&[
         "create",
         "deployment",
@@ -165,9 +70,4 @@ fn deployment_exposed_through_kube_proxy_reaches_every_replica() {
     }
     kubectl(&["delete", "service", "web"]);
     kubectl(&["delete", "deployment", "web"]);
-    drop(proxy);
-    let _ = std::process::Command::new("nft").args(["delete", "table", "ip", &table]).status();
-    if !localnet_before.is_empty() {
-        let _ = std::fs::write(localnet, localnet_before.trim());
-    }
 }

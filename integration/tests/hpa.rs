@@ -339,7 +339,7 @@ fn hpa_scales_a_cpu_burning_deployment_up_and_back_down() {
     let h = until(Duration::from_secs(60), "ScalingLimited TooManyReplicas at the maximum", || {
         let h = hpa(api, "burn");
         match condition(&h, "ScalingLimited") {
-            Some((s, r, _)) if s == "True" && r == "TooManyReplicas" => Ok(h),
+            Some((s, r, _)) if s == "True" && r == "TooManyReplicas" && h["status"]["currentReplicas"] == 3 => Ok(h),
             _ => Err(state()),
         }
     });
