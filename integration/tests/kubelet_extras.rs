@@ -186,6 +186,14 @@ async fn stats_and_resource_metrics_report_running_containers() {
     assert!(metrics.lines().any(|l| l.starts_with("kubelet_running_pods ") && !l.ends_with(" 0")), "{metrics}");
     assert!(metrics.contains("kubelet_running_containers{container_state=\"running\"}"), "{metrics}");
     assert!(metrics.lines().any(|l| l.starts_with("kubelet_pod_start_duration_seconds_count 1")), "{metrics}");
+    // Every CRI call is counted and timed by its upstream operation type.
+    let count = |op: &str| -> u64 {
+        let prefix = format!("kubelet_runtime_operations_total{{operation_type=\"{op}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+    };
+    assert_eq!(count("run_podsandbox"), 1, "{metrics}");
+    assert!(count("create_container") >= 1 && count("start_container") >= 1, "{metrics}");
+    assert!(metrics.contains("kubelet_runtime_operations_duration_seconds_bucket{"), "{metrics}");
 }
 
 /// A device plugin with two widgets whose Allocate hands out their IDs in an env var.

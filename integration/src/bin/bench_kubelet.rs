@@ -53,6 +53,25 @@ fn rss_parts(pid: u32) -> String {
     format!("anon {} MiB, file {} MiB", kib("RssAnon:") / 1024, kib("RssFile:") / 1024)
 }
 
+/// The kubelet's `kubelet_runtime_operations_total` by operation, divided by the pods.
+fn cri_calls_per_pod(port: u16) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "5", &format!("https://127.0.0.1:{port}/metrics")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut calls: Vec<(String, f64)> = out
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("kubelet_runtime_operations_total{operation_type=\"")?;
+            let (op, value) = rest.split_once("\"} ")?;
+            Some((op.to_string(), value.trim().parse::<f64>().ok()? / PODS as f64))
+        })
+        .collect();
+    calls.sort_by(|a, b| b.1.total_cmp(&a.1));
+    calls.iter().map(|(op, n)| format!("{op} {n:.1}")).collect::<Vec<_>>().join(", ")
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -76,12 +95,13 @@ async fn main() -> Result<()> {
     sas.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}}))?).await?;
 
     let root = tempfile::tempdir()?;
+    let kubelet_port = free_port();
     let kc = cp.apiserver.token_kubeconfig("system:node:n1", "node1-token")?;
     let args = [
         "--hostname-override=n1".to_string(),
         format!("--container-runtime-endpoint=unix://{}", containerd.socket().display()),
         format!("--root-dir={}", root.path().display()),
-        format!("--port={}", free_port()),
+        format!("--port={kubelet_port}"),
         format!("--healthz-port={}", free_port()),
         "--node-ip=127.0.0.1".to_string(),
     ];
@@ -187,6 +207,7 @@ async fn main() -> Result<()> {
         steady / 1024,
         rss_parts(pid)
     );
+    println!("  CRI calls per pod: {}", cri_calls_per_pod(kubelet_port));
     // Clean up the pods so containerd's teardown is quick.
     let _ = pods.delete_collection(&DeleteParams::default(), &Default::default()).await;
     let deadline = Instant::now() + Duration::from_secs(60);

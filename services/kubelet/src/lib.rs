@@ -92,7 +92,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     labels.extend(options::parse_map(&opts.node_labels).context("--node-labels")?);
     let taints = options::parse_taints(&opts.register_with_taints).context("--register-with-taints")?;
     let devices = deviceplugin::DeviceManager::new(&opts.root_dir);
-    let metrics = stats::KubeletMetrics::new(&node_name);
+    let metrics = stats::KubeletMetrics::new(&node_name, &runtime);
     let agent = Arc::new(node::NodeAgent {
         client: client.clone(),
         name: node_name.clone(),

@@ -429,8 +429,9 @@ pub struct KubeletMetrics {
 }
 
 impl KubeletMetrics {
-    pub fn new(node_name: &str) -> Arc<KubeletMetrics> {
+    pub fn new(node_name: &str, runtime: &Runtime) -> Arc<KubeletMetrics> {
         let mut registry = Registry::default();
+        runtime.ops.register(&mut registry);
         let node: Family<Vec<(String, String)>, Gauge> = Family::default();
         node.get_or_create(&vec![("node".to_string(), node_name.to_string())]).set(1);
         registry.register("kubelet_node_name", "The node's name. The count is always 1.", node);
