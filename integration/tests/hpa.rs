@@ -240,6 +240,38 @@ fn hpa_without_metrics_reports_upstream_conditions_and_enforces_min_and_max() {
     );
     assert_eq!(deployment_replicas(api, "custom"), 2);
 
+    // Two HPAs over the same pods: neither scales them (upstream's AmbiguousSelector).
+    apply(deployment("twin", 1));
+    apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: twin-pod, namespace: default, labels: {app: twin}}\n\
+         spec: {automountServiceAccountToken: false, containers: [{name: c, image: busybox}]}\n"
+            .into(),
+    );
+    apply(autoscaler("twin-a", "twin", 1, 5, CPU_50));
+    apply(autoscaler("twin-b", "twin", 1, 5, CPU_50));
+    for name in ["twin-a", "twin-b"] {
+        let (s, _, message) = until(Duration::from_secs(30), &format!("{name}: AmbiguousSelector"), || {
+            let h = hpa(api, name);
+            match condition(&h, "ScalingActive") {
+                Some(c) if c.1 == "AmbiguousSelector" => Ok(c),
+                _ => Err(format!("{}\n{}", h["status"], logs())),
+            }
+        });
+        assert_eq!(s, "False");
+        assert_eq!(
+            message,
+            "pods by selector app=twin are controlled by multiple HPAs: [default/twin-a default/twin-b]"
+        );
+    }
+    integration::ok(api.kubectl("1.33", &["delete", "hpa", "twin-b"]));
+    until(Duration::from_secs(30), "twin-a: unambiguous once twin-b is gone", || {
+        let h = hpa(api, "twin-a");
+        match condition(&h, "ScalingActive") {
+            Some(c) if c.1 == "FailedGetResourceMetric" => Ok(()),
+            _ => Err(format!("{}\n{}", h["status"], logs())),
+        }
+    });
+
     // kubectl describe shows the conditions and events, in both supported versions.
     for v in KUBECTL_VERSIONS {
         let out = integration::ok(api.kubectl(v, &["describe", "hpa", "zero"]));

@@ -104,6 +104,8 @@ pub struct HorizontalController {
     recorder: Recorder,
     config: Config,
     history: Mutex<HashMap<String, History>>,
+    /// Each HPA's target pod selector, as last read from its scale (upstream's hpaSelectors).
+    selectors: Mutex<HashMap<String, Selector>>,
     /// apiVersion/kind → resource, from discovery (upstream's RESTMapper).
     mappings: tokio::sync::Mutex<HashMap<(String, String), ApiResource>>,
 }
@@ -128,6 +130,7 @@ impl HorizontalController {
             queue,
             config,
             history: Mutex::new(HashMap::new()),
+            selectors: Mutex::new(HashMap::new()),
             mappings: Default::default(),
         });
         let me = Arc::downgrade(&this);
@@ -142,7 +145,9 @@ impl HorizontalController {
                     }
                 }
                 Change::Deleted(h) => {
-                    me.lock_history().remove(&util::key_of(&h.metadata));
+                    let key = util::key_of(&h.metadata);
+                    me.lock_history().remove(&key);
+                    me.selectors.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
                 }
             }
         });
@@ -459,6 +464,27 @@ impl HorizontalController {
                 return out;
             }
         };
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns) && selector.matches(&util::labels(&p.metadata)))
+            .collect();
+        // Pods two HPAs select would be scaled by both: upstream refuses.
+        let key = util::key_of(&hpa.metadata);
+        let selecting = {
+            let mut selectors = self.selectors.lock().unwrap_or_else(|e| e.into_inner());
+            selectors.insert(key, selector.clone());
+            hpas_selecting(&selectors, ns, &pods)
+        };
+        if selecting.len() > 1 {
+            let message =
+                format!("pods by selector {selector_str} are controlled by multiple HPAs: [{}]", selecting.join(" "));
+            self.event(hpa, EventType::Warning, "AmbiguousSelector", &message);
+            conds.set("ScalingActive", "False", "AmbiguousSelector", message.clone());
+            out.error = Some(message);
+            return out;
+        }
         let default_metrics;
         let specs: &[MetricSpec] = match specs.as_deref() {
             Some(s) if !s.is_empty() => s,
@@ -470,12 +496,6 @@ impl HorizontalController {
         };
         let spec_replicas = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
         let status_replicas = scale.status.as_ref().map(|s| s.replicas).unwrap_or(0);
-        let pods: Vec<Arc<Pod>> = self
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(ns) && selector.matches(&util::labels(&p.metadata)))
-            .collect();
         let ctx = MetricContext { ns, selector: &selector_str, pods: &pods, spec_replicas, status_replicas };
 
         let mut invalid = 0;
@@ -833,6 +853,18 @@ impl HorizontalController {
             }
         }
     }
+}
+
+/// The HPAs (keys, sorted) of namespace `ns` whose selector picks any of `pods`.
+fn hpas_selecting(selectors: &HashMap<String, Selector>, ns: &str, pods: &[Arc<Pod>]) -> Vec<String> {
+    let mut keys: Vec<String> = selectors
+        .iter()
+        .filter(|(key, _)| util::split_key(key).0 == ns)
+        .filter(|(_, sel)| pods.iter().any(|p| sel.matches(&util::labels(&p.metadata))))
+        .map(|(key, _)| key.clone())
+        .collect();
+    keys.sort();
+    keys
 }
 
 fn ref_of(key: &str) -> kube::runtime::reflector::ObjectRef<HorizontalPodAutoscaler> {
@@ -1978,6 +2010,19 @@ mod tests {
         let m = container_metrics(&items[..2], "cpu", "x").unwrap();
         assert_eq!((m["a"].value, m["b"].value), (100, 1000));
         assert!(container_metrics(&items, "cpu", "x").is_err());
+    }
+
+    #[test]
+    fn pods_selected_by_two_hpas_are_ambiguous() {
+        let mut selectors = HashMap::new();
+        selectors.insert("ns/a".to_string(), Selector::parse("app=web").unwrap());
+        selectors.insert("ns/b".to_string(), Selector::parse("app in (web, db)").unwrap());
+        selectors.insert("other/c".to_string(), Selector::parse("app=web").unwrap());
+        selectors.insert("ns/d".to_string(), Selector::parse("app=db").unwrap());
+        let mut web = (*pod("w", 100, 1, Some(1))).clone();
+        web.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+        assert_eq!(hpas_selecting(&selectors, "ns", &[Arc::new(web)]), vec!["ns/a", "ns/b"]);
+        assert!(hpas_selecting(&selectors, "ns", &[]).is_empty());
     }
 
     #[test]
