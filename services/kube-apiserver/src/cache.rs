@@ -129,6 +129,9 @@ pub struct Cacher {
     ready_tx: watch::Sender<bool>,
     /// Asks the etcd watch for a progress report now (a reader waits for a revision).
     progress_wanted: tokio::sync::Notify,
+    /// The newest revision this server wrote under the prefix: what a reader
+    /// that must see its own writes waits for (see `caught_up_with_own_writes`).
+    written: std::sync::atomic::AtomicI64,
 }
 
 const DEFAULT_CAPACITY: usize = 1024;
@@ -152,7 +155,21 @@ impl Cacher {
             revision_tx: watch::channel(0).0,
             ready_tx: watch::channel(false).0,
             progress_wanted: tokio::sync::Notify::new(),
+            written: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    /// Records a write this server made at `revision`.
+    pub fn note_written(&self, revision: i64) {
+        self.written.fetch_max(revision, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits (bounded) until the cache holds every write this server made to
+    /// the resource: an admission check that reads the cache (quota, say)
+    /// then sees an object created a moment ago through this server.
+    pub async fn caught_up_with_own_writes(&self, limit: Duration) -> Result<(), CacheError> {
+        let written = self.written.load(std::sync::atomic::Ordering::SeqCst);
+        self.wait_for_revision(written, limit).await
     }
 
     pub fn prefix(&self) -> &str {

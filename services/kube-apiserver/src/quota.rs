@@ -155,7 +155,12 @@ pub async fn charge(
     if ns.is_empty() || !d.namespaced || (d.group.is_empty() && d.plural == "resourcequotas" && sign < 0) {
         return Ok(());
     }
-    let (quotas, _) = server.store.cache(&qd).snapshot(&qd.key_prefix(&server.store.root, Some(ns)));
+    // A quota created through this server a moment ago must already count.
+    let cache = server.store.cache(&qd);
+    if let Err(e) = cache.caught_up_with_own_writes(std::time::Duration::from_secs(3)).await {
+        tracing::warn!("quota admission: the resourcequotas cache lags this server's writes: {e}");
+    }
+    let (quotas, _) = cache.snapshot(&qd.key_prefix(&server.store.root, Some(ns)));
     if quotas.is_empty() {
         return Ok(());
     }

@@ -415,6 +415,7 @@ impl Store {
             return Ok(Written { object: obj, warnings, created: true });
         }
         let rev = self.storage.create(&key, bytes).await.map_err(|e| map_storage(d, &name, e))?;
+        self.cache(d).note_written(rev);
         stamp_resource_version(&mut obj, rev);
         Ok(Written { object: obj, warnings, created: true })
     }
@@ -552,6 +553,7 @@ impl Store {
             {
                 match self.storage.delete(&key, current.mod_revision).await {
                     Ok(rev) => {
+                        self.cache(d).note_written(rev);
                         stamp_resource_version(&mut new, rev);
                         return Ok(Written { object: new, warnings, created: false });
                     }
@@ -562,6 +564,7 @@ impl Store {
             let bytes = encode_for_storage(&new)?;
             match self.storage.update(&key, bytes, current.mod_revision).await {
                 Ok(rev) => {
+                    self.cache(d).note_written(rev);
                     stamp_resource_version(&mut new, rev);
                     return Ok(Written { object: new, warnings, created: false });
                 }
@@ -667,6 +670,7 @@ impl Store {
                     let bytes = encode_for_storage(&obj)?;
                     match self.storage.update(&key, bytes, current.mod_revision).await {
                         Ok(rev) => {
+                            self.cache(d).note_written(rev);
                             stamp_resource_version(&mut obj, rev);
                             return Ok(Deleted { object: obj, removed: false });
                         }
@@ -680,6 +684,7 @@ impl Store {
             }
             match self.storage.delete(&key, current.mod_revision).await {
                 Ok(rev) => {
+                    self.cache(d).note_written(rev);
                     stamp_resource_version(&mut obj, rev);
                     return Ok(Deleted { object: obj, removed: true });
                 }
