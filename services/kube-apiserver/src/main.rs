@@ -8,6 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kube_apiserver::options::Options;
 
 fn main() -> std::process::ExitCode {
+    allocator::reexec_with(allocator::Footprint::Lazy);
     let options = Options::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

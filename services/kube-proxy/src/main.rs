@@ -5,6 +5,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    allocator::reexec_with(allocator::Footprint::Lazy);
     let options = kube_proxy::options::Options::parse();
     component_base::init_logging(options.verbosity);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
