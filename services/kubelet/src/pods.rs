@@ -64,6 +64,13 @@ pub struct PodState {
     start_time: Option<Time>,
     /// When the worker first saw the pod; taken once the pod runs (kubelet_pod_start_duration_seconds).
     first_seen: Option<Instant>,
+    /// CRI statuses of this pod's running and exited containers, by id, with
+    /// the state they were read in: while a container's listed state is the
+    /// same its status is too (a running one's start time, an exited one's
+    /// exit code), so a pass asks the runtime only about containers that changed.
+    statuses: std::sync::Mutex<HashMap<String, (i32, cri::ContainerStatus)>>,
+    /// The ready sandbox's id and pod IP: a sandbox keeps its address.
+    sandbox_ip: Option<(String, String)>,
 }
 
 pub enum Outcome {
@@ -187,13 +194,20 @@ impl Kubelet {
             Some(attempt) => containers::sandbox_config(pod, attempt, &self.settings),
             None => sandbox_config,
         };
-        let pod_ip = self
-            .runtime
-            .pod_sandbox_status(&sandbox_id)
-            .await?
-            .and_then(|s| s.network)
-            .map(|n| n.ip)
-            .unwrap_or_default();
+        let pod_ip = match &st.sandbox_ip {
+            Some((id, ip)) if *id == sandbox_id => ip.clone(),
+            _ => {
+                let ip = self
+                    .runtime
+                    .pod_sandbox_status(&sandbox_id)
+                    .await?
+                    .and_then(|s| s.network)
+                    .map(|n| n.ip)
+                    .unwrap_or_default();
+                st.sandbox_ip = Some((sandbox_id.clone(), ip.clone()));
+                ip
+            }
+        };
         let host_network = spec.host_network.unwrap_or(false);
         let pod_ip = if host_network { self.host_ip.clone() } else { pod_ip };
         self.write_etc_hosts(pod, &pod_ip);
@@ -218,14 +232,18 @@ impl Kubelet {
 
         let mut wake = self.sync_frequency;
         let probe_host = pod_ip.clone();
+        // One container list for the pass; observing lists again only if the pass changed something.
+        let listed = self.runtime.pod_containers(&uid).await?;
+        let mut changed_runtime = false;
         // Init containers in order; sidecars (restartPolicy Always) start and keep running.
         let mut init_blocked = false;
         for c in spec.init_containers.iter().flatten() {
             let sidecar = c.restart_policy.as_deref() == Some("Always");
-            let latest = self.latest(&uid, &sandbox_id, &c.name).await?;
+            let latest = self.latest(st, &listed, &sandbox_id, &c.name).await;
             match latest.as_ref().map(|l| l.1) {
                 None => {
-                    let restarts = self.restart_count(&uid, &c.name).await;
+                    let restarts = next_restart_count(&listed, &c.name);
+                    changed_runtime = true;
                     self.start_container(pod, c, restarts, &sandbox_id, &sandbox_config, &volumes, &pod_ip, st, "init")
                         .await;
                     if !sidecar {
@@ -250,6 +268,7 @@ impl Kubelet {
                         break;
                     }
                     let _ = id;
+                    changed_runtime = true;
                     if let Some(d) = self
                         .restart_with_backoff(
                             pod,
@@ -275,10 +294,11 @@ impl Kubelet {
 
         if !init_blocked && st.terminal.is_none() {
             for c in &spec.containers {
-                let latest = self.latest(&uid, &sandbox_id, &c.name).await?;
+                let latest = self.latest(st, &listed, &sandbox_id, &c.name).await;
                 match latest {
                     None => {
-                        let restarts = self.restart_count(&uid, &c.name).await;
+                        let restarts = next_restart_count(&listed, &c.name);
+                        changed_runtime = true;
                         self.start_container(
                             pod,
                             c,
@@ -306,6 +326,7 @@ impl Kubelet {
                             };
                             self.event(pod, EventType::Normal, "Killing", &why);
                             self.kill_container(pod, c, &id, grace_period(pod), &pod_ip).await;
+                            changed_runtime = true;
                             wake = wake.min(Duration::from_millis(200));
                         }
                         let _ = started;
@@ -314,6 +335,7 @@ impl Kubelet {
                     Some((_, InstanceState::Exited | InstanceState::Unknown, exit_code, ran, _)) => {
                         let restart = policy == "Always" || (policy == "OnFailure" && exit_code != 0);
                         if restart {
+                            changed_runtime = true;
                             if let Some(d) = self
                                 .restart_with_backoff(
                                     pod,
@@ -339,7 +361,8 @@ impl Kubelet {
             }
         }
 
-        let observed = self.observe(pod, st, Some(&sandbox_id)).await;
+        let listed = if changed_runtime { None } else { Some(listed) };
+        let observed = self.observe_listed(pod, st, Some(&sandbox_id), listed).await;
         // A pod whose containers all ended for good is finished.
         if st.terminal.is_none() && policy != "Always" && !init_blocked {
             let all_done = observed.iter().filter(|o| !o.1).all(|(o, _)| {
@@ -416,19 +439,16 @@ impl Kubelet {
     /// The newest instance of a container in the sandbox: id, state, exit code, how long it ran, spec hash.
     async fn latest(
         &self,
-        uid: &str,
+        st: &PodState,
+        listed: &[cri::Container],
         sandbox_id: &str,
         name: &str,
-    ) -> anyhow::Result<Option<(String, InstanceState, i32, Duration, Option<String>)>> {
-        let all = self.runtime.pod_containers(uid).await?;
-        let Some(c) = all
+    ) -> Option<(String, InstanceState, i32, Duration, Option<String>)> {
+        let c = listed
             .iter()
             .filter(|c| c.pod_sandbox_id == sandbox_id && c.metadata.as_ref().is_some_and(|m| m.name == name))
-            .max_by_key(|c| (c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0), c.created_at))
-        else {
-            return Ok(None);
-        };
-        let status = self.runtime.container_status(&c.id).await.ok().flatten();
+            .max_by_key(|c| (c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0), c.created_at))?;
+        let status = self.status_of(st, c).await;
         let state = instance_state(c.state);
         let exit_code = status.as_ref().map(|s| s.exit_code).unwrap_or(0);
         let ran = status
@@ -436,18 +456,31 @@ impl Kubelet {
             .filter(|s| s.finished_at > s.started_at && s.started_at > 0)
             .map(|s| Duration::from_nanos((s.finished_at - s.started_at) as u64))
             .unwrap_or_default();
-        Ok(Some((c.id.clone(), state, exit_code, ran, c.annotations.get(labels::CONTAINER_HASH).cloned())))
+        Some((c.id.clone(), state, exit_code, ran, c.annotations.get(labels::CONTAINER_HASH).cloned()))
+    }
+
+    /// A container's CRI status, from the pod's cache while its listed state is unchanged.
+    async fn status_of(&self, st: &PodState, x: &cri::Container) -> Option<cri::ContainerStatus> {
+        let settled = x.state == cri::ContainerState::ContainerRunning as i32
+            || x.state == cri::ContainerState::ContainerExited as i32;
+        if settled {
+            let cache = st.statuses.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((state, s)) = cache.get(&x.id) {
+                if *state == x.state {
+                    return Some(s.clone());
+                }
+            }
+        }
+        let s = self.runtime.container_status(&x.id).await.ok().flatten()?;
+        if settled && s.state == x.state {
+            st.statuses.lock().unwrap_or_else(|e| e.into_inner()).insert(x.id.clone(), (x.state, s.clone()));
+        }
+        Some(s)
     }
 
     /// The next restart count: one more than the newest instance's, across sandboxes.
     async fn restart_count(&self, uid: &str, name: &str) -> u32 {
-        let all = self.runtime.pod_containers(uid).await.unwrap_or_default();
-        all.iter()
-            .filter(|c| c.metadata.as_ref().is_some_and(|m| m.name == name))
-            .filter_map(|c| c.annotations.get(labels::RESTART_COUNT).and_then(|v| v.parse::<u32>().ok()))
-            .max()
-            .map(|n| n + 1)
-            .unwrap_or(0)
+        next_restart_count(&self.runtime.pod_containers(uid).await.unwrap_or_default(), name)
     }
 
     /// Pulls if needed, resolves the environment, creates and starts one container.
@@ -834,9 +867,25 @@ impl Kubelet {
 
     /// What the runtime holds for each container of the pod (and whether it is an init container).
     async fn observe(&self, pod: &Pod, st: &PodState, sandbox_id: Option<&str>) -> Vec<(Observed, bool)> {
+        self.observe_listed(pod, st, sandbox_id, None).await
+    }
+
+    /// `observe` over a container list the caller already has (`None`: list now).
+    async fn observe_listed(
+        &self,
+        pod: &Pod,
+        st: &PodState,
+        sandbox_id: Option<&str>,
+        listed: Option<Vec<cri::Container>>,
+    ) -> Vec<(Observed, bool)> {
         let uid = containers::pod_uid(pod);
         let spec = pod.spec.clone().unwrap_or_default();
-        let all = self.runtime.pod_containers(&uid).await.unwrap_or_default();
+        let all = match listed {
+            Some(all) => all,
+            None => self.runtime.pod_containers(&uid).await.unwrap_or_default(),
+        };
+        // Statuses of containers the runtime no longer has are forgotten.
+        st.statuses.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, _| all.iter().any(|c| c.id == *id));
         let mut out = Vec::new();
         let specs =
             spec.init_containers.iter().flatten().map(|c| (c, true)).chain(spec.containers.iter().map(|c| (c, false)));
@@ -849,7 +898,7 @@ impl Kubelet {
             let mut latest = None;
             let mut previous = None;
             for (i, x) in instances.iter().take(2).enumerate() {
-                let inst = self.instance(x).await;
+                let inst = self.instance(st, x).await;
                 if i == 0 {
                     latest = inst;
                 } else {
@@ -880,8 +929,8 @@ impl Kubelet {
         out
     }
 
-    async fn instance(&self, x: &cri::Container) -> Option<Instance> {
-        let s = self.runtime.container_status(&x.id).await.ok().flatten()?;
+    async fn instance(&self, st: &PodState, x: &cri::Container) -> Option<Instance> {
+        let s = self.status_of(st, x).await?;
         let mut message = s.message.clone();
         // The termination message file wins; FallbackToLogsOnError reads the log tail.
         if let Some(path) = x.annotations.get(labels::TERMINATION_MESSAGE_PATH) {
@@ -1005,6 +1054,17 @@ impl Kubelet {
 
 fn ready_config(sandboxes: &[cri::PodSandbox], id: &str) -> Option<u32> {
     sandboxes.iter().find(|s| s.id == id).and_then(|s| s.metadata.as_ref()).map(|m| m.attempt)
+}
+
+/// The next restart count: one more than the newest instance's, across sandboxes.
+fn next_restart_count(listed: &[cri::Container], name: &str) -> u32 {
+    listed
+        .iter()
+        .filter(|c| c.metadata.as_ref().is_some_and(|m| m.name == name))
+        .filter_map(|c| c.annotations.get(labels::RESTART_COUNT).and_then(|v| v.parse::<u32>().ok()))
+        .max()
+        .map(|n| n + 1)
+        .unwrap_or(0)
 }
 
 fn instance_state(state: i32) -> InstanceState {
