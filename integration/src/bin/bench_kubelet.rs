@@ -216,6 +216,94 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     drop(kubelet);
+    // The floor: the same number of sandboxes and containers started straight
+    // through the CRI on the same containerd and CNI config, with no kubelet.
+    let floor = runtime_floor(&containerd).await?;
+    let all = floor.last().copied().unwrap_or_default();
+    println!(
+        "  containerd alone ({PODS} sandboxes + containers through the CRI at once, no kubelet): p50 {:.2}s, p99 {:.2}s; all started after {:.2}s",
+        percentile(&floor, 0.5).as_secs_f64(),
+        percentile(&floor, 0.99).as_secs_f64(),
+        all.as_secs_f64()
+    );
     drop(containerd);
     Ok(())
+}
+
+/// Starts `PODS` sandboxes with one container each straight through the CRI,
+/// all at once; the sorted times from request to a started container. Removes them after.
+async fn runtime_floor(containerd: &Containerd) -> Result<Vec<Duration>> {
+    use k8s_cri::v1 as cri;
+    let channel = containerd.cri_channel().await?;
+    let client = cri::runtime_service_client::RuntimeServiceClient::new(channel);
+    let logs = tempfile::tempdir()?;
+    let results = futures::stream::iter(0..PODS)
+        .map(|i| {
+            let mut client = client.clone();
+            let log_dir = logs.path().join(format!("floor-{i}"));
+            async move {
+                let start = Instant::now();
+                let uid = format!("floor-uid-{i}");
+                let sandbox = cri::PodSandboxConfig {
+                    metadata: Some(cri::PodSandboxMetadata {
+                        name: format!("floor-{i}"),
+                        uid: uid.clone(),
+                        namespace: "default".into(),
+                        attempt: 0,
+                    }),
+                    hostname: format!("floor-{i}"),
+                    log_directory: log_dir.display().to_string(),
+                    ..Default::default()
+                };
+                let id = client
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(sandbox.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .pod_sandbox_id;
+                let container = cri::ContainerConfig {
+                    metadata: Some(cri::ContainerMetadata { name: "c".into(), attempt: 0 }),
+                    image: Some(cri::ImageSpec { image: TEST_IMAGE.into(), ..Default::default() }),
+                    command: vec!["sleep".into(), "3600".into()],
+                    log_path: "c/0.log".into(),
+                    ..Default::default()
+                };
+                let cid = client
+                    .create_container(cri::CreateContainerRequest {
+                        pod_sandbox_id: id.clone(),
+                        config: Some(container),
+                        sandbox_config: Some(sandbox),
+                    })
+                    .await?
+                    .into_inner()
+                    .container_id;
+                client.start_container(cri::StartContainerRequest { container_id: cid }).await?;
+                anyhow::Ok((start.elapsed(), id))
+            }
+        })
+        .buffer_unordered(PODS)
+        .collect::<Vec<_>>()
+        .await;
+    let mut times = Vec::new();
+    let mut ids = Vec::new();
+    for r in results {
+        let (t, id) = r?;
+        times.push(t);
+        ids.push(id);
+    }
+    times.sort();
+    futures::stream::iter(ids)
+        .map(|id| {
+            let mut client = client.clone();
+            async move {
+                let _ = client.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await;
+                let _ = client.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await;
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    Ok(times)
 }
