@@ -359,10 +359,16 @@ install_packages() {
 
 find_binaries() {
   if [[ -z "$BIN_DIR" ]]; then
-    step "building the binaries (release)"
+    step "building the binaries (release; the kubelet for size, profile node)"
     (cd "$ROOT" && cargo build --release -p kube-apiserver -p kube-pki -p kube-scheduler -p kube-controller-manager \
-      -p kubelet -p kube-proxy -p rustkube-cni) || fail "cargo build"
-    BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+      -p kube-proxy -p rustkube-cni && cargo build --profile node -p kubelet) || fail "cargo build"
+    local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+    BIN_DIR="$target/rustkube-bin"
+    mkdir -p "$BIN_DIR"
+    for b in kube-apiserver kube-pki kube-scheduler kube-controller-manager kube-proxy rustkube-cni; do
+      ln -sfn "$(realpath "$target/release/$b")" "$BIN_DIR/$b"
+    done
+    ln -sfn "$(realpath "$target/node/kubelet")" "$BIN_DIR/kubelet"
   fi
   BIN_DIR="$(realpath "$BIN_DIR")"
   for b in "$@"; do [[ -x "$BIN_DIR/$b" ]] || fail "no $b in $BIN_DIR"; done
