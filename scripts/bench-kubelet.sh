@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks the kubelet: 100 pods created at once on one node with real
 # containerd (image present); prints p50/p99 creation-to-Running and the
-# kubelet's RSS. Needs root, containerd, runc and the CNI plugins.
+# kubelet's RSS, then the runtime's own floor (the same pods straight through the
+# CRI); again with crun when it is installed. Needs root, containerd, runc and
+# the CNI plugins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p kube-apiserver -p rustkube-cni -p integration --bin kube-apiserver --bin rustkube-cni --bin bench-kubelet
@@ -12,4 +14,8 @@ bin="$target/bench-kubelet-bin"
 mkdir -p "$bin"
 for b in kube-apiserver rustkube-cni; do ln -sfn "$target/release/$b" "$bin/$b"; done
 ln -sfn "$target/node/kubelet" "$bin/kubelet"
-RUSTKUBE_BIN_DIR="$bin" exec "$target/release/bench-kubelet"
+RUSTKUBE_BIN_DIR="$bin" "$target/release/bench-kubelet"
+# The same with crun, a C runtime, under containerd's runc shim (apt-get install crun).
+if command -v crun >/dev/null; then
+  RUSTKUBE_BENCH_OCI_RUNTIME="$(command -v crun)" RUSTKUBE_BIN_DIR="$bin" "$target/release/bench-kubelet"
+fi

@@ -50,11 +50,19 @@ pub struct ContainerdOptions {
     pub write_cni_config: bool,
     /// Run containerd (and so its pods' networking) inside this network namespace: a "host" of its own.
     pub netns: Option<String>,
+    /// The OCI runtime binary the runc shim drives: `runc`, or e.g. `/usr/bin/crun`.
+    pub oci_runtime: String,
 }
 
 impl Default for ContainerdOptions {
     fn default() -> Self {
-        Self { network_prefix: [10, 240], import_images: true, write_cni_config: true, netns: None }
+        Self {
+            network_prefix: [10, 240],
+            import_images: true,
+            write_cni_config: true,
+            netns: None,
+            oci_runtime: "runc".into(),
+        }
     }
 }
 
@@ -103,7 +111,9 @@ impl Containerd {
         if opts.write_cni_config {
             fs::write(me.conflist_path(), me.conflist()).context("writing the CNI conflist")?;
         }
-        fs::write(path.join("config.toml"), me.config_toml()).context("writing config.toml")?;
+        // Cleanup (also of a killed test's leftovers) deletes containers with the same runtime.
+        fs::write(path.join(OCI_RUNTIME_FILE), &opts.oci_runtime).context("writing the runtime's name")?;
+        fs::write(path.join("config.toml"), me.config_toml(&opts.oci_runtime)).context("writing config.toml")?;
 
         let log = File::create(me.log_path()).context("containerd log")?;
         let mut command = match &opts.netns {
@@ -348,8 +358,10 @@ impl Containerd {
         Ok(())
     }
 
-    fn config_toml(&self) -> String {
+    fn config_toml(&self, oci_runtime: &str) -> String {
         let p = self.path.display();
+        let binary_name =
+            if oci_runtime == "runc" { String::new() } else { format!("\n        BinaryName = \"{oci_runtime}\"") };
         format!(
             r#"version = 2
 root = "{p}/root"
@@ -389,7 +401,7 @@ disabled_plugins = [
 
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         # runc's state per instance (the shim appends the namespace).
-        Root = "{p}/runc"
+        Root = "{p}/runc"{binary_name}
 
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{p}/cni-bin"
@@ -457,13 +469,18 @@ fn sweep_stale() {
     }
 }
 
-/// `runc delete --force` of every container in a containerd dir's runc root.
+/// Where an instance's dir names its OCI runtime binary.
+const OCI_RUNTIME_FILE: &str = "oci-runtime";
+
+/// `runc delete --force` (or the instance's other runtime's) of every container in a containerd dir's runc root.
 fn delete_containers(dir: &Path) {
     let runc_root = dir.join("runc").join("k8s.io");
     if !runc_root.exists() {
         return;
     }
-    let ids = Command::new("runc")
+    let runtime = fs::read_to_string(dir.join(OCI_RUNTIME_FILE)).unwrap_or_else(|_| "runc".into());
+    let runtime = runtime.trim();
+    let ids = Command::new(runtime)
         .arg("--root")
         .arg(&runc_root)
         .args(["list", "-q"])
@@ -471,7 +488,7 @@ fn delete_containers(dir: &Path) {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     for id in ids.split_whitespace() {
-        let _ = Command::new("runc")
+        let _ = Command::new(runtime)
             .arg("--root")
             .arg(&runc_root)
             .args(["delete", "--force", id])

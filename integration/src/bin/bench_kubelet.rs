@@ -82,7 +82,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cp = ControlPlane::start()?;
-    let containerd = Containerd::start(ContainerdOptions::default())?;
+    // RUSTKUBE_BENCH_OCI_RUNTIME=/usr/bin/crun measures with crun instead of runc.
+    let oci_runtime = std::env::var("RUSTKUBE_BENCH_OCI_RUNTIME").unwrap_or_else(|_| "runc".into());
+    let containerd = Containerd::start(ContainerdOptions { oci_runtime: oci_runtime.clone(), ..Default::default() })?;
     let kubeconfig = kube::config::Kubeconfig::read_from(&cp.apiserver.kubeconfig)?;
     let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -189,7 +191,7 @@ async fn main() -> Result<()> {
     latencies.sort();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let steady = rss_kib(pid).unwrap_or(0);
-    println!("{PODS} pods created at once on one node (image present)");
+    println!("{PODS} pods created at once on one node (image present, OCI runtime {oci_runtime})");
     println!(
         "  creation to Running: p50 {:.2}s, p99 {:.2}s, max {:.2}s; all Running after {:.2}s",
         percentile(&latencies, 0.5).as_secs_f64(),
