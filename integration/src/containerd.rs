@@ -682,7 +682,7 @@ impl LocalRegistry {
     /// `<addr>/rustkube/pause:latest`, `<addr>/rustkube/testimage:latest`.
     pub fn push_images(&self) -> Result<()> {
         image_archives()?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-images.sh");
+        let script = crate::repo_root().join("scripts/build-images.sh");
         let status = Command::new("bash")
             .arg(&script)
             .args(["--no-import", "--out", IMAGE_CACHE, "--push", &self.addr])
@@ -766,7 +766,7 @@ fn build_image_archives() -> Result<PathBuf> {
         .open(Path::new(IMAGE_CACHE).join(".lock"))
         .context("image cache lock")?;
     flock(&lock, FlockOperation::LockExclusive).context("locking the image cache")?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-images.sh");
+    let script = crate::repo_root().join("scripts/build-images.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script).args(["--no-import", "--print-dir", "--out", IMAGE_CACHE]);
     // Build pause into the same target dir as the tests (target/<profile>/.. is the target dir).

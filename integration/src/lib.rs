@@ -23,6 +23,21 @@ pub fn free_port() -> u16 {
 }
 
 /// The folder of the built binaries (`target/<profile>`), found from the test binary.
+/// The integration crate's folder: cargo's `CARGO_MANIFEST_DIR` for this run
+/// (cargo test and nextest set it) before the one this was compiled in, since
+/// a binary built by another checkout that shares the target dir would
+/// otherwise read that checkout's (maybe gone) scripts and manifests.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    manifest_dir().parent().map(PathBuf::from).unwrap_or_default()
+}
+
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("RUSTKUBE_BIN_DIR") {
         return PathBuf::from(dir);

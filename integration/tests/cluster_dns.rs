@@ -115,7 +115,7 @@ impl Drop for Upstream {
 }
 
 fn deploy_manifest() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/dns.yaml")).unwrap()
+    std::fs::read_to_string(integration::repo_root().join("deploy/dns.yaml")).unwrap()
 }
 
 /// Polls `check` every 20 ms for up to `limit`; how long it took.

@@ -62,7 +62,7 @@ exec /lib/systemd/systemd --system --unit=multi-user.target
 "#;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+    integration::repo_root()
 }
 
 fn text(o: &Output) -> String {

@@ -7,12 +7,15 @@
 //! `BLESS=1 cargo test -p kube-protobuf --test kubectl_fixtures` rewrites the
 //! expected files from the current decoder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubectl-1.33")
+    // Cargo's value for this run first: a binary built by another checkout that shares
+    // the target dir would otherwise read that checkout's (maybe gone) fixtures.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    manifest.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR"))).join("tests/fixtures/kubectl-1.33")
 }
 
 fn check(name: &str) -> Value {
