@@ -150,13 +150,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         options.kubelet_preferred_address_types.clone(),
     )
     .context("kubelet client (--kubelet-client-certificate, --kubelet-certificate-authority)")?;
-    let resource_metrics = metrics_api::MetricsApi::new(
-        options.kubelet_client_certificate.as_deref(),
-        options.kubelet_client_key.as_deref(),
-        options.kubelet_certificate_authority.as_deref(),
-        options.kubelet_preferred_address_types.clone(),
-    )
-    .context("resource metrics (--kubelet-client-certificate, RUSTKUBE_METRIC_RESOLUTION)")?;
+    let resource_metrics = metrics_api::MetricsApi::new().context("resource metrics")?;
     let server = Arc::new(ApiServer {
         authenticator,
         sa_signer,

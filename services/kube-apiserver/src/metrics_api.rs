@@ -27,11 +27,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 
 use crate::endpoints::negotiation::{self, Output};
 use crate::endpoints::request::RequestInfo;
+use crate::endpoints::streaming::KubeletClient;
 use crate::endpoints::{error_response, value_response, ApiServer, Body};
 
 pub const GROUP: &str = "metrics.k8s.io";
@@ -49,12 +49,6 @@ const CONCURRENT_SCRAPES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsApiError {
-    #[error("reading {what} {path}: {source}")]
-    Read { what: &'static str, path: String, source: std::io::Error },
-    #[error("no private key in {0}")]
-    NoKey(String),
-    #[error("TLS configuration: {0}")]
-    Tls(#[from] rustls::Error),
     #[error("RUSTKUBE_METRIC_RESOLUTION: {0}")]
     Resolution(#[from] apimachinery::duration::DurationError),
 }
@@ -445,102 +439,22 @@ fn rfc3339(ms: i64) -> String {
 
 // === the scrape loop ===
 
-/// The metrics API's state: the stored points and how kubelets are reached.
+/// The metrics API's state: the stored points and the scrape interval. Kubelets
+/// are reached through the server's [`crate::endpoints::streaming::KubeletClient`].
 pub struct MetricsApi {
-    tls: Arc<rustls::ClientConfig>,
-    preferred: Vec<String>,
     resolution: Duration,
     storage: Mutex<Storage>,
     started: AtomicBool,
 }
 
-#[derive(Debug)]
-struct AcceptAny;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn read_pem(what: &'static str, path: &str) -> Result<Vec<u8>, MetricsApiError> {
-    std::fs::read(path).map_err(|source| MetricsApiError::Read { what, path: path.to_string(), source })
-}
-
 impl MetricsApi {
-    /// The kubelet flags as for [`crate::endpoints::streaming::KubeletClient`]; the resolution
-    /// from `RUSTKUBE_METRIC_RESOLUTION` (default 15s).
-    pub fn new(
-        cert: Option<&str>,
-        key: Option<&str>,
-        ca: Option<&str>,
-        preferred: Vec<String>,
-    ) -> Result<MetricsApi, MetricsApiError> {
+    /// The resolution from `RUSTKUBE_METRIC_RESOLUTION` (default 15s).
+    pub fn new() -> Result<MetricsApi, MetricsApiError> {
         let resolution = match std::env::var("RUSTKUBE_METRIC_RESOLUTION") {
             Ok(v) if !v.is_empty() => apimachinery::duration::parse(&v)?.max(Duration::from_millis(500)),
             _ => DEFAULT_RESOLUTION,
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
-        let builder = match ca {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in rustls_pemfile::certs(&mut &read_pem("--kubelet-certificate-authority", ca)?[..]).flatten() {
-                    roots.add(c)?;
-                }
-                builder.with_root_certificates(roots)
-            }
-            None => builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny)),
-        };
-        let mut config = match (cert, key) {
-            (Some(cert), Some(key)) => {
-                let certs: Vec<_> = rustls_pemfile::certs(&mut &read_pem("--kubelet-client-certificate", cert)?[..])
-                    .flatten()
-                    .collect();
-                let key = rustls_pemfile::private_key(&mut &read_pem("--kubelet-client-key", key)?[..])
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| MetricsApiError::NoKey(key.to_string()))?;
-                builder.with_client_auth_cert(certs, key)?
-            }
-            _ => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(MetricsApi {
-            tls: Arc::new(config),
-            preferred,
-            resolution,
-            storage: Mutex::new(Storage::default()),
-            started: AtomicBool::new(false),
-        })
+        Ok(MetricsApi { resolution, storage: Mutex::new(Storage::default()), started: AtomicBool::new(false) })
     }
 
     /// Starts the scrape loop once; it ends with the server.
@@ -572,19 +486,6 @@ fn is_ready(node: &Value) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
-fn kubelet_address(preferred: &[String], node: &Value) -> Option<(String, u16)> {
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(10250);
-    let port = u16::try_from(port).ok()?;
-    let addresses = node["status"]["addresses"].as_array()?;
-    preferred.iter().find_map(|kind| {
-        addresses
-            .iter()
-            .find(|a| a["type"].as_str() == Some(kind))
-            .and_then(|a| a["address"].as_str())
-            .map(|ip| (ip.to_string(), port))
-    })
-}
-
 fn objects(server: &ApiServer, plural: &str, namespace: Option<&str>) -> Vec<Value> {
     let Some(d) = server.resources.lookup("", "v1", plural) else { return Vec::new() };
     let prefix = d.key_prefix(&server.store.root, namespace);
@@ -604,19 +505,16 @@ async fn scrape_all(server: &ApiServer) -> Batch {
         .filter(|n| is_ready(n))
         .filter_map(|n| {
             let name = n["metadata"]["name"].as_str()?.to_string();
-            let addr = kubelet_address(&api.preferred, n);
+            let addr = server.kubelet.address(n);
             if addr.is_none() {
                 tracing::debug!(node = %name, "resource metrics: no preferred address");
             }
             Some((name, addr?))
         })
         .collect();
-    let scrapes = targets.into_iter().map(|(name, addr)| {
-        let tls = api.tls.clone();
-        async move {
-            let r = tokio::time::timeout(timeout, scrape_node(tls, &addr)).await.unwrap_or(Err(ScrapeError::Timeout));
-            (name, r)
-        }
+    let scrapes = targets.into_iter().map(|(name, addr)| async move {
+        let r = tokio::time::timeout(timeout, scrape_node(&server.kubelet, &addr)).await;
+        (name, r.unwrap_or(Err(ScrapeError::Timeout)))
     });
     let mut batch = Batch::default();
     let results: Vec<_> = futures::stream::iter(scrapes).buffer_unordered(CONCURRENT_SCRAPES).collect().await;
@@ -636,26 +534,15 @@ async fn scrape_all(server: &ApiServer) -> Batch {
     batch
 }
 
-async fn scrape_node(tls: Arc<rustls::ClientConfig>, addr: &(String, u16)) -> Result<String, ScrapeError> {
+async fn scrape_node(kubelet: &KubeletClient, addr: &(String, u16)) -> Result<String, ScrapeError> {
     let target = format!("{}:{}", addr.0, addr.1);
-    let connect = |e: String| ScrapeError::Connect(target.clone(), e);
-    let tcp = tokio::net::TcpStream::connect((addr.0.as_str(), addr.1)).await.map_err(|e| connect(e.to_string()))?;
-    let name = rustls::pki_types::ServerName::try_from(addr.0.clone()).map_err(|e| connect(e.to_string()))?;
-    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| connect(e.to_string()))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| connect(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "kubelet connection");
-        }
-    });
     let host = if addr.0.contains(':') { format!("[{}]:{}", addr.0, addr.1) } else { target.clone() };
     let req = Request::get("/metrics/resource")
         .header(http::header::HOST, host)
         .header(http::header::ACCEPT, "text/plain;version=0.0.4")
         .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| connect(e.to_string()))?;
-    let resp = sender.send_request(req).await.map_err(|e| connect(e.to_string()))?;
+        .map_err(|e| ScrapeError::Connect(target.clone(), e.to_string()))?;
+    let resp = kubelet.send(addr, req).await.map_err(|e| ScrapeError::Connect(target.clone(), e.message))?;
     if resp.status() != StatusCode::OK {
         return Err(ScrapeError::Status(resp.status().as_u16()));
     }

@@ -138,8 +138,23 @@ impl KubeletClient {
         Ok(KubeletClient { tls: Arc::new(config), proxy_tls: Arc::new(proxy), preferred })
     }
 
+    /// A node's kubelet address: the first address of a `--kubelet-preferred-address-types`
+    /// type, and the kubelet port from the node's status.
+    pub fn address(&self, node: &Value) -> Option<(String, u16)> {
+        let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(10250);
+        let port = u16::try_from(port).ok()?;
+        let addresses = node["status"]["addresses"].as_array()?;
+        self.preferred.iter().find_map(|kind| {
+            addresses
+                .iter()
+                .find(|a| a["type"].as_str() == Some(kind))
+                .and_then(|a| a["address"].as_str())
+                .map(|ip| (ip.to_string(), port))
+        })
+    }
+
     /// Sends `req` to the kubelet at `addr`; the connection serves upgrades.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         addr: &(String, u16),
         req: Request<http_body_util::Empty<Bytes>>,
@@ -200,20 +215,10 @@ fn object(server: &ApiServer, plural: &str, ns: &str, name: &str) -> Option<Valu
 fn kubelet_address(server: &ApiServer, node_name: &str) -> Result<(String, u16), ApiError> {
     let node = object(server, "nodes", "", node_name)
         .ok_or_else(|| ApiError::not_found(&apimachinery::status::Qualified::new("", "nodes"), node_name))?;
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(10250) as u16;
-    let addresses = node["status"]["addresses"].as_array().cloned().unwrap_or_default();
-    for kind in &server.kubelet.preferred {
-        if let Some(a) = addresses.iter().find(|a| a["type"].as_str() == Some(kind)) {
-            if let Some(ip) = a["address"].as_str() {
-                return Ok((ip.to_string(), port));
-            }
-        }
-    }
-    Err(ApiError::new(
-        503,
-        "ServiceUnavailable",
-        format!("no preferred addresses found; known addresses: {addresses:?}"),
-    ))
+    server.kubelet.address(&node).ok_or_else(|| {
+        let known = node["status"]["addresses"].as_array().cloned().unwrap_or_default();
+        ApiError::new(503, "ServiceUnavailable", format!("no preferred addresses found; known addresses: {known:?}"))
+    })
 }
 
 /// The raw query without `container=` (the container moves into the kubelet path).
