@@ -99,6 +99,7 @@ async fn logs_with_every_flag() {
     // for a fixed time (a loaded machine starts the container late).
     let ticked = eventually(WAIT, || out(&n.kubectl("1.33", &["logs", "logger"])).contains("tick 4\n").then_some(()));
     assert!(ticked.is_some(), "{}", n.logs_for_failure());
+    let ticked_at = Instant::now();
     for v in KUBECTL_VERSIONS {
         let o = n.kubectl(v, &["logs", "logger"]);
         let text = out(&o);
@@ -123,6 +124,14 @@ async fn logs_with_every_flag() {
 
         let o = n.kubectl(v, &["logs", "logger", "--since=1h", "--tail=-1"]);
         assert!(out(&o).starts_with("start 1\n"), "{}", out(&o));
+        // The start lines came before "tick 4" was seen; once 3 s have passed, the last 2 s
+        // hold ticks only.
+        if let Some(rest) = Duration::from_secs(3).checked_sub(ticked_at.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        let o = n.kubectl(v, &["logs", "logger", "--since=2s"]);
+        let recent = out(&o);
+        assert!(o.status.success() && !recent.contains("start ") && recent.contains("tick "), "{recent}{}", err(&o));
         let future = "2099-01-01T00:00:00Z";
         let o = n.kubectl(v, &["logs", "logger", &format!("--since-time={future}")]);
         assert!(o.status.success() && out(&o).is_empty(), "{}{}", out(&o), err(&o));

@@ -796,6 +796,26 @@ async fn a_websocket_bearer_subprotocol_and_an_upgrade_through_nodes_proxy() {
     assert!(o.starts_with("HTTP/1.1 101"), "{o}\n{}", n.logs_for_failure());
     assert!(o.to_lowercase().contains("sec-websocket-protocol: v4.channel.k8s.io\n"), "{o}");
     assert!(o.contains("CH1 via-node-proxy"), "{o}");
+
+    // `get` on nodes/proxy reads through it, but an upgrade (an exec on the kubelet with this
+    // server's credentials) needs `create`.
+    let reader = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "node-proxy-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "alice-node-proxy-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-proxy-reader"},
+        "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}]});
+    n.apply(&reader);
+    n.apply(&binding);
+    let healthz = format!("/api/v1/nodes/n1:{}/proxy/healthz", n.healthz_port);
+    let read = eventually(WAIT, || {
+        let o = n.cp.apiserver.kubectl_as("1.33", "alice-token", &["get", "--raw", &healthz]);
+        (out(&o) == "ok").then_some(())
+    });
+    assert!(read.is_some(), "alice cannot read through nodes/proxy");
+    let o = ws(kubelet_exec, "alice-token", "v4.channel.k8s.io");
+    assert!(o.starts_with("HTTP/1.1 403") && !o.contains("via-node-proxy"), "{o}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

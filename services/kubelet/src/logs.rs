@@ -226,45 +226,61 @@ pub async fn stream(path: PathBuf, opts: LogOptions, mut running: StillRunning, 
     let mut idle_polls = 0u32;
     let mut stopping = false;
     loop {
-        // Drain what is there.
-        loop {
-            let (out, used) = fmt.format(&pending);
-            pending.drain(..used);
-            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
-                return;
-            }
-            if fmt.done() {
-                return;
-            }
-            match file.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-                Err(_) => return,
-            }
+        if !drain(&mut file, &mut pending, &mut fmt, &tx, &mut buf).await {
+            return;
         }
         if !follow || stopping {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         idle_polls += 1;
-        // Rotated: the path names a new file; finish the old one first (done above), then switch.
+        // Rotated: the path names a new file once the runtime has reopened it.
+        // Until then the runtime kept writing to the old one, so read that to
+        // its end before switching; a record left without its newline there
+        // can never be completed and is dropped.
         if let Ok(meta) = tokio::fs::metadata(&path).await {
             let pos = file.stream_position().await.unwrap_or(0);
             if inode(&meta) != ino || meta.len() < pos {
-                match tokio::fs::File::open(&path).await {
-                    Ok(f) => {
-                        file = f;
-                        ino = inode(&meta);
-                        pending.clear();
-                        continue;
-                    }
-                    Err(_) => return,
+                let Ok(new_file) = tokio::fs::File::open(&path).await else { return };
+                if inode(&meta) != ino && !drain(&mut file, &mut pending, &mut fmt, &tx, &mut buf).await {
+                    return;
                 }
+                file = new_file;
+                ino = inode(&meta);
+                pending.clear();
+                continue;
             }
         }
         if idle_polls.is_multiple_of(10) && !running().await {
             // One last read for what the container wrote before it ended.
             stopping = true;
+        }
+    }
+}
+
+/// Formats and sends everything readable from `file` now, keeping an
+/// incomplete last record in `pending`. False once the stream should end
+/// (the receiver left, limitBytes is spent or the file can't be read).
+async fn drain(
+    file: &mut tokio::fs::File,
+    pending: &mut Vec<u8>,
+    fmt: &mut Formatter,
+    tx: &mpsc::Sender<Bytes>,
+    buf: &mut [u8],
+) -> bool {
+    loop {
+        let (out, used) = fmt.format(pending);
+        pending.drain(..used);
+        if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+            return false;
+        }
+        if fmt.done() {
+            return false;
+        }
+        match file.read(buf).await {
+            Ok(0) => return true,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(_) => return false,
         }
     }
 }
@@ -385,6 +401,12 @@ mod tests {
         assert!(o.follow && o.timestamps && !o.previous);
         assert_eq!((o.tail_lines, o.limit_bytes), (Some(3), Some(10)));
         assert_eq!(o.since.unwrap().to_string(), "2024-01-01T00:00:02Z");
+        let before = jiff::Timestamp::now();
+        let o = LogOptions::from_query("sinceSeconds=30").unwrap();
+        let since = o.since.unwrap();
+        let ago = before.duration_since(since).as_secs_f64();
+        assert!((29.0..=31.0).contains(&ago), "sinceSeconds=30 starts {ago} s back");
+        assert!(LogOptions::from_query("sinceSeconds=0").is_err());
         assert!(LogOptions::from_query("tailLines=x").is_err());
         assert!(LogOptions::from_query("limitBytes=0").is_err());
     }
@@ -452,8 +474,16 @@ mod tests {
         f.write_all(b"2024-01-01T00:00:02Z stdout F b\n").unwrap();
         assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"b\n"));
         std::fs::rename(&path, dir.path().join("0.log.1")).unwrap();
-        std::fs::write(&path, "2024-01-01T00:00:03Z stdout F c\n").unwrap();
-        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"c\n"));
+        // The runtime writes to the renamed file until it reopens the path.
+        f.write_all(b"2024-01-01T00:00:03Z stdout F b2\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        f.write_all(b"2024-01-01T00:00:03Z stdout F b3\n").unwrap();
+        std::fs::write(&path, "2024-01-01T00:00:04Z stdout F c\n").unwrap();
+        let mut seen = Vec::new();
+        while !seen.ends_with(b"c\n") {
+            seen.extend_from_slice(&rx.recv().await.unwrap());
+        }
+        assert_eq!(String::from_utf8(seen).unwrap(), "b2\nb3\nc\n");
         running.store(false, std::sync::atomic::Ordering::SeqCst);
         tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
         assert!(rx.recv().await.is_none());

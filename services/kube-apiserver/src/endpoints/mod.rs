@@ -245,7 +245,17 @@ async fn route(server: &Arc<ApiServer>, req: Request<hyper::body::Incoming>) -> 
     let path = req.uri().path().to_string();
     let user = user_of(&req);
     let query = request::parse_query(req.uri().query());
-    let info = request::parse(req.method(), &path, &query);
+    let mut info = request::parse(req.method(), &path, &query);
+    // An upgrade through a node's proxy reaches the kubelet's exec, attach and
+    // port-forward with this server's own credentials, so it needs `create`
+    // like pods/exec rather than the `get` its method implies (stricter than
+    // upstream, which only the kubelet's own check would otherwise catch).
+    if let Some(i) = info.as_mut() {
+        let node_proxy = i.group.is_empty() && i.resource == "nodes" && i.subresource.as_deref() == Some("proxy");
+        if node_proxy && req.headers().contains_key(http::header::UPGRADE) {
+            i.verb = "create";
+        }
+    }
     let attrs = match &info {
         Some(i) => rbac::Attributes {
             user: (*user).clone(),
