@@ -5,6 +5,12 @@
 # Needs root, containerd, runc and the CNI plugins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p kube-apiserver -p kubelet -p rustkube-cni -p integration --bin kube-apiserver --bin kubelet --bin rustkube-cni --bin bench-streaming
-dir="${CARGO_TARGET_DIR:-target}/release"
-RUSTKUBE_BIN_DIR="$dir" exec "$dir/bench-streaming"
+cargo build --release -p kube-apiserver -p rustkube-cni -p integration --bin kube-apiserver --bin rustkube-cni --bin bench-streaming
+# The kubelet as init-cluster.sh builds it: profile node (for size).
+cargo build --profile node -p kubelet
+target="$(realpath "${CARGO_TARGET_DIR:-target}")"
+bin="$target/bench-streaming-bin"
+mkdir -p "$bin"
+for b in kube-apiserver rustkube-cni; do ln -sfn "$target/release/$b" "$bin/$b"; done
+ln -sfn "$target/node/kubelet" "$bin/kubelet"
+RUSTKUBE_BIN_DIR="$bin" exec "$target/release/bench-streaming"
