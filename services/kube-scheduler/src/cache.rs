@@ -153,13 +153,18 @@ pub fn trim_pod(mut pod: Pod) -> Pod {
     meta.annotations = None;
     meta.managed_fields = None;
     if let Some(spec) = pod.spec.as_mut() {
-        // Only claims matter to the volume filters.
+        // Only claims, generic ephemeral and inline CSI volumes matter to the volume filters.
         spec.volumes = spec.volumes.take().map(|vs| {
             vs.into_iter()
-                .filter(|v| v.persistent_volume_claim.is_some())
+                .filter(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some() || v.csi.is_some())
                 .map(|v| k8s_openapi::api::core::v1::Volume {
                     name: v.name,
                     persistent_volume_claim: v.persistent_volume_claim,
+                    ephemeral: v.ephemeral.map(|_| Default::default()),
+                    csi: v.csi.map(|c| k8s_openapi::api::core::v1::CSIVolumeSource {
+                        driver: c.driver,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 })
                 .collect()

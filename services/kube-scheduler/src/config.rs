@@ -124,6 +124,8 @@ pub struct Settings {
     pub percentage_of_nodes_to_score: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// `--pod-max-in-unschedulable-pods-duration`.
+    pub max_in_unschedulable_pods: Duration,
 }
 
 impl Default for Settings {
@@ -133,6 +135,7 @@ impl Default for Settings {
             percentage_of_nodes_to_score: 0,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
+            max_in_unschedulable_pods: crate::queue::MAX_UNSCHEDULABLE_DURATION,
         }
     }
 }
@@ -202,6 +205,16 @@ impl ProfileConfig {
         if let Some(set) = plugins.and_then(|p| p.score.as_ref()) {
             apply_scores(&mut profile.scores, set, false)?;
         }
+        if let Some(p) = self.percentage_of_nodes_to_score {
+            if p > 100 {
+                return Err(ConfigError::Invalid(format!(
+                    "profiles[{}].percentageOfNodesToScore: must be in the range [0, 100]",
+                    profile.scheduler_name
+                )));
+            }
+            // Set in a profile, it wins over the global one (0 is the adaptive share), as upstream.
+            profile.percentage_of_nodes_to_score = Some(p);
+        }
         for pc in self.plugin_config.iter().flatten() {
             if pc.name == "NodeResourcesFit" {
                 profile.fit = fit_strategy(&pc.args)?;
@@ -223,7 +236,6 @@ fn known(name: &str) -> bool {
                 | "VolumeBinding"
                 | "VolumeRestrictions"
                 | "VolumeZone"
-                | "NodeVolumeLimits"
                 | "EBSLimits"
                 | "GCEPDLimits"
                 | "AzureDiskLimits"
@@ -324,6 +336,15 @@ mod tests {
         assert!(p.fit.most_allocated);
         assert!(!p.scores.iter().any(|(s, _)| *s == Score::ImageLocality));
         assert!(p.scores.contains(&(Score::NodeResourcesFit, 5)));
+        assert_eq!(p.percentage_of_nodes_to_score, None);
+        std::fs::write(&path, "profiles:\n- schedulerName: a\n  percentageOfNodesToScore: 20\n- schedulerName: b\n")
+            .unwrap();
+        let settings = load(&path).unwrap().settings().unwrap();
+        assert_eq!(settings.profiles[0].percentage_of_nodes_to_score, Some(20));
+        assert_eq!(settings.profiles[1].percentage_of_nodes_to_score, None);
+        std::fs::write(&path, "profiles:\n- schedulerName: a\n  percentageOfNodesToScore: 101\n").unwrap();
+        let err = load(&path).unwrap().settings().unwrap_err().to_string();
+        assert!(err.contains("percentageOfNodesToScore"), "{err}");
         std::fs::write(&path, "profiles:\n- schedulerName: x\n  plugin: {}\n").unwrap();
         assert!(load(&path).is_err(), "unknown fields are errors");
         let _ = std::fs::remove_dir_all(dir);

@@ -37,6 +37,9 @@ pub async fn run(mut options: Options) -> anyhow::Result<()> {
             apply_leader_election(&mut options, le)?;
         }
     }
+    if let Some(d) = options.pod_max_in_unschedulable_pods_duration {
+        settings.max_in_unschedulable_pods = d;
+    }
     let client = options.client.client().await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::Notify;
 
-/// How long a pod may stay unschedulable before it is retried anyway.
+/// How long a pod may stay unschedulable before it is retried anyway (upstream's
+/// `--pod-max-in-unschedulable-pods-duration` default).
 pub const MAX_UNSCHEDULABLE_DURATION: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,11 @@ struct Entry {
     generation: u64,
     /// The move-event counter when the pod was popped.
     popped_at_move: u64,
+    /// The assigned-pod event counter when the pod was popped.
+    popped_at_pod_move: u64,
+    /// The last attempt failed on pod (anti-)affinity or topology spreading,
+    /// which a pod bound or relabelled elsewhere can change.
+    waits_for_pods: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -67,7 +73,12 @@ struct Inner {
     active: BinaryHeap<ActiveItem>,
     backoff: BinaryHeap<Reverse<(Instant, String, u64)>>,
     moves: u64,
+    /// Assigned pods added or relabelled (each may make a pod waiting for pods fit).
+    pod_moves: u64,
     next_generation: u64,
+    /// At least as many unschedulable pods as wait for pods (see [`Entry::waits_for_pods`]);
+    /// zero lets a bound pod skip the scan.
+    waiting_for_pods: usize,
 }
 
 /// Counts of pods in each part of the queue.
@@ -83,6 +94,7 @@ pub struct SchedulingQueue {
     notify: Notify,
     initial_backoff: Duration,
     max_backoff: Duration,
+    max_unschedulable: Duration,
 }
 
 pub fn pod_key(pod: &Pod) -> String {
@@ -94,8 +106,14 @@ fn priority(pod: &Pod) -> i32 {
 }
 
 impl SchedulingQueue {
-    pub fn new(initial_backoff: Duration, max_backoff: Duration) -> SchedulingQueue {
-        SchedulingQueue { inner: Mutex::new(Inner::default()), notify: Notify::new(), initial_backoff, max_backoff }
+    pub fn new(initial_backoff: Duration, max_backoff: Duration, max_unschedulable: Duration) -> SchedulingQueue {
+        SchedulingQueue {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            initial_backoff,
+            max_backoff,
+            max_unschedulable,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -139,6 +157,8 @@ impl SchedulingQueue {
                     backoff_until: now,
                     generation,
                     popped_at_move: 0,
+                    popped_at_pod_move: 0,
+                    waits_for_pods: false,
                 };
                 q.active.push(ActiveItem { priority: entry.priority, since: now, key: key.clone(), generation });
                 q.entries.insert(key, entry);
@@ -168,6 +188,7 @@ impl SchedulingQueue {
         let mut q = self.lock();
         while let Some(item) = q.active.pop() {
             let moves = q.moves;
+            let pod_moves = q.pod_moves;
             let Some(e) = q.entries.get_mut(&item.key) else { continue };
             if e.generation != item.generation || e.place != Place::Active {
                 continue;
@@ -175,12 +196,15 @@ impl SchedulingQueue {
             e.place = Place::InFlight;
             e.attempts += 1;
             e.popped_at_move = moves;
+            e.popped_at_pod_move = pod_moves;
             return Some(e.pod.clone());
         }
         None
     }
 
-    /// The attempt ended with the pod bound (or assumed and binding): it leaves the queue.
+    /// The pod was bound (or the binding showed it gone or bound elsewhere): it
+    /// leaves the queue. While its binding is in flight it stays, so that a
+    /// failed binding goes back with its attempts counted ([`Self::error`]).
     pub fn done(&self, key: &str) {
         let mut q = self.lock();
         if q.entries.get(key).is_some_and(|e| e.place == Place::InFlight) {
@@ -195,16 +219,18 @@ impl SchedulingQueue {
 
     /// The attempt failed because no node fits: the pod waits for a cluster
     /// event, unless one already happened during the attempt.
-    pub fn unschedulable(&self, key: &str) {
-        self.requeue(key, false);
+    /// `waits_for_pods`: the failure involved pod (anti-)affinity or topology
+    /// spreading, so an assigned pod added or relabelled may make it fit.
+    pub fn unschedulable(&self, key: &str, waits_for_pods: bool) {
+        self.requeue(key, false, waits_for_pods);
     }
 
     /// The attempt failed for another reason (a binding error): retry after backoff.
     pub fn error(&self, key: &str) {
-        self.requeue(key, true);
+        self.requeue(key, true, false);
     }
 
-    fn requeue(&self, key: &str, force_backoff: bool) {
+    fn requeue(&self, key: &str, force_backoff: bool, waits_for_pods: bool) {
         let backoff_for_attempts = {
             let q = self.lock();
             match q.entries.get(key) {
@@ -214,6 +240,7 @@ impl SchedulingQueue {
         };
         let mut q = self.lock();
         let moves = q.moves;
+        let pod_moves = q.pod_moves;
         let generation = q.bump();
         let now = Instant::now();
         let Some(e) = q.entries.get_mut(key) else { return };
@@ -223,12 +250,43 @@ impl SchedulingQueue {
         e.generation = generation;
         e.backoff_until = now + backoff_for_attempts;
         e.since = now;
-        if force_backoff || e.popped_at_move != moves {
+        e.waits_for_pods = waits_for_pods;
+        let missed = e.popped_at_move != moves || (waits_for_pods && e.popped_at_pod_move != pod_moves);
+        if force_backoff || missed {
             e.place = Place::Backoff;
             let until = e.backoff_until;
             q.backoff.push(Reverse((until, key.to_string(), generation)));
         } else {
             e.place = Place::Unschedulable;
+            if waits_for_pods {
+                q.waiting_for_pods += 1;
+            }
+        }
+    }
+
+    /// An assigned pod was added or its labels changed (upstream's
+    /// AssignedPodAdd/AssignedPodUpdate): only unschedulable pods whose
+    /// failure involved pod affinity or spreading go back to work.
+    pub fn move_pod_waiters_to_active(&self) {
+        let mut q = self.lock();
+        q.pod_moves += 1;
+        if q.waiting_for_pods == 0 {
+            return;
+        }
+        let keys: Vec<String> = q
+            .entries
+            .iter()
+            .filter(|(_, e)| e.place == Place::Unschedulable && e.waits_for_pods)
+            .map(|(k, _)| k.clone())
+            .collect();
+        q.waiting_for_pods = 0;
+        let moved = !keys.is_empty();
+        for key in keys {
+            q.activate_or_backoff(&key);
+        }
+        drop(q);
+        if moved {
+            self.notify.notify_one();
         }
     }
 
@@ -240,6 +298,7 @@ impl SchedulingQueue {
         let keys: Vec<String> =
             q.entries.iter().filter(|(_, e)| e.place == Place::Unschedulable).map(|(k, _)| k.clone()).collect();
         let moved = !keys.is_empty();
+        q.waiting_for_pods = 0;
         for key in keys {
             q.activate_or_backoff(&key);
         }
@@ -270,9 +329,7 @@ impl SchedulingQueue {
         let stale: Vec<String> = q
             .entries
             .iter()
-            .filter(|(_, e)| {
-                e.place == Place::Unschedulable && now.duration_since(e.since) > MAX_UNSCHEDULABLE_DURATION
-            })
+            .filter(|(_, e)| e.place == Place::Unschedulable && now.duration_since(e.since) > self.max_unschedulable)
             .map(|(k, _)| k.clone())
             .collect();
         for key in stale {
@@ -355,7 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn pops_by_priority_then_arrival() {
-        let q = SchedulingQueue::new(Duration::from_millis(10), Duration::from_millis(40));
+        let q = SchedulingQueue::new(Duration::from_millis(10), Duration::from_millis(40), MAX_UNSCHEDULABLE_DURATION);
         q.add_or_update(pod("low", 0));
         q.add_or_update(pod("high", 100));
         q.add_or_update(pod("low2", 0));
@@ -366,10 +423,10 @@ mod tests {
 
     #[tokio::test]
     async fn unschedulable_pods_wait_for_an_event_then_back_off() {
-        let q = SchedulingQueue::new(Duration::from_millis(50), Duration::from_millis(200));
+        let q = SchedulingQueue::new(Duration::from_millis(50), Duration::from_millis(200), MAX_UNSCHEDULABLE_DURATION);
         q.add_or_update(pod("p", 0));
         let p = q.pop().await;
-        q.unschedulable(&pod_key(&p));
+        q.unschedulable(&pod_key(&p), false);
         q.flush();
         assert_eq!(q.depths(), Depths { active: 0, backoff: 0, unschedulable: 1 });
         // A node appears: the pod moves, but still serves its backoff.
@@ -383,11 +440,65 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_during_the_attempt_is_not_lost() {
-        let q = SchedulingQueue::new(Duration::from_millis(1), Duration::from_millis(1));
+        let q = SchedulingQueue::new(Duration::from_millis(1), Duration::from_millis(1), MAX_UNSCHEDULABLE_DURATION);
         q.add_or_update(pod("p", 0));
         let p = q.pop().await;
         q.move_all_to_active();
-        q.unschedulable(&pod_key(&p));
+        q.unschedulable(&pod_key(&p), false);
         assert_eq!(q.depths().backoff, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_binding_backs_off_with_its_attempts() {
+        let q = SchedulingQueue::new(Duration::from_millis(40), Duration::from_secs(1), MAX_UNSCHEDULABLE_DURATION);
+        q.add_or_update(pod("p", 0));
+        let p = q.pop().await;
+        // Binding in flight: the pod stays in the queue, then goes to backoff, not straight back.
+        assert!(q.contains(&pod_key(&p)));
+        q.error(&pod_key(&p));
+        q.flush();
+        assert_eq!(q.depths(), Depths { active: 0, backoff: 1, unschedulable: 0 });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q.flush();
+        let p = q.pop().await;
+        q.error(&pod_key(&p));
+        // The second failure waits twice as long.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q.flush();
+        assert_eq!(q.depths().backoff, 1);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        q.flush();
+        assert_eq!(q.depths().active, 1);
+        let p = q.pop().await;
+        q.done(&pod_key(&p));
+        assert!(!q.contains(&pod_key(&p)));
+    }
+
+    #[tokio::test]
+    async fn an_assigned_pod_wakes_only_pods_waiting_for_pods() {
+        let q = SchedulingQueue::new(Duration::from_millis(1), Duration::from_millis(1), MAX_UNSCHEDULABLE_DURATION);
+        q.add_or_update(pod("affinity", 0));
+        q.add_or_update(pod("cpu", 0));
+        let a = q.pop().await;
+        let c = q.pop().await;
+        q.unschedulable(&pod_key(&a), true);
+        q.unschedulable(&pod_key(&c), false);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        q.move_pod_waiters_to_active();
+        assert_eq!(q.depths(), Depths { active: 1, backoff: 0, unschedulable: 1 });
+        assert_eq!(q.pop().await.metadata.name.as_deref(), Some("affinity"));
+    }
+
+    #[tokio::test]
+    async fn unschedulable_pods_are_retried_after_the_configured_duration() {
+        let q = SchedulingQueue::new(Duration::from_millis(1), Duration::from_millis(1), Duration::from_millis(30));
+        q.add_or_update(pod("p", 0));
+        let p = q.pop().await;
+        q.unschedulable(&pod_key(&p), false);
+        q.flush();
+        assert_eq!(q.depths().unschedulable, 1);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        q.flush();
+        assert_eq!(q.depths().active, 1);
     }
 }

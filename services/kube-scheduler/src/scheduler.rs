@@ -12,7 +12,7 @@ use component_base::events::{object_ref, EventType, Recorder};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -49,6 +49,22 @@ struct FitError {
 }
 
 impl FitError {
+    /// Whether pod (anti-)affinity or topology spreading kept the pod out of a
+    /// node: then a pod bound or relabelled elsewhere may make it fit.
+    fn waits_for_pods(&self) -> bool {
+        use crate::plugins::{interpod, spread};
+        const REASONS: [&str; 4] = [
+            interpod::REASON_AFFINITY,
+            interpod::REASON_ANTI_AFFINITY,
+            interpod::REASON_EXISTING_ANTI_AFFINITY,
+            spread::REASON_SPREAD,
+        ];
+        self.statuses
+            .values()
+            .chain(self.prefilter.as_ref())
+            .any(|u| u.reasons.iter().any(|r| REASONS.contains(&r.as_str())))
+    }
+
     fn message(&self, preemption: Option<&str>) -> String {
         if self.nodes == 0 {
             return "no nodes available to schedule pods".into();
@@ -99,7 +115,11 @@ impl Scheduler {
             recorder: Recorder::new(client.clone(), "default-scheduler", host),
             client,
             cache: Mutex::new(Cache::default()),
-            queue: SchedulingQueue::new(settings.initial_backoff, settings.max_backoff),
+            queue: SchedulingQueue::new(
+                settings.initial_backoff,
+                settings.max_backoff,
+                settings.max_in_unschedulable_pods,
+            ),
             profiles: settings.profiles.iter().map(|p| (p.scheduler_name.clone(), p.clone())).collect(),
             percentage_of_nodes_to_score: settings.percentage_of_nodes_to_score,
             metrics,
@@ -119,11 +139,13 @@ impl Scheduler {
         let watches = futures::future::try_join5(
             self.clone().watch_nodes(nodes_synced_tx),
             self.clone().watch_pods(pods_synced_tx),
-            self.clone().mirror::<PodDisruptionBudget>(|c| &mut c.pdbs),
-            self.clone().mirror::<PersistentVolumeClaim>(|c| &mut c.volumes.claims),
-            futures::future::try_join(
-                self.clone().mirror::<PersistentVolume>(|c| &mut c.volumes.volumes),
-                self.clone().mirror::<StorageClass>(|c| &mut c.volumes.classes),
+            self.clone().mirror::<PodDisruptionBudget>(|c| &mut c.pdbs, false),
+            self.clone().mirror::<PersistentVolumeClaim>(|c| &mut c.volumes.claims, false),
+            futures::future::try_join3(
+                self.clone().mirror::<PersistentVolume>(|c| &mut c.volumes.volumes, false),
+                self.clone().mirror::<StorageClass>(|c| &mut c.volumes.classes, false),
+                // Clusters without CSI (or an apiserver not serving CSINodes) have no volume limits.
+                self.clone().mirror::<CSINode>(|c| &mut c.volumes.csinodes, true),
             ),
         );
         let scheduling = async {
@@ -247,7 +269,18 @@ impl Scheduler {
                     self.queue.move_all_to_active();
                 }
             } else {
-                self.cache().set_bound_pod(Arc::new(pod));
+                // upstream's AssignedPodAdd (new to the cache, or only assumed so far)
+                // and AssignedPodUpdate (labels changed) can satisfy pod affinity or spreading.
+                let added_or_relabelled = {
+                    let mut cache = self.cache();
+                    let before = if cache.is_assumed(&uid) { None } else { cache.pod(&uid).cloned() };
+                    let relevant = before.is_none_or(|b| b.pod.metadata.labels != pod.metadata.labels);
+                    cache.set_bound_pod(Arc::new(pod));
+                    relevant
+                };
+                if added_or_relabelled {
+                    self.queue.move_pod_waiters_to_active();
+                }
             }
             return;
         }
@@ -265,8 +298,13 @@ impl Scheduler {
     }
 
     /// Mirrors a kind into a map of the cache (keyed namespace/name) and
-    /// retries unschedulable pods when it changes (a PDB, claim, volume or class).
-    async fn mirror<K>(self: Arc<Self>, field: fn(&mut Cache) -> &mut HashMap<String, Arc<K>>) -> anyhow::Result<()>
+    /// retries unschedulable pods when it changes (a PDB, claim, volume, class or
+    /// CSINode). `optional`: watch errors are logged and retried, not fatal.
+    async fn mirror<K>(
+        self: Arc<Self>,
+        field: fn(&mut Cache) -> &mut HashMap<String, Arc<K>>,
+        optional: bool,
+    ) -> anyhow::Result<()>
     where
         K: kube::Resource<DynamicType = ()>
             + Clone
@@ -279,7 +317,15 @@ impl Scheduler {
         let api: Api<K> = Api::all(self.client.clone());
         let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
         let mut relisted: HashMap<String, Arc<K>> = HashMap::new();
-        while let Some(event) = stream.try_next().await? {
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) if optional => {
+                    tracing::debug!(kind = %K::kind(&()), "watch: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let key = |o: &K| object_key(o.meta());
             {
                 let mut cache = self.cache();
@@ -334,7 +380,7 @@ impl Scheduler {
         };
         match decision {
             Ok(node) => {
-                self.queue.done(&key);
+                // The pod stays in flight in the queue until the binding ends.
                 let permit = self.bindings.clone().acquire_owned().await;
                 let this = self.clone();
                 tokio::spawn(async move {
@@ -349,7 +395,7 @@ impl Scheduler {
                     Outcome::NoCandidate(reasons) => (Some(preemption_message(fit.nodes, &reasons)), None),
                 };
                 let message = fit.message(preemption_msg.as_deref());
-                self.queue.unschedulable(&key);
+                self.queue.unschedulable(&key, fit.waits_for_pods());
                 self.metrics.attempt(&profile_name, "unschedulable", start.elapsed());
                 tracing::debug!(pod = %key, "{message}");
                 let this = self.clone();
@@ -372,7 +418,8 @@ impl Scheduler {
                 return Err(fit);
             }
         };
-        let wanted = feasible_nodes_to_find(n, self.percentage_of_nodes_to_score);
+        let percentage = profile.percentage_of_nodes_to_score.unwrap_or(self.percentage_of_nodes_to_score);
+        let wanted = feasible_nodes_to_find(n, percentage);
         let start = self.next_start.load(Ordering::Relaxed) % n;
         let mut feasible = Vec::with_capacity(wanted.min(n));
         let mut processed = 0;
@@ -413,6 +460,7 @@ impl Scheduler {
         });
         match api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding).await {
             Ok(_) => {
+                self.queue.done(&info.key());
                 self.metrics.attempt(profile, "scheduled", start.elapsed());
                 tracing::debug!(pod = %info.key(), %node, "bound");
                 self.recorder.event(
@@ -423,14 +471,16 @@ impl Scheduler {
                 );
             }
             Err(e) => {
+                // A failed binding forgets the assumption, so the node's room is free again.
                 self.cache().forget(&info.uid);
                 self.metrics.attempt(profile, "error", start.elapsed());
                 match &e {
                     // Gone, or bound by someone else: the watch tells the rest.
-                    kube::Error::Api(s) if s.code == 404 || s.code == 409 => {}
+                    kube::Error::Api(s) if s.code == 404 || s.code == 409 => self.queue.done(&info.key()),
                     _ => {
                         tracing::warn!(pod = %info.key(), %node, "binding failed: {e}");
-                        self.queue.add_or_update(info.pod.clone());
+                        // Back to the queue with its attempts counted: it waits out its backoff.
+                        self.queue.error(&info.key());
                         self.recorder.event(
                             object_ref(info.pod.as_ref()),
                             EventType::Warning,

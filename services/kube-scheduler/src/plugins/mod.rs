@@ -25,6 +25,7 @@ pub enum Filter {
     NodeAffinity,
     NodePorts,
     NodeResourcesFit,
+    NodeVolumeLimits,
     VolumeBinding,
     VolumeZone,
     PodTopologySpread,
@@ -44,13 +45,14 @@ pub enum Score {
 
 impl Filter {
     /// Upstream's default filter order.
-    pub const DEFAULT: [Filter; 10] = [
+    pub const DEFAULT: [Filter; 11] = [
         Filter::NodeUnschedulable,
         Filter::NodeName,
         Filter::TaintToleration,
         Filter::NodeAffinity,
         Filter::NodePorts,
         Filter::NodeResourcesFit,
+        Filter::NodeVolumeLimits,
         Filter::VolumeBinding,
         Filter::VolumeZone,
         Filter::PodTopologySpread,
@@ -65,6 +67,7 @@ impl Filter {
             Filter::NodeAffinity => "NodeAffinity",
             Filter::NodePorts => "NodePorts",
             Filter::NodeResourcesFit => "NodeResourcesFit",
+            Filter::NodeVolumeLimits => "NodeVolumeLimits",
             Filter::VolumeBinding => "VolumeBinding",
             Filter::VolumeZone => "VolumeZone",
             Filter::PodTopologySpread => "PodTopologySpread",
@@ -127,6 +130,8 @@ pub struct Profile {
     pub filters: Vec<Filter>,
     pub scores: Vec<(Score, i64)>,
     pub fit: FitStrategy,
+    /// The profile's own `percentageOfNodesToScore`, over the global one.
+    pub percentage_of_nodes_to_score: Option<u32>,
 }
 
 impl Profile {
@@ -136,6 +141,7 @@ impl Profile {
             filters: Filter::DEFAULT.to_vec(),
             scores: Score::DEFAULT.to_vec(),
             fit: FitStrategy::default(),
+            percentage_of_nodes_to_score: None,
         }
     }
 }
@@ -164,13 +170,15 @@ pub struct CycleState<'a> {
     pub interpod: Option<interpod::State>,
     pub spread: Option<spread::State>,
     pub volumes: Option<volume::State>,
+    pub volume_limits: Option<volume::Limits>,
+    pub volume_index: &'a volume::VolumeIndex,
 }
 
 impl Profile {
     /// PreFilter: the pod's parsed constraints and the cluster-wide counts
     /// that pod (anti-)affinity and topology spreading need. An error here
     /// makes every node unfit with that reason.
-    pub fn prepare<'a>(&self, pod: &'a PodInfo, cache: &Cache) -> Result<CycleState<'a>, Unfit> {
+    pub fn prepare<'a>(&self, pod: &'a PodInfo, cache: &'a Cache) -> Result<CycleState<'a>, Unfit> {
         let node_affinity = node::AffinityState::new(pod)?;
         let interpod = if (self.filters.contains(&Filter::InterPodAffinity)
             || self.scores.iter().any(|(s, _)| *s == Score::InterPodAffinity))
@@ -186,7 +194,12 @@ impl Profile {
         } else {
             None
         };
-        Ok(CycleState { pod, node_affinity, interpod, spread, volumes })
+        let volume_limits = if self.filters.contains(&Filter::NodeVolumeLimits) {
+            volume::Limits::new(pod, &cache.volumes)?
+        } else {
+            None
+        };
+        Ok(CycleState { pod, node_affinity, interpod, spread, volumes, volume_limits, volume_index: &cache.volumes })
     }
 
     /// Runs the filters in order; the first that fails decides.
@@ -199,6 +212,11 @@ impl Profile {
                 Filter::NodeAffinity => state.node_affinity.filter(node)?,
                 Filter::NodePorts => node::ports(state.pod, node)?,
                 Filter::NodeResourcesFit => node::resources_fit(state.pod, node)?,
+                Filter::NodeVolumeLimits => {
+                    if let Some(l) = &state.volume_limits {
+                        l.filter(node, state.volume_index)?
+                    }
+                }
                 Filter::VolumeBinding => {
                     if let Some(v) = &state.volumes {
                         v.filter_binding(node)?
