@@ -4,12 +4,14 @@
 //! profiles from a configuration file, and leader failover.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use integration::{eventually, Component, ControlPlane};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
 use serde_json::{json, Value};
 
@@ -35,6 +37,66 @@ impl Cluster {
         let mut all = vec!["--secure-port=0"];
         all.extend_from_slice(args);
         self.cp.apiserver.start_component("kube-scheduler", &kubeconfig, &all).unwrap()
+    }
+
+    /// A scheduler as `user` (a token of the apiserver's token file) serving
+    /// /metrics on a free port, which it returns.
+    fn scheduler_serving(&self, user: &str, token: &str, args: &[&str]) -> (Component, u16) {
+        let kubeconfig = self.cp.apiserver.token_kubeconfig(user, token).unwrap();
+        let port = integration::free_port();
+        let secure = format!("--secure-port={port}");
+        let mut all = vec![secure.as_str(), "--bind-address=127.0.0.1"];
+        all.extend_from_slice(args);
+        (self.cp.apiserver.start_component("kube-scheduler", &kubeconfig, &all).unwrap(), port)
+    }
+
+    /// Gives `user` what the scheduler's bootstrap ClusterRoles give
+    /// system:kube-scheduler, except creating `pods/binding` (and `bindings`).
+    async fn scheduler_rights_without_binding(&self, user: &str) {
+        let roles: Api<ClusterRole> = Api::all(self.client.clone());
+        let bindings: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+        let mut rules = Vec::new();
+        for b in bindings.list(&ListParams::default()).await.unwrap() {
+            if b.subjects.iter().flatten().any(|s| s.kind == "User" && s.name == "system:kube-scheduler") {
+                rules.extend(roles.get(&b.role_ref.name).await.unwrap().rules.unwrap_or_default());
+            }
+        }
+        let mut removed = false;
+        for r in &mut rules {
+            if let Some(resources) = r.resources.as_mut() {
+                let before = resources.len();
+                resources.retain(|x| x != "pods/binding" && x != "bindings");
+                removed |= resources.len() != before;
+            }
+        }
+        assert!(removed, "system:kube-scheduler may not bind pods? {rules:?}");
+        rules.retain(|r| r.resources.as_ref().is_some_and(|x| !x.is_empty()) || r.non_resource_urls.is_some());
+        let role: ClusterRole = serde_json::from_value(json!({
+            "metadata": {"name": "scheduler-without-binding"}, "rules": rules}))
+        .unwrap();
+        roles.create(&PostParams::default(), &role).await.unwrap();
+        self.bind_cluster_role("scheduler-without-binding", user).await;
+    }
+
+    async fn bind_cluster_role(&self, role: &str, user: &str) {
+        let bindings: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("{role}-{user}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}))
+        .unwrap();
+        bindings.create(&PostParams::default(), &binding).await.unwrap();
+    }
+
+    /// Events about a pod with `reason`, their messages.
+    async fn events(&self, pod: &str, reason: &str) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(pod) && e.reason.as_deref() == Some(reason))
+            .map(|e| e.message.unwrap_or_default())
+            .collect()
     }
 
     fn nodes(&self) -> Api<Node> {
@@ -118,6 +180,31 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// `scheduler_schedule_attempts_total` with `result`, summed over profiles,
+/// from the scheduler's /metrics; `None` until the endpoint answers.
+fn attempts(port: u16, result: &str) -> Option<u64> {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-H", "Authorization: Bearer admin", &format!("https://127.0.0.1:{port}/metrics")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // An OpenMetrics exposition ends with `# EOF` (a scheduler that never tried has no attempt lines).
+    if !text.contains("# EOF") {
+        return None;
+    }
+    let label = format!("result=\"{result}\"");
+    let total: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("scheduler_schedule_attempts_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Some(total as u64)
+}
+
+fn all_attempts(port: u16) -> Option<u64> {
+    Some(attempts(port, "scheduled")? + attempts(port, "unschedulable")? + attempts(port, "error")?)
 }
 
 fn merge(base: &mut Value, extra: Value) {
@@ -397,12 +484,14 @@ async fn scores_decide_placement() {
 async fn unschedulable_pod_is_retried_when_a_node_fits() {
     let c = Cluster::start().await;
     c.node("small", "1", "1Gi", json!({}), json!({})).await;
-    let _sched = c.scheduler(&["--leader-elect=false"]);
+    let (_sched, port) = c.scheduler_serving("system:kube-scheduler", "scheduler-token", &["--leader-elect=false"]);
     c.pod("needs-4", cpu("4")).await;
     let msg = c.unschedulable_message("needs-4").await;
     assert_eq!(msg, "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.");
-    // Let it sit past the longest backoff: only the event may wake it.
+    // Let it sit past the longest backoff: only the event may wake it, and it is not retried meanwhile.
     tokio::time::sleep(Duration::from_secs(11)).await;
+    let tried = attempts(port, "unschedulable").expect("metrics");
+    assert!((1..=3).contains(&tried), "{tried} attempts while nothing changed: a busy loop");
     let added = std::time::Instant::now();
     c.node("large", "8", "8Gi", json!({}), json!({})).await;
     assert_eq!(c.bound("needs-4").await, "large");
@@ -508,8 +597,9 @@ async fn leader_failover_binds_every_pod_once() {
     }
     let args =
         ["--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=1s"];
-    let mut first = c.scheduler(&args);
-    let mut second = c.scheduler(&args);
+    let user = ("system:kube-scheduler", "scheduler-token");
+    let (mut first, first_port) = c.scheduler_serving(user.0, user.1, &args);
+    let (mut second, second_port) = c.scheduler_serving(user.0, user.1, &args);
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-system");
     let holder = eventually(WAIT, || {
         let l = futures::executor::block_on(leases.get("kube-scheduler")).ok()?;
@@ -530,6 +620,11 @@ async fn leader_failover_binds_every_pod_once() {
         first.log(),
         second.log()
     );
+    // Only the leader worked: every pod bound at its first try, and the standby tried nothing.
+    let (leader_port, standby_port) = if first_leads { (first_port, second_port) } else { (second_port, first_port) };
+    assert_eq!(eventually(WAIT, || attempts(leader_port, "scheduled").filter(|n| *n == 10)), Some(10));
+    assert_eq!(attempts(leader_port, "error"), Some(0), "the leader's bindings failed");
+    assert_eq!(all_attempts(standby_port), Some(0), "the standby scheduled while not leading");
     if first_leads {
         first.kill();
     } else {
@@ -546,6 +641,10 @@ async fn leader_failover_binds_every_pod_once() {
     let new_holder = leases.get("kube-scheduler").await.unwrap().spec.unwrap().holder_identity.unwrap();
     assert_ne!(new_holder, holder);
     assert!(first.running() != second.running());
+    // The new leader bound the ten new pods, each at its first try (no conflicts with pods bound before).
+    assert_eq!(eventually(WAIT, || attempts(standby_port, "scheduled").filter(|n| *n >= 10)), Some(10));
+    assert_eq!(attempts(standby_port, "error"), Some(0), "bindings of the new leader failed (bound twice?)");
+    assert_eq!(attempts(standby_port, "unschedulable"), Some(0));
     // Every pod was bound exactly once.
     let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
     let list = events.list(&ListParams::default()).await.unwrap();
@@ -586,4 +685,209 @@ async fn health_and_metrics_endpoints() {
     assert!(metrics.contains("scheduler_schedule_attempts_total"), "{metrics}");
     assert!(metrics.contains("scheduler_pending_pods"), "{metrics}");
     assert!(metrics.contains("scheduler_scheduling_attempt_duration_seconds_bucket"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_errors_back_off_and_forget_the_assumption() {
+    let c = Cluster::start().await;
+    // Room for one of the pods below, not two.
+    c.node("one", "1", "2Gi", json!({}), json!({})).await;
+    c.scheduler_rights_without_binding("alice").await;
+    let (sched, port) = c.scheduler_serving("alice", "alice-token", &["--leader-elect=false"]);
+    c.pod("first", cpu("600m")).await;
+    let first = eventually(WAIT, || attempts(port, "error").filter(|n| *n >= 1));
+    assert!(first.is_some(), "no binding was refused: {}", sched.log());
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let grew = attempts(port, "error").unwrap() - first.unwrap_or(0);
+    // Backoff 1 s, 2 s, 4 s: two or three more tries in 5 s, not hundreds.
+    assert!((1..=4).contains(&grew), "{grew} refused bindings in {:?}", started.elapsed());
+    assert_eq!(attempts(port, "scheduled"), Some(0));
+    let rejected = c.events("first", "FailedScheduling").await;
+    assert!(rejected.iter().any(|m| m.starts_with("Binding rejected: ")), "{rejected:?}");
+    // The refused binding forgot `first`'s assumption: `second` fits the same node
+    // and gets as far as its own binding (with the assumption kept, it would only ever be unschedulable).
+    c.pod("second", cpu("600m")).await;
+    let second = eventually(WAIT, || {
+        let events = futures::executor::block_on(c.events("second", "FailedScheduling"));
+        events.iter().any(|m| m.starts_with("Binding rejected: ")).then_some(())
+    });
+    assert!(second.is_some(), "second never reached binding: {:?}", c.events("second", "FailedScheduling").await);
+    // With the right to bind, one of them binds after its backoff, and the other no longer fits.
+    let binder: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "pod-binder"},
+        "rules": [{"apiGroups": [""], "resources": ["pods/binding"], "verbs": ["create"]}]}))
+    .unwrap();
+    Api::<ClusterRole>::all(c.client.clone()).create(&PostParams::default(), &binder).await.unwrap();
+    c.bind_cluster_role("pod-binder", "alice").await;
+    let pods = c.pods();
+    let bound = eventually(WAIT, || {
+        let node = |n: &str| futures::executor::block_on(pods.get(n)).ok()?.spec?.node_name;
+        match (node("first"), node("second")) {
+            (Some(_), None) => Some(("first", "second")),
+            (None, Some(_)) => Some(("second", "first")),
+            (Some(_), Some(_)) => panic!("both pods were bound to a node with room for one"),
+            (None, None) => None,
+        }
+    });
+    let (winner, loser) = bound.expect("no pod was bound after pods/binding was granted");
+    assert_eq!(c.bound(winner).await, "one");
+    let msg = c.unschedulable_message(loser).await;
+    assert!(msg.starts_with("0/1 nodes are available: 1 Insufficient cpu."), "{msg}");
+    drop(sched);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_pod_wakes_pods_waiting_for_it() {
+    let c = Cluster::start().await;
+    for n in ["n1", "n2"] {
+        c.node(n, "4", "8Gi", json!({"kubernetes.io/hostname": n}), json!({})).await;
+    }
+    let (sched, port) = c.scheduler_serving("system:kube-scheduler", "scheduler-token", &["--leader-elect=false"]);
+    c.pod(
+        "near-web",
+        json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}}),
+    )
+    .await;
+    let msg = c.unschedulable_message("near-web").await;
+    assert!(msg.starts_with("0/2 nodes are available: 2 node(s) didn't match pod affinity rules."), "{msg}");
+    // A pod that waits for room, not for other pods: a bound pod must not wake it.
+    c.pod("needs-cpu", cpu("16")).await;
+    c.unschedulable_message("needs-cpu").await;
+    // Past the backoffs: from here on only a cluster event retries either pod.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = attempts(port, "unschedulable").expect("metrics");
+    // A web pod bound by someone else (nodeName set): upstream's AssignedPodAdd.
+    c.pod_with("web", json!({"labels": {"app": "web"}}), json!({"nodeName": "n2"})).await;
+    let added = Instant::now();
+    assert_eq!(c.bound("near-web").await, "n2");
+    assert!(added.elapsed() < Duration::from_secs(3), "took {:?} after the web pod was bound", added.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(attempts(port, "unschedulable"), Some(before), "the pod waiting for cpu was retried: {}", sched.log());
+    // A relabelled bound pod (AssignedPodUpdate) wakes a pod waiting for that label.
+    c.pod(
+        "near-db",
+        json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}}}),
+    )
+    .await;
+    c.unschedulable_message("near-db").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let patch = json!({"metadata": {"labels": {"app": "db"}}});
+    c.pods().patch("web", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    let relabelled = Instant::now();
+    assert_eq!(c.bound("near-db").await, "n2");
+    assert!(relabelled.elapsed() < Duration::from_secs(3), "took {:?} after the relabel", relabelled.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unschedulable_pods_are_retried_after_the_configured_duration() {
+    let c = Cluster::start().await;
+    c.node("small", "1", "1Gi", json!({}), json!({})).await;
+    let (_sched, port) = c.scheduler_serving(
+        "system:kube-scheduler",
+        "scheduler-token",
+        &["--leader-elect=false", "--pod-max-in-unschedulable-pods-duration=2s"],
+    );
+    c.pod("needs-4", cpu("4")).await;
+    c.unschedulable_message("needs-4").await;
+    // Nothing changes in the cluster; the pod is still retried every ~2 s (the default is 5 minutes).
+    let retried = eventually(Duration::from_secs(12), || attempts(port, "unschedulable").filter(|n| *n >= 4));
+    assert!(retried.is_some(), "attempts: {:?}", attempts(port, "unschedulable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_respects_disruption_budgets() {
+    let c = Cluster::start().await;
+    for n in ["p1", "p2"] {
+        c.node(n, "2", "4Gi", json!({"kubernetes.io/hostname": n}), json!({})).await;
+    }
+    for (name, value) in [("high", "1000"), ("low", "10"), ("lowest", "5")] {
+        let out = c.cp.apiserver.kubectl("1.33", &["create", "priorityclass", name, &format!("--value={value}")]);
+        assert!(out.status.success(), "{}", integration::text(&out));
+    }
+    // Without the budget p1's victim would be the cheaper one (lower priority).
+    let victim = |class: &str, node: &str| {
+        let mut spec = cpu("1500m");
+        spec["priorityClassName"] = json!(class);
+        spec["nodeName"] = json!(node);
+        spec
+    };
+    c.pod_with("protected", json!({"labels": {"app": "protected"}}), victim("lowest", "p1")).await;
+    c.pod_with("unprotected", json!({"labels": {"app": "free"}}), victim("low", "p2")).await;
+    // No controller-manager runs here: the budget's status stays as set.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.client.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "keep"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "protected"}}}}))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    let status = json!({"status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1,
+        "expectedPods": 1, "observedGeneration": 1}});
+    pdbs.patch_status("keep", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    let stored = pdbs.get_status("keep").await.unwrap().status.unwrap();
+    assert_eq!((stored.disruptions_allowed, stored.current_healthy), (0, 1));
+    let _sched = c.scheduler(&["--leader-elect=false"]);
+    let mut high = cpu("1");
+    high["priorityClassName"] = json!("high");
+    c.pod("important", high).await;
+    let pods = c.pods();
+    let nominated =
+        eventually(WAIT, || futures::executor::block_on(pods.get("important")).ok()?.status?.nominated_node_name);
+    assert_eq!(nominated.as_deref(), Some("p2"));
+    let evicted =
+        eventually(WAIT, || futures::executor::block_on(pods.get("unprotected")).ok()?.metadata.deletion_timestamp);
+    assert!(evicted.is_some(), "the unprotected victim was not evicted");
+    let protected = c.pods().get("protected").await.unwrap();
+    assert!(protected.metadata.deletion_timestamp.is_none(), "the pod its budget protects was evicted");
+    let preempted = c.events("unprotected", "Preempted").await;
+    assert!(preempted.iter().any(|m| m.ends_with("on node p2")), "{preempted:?}");
+    c.pods()
+        .delete("unprotected", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(c.bound("important").await, "p2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the apiserver does not serve storage.k8s.io/v1 csinodes yet"]
+async fn csi_volume_limits_decide_placement() {
+    let c = Cluster::start().await;
+    for n in ["v1", "v2"] {
+        c.node(n, "8", "16Gi", json!({"kubernetes.io/hostname": n}), json!({})).await;
+    }
+    let apply = |doc: String| {
+        let out = c.cp.apiserver.kubectl_stdin("1.33", &["apply", "-f", "-"], Some(&doc));
+        assert!(out.status.success(), "{}", integration::text(&out));
+    };
+    // v1 attaches at most one volume of the driver; v2 two.
+    for (node, count) in [("v1", 1), ("v2", 2)] {
+        apply(format!("apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata:\n  name: {node}\nspec:\n  drivers:\n  - name: csi.example.com\n    nodeID: {node}\n    allocatable: {{count: {count}}}\n"));
+    }
+    for v in ["a", "b", "c"] {
+        apply(format!("apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: pv-{v}\nspec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  csi: {{driver: csi.example.com, volumeHandle: vol-{v}}}\n"));
+        apply(format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {v}\n  namespace: default\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  volumeName: pv-{v}\n  resources: {{requests: {{storage: 1Gi}}}}\n"));
+    }
+    let _sched = c.scheduler(&["--leader-elect=false"]);
+    let uses = |claims: &[&str], node: Option<&str>| {
+        let volumes: Vec<Value> = claims
+            .iter()
+            .map(|cl| json!({"name": format!("v-{cl}"), "persistentVolumeClaim": {"claimName": cl}}))
+            .collect();
+        let mut spec = json!({"volumes": volumes});
+        if let Some(n) = node {
+            spec["nodeSelector"] = json!({"kubernetes.io/hostname": n});
+        }
+        spec
+    };
+    c.pod("first", uses(&["a"], Some("v1"))).await;
+    assert_eq!(c.bound("first").await, "v1");
+    // The same volume again counts once.
+    c.pod("shares", uses(&["a"], Some("v1"))).await;
+    assert_eq!(c.bound("shares").await, "v1");
+    c.pod("over", uses(&["b"], Some("v1"))).await;
+    let msg = c.unschedulable_message("over").await;
+    assert!(msg.contains("1 node(s) exceed max volume count"), "{msg}");
+    // Free to choose, a pod with two new volumes only fits v2.
+    c.pod("two", uses(&["b", "c"], None)).await;
+    assert_eq!(c.bound("two").await, "v2");
 }

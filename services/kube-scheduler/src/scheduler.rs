@@ -136,21 +136,30 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
         let (nodes_synced_tx, nodes_synced) = tokio::sync::oneshot::channel();
         let (pods_synced_tx, pods_synced) = tokio::sync::oneshot::channel();
+        // Like upstream, no pod is scheduled before every informer has listed
+        // (a budget missed at startup would let preemption ignore it).
+        let (mirrored_tx, mirrored): (Vec<_>, Vec<_>) = (0..4).map(|_| tokio::sync::oneshot::channel()).unzip();
+        let mut mirrored_tx = mirrored_tx.into_iter().map(Some);
+        let mut next = || mirrored_tx.next().flatten();
         let watches = futures::future::try_join5(
             self.clone().watch_nodes(nodes_synced_tx),
             self.clone().watch_pods(pods_synced_tx),
-            self.clone().mirror::<PodDisruptionBudget>(|c| &mut c.pdbs, false),
-            self.clone().mirror::<PersistentVolumeClaim>(|c| &mut c.volumes.claims, false),
+            self.clone().mirror::<PodDisruptionBudget>(|c| &mut c.pdbs, next()),
+            self.clone().mirror::<PersistentVolumeClaim>(|c| &mut c.volumes.claims, next()),
             futures::future::try_join3(
-                self.clone().mirror::<PersistentVolume>(|c| &mut c.volumes.volumes, false),
-                self.clone().mirror::<StorageClass>(|c| &mut c.volumes.classes, false),
-                // Clusters without CSI (or an apiserver not serving CSINodes) have no volume limits.
-                self.clone().mirror::<CSINode>(|c| &mut c.volumes.csinodes, true),
+                self.clone().mirror::<PersistentVolume>(|c| &mut c.volumes.volumes, next()),
+                self.clone().mirror::<StorageClass>(|c| &mut c.volumes.classes, next()),
+                // Optional (not waited for): clusters without CSI, or an apiserver
+                // not serving CSINodes, have no volume limits.
+                self.clone().mirror::<CSINode>(|c| &mut c.volumes.csinodes, None),
             ),
         );
         let scheduling = async {
             let _ = nodes_synced.await;
             let _ = pods_synced.await;
+            for synced in mirrored {
+                let _ = synced.await;
+            }
             tracing::info!("caches synced; scheduling");
             let flusher = self.clone();
             tokio::spawn(async move {
@@ -299,11 +308,12 @@ impl Scheduler {
 
     /// Mirrors a kind into a map of the cache (keyed namespace/name) and
     /// retries unschedulable pods when it changes (a PDB, claim, volume, class or
-    /// CSINode). `optional`: watch errors are logged and retried, not fatal.
+    /// CSINode). With `synced`, it signals the first complete list and watch
+    /// errors are fatal; without, they are logged and retried (an optional kind).
     async fn mirror<K>(
         self: Arc<Self>,
         field: fn(&mut Cache) -> &mut HashMap<String, Arc<K>>,
-        optional: bool,
+        mut synced: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> anyhow::Result<()>
     where
         K: kube::Resource<DynamicType = ()>
@@ -317,6 +327,7 @@ impl Scheduler {
         let api: Api<K> = Api::all(self.client.clone());
         let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
         let mut relisted: HashMap<String, Arc<K>> = HashMap::new();
+        let optional = synced.is_none();
         while let Some(event) = stream.next().await {
             let event = match event {
                 Ok(e) => e,
@@ -327,24 +338,37 @@ impl Scheduler {
                 Err(e) => return Err(e.into()),
             };
             let key = |o: &K| object_key(o.meta());
-            {
+            // Only a change of the mirrored set retries pods: a relist that is
+            // still going (or failing, for an optional kind) changes nothing.
+            let changed = {
                 let mut cache = self.cache();
                 let map = field(&mut cache);
                 match event {
-                    Event::Init => relisted.clear(),
+                    Event::Init => {
+                        relisted.clear();
+                        false
+                    }
                     Event::InitApply(o) => {
                         relisted.insert(key(&o), Arc::new(o));
+                        false
                     }
-                    Event::InitDone => *map = std::mem::take(&mut relisted),
+                    Event::InitDone => {
+                        *map = std::mem::take(&mut relisted);
+                        if let Some(tx) = synced.take() {
+                            let _ = tx.send(());
+                        }
+                        true
+                    }
                     Event::Apply(o) => {
                         map.insert(key(&o), Arc::new(o));
+                        true
                     }
-                    Event::Delete(o) => {
-                        map.remove(&key(&o));
-                    }
+                    Event::Delete(o) => map.remove(&key(&o)).is_some(),
                 }
+            };
+            if changed {
+                self.queue.move_all_to_active();
             }
-            self.queue.move_all_to_active();
         }
         Ok(())
     }
@@ -471,8 +495,10 @@ impl Scheduler {
                 );
             }
             Err(e) => {
-                // A failed binding forgets the assumption, so the node's room is free again.
+                // A failed binding forgets the assumption: the node's room is free again,
+                // which may let unschedulable pods fit (upstream moves them as on AssignedPodDelete).
                 self.cache().forget(&info.uid);
+                self.queue.move_all_to_active();
                 self.metrics.attempt(profile, "error", start.elapsed());
                 match &e {
                     // Gone, or bound by someone else: the watch tells the rest.
