@@ -345,7 +345,109 @@ async fn filters_decide_placement() {
             && e.message.as_deref() == Some("Successfully assigned default/wants-ssd to ssd")),
         "no Scheduled event"
     );
+    more_filters(&c).await;
     drop(sched);
+}
+
+/// The rest of NodeResourcesFit (memory, ephemeral-storage, the pod count), user
+/// taints (NoSchedule, NoExecute), a node whose Ready condition is Unknown, and a
+/// node change waking an unschedulable pod. Each pair of nodes shares a `pair`
+/// label: the constrained node is out, the other takes the pod.
+async fn more_filters(c: &Cluster) {
+    let host = |n: &str| json!({"kubernetes.io/hostname": n});
+    let with = |pair: &str, n: &str| json!({"pair": pair, "kubernetes.io/hostname": n});
+    let storage = |size: &str| json!({"status": {"allocatable": {"ephemeral-storage": size}, "capacity": {"ephemeral-storage": size}}});
+    c.node("mem-small", "64", "1Gi", with("mem", "mem-small"), json!({})).await;
+    c.node("mem-big", "64", "64Gi", with("mem", "mem-big"), json!({})).await;
+    c.node("disk-small", "64", "64Gi", with("disk", "disk-small"), storage("1Gi")).await;
+    c.node("disk-big", "64", "64Gi", with("disk", "disk-big"), storage("100Gi")).await;
+    let pods = |n: &str| json!({"status": {"allocatable": {"pods": n}, "capacity": {"pods": n}}});
+    c.node("pods-full", "64", "64Gi", with("pods", "pods-full"), pods("1")).await;
+    c.node("pods-free", "64", "64Gi", with("pods", "pods-free"), pods("10")).await;
+    c.pod("fills-pods-full", json!({"nodeName": "pods-full"})).await;
+    c.node(
+        "user-taint",
+        "64",
+        "64Gi",
+        with("taint", "user-taint"),
+        json!({"spec": {"taints": [{"key": "team", "value": "x", "effect": "NoSchedule"}]}}),
+    )
+    .await;
+    c.node(
+        "evicting",
+        "64",
+        "64Gi",
+        with("taint", "evicting"),
+        json!({"spec": {"taints": [{"key": "maintenance", "effect": "NoExecute"}]}}),
+    )
+    .await;
+    c.node(
+        "unknown",
+        "64",
+        "64Gi",
+        with("taint", "unknown"),
+        json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"}]}}),
+    )
+    .await;
+    c.node("clean", "64", "64Gi", with("taint", "clean"), json!({})).await;
+    let requests = |r: Value| json!({"containers": [{"name": "c", "image": "busybox", "resources": {"requests": r}}]});
+    let cases = [
+        ("mem", requests(json!({"memory": "2Gi"})), "mem-big", "mem-small", "1 Insufficient memory"),
+        (
+            "disk",
+            requests(json!({"ephemeral-storage": "2Gi"})),
+            "disk-big",
+            "disk-small",
+            "1 Insufficient ephemeral-storage",
+        ),
+        ("pods", json!({}), "pods-free", "pods-full", "1 Too many pods"),
+    ];
+    for (pair, spec, fits, full, reason) in cases {
+        let mut spec = spec;
+        spec["nodeSelector"] = json!({"pair": pair});
+        c.pod(&format!("{pair}-fits"), spec.clone()).await;
+        assert_eq!(c.bound(&format!("{pair}-fits")).await, fits);
+        spec["nodeSelector"] = host(full);
+        c.pod(&format!("{pair}-full"), spec).await;
+        let msg = c.unschedulable_message(&format!("{pair}-full")).await;
+        assert!(msg.contains(reason), "{msg}");
+    }
+    // Three of the four taint-pair nodes are out: a user taint, a NoExecute taint, and Ready=Unknown (unreachable).
+    for i in 0..3 {
+        let name = format!("taint-{i}");
+        c.pod(&name, json!({"nodeSelector": {"pair": "taint"}})).await;
+        assert_eq!(c.bound(&name).await, "clean");
+    }
+    c.pod(
+        "not-clean",
+        json!({"nodeSelector": {"pair": "taint"}, "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["clean"]}]}]}}}}),
+    )
+    .await;
+    let msg = c.unschedulable_message("not-clean").await;
+    for taint in ["{team: x}", "{maintenance: }", "{node.kubernetes.io/unreachable: }"] {
+        assert!(msg.contains(&format!("1 node(s) had untolerated taint {taint}")), "{taint}: {msg}");
+    }
+    // Tolerating the user taint is enough for that node.
+    c.pod(
+        "tolerates-team",
+        json!({"nodeSelector": host("user-taint"), "tolerations": [{"key": "team", "operator": "Equal", "value": "x", "effect": "NoSchedule"}]}),
+    )
+    .await;
+    assert_eq!(c.bound("tolerates-team").await, "user-taint");
+    // A node change wakes an unschedulable pod: uncordoning the only node it may use.
+    c.node("late", "4", "8Gi", host("late"), json!({"spec": {"unschedulable": true}})).await;
+    c.pod("waits-for-late", json!({"nodeSelector": host("late")})).await;
+    let msg = c.unschedulable_message("waits-for-late").await;
+    // The filters run in upstream's order: both cordoned nodes (`cordoned` and `late`) fail NodeUnschedulable first.
+    assert!(msg.contains("2 node(s) were unschedulable"), "{msg}");
+    // Past its backoff, it waits in the unschedulable set for an event.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let patch = json!({"spec": {"unschedulable": false}});
+    c.nodes().patch("late", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    let uncordoned = Instant::now();
+    assert_eq!(c.bound("waits-for-late").await, "late");
+    assert!(uncordoned.elapsed() < Duration::from_secs(3), "took {:?} after uncordon", uncordoned.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,19 +502,25 @@ async fn scores_decide_placement() {
     c.node("a", "4", "8Gi", json!({"zone": "a", "kubernetes.io/hostname": "a"}), json!({})).await;
     c.node("b", "4", "8Gi", json!({"zone": "b", "kubernetes.io/hostname": "b"}), json!({})).await;
     let _sched = c.scheduler(&["--leader-elect=false"]);
+    // Each preference below wins against NodeResourcesFit's least-allocated pull the other
+    // way, so a broken score plugin fails here instead of passing by chance.
+    let load = |node: &str, cpu: &str, memory: &str| {
+        json!({"nodeName": node, "containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": cpu, "memory": memory}}}]})
+    };
+    // b starts a quarter full, so least-allocated prefers a.
+    c.pod_with("load-b", json!({}), load("b", "1", "2Gi")).await;
     // Preferred node affinity.
     let prefer_b = json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
         {"weight": 100, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}]}}});
     c.pod("likes-b", prefer_b).await;
     assert_eq!(c.bound("likes-b").await, "b");
-    // Least allocated: after a big pod on a, the next plain pod goes to b; then a big one on b
-    // makes a the least allocated again.
-    c.pod_with("big-a", json!({}), json!({"nodeName": "a", "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "3", "memory": "6Gi"}}}]})).await;
+    // Least allocated: after a big pod on a, the next plain pod goes to b.
+    c.pod_with("big-a", json!({}), load("a", "3", "6Gi")).await;
     c.pod("plain-1", cpu("100m")).await;
     assert_eq!(c.bound("plain-1").await, "b");
-    // Preferred pod anti-affinity: away from app=noisy.
+    // Preferred pod anti-affinity: away from app=noisy on b, although b is far less allocated.
     c.pod_with("noisy", json!({"labels": {"app": "noisy"}}), json!({"nodeName": "b"})).await;
-    c.pod_with("big-b", json!({}), json!({"nodeName": "b", "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "3", "memory": "6Gi"}}}]})).await;
     c.pod(
         "quiet",
         json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
@@ -420,7 +528,8 @@ async fn scores_decide_placement() {
     )
     .await;
     assert_eq!(c.bound("quiet").await, "a");
-    // Preferred pod affinity: next to app=noisy.
+    // Preferred pod affinity: next to app=noisy, although b is now the more allocated.
+    c.pod_with("big-b", json!({}), load("b", "2", "4Gi")).await;
     c.pod(
         "fan",
         json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
@@ -428,6 +537,20 @@ async fn scores_decide_placement() {
     )
     .await;
     assert_eq!(c.bound("fan").await, "b");
+    // Balanced allocation: with the pod, i is 75% used in cpu and memory, j 85% cpu and 62% memory.
+    // Least-allocated alone slightly prefers j (26 against 25); balance decides for i.
+    c.node("i", "4", "8Gi", json!({"zone": "i"}), json!({})).await;
+    c.node("j", "4", "8Gi", json!({"zone": "j"}), json!({})).await;
+    c.pod_with("load-i", json!({}), load("i", "2", "4Gi")).await;
+    c.pod_with("load-j", json!({}), load("j", "2400m", "3Gi")).await;
+    c.pod(
+        "balanced",
+        json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["i", "j"]}]}]}}},
+            "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]}),
+    )
+    .await;
+    assert_eq!(c.bound("balanced").await, "i");
     // PreferNoSchedule taints push pods away.
     c.node(
         "c",
@@ -463,8 +586,10 @@ async fn scores_decide_placement() {
     c.pod("huge", json!({"affinity": ef, "containers": [{"name": "c", "image": "registry.local/huge:v1"}]})).await;
     assert_eq!(c.bound("huge").await, "e");
     // Topology spread (ScheduleAnyway): pods of one app alternate between the two zones g and h.
+    // g is half full, so least-allocated alone would put every pod on h.
     c.node("g", "64", "64Gi", json!({"zone": "g"}), json!({})).await;
     c.node("h", "64", "64Gi", json!({"zone": "h"}), json!({})).await;
+    c.pod_with("load-g", json!({}), load("g", "32", "32Gi")).await;
     let gh = json!({
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["g", "h"]}]}]}}},
@@ -673,8 +798,9 @@ async fn health_and_metrics_endpoints() {
     c.pod("p", json!({})).await;
     c.bound("p").await;
     let get = |path: &str| {
+        // /metrics needs a caller the apiserver authorizes (the admin is in system:masters).
         let out = std::process::Command::new("curl")
-            .args(["-sk", &format!("https://127.0.0.1:{port}{path}")])
+            .args(["-sk", "-H", "Authorization: Bearer admin", &format!("https://127.0.0.1:{port}{path}")])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
