@@ -182,7 +182,11 @@ async fn serves_healthz_and_metrics() {
     let api: Api<ReplicaSet> = Api::namespaced(client(&cp).await, "default");
     api.create(&PostParams::default(), &replicaset("m", 1, "m")).await.unwrap();
     until(Duration::from_secs(20), "workqueue metrics", || async {
-        let o = Command::new("curl").args(["-sk", &format!("{url}/metrics")]).output().ok()?;
+        // /metrics needs a caller the apiserver authorizes (the admin is in system:masters).
+        let o = Command::new("curl")
+            .args(["-sk", "-H", "Authorization: Bearer admin", &format!("{url}/metrics")])
+            .output()
+            .ok()?;
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         text.contains("workqueue_adds_total{name=\"replicaset\"}").then_some(())
     })

@@ -6,11 +6,13 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod delegated;
 pub mod events;
 pub mod leader_election;
 pub mod serving;
 
 pub use client::ClientFlags;
+pub use delegated::{DelegatedAuth, DelegatedAuthFlags};
 pub use leader_election::{LeaderElectionFlags, LeaderElector};
 
 /// Go-duration flag values (`15s`, `1m30s`) for clap.

@@ -2,6 +2,8 @@
 //! `/metrics`, on `--secure-port` with a certificate from
 //! `--tls-cert-file`/`--tls-private-key-file` or a self-signed one, as
 //! upstream's scheduler (10259) and controller-manager (10257) serve them.
+//! With [`serve_authorized`] every request is first authenticated and
+//! authorized through the apiserver (see [`crate::delegated`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,6 +16,8 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use prometheus_client::registry::Registry;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::delegated::{DelegatedAuth, Refusal};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServingFlags {
@@ -32,19 +36,34 @@ pub struct ServingFlags {
     pub cert_dir: Option<String>,
 }
 
-/// Serves health and metrics until the process ends. `component` names the self-signed certificate files.
+/// Serves health and metrics to anyone until the process ends. `component` names the self-signed certificate files.
 pub async fn serve(
     flags: &ServingFlags,
     default_port: u16,
     component: &str,
     registry: Arc<Registry>,
 ) -> anyhow::Result<()> {
+    serve_authorized(flags, default_port, component, registry, None).await
+}
+
+/// Serves health and metrics until the process ends; with `auth`, each request is authenticated and
+/// authorized first (upstream's delegated authentication and authorization).
+pub async fn serve_authorized(
+    flags: &ServingFlags,
+    default_port: u16,
+    component: &str,
+    registry: Arc<Registry>,
+    auth: Option<Arc<DelegatedAuth>>,
+) -> anyhow::Result<()> {
     let port = flags.secure_port.unwrap_or(default_port);
     if port == 0 {
         futures::future::pending::<()>().await;
         return Ok(());
     }
-    let tls = tls_config(flags, component)?;
+    let mut tls = tls_config(flags, component)?;
+    if let Some(auth) = &auth {
+        tls = auth.tls_config(tls).context("client certificate authentication")?;
+    }
     let addr: SocketAddr = format!("{}:{port}", flags.bind_address)
         .parse()
         .or_else(|_| format!("[{}]:{port}", flags.bind_address).parse())
@@ -56,11 +75,27 @@ pub async fn serve(
         let Ok((stream, _)) = listener.accept().await else { continue };
         let acceptor = acceptor.clone();
         let registry = registry.clone();
+        let auth = auth.clone();
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(stream).await else { return };
+            // rustls hands over only certificates that chain to --client-ca-file.
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(crate::delegated::user_from_certificate)
+                .map(Arc::new);
             let service = hyper::service::service_fn(move |req| {
-                let registry = registry.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &registry)) }
+                let (registry, auth, peer) = (registry.clone(), auth.clone(), peer.clone());
+                async move {
+                    if let Some(auth) = &auth {
+                        if let Err(refusal) = auth.check(&req, peer.as_deref()).await {
+                            return Ok::<_, Infallible>(refused(refusal));
+                        }
+                    }
+                    Ok::<_, Infallible>(respond(&req, &registry))
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -88,6 +123,23 @@ fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
+    resp
+}
+
+/// Upstream's Status body for a refused request.
+fn refused(refusal: Refusal) -> Response<Full<Bytes>> {
+    let (code, reason, message) = match refusal {
+        Refusal::Unauthorized => (401, "Unauthorized", "Unauthorized".to_string()),
+        Refusal::Forbidden(m) => (403, "Forbidden", m),
+        Refusal::Error(m) => (500, "InternalError", m),
+    };
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "details": {}, "code": code,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     resp
 }
 

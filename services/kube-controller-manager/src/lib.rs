@@ -50,7 +50,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     metrics.register(&mut registry);
     let registry = Arc::new(registry);
 
-    let serving = component_base::serving::serve(&options.serving, 10257, "kube-controller-manager", registry);
+    let auth = Arc::new(component_base::DelegatedAuth::new(&options.auth, &options.client).await?);
+    let serving = component_base::serving::serve_authorized(
+        &options.serving,
+        10257,
+        "kube-controller-manager",
+        registry,
+        Some(auth),
+    );
     let controllers = async {
         if options.leader_election.leader_elect {
             let elector = LeaderElector::new(client.clone(), &options.leader_election, "kube-controller-manager")?;

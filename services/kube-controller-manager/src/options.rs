@@ -139,15 +139,11 @@ pub struct Options {
     #[arg(long = "terminated-pod-gc-threshold", default_value_t = 12500)]
     pub terminated_pod_gc_threshold: i32,
 
+    /// Who may read /metrics: delegated authentication and authorization through the apiserver.
+    #[command(flatten)]
+    pub auth: component_base::DelegatedAuthFlags,
+
     // Accepted for compatibility with kubeadm's static pod manifest.
-    #[arg(long = "authentication-kubeconfig")]
-    pub authentication_kubeconfig: Option<String>,
-    #[arg(long = "authorization-kubeconfig")]
-    pub authorization_kubeconfig: Option<String>,
-    #[arg(long = "client-ca-file")]
-    pub client_ca_file: Option<String>,
-    #[arg(long = "requestheader-client-ca-file")]
-    pub requestheader_client_ca_file: Option<String>,
     #[arg(long = "cluster-name", default_value = "kubernetes")]
     pub cluster_name: String,
     #[arg(long = "cluster-signing-cert-file")]

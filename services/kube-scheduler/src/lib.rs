@@ -45,8 +45,10 @@ pub async fn run(mut options: Options) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
     let registry = Arc::new(registry);
     let serving = options.serving.clone();
-    let server =
-        tokio::spawn(async move { component_base::serving::serve(&serving, 10259, "kube-scheduler", registry).await });
+    let auth = Arc::new(component_base::DelegatedAuth::new(&options.auth, &options.client).await?);
+    let server = tokio::spawn(async move {
+        component_base::serving::serve_authorized(&serving, 10259, "kube-scheduler", registry, Some(auth)).await
+    });
     let scheduler = scheduler::Scheduler::new(client.clone(), &settings, metrics);
     let work = async move {
         if options.leader_election.leader_elect {

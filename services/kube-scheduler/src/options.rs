@@ -25,12 +25,9 @@ pub struct Options {
     /// Log verbosity (upstream's klog levels; 2 and up logs each placement).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
-    /// Accepted for compatibility: this endpoint serves health and metrics without delegated authentication.
-    #[arg(long = "authentication-kubeconfig")]
-    pub authentication_kubeconfig: Option<PathBuf>,
-    /// Accepted for compatibility: see --authentication-kubeconfig.
-    #[arg(long = "authorization-kubeconfig")]
-    pub authorization_kubeconfig: Option<PathBuf>,
+    /// Who may read /metrics: delegated authentication and authorization through the apiserver.
+    #[command(flatten)]
+    pub auth: component_base::DelegatedAuthFlags,
     /// Accepted for compatibility; no feature gates change behaviour here.
     #[arg(long = "feature-gates")]
     pub feature_gates: Option<String>,

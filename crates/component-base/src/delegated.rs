@@ -1,0 +1,400 @@
+//! Delegated authentication and authorization of a component's HTTPS
+//! endpoint, as upstream's `DelegatingAuthenticationOptions` and
+//! `DelegatingAuthorizationOptions` do it for kube-scheduler and
+//! kube-controller-manager:
+//!
+//! - a client certificate verified against `--client-ca-file` names the user
+//!   (CN) and its groups (O);
+//! - else a bearer token is reviewed by the apiserver (TokenReview through
+//!   `--authentication-kubeconfig`, cached for
+//!   `--authentication-token-webhook-cache-ttl`); a token the apiserver does
+//!   not know is 401;
+//! - else the caller is `system:anonymous` in `system:unauthenticated`.
+//!
+//! Paths in `--authorization-always-allow-paths` (a trailing `*` matches a
+//! prefix) and members of `system:masters` are always allowed; anything else
+//! is authorized by a SubjectAccessReview of the non-resource path and the
+//! lower-cased method through `--authorization-kubeconfig`, cached for
+//! `--authorization-webhook-cache-(un)authorized-ttl`. Both kubeconfigs
+//! default to the component's `--kubeconfig`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use kube::api::{Api, PostParams};
+use rustls::pki_types::CertificateDer;
+
+use crate::client::ClientFlags;
+
+/// Entries each cache holds at most (expired ones are dropped first, then all).
+const CACHE_LIMIT: usize = 4096;
+
+/// The group that is allowed everything without asking the apiserver (upstream's default `AlwaysAllowGroups`).
+const PRIVILEGED_GROUP: &str = "system:masters";
+
+/// Upstream's delegated authentication and authorization flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DelegatedAuthFlags {
+    /// A kubeconfig with the right to create tokenreviews.authentication.k8s.io (default: --kubeconfig).
+    #[arg(long = "authentication-kubeconfig")]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// A kubeconfig with the right to create subjectaccessreviews.authorization.k8s.io (default: --kubeconfig).
+    #[arg(long = "authorization-kubeconfig")]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// Client certificates signed by one of these authorities are authenticated as their CN and O.
+    #[arg(long = "client-ca-file")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Accepted for compatibility: requests are not authenticated by proxy headers here.
+    #[arg(long = "requestheader-client-ca-file")]
+    pub requestheader_client_ca_file: Option<String>,
+    /// Paths served without authorization; a trailing `*` matches a prefix.
+    #[arg(long = "authorization-always-allow-paths", value_delimiter = ',', default_value = "/healthz,/readyz,/livez")]
+    pub always_allow_paths: Vec<String>,
+    /// How long a token's review is kept.
+    #[arg(long = "authentication-token-webhook-cache-ttl", default_value = "10s", value_parser = crate::duration_flag)]
+    pub token_cache_ttl: Duration,
+    /// How long an allowed request's review is kept.
+    #[arg(long = "authorization-webhook-cache-authorized-ttl", default_value = "10s", value_parser = crate::duration_flag)]
+    pub authorized_ttl: Duration,
+    /// How long a denied request's review is kept.
+    #[arg(long = "authorization-webhook-cache-unauthorized-ttl", default_value = "10s", value_parser = crate::duration_flag)]
+    pub unauthorized_ttl: Duration,
+    /// Accepted for compatibility: the client CA is only read from --client-ca-file.
+    #[arg(long = "authentication-skip-lookup", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub authentication_skip_lookup: Option<bool>,
+    /// Accepted for compatibility: the client CA is only read from --client-ca-file.
+    #[arg(long = "authentication-tolerate-lookup-failure", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub authentication_tolerate_lookup_failure: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("reading --client-ca-file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("no certificate in --client-ca-file {0}")]
+    NoCa(String),
+    #[error("--client-ca-file {path}: {source}")]
+    Ca { path: String, source: rustls::Error },
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("{flag} {path}: {source}")]
+    Kubeconfig { flag: &'static str, path: String, source: anyhow::Error },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("{kind} to the apiserver: {source}")]
+    Api { kind: &'static str, source: kube::Error },
+    #[error("the TokenReview came back without a user")]
+    NoUser,
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct User {
+    pub name: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl User {
+    pub fn anonymous() -> User {
+        User { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()], ..Default::default() }
+    }
+}
+
+/// The user a verified client certificate names: CN, each O as a group, and `system:authenticated`.
+pub fn user_from_certificate(cert: &CertificateDer<'_>) -> Option<User> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let subject = parsed.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let mut groups: Vec<String> =
+        subject.iter_organization().filter_map(|o| o.as_str().ok()).map(String::from).collect();
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    Some(User { name, groups, ..Default::default() })
+}
+
+/// Why a request is not served.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401.
+    Unauthorized,
+    /// 403 with upstream's message.
+    Forbidden(String),
+    /// 500: the apiserver could not be asked.
+    Error(String),
+}
+
+struct Cache<V> {
+    entries: Mutex<HashMap<Vec<u8>, (Instant, V)>>,
+}
+
+impl<V: Clone> Cache<V> {
+    fn new() -> Self {
+        Cache { entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).filter(|(until, _)| *until > Instant::now()).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: Vec<u8>, value: V, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_LIMIT {
+            let now = Instant::now();
+            entries.retain(|_, (until, _)| *until > now);
+            if entries.len() >= CACHE_LIMIT {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (Instant::now() + ttl, value));
+    }
+}
+
+/// The endpoint's authenticator and authorizer.
+pub struct DelegatedAuth {
+    authn: kube::Client,
+    authz: kube::Client,
+    client_ca_file: Option<PathBuf>,
+    always_allow_paths: Vec<String>,
+    token_cache_ttl: Duration,
+    authorized_ttl: Duration,
+    unauthorized_ttl: Duration,
+    /// A token's user, or None for a token the apiserver refused.
+    tokens: Cache<Option<User>>,
+    decisions: Cache<bool>,
+}
+
+async fn client_from(
+    flag: &'static str,
+    path: Option<&PathBuf>,
+    client: &ClientFlags,
+) -> Result<kube::Client, SetupError> {
+    let flags = match path {
+        Some(p) => ClientFlags { kubeconfig: Some(p.clone()), master: None, ..client.clone() },
+        None => client.clone(),
+    };
+    let shown = path.or(client.kubeconfig.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
+    flags.client().await.map_err(|source| SetupError::Kubeconfig { flag, path: shown, source })
+}
+
+impl DelegatedAuth {
+    /// Builds the review clients from the flags; each kubeconfig defaults to the component's own client flags.
+    pub async fn new(flags: &DelegatedAuthFlags, client: &ClientFlags) -> Result<DelegatedAuth, SetupError> {
+        let authn =
+            client_from("--authentication-kubeconfig", flags.authentication_kubeconfig.as_ref(), client).await?;
+        let authz = client_from("--authorization-kubeconfig", flags.authorization_kubeconfig.as_ref(), client).await?;
+        Ok(DelegatedAuth::with_clients(flags, authn, authz))
+    }
+
+    pub fn with_clients(flags: &DelegatedAuthFlags, authn: kube::Client, authz: kube::Client) -> DelegatedAuth {
+        DelegatedAuth {
+            authn,
+            authz,
+            client_ca_file: flags.client_ca_file.clone(),
+            always_allow_paths: flags.always_allow_paths.iter().filter(|p| !p.is_empty()).cloned().collect(),
+            token_cache_ttl: flags.token_cache_ttl,
+            authorized_ttl: flags.authorized_ttl,
+            unauthorized_ttl: flags.unauthorized_ttl,
+            tokens: Cache::new(),
+            decisions: Cache::new(),
+        }
+    }
+
+    /// The serving configuration with client certificates verified against `--client-ca-file` and optional
+    /// (bearer-token and anonymous callers still connect); `tls` unchanged without a client CA.
+    pub fn tls_config(&self, tls: Arc<rustls::ServerConfig>) -> Result<Arc<rustls::ServerConfig>, SetupError> {
+        let Some(ca_file) = &self.client_ca_file else { return Ok(tls) };
+        let path = ca_file.display().to_string();
+        let pem = std::fs::read(ca_file).map_err(|source| SetupError::Read { path: path.clone(), source })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|source| SetupError::Read { path: path.clone(), source })?;
+            roots.add(cert).map_err(|source| SetupError::Ca { path: path.clone(), source })?;
+        }
+        if roots.is_empty() {
+            return Err(SetupError::NoCa(path));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(tls.cert_resolver.clone());
+        config.alpn_protocols = tls.alpn_protocols.clone();
+        Ok(Arc::new(config))
+    }
+
+    /// Authenticates then authorizes a request; `peer` is the user of its verified client certificate.
+    pub async fn check<B>(&self, req: &http::Request<B>, peer: Option<&User>) -> Result<User, Refusal> {
+        let user = self.authenticate(req.headers(), peer).await?;
+        self.authorize(&user, req.method(), req.uri().path()).await?;
+        Ok(user)
+    }
+
+    async fn authenticate(&self, headers: &http::HeaderMap, peer: Option<&User>) -> Result<User, Refusal> {
+        if let Some(user) = peer {
+            return Ok(user.clone());
+        }
+        if let Some(token) = bearer_token(headers) {
+            return match self.review_token(token).await {
+                Ok(Some(user)) => Ok(user),
+                Ok(None) => Err(Refusal::Unauthorized),
+                Err(e) => {
+                    tracing::warn!("authenticating a request: {e}");
+                    Err(Refusal::Unauthorized)
+                }
+            };
+        }
+        Ok(User::anonymous())
+    }
+
+    /// The token's user by TokenReview (cached, refusals too), or None when the apiserver does not know it.
+    async fn review_token(&self, token: &str) -> Result<Option<User>, ReviewError> {
+        // Keyed by the token's digest: tokens are not kept in memory longer than needed.
+        let key = ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().to_vec();
+        if let Some(user) = self.tokens.get(&key) {
+            return Ok(user);
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None },
+            ..Default::default()
+        };
+        let api: Api<TokenReview> = Api::all(self.authn.clone());
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|source| ReviewError::Api { kind: "TokenReview", source })?;
+        let user = match answer.status.filter(|s| s.authenticated == Some(true)) {
+            None => None,
+            Some(status) => {
+                let info = status.user.ok_or(ReviewError::NoUser)?;
+                let user = User {
+                    name: info.username.unwrap_or_default(),
+                    uid: info.uid.unwrap_or_default(),
+                    groups: info.groups.unwrap_or_default(),
+                    extra: info.extra.unwrap_or_default(),
+                };
+                if user.name.is_empty() {
+                    return Err(ReviewError::NoUser);
+                }
+                Some(user)
+            }
+        };
+        self.tokens.put(key, user.clone(), self.token_cache_ttl);
+        Ok(user)
+    }
+
+    fn always_allowed(&self, path: &str) -> bool {
+        self.always_allow_paths.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => p == path,
+        })
+    }
+
+    async fn authorize(&self, user: &User, method: &http::Method, path: &str) -> Result<(), Refusal> {
+        if self.always_allowed(path) || user.groups.iter().any(|g| g == PRIVILEGED_GROUP) {
+            return Ok(());
+        }
+        let verb = method.as_str().to_ascii_lowercase();
+        match self.review_access(user, &verb, path).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::debug!(user = %user.name, verb, path, "Forbidden");
+                Err(Refusal::Forbidden(format!("forbidden: User {:?} cannot {verb} path {path:?}", user.name)))
+            }
+            Err(e) => {
+                tracing::error!(user = %user.name, verb, path, "authorization error: {e}");
+                Err(Refusal::Error(format!("Authorization error (user={}, verb={verb}, path={path})", user.name)))
+            }
+        }
+    }
+
+    /// Whether `user` may `verb` the non-resource `path`, by SubjectAccessReview (cached).
+    async fn review_access(&self, user: &User, verb: &str, path: &str) -> Result<bool, ReviewError> {
+        let key = serde_json::to_vec(&(user, verb, path)).unwrap_or_default();
+        if let Some(allowed) = self.decisions.get(&key) {
+            return Ok(allowed);
+        }
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.name.clone()),
+                uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
+                groups: Some(user.groups.clone()),
+                extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
+                non_resource_attributes: Some(NonResourceAttributes {
+                    path: Some(path.to_string()),
+                    verb: Some(verb.to_string()),
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SubjectAccessReview> = Api::all(self.authz.clone());
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|source| ReviewError::Api { kind: "SubjectAccessReview", source })?;
+        let allowed = answer.status.is_some_and(|s| s.allowed);
+        let ttl = if allowed { self.authorized_ttl } else { self.unauthorized_ttl };
+        self.decisions.put(key, allowed, ttl);
+        Ok(allowed)
+    }
+}
+
+/// `Authorization: Bearer <token>`, when present and not empty.
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        auth: DelegatedAuthFlags,
+    }
+
+    #[test]
+    fn defaults_are_upstreams() {
+        let f = Flags::try_parse_from(["x"]).unwrap().auth;
+        assert_eq!(f.always_allow_paths, ["/healthz", "/readyz", "/livez"]);
+        assert_eq!(
+            (f.token_cache_ttl, f.authorized_ttl, f.unauthorized_ttl),
+            (Duration::from_secs(10), Duration::from_secs(10), Duration::from_secs(10))
+        );
+        let f = Flags::try_parse_from(["x", "--authorization-always-allow-paths=/healthz,/debug/*"]).unwrap().auth;
+        assert_eq!(f.always_allow_paths, ["/healthz", "/debug/*"]);
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(bearer_token(&h), None);
+        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer  abc "));
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&h), None);
+    }
+}
