@@ -57,6 +57,8 @@ impl Metrics {
             m.preemption_attempts.clone(),
         );
         r.register("preemption_victims", "Number of selected preemption victims", m.preemption_victims.clone());
+        // Every queue is reported from the start (0 until pods arrive), also on a standby.
+        m.set_pending(Depths::default());
         m
     }
 
