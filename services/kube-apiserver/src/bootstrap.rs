@@ -88,7 +88,9 @@ pub async fn ensure(server: &ApiServer) -> anyhow::Result<()> {
         if let Some(ip) = &ip {
             svc["spec"]["clusterIP"] = json!(ip);
         }
-        let svc = crate::admission::mutate_on_create(server, &svcd, "default", svc).await?;
+        if let Some(alloc) = &server.allocator {
+            alloc.allocate_for(&mut svc).await?;
+        }
         match store.create(&svcd, "default", svc, &opts, |_| Ok(())).await {
             Ok(_) | Err(apimachinery::status::ApiError { reason: "AlreadyExists", .. }) => {}
             Err(e) => anyhow::bail!("creating the kubernetes service: {e}"),

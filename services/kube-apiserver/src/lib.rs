@@ -11,6 +11,7 @@ pub mod authz;
 pub mod bootstrap;
 pub mod cache;
 pub mod endpoints;
+pub mod escalation;
 pub mod metrics;
 pub mod metrics_api;
 pub mod options;
@@ -81,8 +82,12 @@ pub fn parse_duration_secs(s: &str) -> anyhow::Result<i64> {
 /// Connects to etcd, starts the watch caches, bootstraps, and serves until the process ends.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     // Flags are checked before anything is started.
-    admission::check_plugin_flags(&options.enable_admission_plugins, &options.disable_admission_plugins)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let admission = admission::AdmissionChain::new(
+        &options.enable_admission_plugins,
+        &options.disable_admission_plugins,
+        &options.admission_config(),
+    )?;
+    tracing::info!(plugins = ?admission.names(), "admission chain");
     authz::parse_modes(&options.authorization_mode)?;
     let etcd = EtcdStorage::connect(&EtcdConfig {
         servers: options.etcd_servers.clone(),
@@ -162,7 +167,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         openapi: Default::default(),
         metrics: Default::default(),
         allocator: Some(allocator),
-        disabled_admission: options.disable_admission_plugins.clone(),
+        admission,
         config: ServerInfo {
             advertise_address: advertise.clone(),
             secure_port: options.secure_port,

@@ -76,6 +76,14 @@ pub struct Options {
     /// Admission plugins to disable.
     #[arg(long = "disable-admission-plugins", value_delimiter = ',')]
     pub disable_admission_plugins: Vec<String>,
+    /// Seconds of the `node.kubernetes.io/not-ready:NoExecute` toleration that
+    /// DefaultTolerationSeconds gives every pod without one.
+    #[arg(long = "default-not-ready-toleration-seconds", default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// Seconds of the `node.kubernetes.io/unreachable:NoExecute` toleration that
+    /// DefaultTolerationSeconds gives every pod without one.
+    #[arg(long = "default-unreachable-toleration-seconds", default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
     /// Ordered list of plug-ins to do authorization on secure port.
     #[arg(long = "authorization-mode", value_delimiter = ',', default_value = "AlwaysAllow")]
     pub authorization_mode: Vec<String>,
@@ -105,6 +113,14 @@ pub struct Options {
 }
 
 impl Options {
+    /// What the admission plugins take from flags.
+    pub fn admission_config(&self) -> crate::admission::Config {
+        crate::admission::Config {
+            not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
+            unreachable_toleration_seconds: self.default_unreachable_toleration_seconds,
+        }
+    }
+
     /// `RUST_LOG`-style filter from `--v`.
     pub fn log_filter(&self) -> &'static str {
         match self.verbosity {

@@ -1,5 +1,6 @@
 //! The generic resource handler: one code path for every kind.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 use super::negotiation::{self, BodyFormat, Output};
 use super::request::RequestInfo;
 use super::{error_response, value_response, ApiServer, Body};
+use crate::admission::{Attributes, Operation};
 use crate::cache::CachedObject;
 use crate::registry::store::{DeleteOptions, FieldValidation, ListOptions, Target, WriteOptions, Written};
 use crate::registry::{meta, ObjectAttrs, ResourceDescriptor, Served};
@@ -443,34 +445,79 @@ fn list_bytes(d: &ResourceDescriptor, meta: &Value, items: &[Arc<CachedObject>])
 
 // === admission ===
 
-/// Namespace lifecycle: no new objects in a missing or terminating namespace.
-async fn admit_namespace(ctx: &Ctx, ns: &str) -> Result<(), ApiError> {
-    if !ctx.d.namespaced {
-        return Ok(());
+/// This request's admission attributes.
+fn attributes<'a>(ctx: &'a Ctx, ns: &'a str, operation: Operation, dry_run: bool) -> Attributes<'a> {
+    let mut a = Attributes::new(operation, &ctx.d, ns, &ctx.user);
+    a.subresource = ctx.info.subresource.as_deref();
+    a.url_name = ctx.info.name.as_deref().unwrap_or_default();
+    a.dry_run = dry_run;
+    a
+}
+
+/// What a store write checks against the final object (after the strategy's
+/// defaulting and validation, inside its compare-and-swap): the admission
+/// chain's validating hooks for an update (a create's ran before the write), and
+/// the RBAC registry's escalation prevention for both.
+fn validate_in_store(ctx: &Ctx, ns: &str, dry_run: bool, new: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    if let Some(old) = old {
+        let mut a = attributes(ctx, ns, Operation::Update, dry_run);
+        a.object = Some(Cow::Borrowed(new));
+        a.old_object = Some(old);
+        ctx.server.admission.validate_now(&ctx.server, &mut a)?;
     }
-    let nsd = ctx
-        .server
-        .resources
-        .lookup("", "v1", "namespaces")
-        .cloned()
-        .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
-    // A deleted namespace is marked Terminating in status.phase, a selectable
-    // field the cache keeps: no JSON parse on this per-create path.
-    let terminating = match ctx.server.store.cache(&nsd).get(&nsd.key(&ctx.server.store.root, "", ns)) {
-        Some(o) => o.attrs.field("status.phase") == Some("Terminating"),
-        None => {
-            let obj = ctx.server.store.get(&nsd, "", ns).await?;
-            meta::is_terminating(&obj) || obj["status"]["phase"] == "Terminating"
-        }
-    };
-    if terminating {
-        return Err(ApiError::forbidden(format!(
-            "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-            ctx.d.plural,
-            ctx.info.name.as_deref().unwrap_or_default()
-        )));
+    crate::escalation::check_rbac_escalation(&ctx.server, &ctx.d, &ctx.user, new)
+}
+
+/// A new Service's cluster IPs and node ports (the Service registry's, not admission).
+async fn allocate(ctx: &Ctx, obj: Option<&mut Value>) -> Result<(), ApiError> {
+    if let (("", "services"), Some(alloc), Some(obj)) = ((ctx.d.group, ctx.d.plural), &ctx.server.allocator, obj) {
+        alloc.allocate_for(obj).await?;
     }
     Ok(())
+}
+
+/// Frees what [`allocate`] took for an object that is gone or was never stored.
+async fn release_allocation(ctx: &Ctx, obj: Option<&Value>) {
+    if let (("", "services"), Some(alloc), Some(obj)) = ((ctx.d.group, ctx.d.plural), &ctx.server.allocator, obj) {
+        alloc.release(obj).await;
+    }
+}
+
+/// A create: the admission chain's mutating hooks, the registry's
+/// allocations, the chain's validating hooks, then the write; what was
+/// allocated or charged is given back when the write does not happen.
+async fn admit_and_create(
+    ctx: &Ctx,
+    ns: &str,
+    obj: Value,
+    opts: &WriteOptions,
+    conversion_warnings: Vec<String>,
+) -> Result<Written, ApiError> {
+    let chain = &ctx.server.admission;
+    let mut a = attributes(ctx, ns, Operation::Create, opts.dry_run);
+    a.object = Some(Cow::Owned(obj));
+    chain.admit(&ctx.server, &mut a).await?;
+    allocate(ctx, a.object_mut()).await?;
+    if let Err(e) = chain.validate(&ctx.server, &mut a).await {
+        release_allocation(ctx, a.object()).await;
+        return Err(e);
+    }
+    let admission_warnings = std::mem::take(&mut a.warnings);
+    let obj = a.take_object().unwrap_or(Value::Null);
+    let result = ctx
+        .server
+        .store
+        .create(&ctx.d, ns, obj.clone(), opts, |o| validate_in_store(ctx, ns, opts.dry_run, o, None))
+        .await;
+    if result.is_err() || opts.dry_run {
+        release_allocation(ctx, Some(&obj)).await;
+        a.object = Some(Cow::Owned(obj));
+        chain.release(&ctx.server, &a).await;
+    }
+    let mut w = result?;
+    w.warnings.extend(conversion_warnings);
+    w.warnings.extend(admission_warnings);
+    Ok(w)
 }
 
 // === create ===
@@ -479,42 +526,7 @@ async fn create(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
     let obj = decode_body(&body)?;
     let opts = write_options(ctx)?;
     let (obj, conversion_warnings) = to_storage(ctx, obj, &opts)?;
-    if ctx.d.namespaced && ctx.server.admission_enabled("NamespaceLifecycle") {
-        admit_namespace(ctx, ns).await.map_err(|e| {
-            if e.is_not_found() {
-                ApiError::not_found(&apimachinery::status::Qualified::new("", "namespaces"), ns)
-            } else {
-                e
-            }
-        })?;
-    }
-    let obj = crate::admission::mutate_on_create(&ctx.server, &ctx.d, ns, obj).await?;
-    let pod_warnings = if ctx.d.group.is_empty() && ctx.d.plural == "pods" {
-        crate::admission::pod_security(&ctx.server, ns, &obj)?
-    } else {
-        crate::admission::pod_security_template(&ctx.server, &ctx.d, ns, &obj)
-    };
-    let admit = |o: &Value| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, None);
-    // Quota is charged before the write, so concurrent creates cannot both fit.
-    let charged = if opts.dry_run || !ctx.server.admission_enabled("ResourceQuota") {
-        false
-    } else {
-        if let Err(e) = crate::quota::charge(&ctx.server, &ctx.d, ns, &obj, 1).await {
-            crate::admission::release(&ctx.server, &ctx.d, &obj).await;
-            return Err(e);
-        }
-        true
-    };
-    let result = ctx.server.store.create(&ctx.d, ns, obj.clone(), &opts, admit).await;
-    if result.is_err() || opts.dry_run {
-        crate::admission::release(&ctx.server, &ctx.d, &obj).await;
-        if charged {
-            let _ = crate::quota::charge(&ctx.server, &ctx.d, ns, &obj, -1).await;
-        }
-    }
-    let mut w = result?;
-    w.warnings.extend(conversion_warnings);
-    w.warnings.extend(pod_warnings);
+    let w = admit_and_create(ctx, ns, obj, &opts, conversion_warnings).await?;
     if ctx.d.group.is_empty() && ctx.d.plural == "resourcequotas" && !opts.dry_run {
         crate::quota::initialize(&ctx.server, ns, &w.object).await;
     }
@@ -576,10 +588,21 @@ where
 {
     use crate::allocator::{fill_node_ports, missing_node_ports, node_ports};
     let store = &ctx.server.store;
+    // The admission chain's mutating hooks run on every attempt, against the
+    // object the attempt replaces.
+    let mut mutate = |cur: Option<&Value>| -> Result<Value, ApiError> {
+        let new = mutate(cur)?;
+        let Some(old) = cur else { return Ok(new) };
+        let mut a = attributes(ctx, ns, Operation::Update, opts.dry_run);
+        a.object = Some(Cow::Owned(new));
+        a.old_object = Some(old);
+        ctx.server.admission.admit_now(&ctx.server, &mut a)?;
+        Ok(a.take_object().unwrap_or(Value::Null))
+    };
+    let validate = |o: &Value, old: Option<&Value>| validate_in_store(ctx, ns, opts.dry_run, o, old);
     let is_service = ctx.d.group.is_empty() && ctx.d.plural == "services" && target == Target::Main;
     let Some(alloc) = ctx.server.allocator.as_ref().filter(|_| is_service) else {
-        let admit = |o: &Value, old: Option<&Value>| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, old);
-        return store.update(&ctx.d, ns, name, target, opts, mutate, admit).await;
+        return store.update(&ctx.d, ns, name, target, opts, mutate, validate).await;
     };
     let before = store.get(&ctx.d, ns, name).await.ok();
     let mut pool = Vec::new();
@@ -603,7 +626,7 @@ where
                 }
                 Ok(new)
             },
-            |o: &Value, old: Option<&Value>| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, old),
+            validate,
         )
         .await;
     let release: Vec<u16> = match &result {
@@ -670,7 +693,6 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
             "PATCH, application/apply-patch+yaml requests require fieldManager to be set",
         ));
     }
-    let store = &ctx.server.store;
     let mut conversion_warnings = Vec::new();
     let result = write_update(ctx, ns, &name, target(ctx), &opts, |current: Option<&Value>| match current {
         Some(cur) => {
@@ -692,10 +714,8 @@ async fn patch(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>,
             // Server-side apply of a missing object creates it.
             let mut obj = patch_doc.clone();
             meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
-            admit_namespace(ctx, ns).await?;
             let (obj, warnings) = to_storage(ctx, obj, &opts)?;
-            conversion_warnings = warnings;
-            store.create(&ctx.d, ns, obj, &opts, |_| Ok(())).await?
+            admit_and_create(ctx, ns, obj, &opts, warnings).await?
         }
         other => other?,
     };
@@ -787,7 +807,7 @@ async fn scale_to(
                 };
                 Ok(next)
             },
-            |o: &Value, old: Option<&Value>| crate::admission::validate(&ctx.server, &ctx.d, &ctx.user, o, old),
+            |o: &Value, old: Option<&Value>| validate_in_store(ctx, ns, opts.dry_run, o, old),
         )
         .await?;
     Ok(value_response(StatusCode::OK, &scale_of(&ctx.d, &w.object)))
@@ -1019,14 +1039,15 @@ async fn delete(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>
         return Err(ApiError::method_not_supported(&ctx.d.qualified(), "delete"));
     }
     let opts = delete_options(&delete_body(&body)?, &ctx.query)?;
-    if crate::authz::node_name(&ctx.user).is_some() && ctx.d.plural == "pods" {
-        let current = ctx.server.store.get(&ctx.d, ns, &name).await?;
-        crate::admission::check_node_restriction(&ctx.d, &ctx.user, &current, Some(&current))?;
-    }
+    let chain = &ctx.server.admission;
+    let mut a = attributes(ctx, ns, Operation::Delete, opts.dry_run);
+    chain.admit(&ctx.server, &mut a).await?;
+    chain.validate(&ctx.server, &mut a).await?;
     let deleted = ctx.server.store.delete(&ctx.d, ns, &name, &opts).await?;
     if deleted.removed && !opts.dry_run {
-        crate::admission::release(&ctx.server, &ctx.d, &deleted.object).await;
-        let _ = crate::quota::charge(&ctx.server, &ctx.d, ns, &deleted.object, -1).await;
+        release_allocation(ctx, Some(&deleted.object)).await;
+        a.old_object = Some(&deleted.object);
+        chain.release(&ctx.server, &a).await;
     }
     // Removed or pending (graceful, finalizers), the answer is the object, as
     // upstream answers pods; kubectl handles both that and a Status.

@@ -36,8 +36,8 @@ pub struct ApiServer {
     pub openapi: openapi::OpenApi,
     pub metrics: Metrics,
     pub allocator: Option<crate::allocator::Allocator>,
-    /// Admission plugins turned off by --disable-admission-plugins.
-    pub disabled_admission: Vec<String>,
+    /// The admission plugins --enable/--disable-admission-plugins chose.
+    pub admission: crate::admission::AdmissionChain,
     pub config: ServerInfo,
     /// How pods/log, exec, attach, portforward and the proxies reach kubelets.
     pub kubelet: streaming::KubeletClient,
@@ -51,12 +51,6 @@ pub struct ServerInfo {
     pub advertise_address: String,
     pub secure_port: u16,
     pub max_request_body_bytes: usize,
-}
-
-impl ApiServer {
-    pub fn admission_enabled(&self, plugin: &str) -> bool {
-        !self.disabled_admission.iter().any(|p| p == plugin)
-    }
 }
 
 pub const GIT_VERSION: &str = concat!("v1.33.0+rustkube-", env!("CARGO_PKG_VERSION"));

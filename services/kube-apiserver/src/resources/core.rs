@@ -3,7 +3,7 @@
 use apimachinery::status::{FieldError, FieldErrors};
 use k8s_openapi::api::core::v1::{
     Container, Namespace, NamespaceSpec, NamespaceStatus, Node, Pod, PodSecurityContext, PodSpec, PodStatus, Service,
-    ServiceSpec, Toleration,
+    ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -237,19 +237,8 @@ impl KindStrategy for PodStrategy {
     fn default(&self, pod: &mut Pod) {
         if let Some(spec) = &mut pod.spec {
             default_pod_spec(spec);
-            // DefaultTolerationSeconds admission, folded into defaulting.
-            let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-                if !tolerations.iter().any(|t| t.key.as_deref() == Some(key)) {
-                    tolerations.push(Toleration {
-                        key: Some(key.into()),
-                        operator: Some("Exists".into()),
-                        effect: Some("NoExecute".into()),
-                        toleration_seconds: Some(300),
-                        ..Default::default()
-                    });
-                }
-            }
+            // The not-ready/unreachable tolerations are the DefaultTolerationSeconds
+            // admission plugin's (crate::admission), which can be disabled.
             spec.priority.get_or_insert(0);
             spec.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".into());
         }
