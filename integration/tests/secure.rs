@@ -116,3 +116,148 @@ fn service_account_tokens_are_issued_bound_and_revoked_with_their_objects() {
         assert!(out.contains("not found"), "{out}");
     }
 }
+
+/// Decodes a JWT's part (base64url without padding).
+fn b64url_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {s}"),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn b64url_encode(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// An ES256 JWT of `header` and `claims` signed with the PKCS#8 P-256 key in `key_file` (a PKI's sa.key).
+fn sign_jwt(header: &serde_json::Value, claims: &serde_json::Value, key_file: &std::path::Path) -> String {
+    let pem = std::fs::read(key_file).unwrap();
+    let key = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem).unwrap()
+    };
+    let signing = rustls::crypto::ring::sign::any_ecdsa_type(&key).unwrap();
+    let signer = signing.choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256]).unwrap();
+    let input =
+        format!("{}.{}", b64url_encode(header.to_string().as_bytes()), b64url_encode(claims.to_string().as_bytes()));
+    let der = signer.sign(input.as_bytes()).unwrap();
+    // ASN.1 SEQUENCE { INTEGER r, INTEGER s } to JOSE's fixed 32-byte r || s.
+    let mut fixed = Vec::new();
+    let mut i = 2;
+    for _ in 0..2 {
+        assert_eq!(der[i], 0x02, "not an ECDSA signature");
+        let len = der[i + 1] as usize;
+        let int = &der[i + 2..i + 2 + len];
+        let int = &int[int.iter().take_while(|b| **b == 0).count()..];
+        fixed.extend(std::iter::repeat_n(0u8, 32 - int.len()));
+        fixed.extend_from_slice(int);
+        i += 2 + len;
+    }
+    format!("{input}.{}", b64url_encode(&fixed))
+}
+
+#[test]
+fn expired_foreign_signed_and_wrong_audience_tokens_are_refused() {
+    let pki = tempfile::tempdir().unwrap();
+    let port = free_port();
+    ApiServer::generate_pki(pki.path(), port).unwrap();
+    let foreign = tempfile::tempdir().unwrap();
+    ApiServer::generate_pki(foreign.path(), free_port()).unwrap();
+    let etcd = Etcd::start().unwrap();
+    let api = ApiServer::start_secure(&etcd, pki.path(), port).unwrap();
+    ok(api.kubectl("1.33", &["create", "serviceaccount", "reviewer"]));
+    let good = ok(api.kubectl("1.33", &["create", "token", "reviewer"])).trim().to_string();
+    let parts: Vec<&str> = good.split('.').collect();
+    assert_eq!(parts.len(), 3, "{good}");
+    let header: serde_json::Value = serde_json::from_slice(&b64url_decode(parts[0])).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&b64url_decode(parts[1])).unwrap();
+    let now = claims["iat"].as_i64().unwrap();
+    // Re-signing the same claims with the real key gives a token that works: the signing here is right.
+    let resigned = sign_jwt(&header, &claims, &pki.path().join(kube_pki::paths::SA_KEY));
+    // The same claims expired a minute ago, signed with the real key.
+    let mut old = claims.clone();
+    old["iat"] = (now - 3660).into();
+    old["nbf"] = (now - 3660).into();
+    old["exp"] = (now - 60).into();
+    let expired = sign_jwt(&header, &old, &pki.path().join(kube_pki::paths::SA_KEY));
+    // The same claims signed with another PKI's service-account key.
+    let forged = sign_jwt(&header, &claims, &foreign.path().join(kube_pki::paths::SA_KEY));
+    // A real token for another audience.
+    let elsewhere =
+        ok(api.kubectl("1.33", &["create", "token", "reviewer", "--audience=elsewhere"])).trim().to_string();
+
+    let review = |token: &str, audiences: Option<&[&str]>| {
+        let mut spec = serde_json::json!({"token": token});
+        if let Some(a) = audiences {
+            spec["audiences"] = serde_json::json!(a);
+        }
+        let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec});
+        let (code, body) = api.json("POST", "/apis/authentication.k8s.io/v1/tokenreviews", Some(&body));
+        assert_eq!(code, 201, "{body}");
+        body["status"].clone()
+    };
+    let request = |token: &str| {
+        let auth = format!("Authorization: Bearer {token}");
+        api.raw_request("GET", "/api/v1/namespaces/default/serviceaccounts/reviewer", &[&auth]).unwrap().0
+    };
+    let me = "system:serviceaccount:default:reviewer";
+    for token in [&good, &resigned] {
+        assert_eq!(request(token), 403, "a valid token of a user without rights is authenticated, then forbidden");
+        let status = review(token, None);
+        assert_eq!((status["authenticated"].as_bool(), status["user"]["username"].as_str()), (Some(true), Some(me)));
+        for v in KUBECTL_VERSIONS {
+            let who = ok(api.kubectl_as(v, token, &["auth", "whoami"]));
+            assert!(who.contains(me), "{who}");
+        }
+    }
+    for (what, token) in [("expired", &expired), ("foreign-signed", &forged), ("other audience", &elsewhere)] {
+        assert_eq!(request(token), 401, "{what} token");
+        let status = review(token, None);
+        assert_eq!(status["authenticated"], false, "{what}: {status}");
+        assert!(status.get("user").is_none(), "{what}: {status}");
+        for v in KUBECTL_VERSIONS {
+            let out = fails(api.kubectl_as(v, token, &["auth", "whoami"]));
+            assert!(out.contains("Unauthorized") || out.contains("provide credentials"), "{what} with {v}: {out}");
+        }
+    }
+    // TokenReview authenticates for the audiences it is asked about (upstream): the other-audience
+    // token is valid for "elsewhere" and only for it, the apiserver's own token is not.
+    let status = review(&elsewhere, Some(&["elsewhere", "unrelated"]));
+    assert_eq!(status["authenticated"], true, "{status}");
+    assert_eq!(status["audiences"], serde_json::json!(["elsewhere"]), "{status}");
+    assert_eq!(status["user"]["username"], me, "{status}");
+    assert_eq!(review(&good, Some(&["elsewhere"]))["authenticated"], false);
+    // Neither expired nor foreign-signed tokens pass whatever audience is asked.
+    assert_eq!(review(&expired, Some(&["elsewhere"]))["authenticated"], false);
+    let own = claims["aud"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    assert_eq!(review(&forged, Some(&own))["authenticated"], false);
+    let status = review(&good, Some(&own));
+    assert_eq!((status["authenticated"].as_bool(), &status["audiences"]), (Some(true), &serde_json::json!(own)));
+    // A static token stands for the apiserver's own audiences only.
+    assert_eq!(review("admin", None)["authenticated"], true);
+    assert_eq!(review("admin", Some(&["elsewhere"]))["authenticated"], false);
+}

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::authn::Credentials;
 use crate::endpoints::ApiServer;
 use crate::registry::{ResourceDescriptor, ReviewKind};
+use crate::serviceaccount::{user_for, TokenVerifier, VerifiedToken};
 
 fn user_json(u: &UserInfo) -> Value {
     let mut v = json!({"username": u.name, "groups": u.groups});
@@ -65,6 +66,62 @@ fn access_status(server: &ApiServer, attrs: &Attributes) -> Value {
     status
 }
 
+/// Whether the service account (and the pod or secret a token is bound to) still exist with the token's uids.
+fn bound_objects_exist(server: &ApiServer, t: &VerifiedToken) -> bool {
+    let uid_of = |plural: &str, ns: &str, name: &str| -> Option<String> {
+        let d = server.resources.lookup("", "v1", plural)?;
+        let obj = server.store.cache(d).get(&d.key(&server.store.root, ns, name))?;
+        obj.value()["metadata"]["uid"].as_str().map(String::from)
+    };
+    if uid_of("serviceaccounts", &t.namespace, &t.name).as_deref() != Some(t.uid.as_str()) {
+        return false;
+    }
+    match &t.bound {
+        Some((kind, name, uid)) => {
+            let plural = if kind == "Pod" { "pods" } else { "secrets" };
+            uid_of(plural, &t.namespace, name).as_deref() == Some(uid.as_str())
+        }
+        None => true,
+    }
+}
+
+/// A TokenReview as upstream answers it: the token is authenticated for `spec.audiences`, or for the
+/// apiserver's own audiences when none are asked; `status.audiences` says which of them it is valid for.
+/// Service-account tokens must name one of those audiences; audience-agnostic (static) tokens are valid
+/// only for the apiserver's own audiences.
+fn token_review_status(server: &ApiServer, spec: &Value) -> Value {
+    let token = spec["token"].as_str().unwrap_or_default();
+    let requested: Vec<String> = spec["audiences"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let own = &server.sa_verifier.audiences;
+    let audiences = if requested.is_empty() { own.clone() } else { requested };
+    let refused = |why: &str| json!({"authenticated": false, "error": why});
+    if token.is_empty() {
+        return refused("invalid bearer token");
+    }
+    if TokenVerifier::looks_like_jwt(token) && !server.sa_verifier.is_empty() {
+        let now = jiff::Timestamp::now().as_second();
+        return match server.sa_verifier.verify_for(token, now, &audiences) {
+            Ok((t, matched)) if bound_objects_exist(server, &t) => {
+                json!({"authenticated": true, "user": user_json(&user_for(&t)), "audiences": matched})
+            }
+            Ok(_) => refused("invalid bearer token, service account token has been invalidated"),
+            Err(e) => refused(&format!("invalid bearer token, {e}")),
+        };
+    }
+    // Audience-agnostic tokens stand for the apiserver's own audiences only.
+    let matched: Vec<String> = audiences.iter().filter(|a| own.contains(a)).cloned().collect();
+    if !own.is_empty() && matched.is_empty() {
+        return refused("invalid bearer token, token audiences are not accepted");
+    }
+    match server.authenticator.authenticate(&Credentials { bearer_token: Some(token), ..Default::default() }) {
+        Ok(u) => json!({"authenticated": true, "user": user_json(&u), "audiences": matched}),
+        Err(_) => refused("invalid bearer token"),
+    }
+}
+
 /// Answers a review; the result echoes the request with `status` filled in.
 pub fn review(
     server: &ApiServer,
@@ -86,16 +143,7 @@ pub fn review(
     let spec = obj.get("spec").cloned().unwrap_or(json!({}));
     let status = match kind {
         ReviewKind::SelfSubject => json!({"userInfo": user_json(caller)}),
-        ReviewKind::Token => {
-            let token = spec["token"].as_str().unwrap_or_default();
-            match crate::endpoints::authenticate(
-                server,
-                &Credentials { bearer_token: Some(token), ..Default::default() },
-            ) {
-                Ok(u) if !token.is_empty() => json!({"authenticated": true, "user": user_json(&u)}),
-                _ => json!({"authenticated": false, "error": "invalid bearer token"}),
-            }
-        }
+        ReviewKind::Token => token_review_status(server, &spec),
         ReviewKind::SelfSubjectAccess => access_status(server, &attributes(caller.clone(), &spec, None)?),
         ReviewKind::SubjectAccess | ReviewKind::LocalSubjectAccess => {
             let subject = UserInfo {

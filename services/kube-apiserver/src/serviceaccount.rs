@@ -176,7 +176,19 @@ impl TokenVerifier {
         token.split('.').count() == 3 && token.starts_with("eyJ")
     }
 
+    /// Verifies a token for this apiserver's own audiences (`--api-audiences`).
     pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedToken, TokenError> {
+        self.verify_for(token, now, &self.audiences).map(|(t, _)| t)
+    }
+
+    /// Verifies a token for `audiences` (a TokenReview's `spec.audiences`); also returns those of them the
+    /// token is for.
+    pub fn verify_for(
+        &self,
+        token: &str,
+        now: i64,
+        audiences: &[String],
+    ) -> Result<(VerifiedToken, Vec<String>), TokenError> {
         let mut parts = token.split('.');
         let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
@@ -212,7 +224,8 @@ impl TokenVerifier {
             Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
             _ => Vec::new(),
         };
-        if !auds.iter().any(|a| self.audiences.iter().any(|x| x == a)) {
+        let matched: Vec<String> = audiences.iter().filter(|x| auds.contains(&x.as_str())).cloned().collect();
+        if matched.is_empty() {
             return Err(TokenError::Audience);
         }
         let k = &claims["kubernetes.io"];
@@ -222,13 +235,14 @@ impl TokenVerifier {
                 .map(|o| (if *kind == "pod" { "Pod" } else { "Secret" }.to_string(), s(&o["name"]), s(&o["uid"])))
         });
         let node = k.get("node").map(|n| (s(&n["name"]), s(&n["uid"])));
-        Ok(VerifiedToken {
+        let verified = VerifiedToken {
             namespace: s(&k["namespace"]),
             name: s(&k["serviceaccount"]["name"]),
             uid: s(&k["serviceaccount"]["uid"]),
             bound,
             node,
-        })
+        };
+        Ok((verified, matched))
     }
 }
 
@@ -317,6 +331,10 @@ mod tests {
         c.audiences = vec!["elsewhere".into()];
         let (aud, _) = signer.issue(&c, 1000).unwrap();
         assert_eq!(v.verify(&aud, 1001), Err(TokenError::Audience));
+        // Reviewed for the audience it was issued for, it is valid, and says for which.
+        let elsewhere = vec!["x".to_string(), "elsewhere".to_string()];
+        assert_eq!(v.verify_for(&aud, 1001, &elsewhere).map(|(_, a)| a), Ok(vec!["elsewhere".to_string()]));
+        assert_eq!(v.verify_for(&token, 1001, &elsewhere).map(|(_, a)| a), Err(TokenError::Audience));
         assert_eq!(v.verify("a.b", 1001), Err(TokenError::Malformed));
     }
 }
