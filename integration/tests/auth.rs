@@ -25,6 +25,33 @@ fn anonymous_requests_reach_only_health_and_version() {
     }
 }
 
+type CanIRow = (String, String, String, String);
+
+/// `kubectl auth can-i --list`'s table as a set of (resource, non-resource URL, resource names, verbs) rows.
+fn parse_can_i_list(table: &str) -> std::collections::BTreeSet<CanIRow> {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    let col = |name: &str| header.find(name).unwrap_or_else(|| panic!("no {name} column: {table}"));
+    let (urls, names, verbs) = (col("Non-Resource URLs"), col("Resource Names"), col("Verbs"));
+    let cell = |l: &str, from: usize, to: usize| l.get(from..to.min(l.len())).unwrap_or_default().trim().to_string();
+    let unbracket = |s: String| s.trim_start_matches('[').trim_end_matches(']').to_string();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            (
+                cell(l, 0, urls),
+                unbracket(cell(l, urls, names)),
+                unbracket(cell(l, names, verbs)),
+                unbracket(cell(l, verbs, usize::MAX)),
+            )
+        })
+        .collect()
+}
+
+fn can_i_rows(rows: &[(&str, &str, &str)]) -> std::collections::BTreeSet<CanIRow> {
+    rows.iter().map(|(r, u, v)| (r.to_string(), u.to_string(), String::new(), v.to_string())).collect()
+}
+
 #[test]
 fn a_user_can_do_exactly_what_a_role_grants() {
     let cp = ControlPlane::start().unwrap();
@@ -69,8 +96,31 @@ fn a_user_can_do_exactly_what_a_role_grants() {
         assert!(out.contains("cannot create resource \"pods\""), "{out}");
         let out = fails(api.kubectl_as(v, "alice-token", &["get", "secrets", "-n", &ns]));
         assert!(out.contains("Forbidden") || out.contains("forbidden"), "{out}");
+        // The whole table: the Role's rule plus what every authenticated user gets from the bootstrap
+        // policy (system:basic-user, system:discovery, system:public-info-viewer), nothing else.
         let list = ok(api.kubectl_as(v, "alice-token", &["auth", "can-i", "--list", "-n", &ns]));
-        assert!(list.lines().any(|l| l.starts_with("pods ") && l.contains("[get list watch]")), "{list}");
+        let expected = can_i_rows(&[
+            ("pods", "", "get list watch"),
+            ("selfsubjectreviews.authentication.k8s.io", "", "create"),
+            ("selfsubjectaccessreviews.authorization.k8s.io", "", "create"),
+            ("selfsubjectrulesreviews.authorization.k8s.io", "", "create"),
+            ("", "/api", "get"),
+            ("", "/api/*", "get"),
+            ("", "/apis", "get"),
+            ("", "/apis/*", "get"),
+            ("", "/healthz", "get"),
+            ("", "/livez", "get"),
+            ("", "/readyz", "get"),
+            ("", "/openapi", "get"),
+            ("", "/openapi/*", "get"),
+            ("", "/version", "get"),
+            ("", "/version/", "get"),
+        ]);
+        assert_eq!(parse_can_i_list(&list), expected, "kubectl {v}:\n{list}");
+        // Another namespace: only what the cluster-wide bootstrap bindings grant.
+        let list = ok(api.kubectl_as(v, "alice-token", &["auth", "can-i", "--list", "-n", "default"]));
+        let without_pods: std::collections::BTreeSet<_> = expected.iter().filter(|r| r.0 != "pods").cloned().collect();
+        assert_eq!(parse_can_i_list(&list), without_pods, "kubectl {v}:\n{list}");
         // The admin (system:masters) may do anything.
         assert_eq!(ok(api.kubectl(v, &["auth", "can-i", "*", "*"])).trim(), "yes");
     }
