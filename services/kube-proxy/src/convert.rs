@@ -149,27 +149,31 @@ pub fn frontends(
             let empty = |_: &Vec<Backend>| if all.is_empty() { NoEndpoints::Reject } else { NoEndpoints::Drop };
             let internal = if internal_local { local.clone() } else { all.clone() };
             let external = if external_local { local.clone() } else { all.clone() };
-            let mut push = |ip: Ipv4Addr, port: u16, backends: &Vec<Backend>, masquerade: Masquerade| {
-                out.push(Frontend {
-                    key: FrontendKey { ip, protocol, port },
-                    backends: backends.clone(),
-                    masquerade,
-                    affinity_timeout: affinity,
-                    no_endpoints: empty(backends),
-                    service: label.clone(),
-                });
-            };
+            // Local external policy: the node's and pods' own traffic still reaches every endpoint.
+            let short_circuit = if external_local { all.clone() } else { Vec::new() };
+            let mut push =
+                |ip: Ipv4Addr, port: u16, backends: &Vec<Backend>, masquerade: Masquerade, external: bool| {
+                    out.push(Frontend {
+                        key: FrontendKey { ip, protocol, port },
+                        backends: backends.clone(),
+                        masquerade,
+                        affinity_timeout: affinity,
+                        no_endpoints: empty(backends),
+                        cluster_backends: if external { short_circuit.clone() } else { Vec::new() },
+                        service: label.clone(),
+                    });
+                };
             for ip in &cluster_ips {
-                push(*ip, svc_port, &internal, Masquerade::OffCluster);
+                push(*ip, svc_port, &internal, Masquerade::OffCluster, false);
             }
             let ext_masq = if external_local { Masquerade::Never } else { Masquerade::Always };
             for ip in external_ips.iter().chain(&lb_ips) {
-                push(*ip, svc_port, &external, ext_masq);
+                push(*ip, svc_port, &external, ext_masq, true);
             }
             if matches!(kind, "NodePort" | "LoadBalancer") {
                 if let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
                     for ip in &node.nodeport_ips {
-                        push(*ip, node_port, &external, ext_masq);
+                        push(*ip, node_port, &external, ext_masq, true);
                     }
                 }
             }
@@ -251,6 +255,14 @@ mod tests {
         let (f, _) = frontends(&[web(json!({"externalTrafficPolicy": "Local"}))], &[web_slice()], &other);
         assert!(f[1].backends.is_empty());
         assert_eq!(f[1].no_endpoints, NoEndpoints::Drop);
+        // The node's and pods' own traffic goes to every ready endpoint; the ClusterIP has no such list.
+        assert_eq!(
+            f[1].cluster_backends.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+            ["10.244.1.2 . 8080", "10.244.2.2 . 8080"]
+        );
+        assert!(f[0].cluster_backends.is_empty());
+        let (f, _) = frontends(&[web(json!({}))], &[web_slice()], &other);
+        assert!(f[1].cluster_backends.is_empty(), "Cluster policy needs no short circuit");
     }
 
     #[test]

@@ -93,6 +93,17 @@ pub struct Frontend {
     /// ClientIP session affinity and its timeout in seconds.
     pub affinity_timeout: Option<u32>,
     pub no_endpoints: NoEndpoints,
+    /// externalTrafficPolicy: Local frontends only (empty otherwise): the
+    /// cluster-wide backends that traffic from the node itself or from pods
+    /// (`--cluster-cidr`) is sent to, as upstream short-circuits it; sorted.
+    pub cluster_backends: Vec<Backend>,
     /// `namespace/name:port` of the Service, for logs.
     pub service: String,
+}
+
+impl Frontend {
+    /// The most backends one of its lookups spreads over (local or cluster-wide).
+    pub fn largest(&self) -> usize {
+        self.backends.len().max(self.cluster_backends.len())
+    }
 }

@@ -29,6 +29,18 @@
 //! externalTrafficPolicy: Cluster), plus `hairpin` (a local endpoint
 //! reaching itself through its Service).
 //!
+//! externalTrafficPolicy: Local, short-circuited as upstream does: traffic
+//! to a Local frontend (NodePort, external or load-balancer IP) from the
+//! node itself (`fib saddr type local`, masqueraded so that replies to
+//! 127.0.0.1 or another node address come back) or from a pod (a source in
+//! `--cluster-cidr`) is not limited to the node's endpoints but goes to the
+//! Service's cluster-wide ones. Such frontends are in the set
+//! `external-local`, the verdict map `service-ips-cluster` sends them to the
+//! `endpoints-N` chain of their cluster-wide count with the packet mark bit
+//! [`SHORT_CIRCUIT_MARK`], and that chain's rule for the bit picks a slot
+//! from [`CLUSTER_SLOT_OFFSET`] on in `backends`, where the cluster-wide
+//! backends are. No chain is added per Service: two elements per frontend.
+//!
 //! [`Desired`] is the content as plain values; [`full_script`],
 //! [`resync_script`] and [`diff_script`] render nft scripts (`nft -f -`),
 //! each one atomic transaction.
@@ -41,6 +53,11 @@ use crate::model::{Frontend, Masquerade, NoEndpoints, Protocol};
 
 /// The packet-mark bit that asks for masquerading in postrouting (upstream's 0x4000).
 pub const MASQUERADE_MARK: u32 = 0x4000;
+/// The packet-mark bit that sends a new connection to a Local frontend to
+/// its cluster-wide backends (cleared in postrouting).
+pub const SHORT_CIRCUIT_MARK: u32 = 0x2000;
+/// The first `backends` slot of a frontend's cluster-wide backends.
+pub const CLUSTER_SLOT_OFFSET: usize = 65536;
 /// The fewest `endpoints-N` chains a table is created with.
 pub const MIN_ENDPOINT_CHAINS: usize = 128;
 /// Size of the dynamic session-affinity map.
@@ -63,12 +80,14 @@ pub const SET_MASQ_ALWAYS: &str = "masq-always";
 pub const SET_HAIRPIN: &str = "hairpin";
 pub const MAP_AFFINITY_SERVICES: &str = "affinity-services";
 pub const MAP_AFFINITY: &str = "affinity";
+pub const SET_EXTERNAL_LOCAL: &str = "external-local";
+pub const MAP_SERVICE_IPS_CLUSTER: &str = "service-ips-cluster";
 
 const FRONTEND: &str = "ip daddr . meta l4proto . th dport";
 const TRANSPORTS: &str = "meta l4proto { tcp, udp, sctp }";
 
 /// The maps and sets the proxy fills (all but `affinity`, which the packet path fills), in creation order.
-const MANAGED: [(&str, &str); 7] = [
+const MANAGED: [(&str, &str); 9] = [
     (MAP_SERVICE_IPS, "typeof ip daddr . meta l4proto . th dport : verdict;"),
     (MAP_BACKENDS, "typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport;"),
     (MAP_NO_ENDPOINTS, "typeof ip daddr . meta l4proto . th dport : verdict;"),
@@ -76,6 +95,8 @@ const MANAGED: [(&str, &str); 7] = [
     (SET_MASQ_ALWAYS, "typeof ip daddr . meta l4proto . th dport;"),
     (SET_HAIRPIN, "typeof ip saddr . ip daddr;"),
     (MAP_AFFINITY_SERVICES, "typeof ip daddr . meta l4proto . th dport : verdict;"),
+    (SET_EXTERNAL_LOCAL, "typeof ip daddr . meta l4proto . th dport;"),
+    (MAP_SERVICE_IPS_CLUSTER, "typeof ip daddr . meta l4proto . th dport : verdict;"),
 ];
 
 /// The table's content apart from its fixed chains: map elements (key →
@@ -91,7 +112,7 @@ impl Desired {
     /// The content for these frontends; `hairpin` lists the endpoints on this node.
     pub fn build<'a>(frontends: impl IntoIterator<Item = &'a Frontend>, hairpin: &BTreeSet<Ipv4Addr>) -> Desired {
         let frontends: Vec<&Frontend> = frontends.into_iter().collect();
-        let largest = frontends.iter().map(|f| f.backends.len()).max().unwrap_or(0);
+        let largest = frontends.iter().map(|f| f.largest()).max().unwrap_or(0);
         let mut d = Desired::elements(frontends, hairpin);
         d.chains.extend(endpoint_chains(largest));
         d
@@ -113,6 +134,14 @@ impl Desired {
                 Masquerade::Never => {}
                 Masquerade::OffCluster => put(SET_MASQ_OFF_CLUSTER, key.clone(), String::new()),
                 Masquerade::Always => put(SET_MASQ_ALWAYS, key.clone(), String::new()),
+            }
+            if !f.cluster_backends.is_empty() {
+                put(SET_EXTERNAL_LOCAL, key.clone(), String::new());
+                let m = f.cluster_backends.len();
+                put(MAP_SERVICE_IPS_CLUSTER, key.clone(), format!("goto endpoints-{m}"));
+                for (slot, b) in f.cluster_backends.iter().enumerate() {
+                    put(MAP_BACKENDS, format!("{key} . {}", CLUSTER_SLOT_OFFSET + slot), b.to_string());
+                }
             }
             if f.backends.is_empty() {
                 let verdict = match f.no_endpoints {
@@ -167,8 +196,12 @@ pub fn affinity_chain_entry(timeout: u32) -> (String, Vec<String>) {
 }
 
 fn endpoints_chain(n: usize) -> Vec<String> {
+    let bit = format!("0x{SHORT_CIRCUIT_MARK:x}");
     vec![
         format!("{TRANSPORTS} dnat ip to ip saddr . {FRONTEND} map @{MAP_AFFINITY}"),
+        format!(
+            "meta mark & {bit} == {bit} {TRANSPORTS} dnat ip to {FRONTEND} . numgen random mod {n} offset {CLUSTER_SLOT_OFFSET} map @{MAP_BACKENDS}"
+        ),
         format!("{TRANSPORTS} dnat ip to {FRONTEND} . numgen random mod {n} map @{MAP_BACKENDS}"),
     ]
 }
@@ -194,6 +227,19 @@ struct Chain {
 fn fixed_chains(cfg: &TableConfig) -> Vec<Chain> {
     let mark = format!("0x{MASQUERADE_MARK:x}");
     let mut services = vec![format!("meta l4proto != {{ tcp, udp, sctp }} return")];
+    // externalTrafficPolicy: Local short-circuited for the node's own
+    // traffic (masqueraded) and for pods' (see the module's docs).
+    let short = format!("0x{SHORT_CIRCUIT_MARK:x}");
+    let both = format!("0x{:x}", SHORT_CIRCUIT_MARK | MASQUERADE_MARK);
+    services.push(format!(
+        "fib saddr type local {FRONTEND} @{SET_EXTERNAL_LOCAL} meta mark set meta mark | {both} {FRONTEND} vmap @{MAP_SERVICE_IPS_CLUSTER}"
+    ));
+    if !cfg.cluster_cidrs.is_empty() {
+        services.push(format!(
+            "ip saddr {{ {} }} {FRONTEND} @{SET_EXTERNAL_LOCAL} meta mark set meta mark | {short} {FRONTEND} vmap @{MAP_SERVICE_IPS_CLUSTER}",
+            cfg.cluster_cidrs.join(", ")
+        ));
+    }
     if !cfg.cluster_cidrs.is_empty() {
         services.push(format!(
             "ip saddr != {{ {} }} {FRONTEND} @{SET_MASQ_OFF_CLUSTER} meta mark set meta mark | {mark}",
@@ -224,6 +270,7 @@ fn fixed_chains(cfg: &TableConfig) -> Vec<Chain> {
             name: "masquerading",
             hook: None,
             rules: vec![
+                format!("meta mark & 0x{SHORT_CIRCUIT_MARK:x} != 0 meta mark set meta mark & 0x{:x}", !SHORT_CIRCUIT_MARK),
                 format!("ct status dnat ip saddr . ip daddr @{SET_HAIRPIN} meta mark set meta mark | {mark}"),
                 format!("meta mark & {mark} == 0 return"),
                 format!("meta mark set meta mark ^ {mark}"),
@@ -469,6 +516,7 @@ mod tests {
             masquerade: Masquerade::OffCluster,
             affinity_timeout: None,
             no_endpoints: NoEndpoints::Reject,
+            cluster_backends: Vec::new(),
             service: "default/web:http".into(),
         }
     }
@@ -485,7 +533,9 @@ mod tests {
         assert_eq!(d.maps[MAP_BACKENDS]["10.96.0.1 . tcp . 80 . 0"], "10.244.1.2 . 8080");
         assert_eq!(d.maps[MAP_BACKENDS]["10.96.0.1 . tcp . 80 . 1"], "10.244.2.2 . 8080");
         assert!(d.maps[SET_MASQ_OFF_CLUSTER].contains_key("10.96.0.1 . tcp . 80"));
-        assert!(d.chains["endpoints-2"][1].contains("numgen random mod 2 map @backends"));
+        assert!(d.chains["endpoints-2"][2].contains("numgen random mod 2 map @backends"));
+        assert!(d.chains["endpoints-2"][1].starts_with("meta mark & 0x2000 == 0x2000 "));
+        assert!(d.chains["endpoints-2"][1].contains("numgen random mod 2 offset 65536 map @backends"));
         assert!(d.maps[MAP_NO_ENDPOINTS].is_empty());
     }
 
@@ -551,6 +601,25 @@ mod tests {
         assert_eq!(d.maps[SET_MASQ_ALWAYS].len(), 1);
         assert!(d.maps[SET_MASQ_OFF_CLUSTER].is_empty());
         assert!(d.maps[SET_HAIRPIN].contains_key("10.244.1.2 . 10.244.1.2"));
+    }
+
+    #[test]
+    fn a_local_policy_frontend_keeps_its_cluster_wide_backends_past_the_offset() {
+        let mut f = frontend([192, 168, 1, 10], 30080, &[]);
+        f.masquerade = Masquerade::Never;
+        f.no_endpoints = NoEndpoints::Drop;
+        f.cluster_backends = (0..3u8).map(|i| Backend { ip: Ipv4Addr::new(10, 244, 2, i), port: 8080 }).collect();
+        let d = Desired::build([&f], &BTreeSet::new());
+        let key = "192.168.1.10 . tcp . 30080";
+        assert_eq!(d.maps[MAP_NO_ENDPOINTS][key], "drop");
+        assert!(d.maps[SET_EXTERNAL_LOCAL].contains_key(key));
+        assert_eq!(d.maps[MAP_SERVICE_IPS_CLUSTER][key], "goto endpoints-3");
+        assert!(!d.maps[MAP_SERVICE_IPS].contains_key(key));
+        assert_eq!(d.maps[MAP_BACKENDS][&format!("{key} . 65538")], "10.244.2.2 . 8080");
+        assert_eq!(d.maps[MAP_BACKENDS].len(), 3);
+        let s = full_script(&cfg(), &d);
+        assert!(s.contains("fib saddr type local ip daddr . meta l4proto . th dport @external-local meta mark set meta mark | 0x6000 ip daddr . meta l4proto . th dport vmap @service-ips-cluster"), "{s}");
+        assert!(s.contains("ip saddr { 10.244.0.0/16 } ip daddr . meta l4proto . th dport @external-local meta mark set meta mark | 0x2000"), "{s}");
     }
 
     #[test]

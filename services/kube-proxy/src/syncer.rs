@@ -152,7 +152,7 @@ impl Syncer {
         let new_changed: Vec<&Frontend> =
             new.iter().filter(|(k, f)| self.frontends.get(*k) != Some(*f)).map(|(_, f)| f).collect();
         let endpoint_chains = applied.chains.keys().filter(|c| c.starts_with("endpoints-")).count();
-        if new_changed.iter().any(|f| f.backends.len() > endpoint_chains) {
+        if new_changed.iter().any(|f| f.largest() > endpoint_chains) {
             return Ok(None);
         }
         if old_changed.is_empty() && new_changed.is_empty() && *hairpin == self.hairpin {
@@ -200,9 +200,14 @@ impl Syncer {
     async fn clean_stale(&self, new: &BTreeMap<FrontendKey, Frontend>) {
         let mut affinity_changed = false;
         for (key, old) in &self.frontends {
-            let current: BTreeSet<Backend> =
-                new.get(key).map(|f| f.backends.iter().copied().collect()).unwrap_or_default();
-            let gone: Vec<&Backend> = old.backends.iter().filter(|b| !current.contains(b)).collect();
+            let now = new.get(key);
+            if now == Some(old) {
+                continue;
+            }
+            let current: BTreeSet<&Backend> =
+                now.map(|f| f.backends.iter().chain(&f.cluster_backends).collect()).unwrap_or_default();
+            let gone: BTreeSet<&Backend> =
+                old.backends.iter().chain(&old.cluster_backends).filter(|b| !current.contains(b)).collect();
             if gone.is_empty() {
                 continue;
             }
@@ -217,8 +222,11 @@ impl Syncer {
             }
         }
         for (key, f) in new {
+            if key.protocol != Protocol::Udp {
+                continue;
+            }
             let had = self.frontends.get(key).is_some_and(|o| !o.backends.is_empty());
-            if key.protocol == Protocol::Udp && !f.backends.is_empty() && !had {
+            if !f.backends.is_empty() && !had {
                 self.runner.conntrack_delete(Protocol::Udp, key.ip, key.port, None).await;
             }
         }
@@ -266,7 +274,7 @@ pub fn stale_affinity_keys(json: &str, frontends: &BTreeMap<FrontendKey, Fronten
                 Some((fk, b))
             })();
             let Some((fk, b)) = parsed else { continue };
-            let valid = frontends.get(&fk).is_some_and(|f| f.backends.contains(&b));
+            let valid = frontends.get(&fk).is_some_and(|f| f.backends.contains(&b) || f.cluster_backends.contains(&b));
             if !valid {
                 stale.push(format!("{} . {fk}", k[0]));
             }

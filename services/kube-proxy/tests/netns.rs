@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use kube_proxy::convert::{self, NodeInfo};
 use kube_proxy::model::{Backend, Frontend, FrontendKey, Masquerade, NoEndpoints, Protocol};
 use kube_proxy::nft::Runner;
 use kube_proxy::ruleset::TableConfig;
@@ -221,6 +222,7 @@ fn frontend(ip: Ipv4Addr, protocol: Protocol, port: u16, backends: &[usize], tar
         masquerade: Masquerade::OffCluster,
         affinity_timeout: None,
         no_endpoints: NoEndpoints::Reject,
+        cluster_backends: Vec::new(),
         service: "default/test:port".into(),
     }
 }
@@ -675,4 +677,217 @@ fn min_sync_period_batches_a_burst_of_endpoint_changes() {
     let allowed = 2 + (burst.as_secs_f64() / 2.0).ceil() as u64;
     eprintln!("50 changes in {burst:?}: {syncs} syncs (allowed {allowed})");
     assert!((1..=allowed).contains(&syncs), "{syncs} syncs for 50 changes in {burst:?}\n{}", proxy.log());
+}
+
+/// The frontends `convert` makes of Service and EndpointSlice objects (JSON, as the API serves them) on node n1.
+fn converted(
+    services: &[serde_json::Value],
+    slices: &[serde_json::Value],
+    nodeport_ips: &[Ipv4Addr],
+) -> (Vec<Frontend>, BTreeSet<Ipv4Addr>) {
+    let services: Vec<k8s_openapi::api::core::v1::Service> =
+        services.iter().map(|s| serde_json::from_value(s.clone()).expect("a Service")).collect();
+    let slices: Vec<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        slices.iter().map(|s| serde_json::from_value(s.clone()).expect("an EndpointSlice")).collect();
+    let node = NodeInfo { name: "n1".into(), nodeport_ips: nodeport_ips.to_vec() };
+    convert::frontends(&services, &slices, &node)
+}
+
+/// An EndpointSlice of Service `service`: `(backend, node, ready, serving, terminating)` each, with `ports` (name, protocol, port).
+fn endpoint_slice(
+    service: &str,
+    ports: &[(&str, &str, u16)],
+    endpoints: &[(usize, &str, bool, bool, bool)],
+) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"name": format!("{service}-1"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": ports.iter().map(|(name, protocol, port)| serde_json::json!({"name": name, "protocol": protocol, "port": port})).collect::<Vec<_>>(),
+        "endpoints": endpoints.iter().map(|(i, node, ready, serving, terminating)| serde_json::json!({
+            "addresses": [backend_ip(*i).to_string()], "nodeName": node,
+            "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// externalTrafficPolicy: Local as upstream: an outside client reaches only
+/// the node's endpoints and keeps its address (dropped when there is none),
+/// while the node itself (masqueraded, 127.0.0.1 included) and pods reach
+/// every endpoint of the Service.
+#[test]
+fn local_policy_node_ports_serve_the_node_and_pods_from_every_endpoint() {
+    let lab = Lab::new(3);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    // Backend 2 plays a pod on this node's bridge (in --cluster-cidr) that is not an endpoint.
+    let pod = lab.backends[2].clone();
+    // As on a node with a bridge CNI: bridged replies between pods go through conntrack (un-DNAT).
+    lab.exec(&lab.node, &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
+    run(&["ip", "netns", "exec", &lab.node, "sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"]);
+    let service = serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": VIP.to_string(), "externalTrafficPolicy": "Local",
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": 30081}]},
+    });
+    let localhost = Ipv4Addr::LOCALHOST;
+    // Both endpoints on another node.
+    let remote =
+        endpoint_slice("web", &[("http", "TCP", 8080)], &[(0, "n2", true, true, false), (1, "n2", true, true, false)]);
+    let (frontends, hairpin) = converted(std::slice::from_ref(&service), &[remote], &[NODE, localhost]);
+    rt.block_on(syncer.sync(frontends, &hairpin, false)).unwrap();
+    let node_port = format!("http://{NODE}:30081/cgi-bin/who");
+
+    // The outside client: no local endpoint, dropped (a timeout, not a refusal).
+    assert_eq!(lab.curl(&lab.client, &node_port), Err(28));
+    // The node itself, on its address and on 127.0.0.1: every endpoint, masqueraded.
+    for url in [node_port.clone(), format!("http://{localhost}:30081/cgi-bin/who")] {
+        let mut seen = BTreeSet::new();
+        for _ in 0..20 {
+            let who = lab.curl(&lab.node, &url).unwrap_or_else(|code| panic!("{url} from the node: curl {code}"));
+            assert!(who.ends_with(&format!(":{BRIDGE}]")), "not masqueraded: {who}");
+            seen.insert(backend_index(&who));
+        }
+        assert_eq!(seen, BTreeSet::from([0, 1]), "{url}");
+    }
+    // A pod: every endpoint, its own address kept.
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        let who = lab.curl(&pod, &node_port).unwrap_or_else(|code| panic!("{node_port} from a pod: curl {code}"));
+        assert!(who.ends_with(&format!(":{}]", backend_ip(2))), "pod address lost: {who}");
+        seen.insert(backend_index(&who));
+    }
+    assert_eq!(seen, BTreeSet::from([0, 1]));
+
+    // Endpoint 1 moves to this node: the outside client reaches it alone, with its address kept...
+    let moved =
+        endpoint_slice("web", &[("http", "TCP", 8080)], &[(0, "n2", true, true, false), (1, "n1", true, true, false)]);
+    let (frontends, hairpin) = converted(&[service], &[moved], &[NODE, localhost]);
+    let stats = rt.block_on(syncer.sync(frontends, &hairpin, false)).unwrap();
+    assert_eq!(stats.kind, SyncKind::Incremental);
+    for _ in 0..10 {
+        let who = lab.curl(&lab.client, &node_port).expect("the local endpoint");
+        assert_eq!(who, format!("backend-1 [::ffff:{CLIENT}]"));
+    }
+    // ...while the node still reaches both.
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(backend_index(&lab.curl(&lab.node, &node_port).expect("from the node")));
+    }
+    assert_eq!(seen, BTreeSet::from([0, 1]));
+}
+
+/// ClientIP affinity with a 2 s timeout: one backend while the client keeps
+/// coming within the window, and a fresh choice once the record expired.
+#[test]
+fn client_ip_affinity_expires_after_its_timeout() {
+    let lab = Lab::new(3);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    let mut f = frontend(VIP, Protocol::Tcp, 80, &[0, 1, 2], 8080);
+    f.affinity_timeout = Some(2);
+    rt.block_on(syncer.sync(vec![f], &BTreeSet::new(), false)).unwrap();
+    let url = format!("http://{VIP}/");
+    let seen = lab.spread(&url, 15);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let affinity = || {
+        let o = lab.exec(&lab.node, &["nft", "list", "map", "ip", "kube-proxy", "affinity"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let record = affinity();
+    assert!(record.contains(&format!("{CLIENT} . {VIP} . tcp . 80")), "{record}");
+    // Past the timeout the record is gone, and each new choice is random: over
+    // a few expired windows the client meets more than one backend.
+    let mut chosen = BTreeSet::new();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(2300));
+        let record = affinity();
+        assert!(!record.contains(&CLIENT.to_string()), "not expired: {record}");
+        chosen.insert(lab.curl(&lab.client, &url).expect("a backend"));
+        if chosen.len() > 1 {
+            break;
+        }
+    }
+    assert!(chosen.len() > 1, "always {chosen:?}");
+}
+
+/// ExternalIPs, load-balancer ingress IPs, named target ports and the
+/// terminating-endpoint fallback, from Service and EndpointSlice objects
+/// through `convert`; and a UDP Service without endpoints refused with ICMP
+/// port unreachable.
+#[test]
+fn external_and_load_balancer_ips_named_ports_and_terminating_endpoints_carry_traffic() {
+    let lab = Lab::new(3);
+    let rt = rt();
+    let mut syncer = lab.syncer();
+    let external = Ipv4Addr::new(203, 0, 113, 5);
+    let ingress = Ipv4Addr::new(198, 51, 100, 7);
+    let empty_vip = Ipv4Addr::new(10, 96, 0, 20);
+    // The lab's client sits on the node's default route, so the node answers
+    // its packets to unserved addresses with ICMP redirects, which use up the
+    // per-host ICMP rate limit that the port-unreachable errors share (a real
+    // node's clients are not behind its default route).
+    run(&["ip", "netns", "exec", &lab.node, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]);
+    let mut service = serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "clusterIP": VIP.to_string(), "externalIPs": [external.to_string()],
+                 "ports": [{"name": "http", "port": 80, "targetPort": "web", "protocol": "TCP", "nodePort": 30080},
+                           {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP", "nodePort": 30053}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": ingress.to_string()}]}},
+    });
+    let empty = serde_json::json!({
+        "metadata": {"name": "empty", "namespace": "default"},
+        "spec": {"clusterIP": empty_vip.to_string(), "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+    });
+    // The named target ports resolved by the slice: "http" is 8080, "dns" 5353.
+    let ports = [("http", "TCP", 8080), ("dns", "UDP", 5353)];
+    let ready = endpoint_slice("web", &ports, &[(0, "n2", true, true, false), (1, "n2", false, false, false)]);
+    let (frontends, hairpin) = converted(&[service.clone(), empty.clone()], &[ready], &[NODE]);
+    rt.block_on(syncer.sync(frontends, &hairpin, false)).unwrap();
+    for ip in [VIP, external, ingress] {
+        let who =
+            lab.curl(&lab.client, &format!("http://{ip}/cgi-bin/who")).unwrap_or_else(|c| panic!("{ip}: curl {c}"));
+        // Only the ready endpoint; external traffic (policy Cluster) masqueraded.
+        assert_eq!(who, format!("backend-0 [::ffff:{BRIDGE}]"), "{ip}");
+        let answer = lab.udp(&lab.client, ip, 53).unwrap_or_else(|| panic!("no UDP answer from {ip}:53"));
+        assert!(answer.starts_with("backend-0 "), "{ip}: {answer}");
+    }
+    assert_eq!(lab.curl(&lab.client, &format!("http://{NODE}:30080/")).as_deref(), Ok("backend-0"));
+    // From the node too.
+    assert_eq!(lab.curl(&lab.node, &format!("http://{external}/")).as_deref(), Ok("backend-0"));
+
+    // No ready endpoint left: the serving terminating ones take the traffic.
+    let terminating = endpoint_slice(
+        "web",
+        &ports,
+        &[(0, "n2", false, false, true), (1, "n2", false, true, true), (2, "n2", false, true, true)],
+    );
+    let (frontends, hairpin) = converted(&[service.clone(), empty.clone()], &[terminating], &[NODE]);
+    rt.block_on(syncer.sync(frontends, &hairpin, false)).unwrap();
+    for ip in [VIP, external, ingress] {
+        let seen = lab.spread(&format!("http://{ip}/"), 20);
+        assert_eq!(names(&seen), ["backend-1", "backend-2"], "{ip}: {seen:?}");
+    }
+
+    // The load balancer loses its ingress IP (that address is no longer
+    // served), and the endpoints go.
+    service["status"] = serde_json::json!({"loadBalancer": {}});
+    let (frontends, hairpin) = converted(&[service, empty], &[], &[NODE]);
+    rt.block_on(syncer.sync(frontends, &hairpin, false)).unwrap();
+    // No endpoints at all: TCP refused, and UDP too (ICMP port unreachable).
+    assert_eq!(lab.curl(&lab.client, &format!("http://{external}/")), Err(7));
+    let refused = |ip: Ipv4Addr| {
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1.5)\ns.connect(('{ip}',53))\ns.send(b'hi')\ntry:\n  s.recv(100)\n  print('answered')\nexcept ConnectionRefusedError:\n  print('refused')\nexcept socket.timeout:\n  print('timeout')\n"
+        );
+        let o = lab.exec(&lab.client, &["python3", "-c", &script]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(refused(empty_vip), "refused");
+    assert_eq!(refused(VIP), "refused");
+    // (Last: the unserved address loops between node and client, and the
+    // node's ICMP errors about it use up its ICMP rate limit.)
+    let table = lab.nft_list();
+    assert!(!table.contains(&ingress.to_string()), "{table}");
+    assert!(lab.curl(&lab.client, &format!("http://{ingress}/")).is_err());
 }

@@ -34,6 +34,7 @@ fn service(i: u32, endpoints: u32, generation: u32) -> Frontend {
         masquerade: Masquerade::OffCluster,
         affinity_timeout: None,
         no_endpoints: NoEndpoints::Reject,
+        cluster_backends: Vec::new(),
         service: format!("bench/svc-{i}:http"),
     }
 }
