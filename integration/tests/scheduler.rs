@@ -975,7 +975,6 @@ async fn preemption_respects_disruption_budgets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the apiserver does not serve storage.k8s.io/v1 csinodes yet"]
 async fn csi_volume_limits_decide_placement() {
     let c = Cluster::start().await;
     for n in ["v1", "v2"] {

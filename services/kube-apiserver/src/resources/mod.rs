@@ -387,6 +387,14 @@ pub fn builtin() -> Vec<ResourceDescriptor> {
         }),
         // storage.k8s.io/v1
         plain::<storage_v1::StorageClass>(Names { singular: "storageclass", short_names: &["sc"], ..Names::default() }),
+        plain::<storage_v1::CSIDriver>(Names { singular: "csidriver", ..Names::default() }),
+        plain::<storage_v1::CSINode>(Names { singular: "csinode", ..Names::default() }),
+        plain::<storage_v1::CSIStorageCapacity>(Names { singular: "csistoragecapacity", ..Names::default() }),
+        plain::<storage_v1::VolumeAttachment>(Names {
+            singular: "volumeattachment",
+            subresources: STATUS,
+            ..Names::default()
+        }),
         // rbac.authorization.k8s.io/v1
         plain::<rbac_v1::Role>(Names { singular: "role", ..Names::default() }),
         plain::<rbac_v1::RoleBinding>(Names { singular: "rolebinding", ..Names::default() }),
