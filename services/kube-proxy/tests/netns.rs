@@ -891,3 +891,76 @@ fn external_and_load_balancer_ips_named_ports_and_terminating_endpoints_carry_tr
     assert!(!table.contains(&ingress.to_string()), "{table}");
     assert!(lab.curl(&lab.client, &format!("http://{ingress}/")).is_err());
 }
+
+/// The periodic resync of the real binary (`--sync-period=2s`, against etcd
+/// and the kube-apiserver binary) repairs the table when a `backends`
+/// element is deleted behind its back: traffic to the Service comes back
+/// without any API change, counted as `kind="resync"` in /metrics.
+#[test]
+fn the_periodic_resync_restores_an_element_deleted_behind_the_proxys_back() {
+    let lab = Lab::new(1);
+    let etcd = integration::Etcd::start().expect("etcd");
+    let apiserver = integration::ApiServer::start(&etcd).expect("kube-apiserver");
+    let metrics_port = integration::free_port();
+    let proxy = apiserver
+        .start_component(
+            "kube-proxy",
+            &apiserver.kubeconfig,
+            &[
+                "--hostname-override=n1",
+                &format!("--netns={}", lab.node),
+                "--cluster-cidr=10.244.0.0/16",
+                "--sync-period=2s",
+                &format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
+                "--healthz-bind-address=",
+            ],
+        )
+        .expect("kube-proxy");
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let (code, svc) = apiserver.json(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        Some(&serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        })),
+    );
+    assert_eq!(code, 201, "{svc}");
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().expect("a clusterIP").to_string();
+    let slice = endpoint_slice("web", &[("http", "TCP", 8080)], &[(0, "n2", true, true, false)]);
+    let (code, body) =
+        apiserver.json("POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", Some(&slice));
+    assert_eq!(code, 201, "{body}");
+    let url = format!("http://{cluster_ip}/");
+    let served = integration::eventually(Duration::from_secs(20), || lab.curl(&lab.client, &url).ok());
+    assert_eq!(served.as_deref(), Some("backend-0"), "kube-proxy log:\n{}", proxy.log());
+
+    let resyncs = || metric(&metrics_url, "kubeproxy_sync_proxy_rules_total{kind=\"resync\",result=\"success\"}");
+    let element = format!("{cluster_ip} . tcp . 80 . 0");
+    let backends = || {
+        let o = lab.exec(&lab.node, &["nft", "list", "map", "ip", "kube-proxy", "backends"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Deleted behind the proxy's back (no API change follows): gone from the kernel...
+    let before = resyncs().unwrap_or(0);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.node,
+        "nft",
+        "delete",
+        "element",
+        "ip",
+        "kube-proxy",
+        "backends",
+        &format!("{{ {element} }}"),
+    ]);
+    assert!(!backends().contains(&element), "{}", backends());
+    // ...until the next resync writes it again, and the Service serves again.
+    let restored = integration::eventually(Duration::from_secs(10), || backends().contains(&element).then_some(()));
+    assert!(restored.is_some(), "not restored:\n{}\nkube-proxy log:\n{}", backends(), proxy.log());
+    assert_eq!(lab.curl(&lab.client, &url).as_deref(), Ok("backend-0"));
+    let after = resyncs().expect("the resync count");
+    assert!(after > before, "resyncs {before} -> {after}");
+}
