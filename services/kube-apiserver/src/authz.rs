@@ -107,6 +107,13 @@ impl Authorizer {
                 return (Decision::NoOpinion, format!("no relationship found between node '{node}' and this object"));
             }
         }
+        if attrs.is_resource_request {
+            match (attrs.api_group.as_str(), attrs.resource.as_str()) {
+                ("coordination.k8s.io", "leases") => return authorize_lease(node, attrs),
+                ("storage.k8s.io", "csinodes") => return authorize_csinode(node, attrs),
+                _ => {}
+            }
+        }
         if rbac::rules_allow(attrs, &self.node_rules) {
             return (Decision::Allow, String::new());
         }
@@ -149,6 +156,37 @@ impl Authorizer {
     pub fn rbac_source(&self) -> Arc<RbacSnapshot> {
         self.rbac.snapshot()
     }
+}
+
+const NODE_OBJECT_VERBS: [&str; 5] = ["get", "create", "update", "patch", "delete"];
+
+/// Upstream's node lease rule: a kubelet reaches only the Lease named after its node in
+/// `kube-node-lease` (on create the name is not known yet: NodeRestriction checks it).
+fn authorize_lease(node: &str, attrs: &Attributes) -> (Decision, String) {
+    if !NODE_OBJECT_VERBS.contains(&attrs.verb.as_str()) {
+        return (Decision::NoOpinion, "can only get, create, update, patch, or delete a node lease".into());
+    }
+    if attrs.namespace != "kube-node-lease" {
+        return (Decision::NoOpinion, "can only access leases in the \"kube-node-lease\" system namespace".into());
+    }
+    if attrs.verb != "create" && attrs.name != node {
+        return (Decision::NoOpinion, "can only access node lease with the same name as the requesting node".into());
+    }
+    (Decision::Allow, String::new())
+}
+
+/// Upstream's CSINode rule: a kubelet reaches only the CSINode named after its node.
+fn authorize_csinode(node: &str, attrs: &Attributes) -> (Decision, String) {
+    if !NODE_OBJECT_VERBS.contains(&attrs.verb.as_str()) {
+        return (Decision::NoOpinion, "can only get, create, update, patch, or delete a CSINode".into());
+    }
+    if !attrs.subresource.is_empty() {
+        return (Decision::NoOpinion, "cannot authorize CSINode subresources".into());
+    }
+    if attrs.verb != "create" && attrs.name != node {
+        return (Decision::NoOpinion, "can only access CSINode with the same name as the requesting node".into());
+    }
+    (Decision::Allow, String::new())
 }
 
 /// `system:node:<name>` in group `system:nodes`.
@@ -331,6 +369,38 @@ mod tests {
         assert_eq!(s, ["from", "key", "proj", "pull", "vol"]);
         assert_eq!(pod_references(&pod, "configmaps"), ["cm1"]);
         assert_eq!(pod_references(&pod, "serviceaccounts"), ["sa"]);
+    }
+
+    #[test]
+    fn a_kubelet_reaches_only_its_own_lease_and_csinode() {
+        let attrs = |verb: &str, ns: &str, name: &str| Attributes {
+            user: rbac::UserInfo::default(),
+            verb: verb.into(),
+            namespace: ns.into(),
+            api_group: "coordination.k8s.io".into(),
+            api_version: "v1".into(),
+            resource: "leases".into(),
+            subresource: String::new(),
+            name: name.into(),
+            is_resource_request: true,
+            path: String::new(),
+        };
+        for verb in ["get", "update", "patch", "delete"] {
+            assert_eq!(authorize_lease("n1", &attrs(verb, "kube-node-lease", "n1")).0, Decision::Allow, "{verb}");
+            assert_eq!(authorize_lease("n1", &attrs(verb, "kube-node-lease", "n2")).0, Decision::NoOpinion, "{verb}");
+        }
+        // The name of a create is checked by NodeRestriction.
+        assert_eq!(authorize_lease("n1", &attrs("create", "kube-node-lease", "")).0, Decision::Allow);
+        assert_eq!(authorize_lease("n1", &attrs("get", "default", "n1")).0, Decision::NoOpinion);
+        assert_eq!(authorize_lease("n1", &attrs("list", "kube-node-lease", "")).0, Decision::NoOpinion);
+        let csinode = |verb: &str, name: &str| Attributes {
+            api_group: "storage.k8s.io".into(),
+            resource: "csinodes".into(),
+            namespace: String::new(),
+            ..attrs(verb, "", name)
+        };
+        assert_eq!(authorize_csinode("n1", &csinode("update", "n1")).0, Decision::Allow);
+        assert_eq!(authorize_csinode("n1", &csinode("update", "n2")).0, Decision::NoOpinion);
     }
 
     #[test]
