@@ -191,3 +191,74 @@ fn a_restricted_namespace_refuses_a_plain_pod_listing_its_violations_and_admits_
     let names = ok(api.kubectl("1.33", &["get", "pods", "-n", "locked", "-o", "jsonpath={.items[*].metadata.name}"]));
     assert_eq!(names.split_whitespace().collect::<Vec<_>>(), ["good132", "good133"]);
 }
+
+#[test]
+fn resource_quota_charges_creates_and_gives_back_deletes_one_by_one_or_by_collection() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let v = "1.33";
+    ok(api.kubectl(v, &["create", "namespace", "q"]));
+    ok(api.kubectl(v, &["create", "quota", "one-pod", "-n", "q", "--hard=pods=1"]));
+    let over = "pods \"b\" is forbidden: exceeded quota: one-pod, requested: pods=1, used: pods=1, limited: pods=1";
+    ok(api.kubectl(v, &["run", "a", "-n", "q", "--image=busybox:1"]));
+    let out = fails(api.kubectl(v, &["run", "b", "-n", "q", "--image=busybox:1"]));
+    assert!(out.contains(over), "{out}");
+    // A refused create charged nothing, and a delete gives its share back.
+    ok(api.kubectl(v, &["delete", "pod", "a", "-n", "q", "--wait=false"]));
+    ok(api.kubectl(v, &["run", "b", "-n", "q", "--image=busybox:1"]));
+    let out = fails(api.kubectl(v, &["run", "c", "-n", "q", "--image=busybox:1"]));
+    assert!(out.contains("exceeded quota: one-pod"), "{out}");
+    // So does a delete of the whole collection.
+    let (code, body) = api.json("DELETE", "/api/v1/namespaces/q/pods", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1), "{body}");
+    ok(api.kubectl(v, &["run", "c", "-n", "q", "--image=busybox:1"]));
+    let used = ok(api.kubectl(v, &["get", "quota", "one-pod", "-n", "q", "-o", "jsonpath={.status.used.pods}"]));
+    assert_eq!(used, "1");
+}
+
+#[test]
+fn node_restriction_gives_a_kubelet_tokens_only_for_pods_bound_to_it() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let v = "1.33";
+    for n in ["1", "2"] {
+        ok(api.kubectl(v, &["create", "serviceaccount", &format!("sa{n}")]));
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: on-n{n}\nspec:\n  nodeName: n{n}\n  serviceAccountName: sa{n}\n  containers:\n  - name: c\n    image: busybox:1\n"
+        );
+        ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&pod)));
+    }
+    let uid = |pod: &str| ok(api.kubectl(v, &["get", "pod", pod, "-o", "jsonpath={.metadata.uid}"]));
+    let (uid1, uid2) = (uid("on-n1"), uid("on-n2"));
+    let n1 = |args: &[&str]| api.kubectl_as(v, "node1-token", args);
+    // Bound to its own pod by name and uid: a token.
+    let token = eventually(Duration::from_secs(10), || {
+        let out = n1(&[
+            "create",
+            "token",
+            "sa1",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=on-n1",
+            &format!("--bound-object-uid={uid1}"),
+        ]);
+        out.status.success().then(|| integration::stdout(&out))
+    });
+    assert_eq!(token.map(|t| t.trim().split('.').count()), Some(3));
+    // Without the pod's uid, bound to nothing, or bound to another node's pod: refused by NodeRestriction.
+    let out = fails(n1(&["create", "token", "sa1", "--bound-object-kind=Pod", "--bound-object-name=on-n1"]));
+    assert!(out.contains("node requested token with a pod binding without a uid"), "{out}");
+    let out = fails(n1(&["create", "token", "sa1"]));
+    assert!(out.contains("node requested token not bound to a pod"), "{out}");
+    let out = fails(n1(&[
+        "create",
+        "token",
+        "sa1",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=on-n2",
+        &format!("--bound-object-uid={uid2}"),
+    ]));
+    assert!(out.contains("node requested token bound to a pod scheduled on a different node"), "{out}");
+    // The admin is not a node: its token bound to any pod is issued.
+    ok(api.kubectl(v, &["create", "token", "sa2", "--bound-object-kind=Pod", "--bound-object-name=on-n2"]));
+}

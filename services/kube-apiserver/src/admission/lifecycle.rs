@@ -24,7 +24,12 @@ impl AdmissionPlugin for NamespaceLifecycle {
                 a.url_name
             ))));
         }
-        if a.operation != Operation::Create || !a.resource.namespaced || a.namespace.is_empty() {
+        // Subresource creates (a TokenRequest, say) concern an object that already exists.
+        if a.operation != Operation::Create
+            || a.subresource.is_some()
+            || !a.resource.namespaced
+            || a.namespace.is_empty()
+        {
             return done(Ok(()));
         }
         Box::pin(async move { check_create(server, a).await })

@@ -26,8 +26,6 @@ use serde_json::Value;
 use crate::endpoints::ApiServer;
 use crate::registry::ResourceDescriptor;
 
-pub use node_restriction::check_node_restriction;
-
 /// The operation a request performs, as upstream's admission attributes name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {

@@ -11,36 +11,67 @@ use crate::registry::ResourceDescriptor;
 
 pub struct NodeRestriction;
 
+// Upstream runs NodeRestriction in the mutating phase (it changes nothing).
 impl AdmissionPlugin for NodeRestriction {
     fn name(&self) -> &'static str {
         "NodeRestriction"
     }
 
-    fn validate<'a>(&'a self, server: &'a ApiServer, a: &'a mut Attributes<'_>) -> Hook<'a> {
-        if crate::authz::node_name(a.user).is_none() {
-            return done(Ok(()));
-        }
-        match (a.operation, a.object()) {
-            (Operation::Create | Operation::Update, Some(new)) => {
-                done(check_node_restriction(a.resource, a.user, new, a.old_object))
+    fn admit<'a>(&'a self, server: &'a ApiServer, a: &'a mut Attributes<'_>) -> Hook<'a> {
+        let Some(node) = crate::authz::node_name(a.user) else { return done(Ok(())) };
+        match (a.operation, a.subresource) {
+            // A kubelet asks for tokens only for pods bound to it.
+            (Operation::Create, Some("token")) if a.is("", "serviceaccounts") => {
+                Box::pin(async move { check_token_request(server, node, a).await })
             }
             // A kubelet deletes only pods bound to it.
-            (Operation::Delete, _) if a.is_main("", "pods") => Box::pin(async move {
+            (Operation::Delete, None) if a.is("", "pods") => Box::pin(async move {
                 let current = match a.old_object {
                     Some(o) => o.clone(),
                     None => server.store.get(a.resource, a.namespace, a.url_name).await?,
                 };
-                check_node_restriction(a.resource, a.user, &current, Some(&current))
+                check_node_restriction(a.resource, a.user, a.namespace, &current, Some(&current))
+            }),
+            (Operation::Create | Operation::Update, _) => done(match a.object() {
+                Some(new) => check_node_restriction(a.resource, a.user, a.namespace, new, a.old_object),
+                None => Ok(()),
             }),
             _ => done(Ok(())),
         }
     }
 }
 
+/// Upstream's rule for a kubelet's TokenRequest: bound to a pod (by name and
+/// uid) that is scheduled on the kubelet's node.
+async fn check_token_request(server: &ApiServer, node: &str, a: &Attributes<'_>) -> Result<(), ApiError> {
+    let forbid =
+        |msg: String| Err(ApiError::forbidden(format!("serviceaccounts \"{}\" is forbidden: {msg}", a.url_name)));
+    let reference = a.object().map(|r| &r["spec"]["boundObjectRef"]).unwrap_or(&Value::Null);
+    let pod_name = reference["name"].as_str().unwrap_or_default();
+    if reference["apiVersion"] != "v1" || reference["kind"] != "Pod" || pod_name.is_empty() {
+        return forbid("node requested token not bound to a pod".into());
+    }
+    let Some(uid) = reference["uid"].as_str().filter(|u| !u.is_empty()) else {
+        return forbid("node requested token with a pod binding without a uid".into());
+    };
+    let pods = server.resources.lookup("", "v1", "pods").ok_or_else(|| ApiError::internal("pods are not served"))?;
+    let pod = server.store.get(pods, a.namespace, pod_name).await?;
+    if pod["metadata"]["uid"].as_str() != Some(uid) {
+        return forbid(format!(
+            "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+        ));
+    }
+    if pod["spec"]["nodeName"].as_str() != Some(node) {
+        return forbid("node requested token bound to a pod scheduled on a different node".into());
+    }
+    Ok(())
+}
+
 /// The check itself, for a kubelet's write of `new` (replacing `old`).
-pub fn check_node_restriction(
+fn check_node_restriction(
     d: &ResourceDescriptor,
     user: &rbac::UserInfo,
+    ns: &str,
     new: &Value,
     old: Option<&Value>,
 ) -> Result<(), ApiError> {
@@ -94,11 +125,8 @@ pub fn check_node_restriction(
                 }
             }
         }
-        ("coordination.k8s.io", "leases") => {
-            let ns = new["metadata"]["namespace"].as_str().unwrap_or_default();
-            if ns == "kube-node-lease" && name != node {
-                return forbid("can only access node lease with the same name as the requesting node".to_string());
-            }
+        ("coordination.k8s.io", "leases") if ns == "kube-node-lease" && name != node => {
+            return forbid("can only access node lease with the same name as the requesting node".to_string());
         }
         _ => {}
     }

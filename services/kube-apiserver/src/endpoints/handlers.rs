@@ -909,6 +909,12 @@ async fn token_request(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Respons
     };
     let name = ctx.info.name.clone().unwrap_or_default();
     let mut req = decode_body(&body)?;
+    {
+        let mut a = attributes(ctx, ns, Operation::Create, dry_run(&ctx.query)?);
+        a.object = Some(Cow::Borrowed(&req));
+        server.admission.admit(server, &mut a).await?;
+        server.admission.validate(server, &mut a).await?;
+    }
     let sa = server.store.get(&ctx.d, ns, &name).await?;
     let spec = req["spec"].clone();
     let exp = spec["expirationSeconds"].as_i64().unwrap_or(3600);
@@ -1059,11 +1065,24 @@ async fn delete_collection(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Res
     let list_opts = ListOptions { filter: list_filter(&ctx.d, &ctx.query, None)?, ..Default::default() };
     let ns_opt = if ctx.d.namespaced { Some(ns).filter(|n| !n.is_empty()) } else { None };
     let result = ctx.server.store.list(&ctx.d, ns_opt, &list_opts).await?;
+    let chain = &ctx.server.admission;
     let mut items = Vec::new();
     for item in &result.items {
-        let name = item.attrs.name.clone();
-        match ctx.server.store.delete(&ctx.d, &item.attrs.namespace, &name, &opts).await {
-            Ok(d) => items.push(ctx.served.to_served(&d.object)),
+        // Each item is admitted as its own delete, as upstream does.
+        let (item_ns, name) = (item.attrs.namespace.as_str(), item.attrs.name.as_str());
+        let mut a = attributes(ctx, item_ns, Operation::Delete, opts.dry_run);
+        a.url_name = name;
+        chain.admit(&ctx.server, &mut a).await?;
+        chain.validate(&ctx.server, &mut a).await?;
+        match ctx.server.store.delete(&ctx.d, item_ns, name, &opts).await {
+            Ok(d) => {
+                if d.removed && !opts.dry_run {
+                    release_allocation(ctx, Some(&d.object)).await;
+                    a.old_object = Some(&d.object);
+                    chain.release(&ctx.server, &a).await;
+                }
+                items.push(ctx.served.to_served(&d.object))
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
