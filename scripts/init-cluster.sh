@@ -60,6 +60,12 @@
 # external --etcd-servers) and the cluster's settings; the joining node signs
 # its own certificates with them.
 #
+# Environment: READY_TIMEOUT (seconds, default 60) is how long each service may take to
+# answer its health check; ADDON_TIMEOUT (default 300s) how long the add-ons' Deployments may
+# take to become available. A step that fails says which it was and shows the end of its log.
+# A rerun is safe: it keeps the PKI, the data and every running service whose command (binary,
+# flags, unit) is unchanged, and restarts only the ones that changed.
+#
 # --root DIR (join and reset): every path of the node (etc/kubernetes,
 # var/lib/kubelet, var/lib/containerd, run/containerd, etc/cni, opt/cni,
 # var/log/kubernetes...) lives under DIR, and its containerd gets its own
@@ -95,12 +101,37 @@ CP_ENDPOINT=""
 CONTROL_PLANE=0
 # How long the add-ons' Deployments may take to become available.
 ADDON_TIMEOUT=${ADDON_TIMEOUT:-300s}
+# How long (seconds) a service may take to pass its health check.
+READY_TIMEOUT=${READY_TIMEOUT:-60}
+[[ "$READY_TIMEOUT" =~ ^[0-9]+$ ]] || { echo "READY_TIMEOUT must be a number of seconds, not $READY_TIMEOUT" >&2; exit 2; }
+# When this run started (for the time to a Ready node).
+STARTED=$EPOCHREALTIME
 
-step() { printf '\n==> %s\n' "$*"; }
+# The step under way and its log, for fail's report.
+STEP=""
+STEP_LOG=""
+step() { STEP="$*"; STEP_LOG=""; printf '\n==> %s\n' "$*"; }
 # Scratch files of this run, removed when it ends.
 TMP=""
 scratch() { [[ -n "$TMP" ]] || { TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT; }; }
-fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+# Says what failed, in which step, and where its log is (with the log's last lines).
+fail() {
+  {
+    printf '\nFAILED: %s\n' "$*"
+    [[ -z "$STEP" ]] || printf '  in step: %s\n' "$STEP"
+    if [[ -n "$STEP_LOG" ]]; then
+      printf '  log: %s (last lines below)\n' "$STEP_LOG"
+      if [[ "$STEP_LOG" == journalctl* ]]; then
+        $STEP_LOG --no-pager -n 20 2>&1 | sed 's/^/  | /'
+      elif [[ -f "$STEP_LOG" ]]; then
+        tail -n 20 "$STEP_LOG" | sed 's/^/  | /'
+      fi
+    fi
+  } >&2
+  exit 1
+}
+# Seconds since this run started, to a tenth.
+elapsed() { awk -v a="$STARTED" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 
 while (($#)); do
   case "$1" in
@@ -270,13 +301,21 @@ leave_etcd() {
 
 # Runs a command forever in the background, restarting it when it exits, with
 # its output appended to a log: the no-systemd stand-in for Restart=always.
+# A rerun with the same command leaves a running service alone; another command replaces it.
 supervise() {
   local name="$1"; shift
   mkdir -p "$RUN_DIR" "$LOG_DIR"
+  local cmd; cmd="$(printf '%q ' "$@")"
   if [[ -f "$RUN_DIR/supervisor-$name.pid" ]] && kill -0 "$(cat "$RUN_DIR/supervisor-$name.pid")" 2>/dev/null; then
-    echo "$name already running"
-    return 0
+    if [[ "$(cat "$RUN_DIR/$name.cmd" 2>/dev/null)" == "$cmd" ]]; then
+      echo "$name already running (pid $(cat "$RUN_DIR/$name.pid" 2>/dev/null)), unchanged"
+      return 0
+    fi
+    echo "$name: its command changed; restarting it"
+    stop_pidfile "$RUN_DIR/supervisor-$name.pid"
+    stop_pidfile "$RUN_DIR/$name.pid"
   fi
+  printf '%s' "$cmd" >"$RUN_DIR/$name.cmd"
   (
     trap 'kill "$child" 2>/dev/null; exit 0' TERM INT
     while true; do
@@ -301,34 +340,51 @@ start_service() {
     supervise "$name" "$program" "$@"
     return 0
   fi
-  local unit; unit="$(unit_of "$name")"
+  local unit changed=0; unit="$(unit_of "$name")"
   if [[ "$program" != /usr/bin/* ]]; then
-    install -m 0755 "$program" "$UNIT_BIN_DIR/$name.new" && mv -f "$UNIT_BIN_DIR/$name.new" "$UNIT_BIN_DIR/$name"
+    if ! cmp -s "$program" "$UNIT_BIN_DIR/$name"; then
+      install -m 0755 "$program" "$UNIT_BIN_DIR/$name.new" && mv -f "$UNIT_BIN_DIR/$name.new" "$UNIT_BIN_DIR/$name" ||
+        fail "installing $UNIT_BIN_DIR/$name"
+      changed=1
+    fi
     record "$UNIT_BIN_DIR/$name"
   fi
   local env="$CONF_DIR/$name.env"
-  printf '# written by rustkube init-cluster.sh; read by %s.service\n%s="%s"\n' "$unit" "$(env_var_of "$name")" "$*" >"$env"
-  chmod 0600 "$env"
-  install -m 0644 "$ROOT/systemd/$unit.service" "$UNIT_DIR/$unit.service"
+  printf '# written by rustkube init-cluster.sh; read by %s.service\n%s="%s"\n' "$unit" "$(env_var_of "$name")" "$*" >"$env.new"
+  chmod 0600 "$env.new"
+  if cmp -s "$env.new" "$env"; then rm -f "$env.new"; else mv -f "$env.new" "$env"; changed=1; fi
+  if ! cmp -s "$ROOT/systemd/$unit.service" "$UNIT_DIR/$unit.service"; then
+    install -m 0644 "$ROOT/systemd/$unit.service" "$UNIT_DIR/$unit.service"
+    systemctl daemon-reload
+    changed=1
+  fi
   record "$UNIT_DIR/$unit.service"
   record "$unit.service"
-  systemctl daemon-reload
   systemctl enable "$unit.service" >/dev/null 2>&1 || fail "systemctl enable $unit.service"
-  # A rerun with other flags restarts the unit; an unchanged one stays as it is.
-  systemctl restart "$unit.service" || fail "systemctl restart $unit.service; see journalctl -u $unit"
+  # A rerun restarts the unit only if its binary, flags or unit file changed (or it is not running).
+  if ((changed)) || ! systemctl is-active --quiet "$unit.service"; then
+    STEP_LOG="journalctl -u $unit"
+    systemctl restart "$unit.service" || fail "systemctl restart $unit.service; see journalctl -u $unit"
+  else
+    echo "$unit.service already running (pid $(systemctl show -p MainPID --value "$unit.service")), unchanged"
+  fi
 }
 
 log_of() { use_systemd && echo "journalctl -u $(unit_of "$1")" || echo "$LOG_DIR/$1.log"; }
 
+# Polls a check until it passes, for up to READY_TIMEOUT seconds; $2 is the log that says why not.
 wait_until() {
   local what="$1" log="$2"; shift 2
+  STEP_LOG="$log"
   printf 'waiting for %s ' "$what"
-  for _ in $(seq 120); do
-    if "$@" >/dev/null 2>&1; then echo " ready"; return 0; fi
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  while :; do
+    if "$@" >/dev/null 2>&1; then echo " ready"; STEP_LOG=""; return 0; fi
+    ((SECONDS < deadline)) || break
     printf '.'; sleep 0.5
   done
   echo
-  fail "$what did not become ready; see $log"
+  fail "$what did not become ready within ${READY_TIMEOUT}s; see $log"
 }
 
 install_packages() {
@@ -762,6 +818,7 @@ join() {
   step "waiting for node $NODE_NAME to be Ready"
   wait_until "node $NODE_NAME Ready" "$(log_of kubelet)" node_ready "$CONF_DIR/kubelet.conf"
   echo
+  echo "node $NODE_NAME Ready $(elapsed) s after join started"
   if ((CONTROL_PLANE)); then
     echo "control-plane node $NODE_NAME joined $CLUSTER_URL (apiserver https://$ADVERTISE:$SECURE_PORT, etcd member $NODE_NAME)"
     echo "kubectl: export KUBECONFIG=$CONF_DIR/admin.conf"
@@ -812,6 +869,7 @@ init() {
 
   step "waiting for node $NODE_NAME to be Ready"
   wait_until "node $NODE_NAME Ready" "$(log_of kubelet)" node_ready "$CONF_DIR/admin.conf"
+  local ready_after; ready_after="$(elapsed)"
   apply_addons
 
   step "cluster is up"
@@ -828,6 +886,8 @@ Use it with:
   kubectl create deployment web --image=docker.io/rustkube/testimage:1.0 && kubectl expose deployment web --port=80
 $more
 Logs: $(use_systemd && echo "journalctl -u kube-apiserver (and the other units)" || echo "$LOG_DIR")   Stop and remove everything: $0 reset
+
+node $NODE_NAME Ready $ready_after s after init-cluster.sh started; add-ons available after $(elapsed) s
 EOF
 }
 

@@ -1,14 +1,29 @@
-//! The newcomer's path: `scripts/init-cluster.sh` (without systemd, with the
-//! binaries this build made) brings up a one-node cluster on this machine;
-//! stock kubectl 1.33 then deploys, exposes, scales, rolls out and back,
-//! reads a pod's log and its DNS settings, and deletes; `init-cluster.sh reset` leaves no process, mount, nft table
-//! or interface behind. This is the one test that uses the machine's own
-//! paths and ports (/etc/kubernetes, 6443, /run/containerd).
+//! The newcomer's path: `scripts/init-cluster.sh --no-systemd` (supervised
+//! background processes whatever the host, with the binaries this build made)
+//! brings up a one-node cluster on this machine; a second run changes nothing
+//! (same processes, node still Ready); stock kubectl 1.33 then deploys, exposes,
+//! scales, rolls out and back, reads a pod's log and its DNS settings, and
+//! deletes; `init-cluster.sh reset` leaves no process, supervisor, mount, pod
+//! interface, nft table or bridge behind. A step that fails (an apiserver that
+//! exits at once) says FAILED, which step and where its log is, and reset cleans
+//! up after it.
+//!
+//! These tests use the machine's own paths and ports (/etc/kubernetes, 6443,
+//! /run/containerd, /run/rustkube): they are in nextest's `init-cluster` group
+//! (one at a time). Their checks match only what init-cluster.sh creates (its
+//! pid files, processes with the machine's /etc/kubernetes paths on their command
+//! line, the interfaces on rkbr0), never what other tests running beside them
+//! create under their private dirs.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+/// What init-cluster.sh supervises on a control-plane node (pid files /run/rustkube/<name>.pid).
+const SERVICES: [&str; 7] =
+    ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet", "kube-proxy"];
+const RUN_DIR: &str = "/run/rustkube";
 
 fn repo() -> PathBuf {
     integration::repo_root()
@@ -41,6 +56,128 @@ fn kubectl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A pid from a pid file of the script.
+fn pid_file(path: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Running, not a zombie waiting to be reaped.
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name.
+    stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false)
+}
+
+/// Every live process's pid and command line (arguments joined by spaces).
+fn processes() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string();
+        if !cmdline.is_empty() && alive(pid) {
+            out.push((pid, cmdline));
+        }
+    }
+    out
+}
+
+/// The processes of one service that init-cluster.sh started on this machine: the program
+/// by name, with the machine's own paths (not a test's private dirs) on its command line.
+fn service_processes(service: &str) -> BTreeSet<u32> {
+    let marker = match service {
+        "etcd" => "--data-dir=/var/lib/rustkube/etcd",
+        "containerd" => "--config /etc/kubernetes/containerd.toml",
+        _ => "=/etc/kubernetes/",
+    };
+    processes()
+        .into_iter()
+        .filter(|(_, cmd)| {
+            let program = cmd.split(' ').next().unwrap_or_default();
+            Path::new(program).file_name().is_some_and(|n| n == service) && cmd.contains(marker)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Processes running this checkout's init-cluster.sh: after the script returns, its supervisors.
+fn script_processes() -> BTreeSet<u32> {
+    let script = repo().join("scripts/init-cluster.sh").display().to_string();
+    processes().into_iter().filter(|(_, cmd)| cmd.contains(&script)).map(|(pid, _)| pid).collect()
+}
+
+/// Each service's (supervisor pid, service pid), from the script's pid files.
+fn supervised() -> Vec<(&'static str, u32, u32)> {
+    SERVICES
+        .iter()
+        .map(|s| {
+            let sup = pid_file(&format!("{RUN_DIR}/supervisor-{s}.pid"))
+                .unwrap_or_else(|| panic!("no supervisor pid of {s}"));
+            let pid = pid_file(&format!("{RUN_DIR}/{s}.pid")).unwrap_or_else(|| panic!("no pid of {s}"));
+            (*s, sup, pid)
+        })
+        .collect()
+}
+
+/// The mount points under the node's paths.
+fn node_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with("/run/containerd/") || m.starts_with("/var/lib/kubelet"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The interfaces enslaved to the node's pod bridge rkbr0 (the pods' veths, rkv*).
+fn bridge_ports() -> Vec<String> {
+    let out = Command::new("ip").args(["-o", "link", "show", "master", "rkbr0"]).output().expect("ip");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip").args(["link", "show", name]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// After a reset: the recorded processes are gone, and so is every supervisor and service
+/// process of the script, every pid file, and every mount under the node's paths.
+fn assert_nothing_left(pids: &[u32]) {
+    for pid in pids {
+        assert!(
+            !alive(*pid),
+            "pid {pid} still running after reset: {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        );
+    }
+    let pid_files: Vec<_> = std::fs::read_dir(RUN_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("supervisor-") && n.ends_with(".pid"))
+        .collect();
+    assert!(pid_files.is_empty(), "supervisor pid files left in {RUN_DIR}: {pid_files:?}");
+    assert_eq!(script_processes(), BTreeSet::new(), "init-cluster.sh supervisors left running");
+    for s in SERVICES {
+        assert_eq!(service_processes(s), BTreeSet::new(), "{s} left running");
+    }
+    let mounts = node_mounts();
+    assert!(mounts.is_empty(), "mounts left under /run/containerd or /var/lib/kubelet: {mounts:?}");
+}
+
+fn node_ready() -> bool {
+    let out = Command::new(integration::kubectl_path("1.33"))
+        .args(["--kubeconfig=/etc/kubernetes/admin.conf", "get", "nodes", "--no-headers"])
+        .output()
+        .expect("kubectl");
+    String::from_utf8_lossy(&out.stdout).contains(" Ready")
+}
+
 fn curl(url: &str) -> Option<String> {
     let out = Command::new("curl").args(["-s", "--max-time", "2", url]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -50,12 +187,49 @@ fn curl(url: &str) -> Option<String> {
 fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
     let bin_dir = integration::bin_dir();
     let _cluster = Cluster;
-    let out = script(&["--bin-dir", &bin_dir.display().to_string()]);
+    let bin_dir = bin_dir.display().to_string();
+    let started = Instant::now();
+    let out = script(&["--no-systemd", "--bin-dir", &bin_dir]);
     let log = text(&out);
     assert!(out.status.success(), "init-cluster.sh failed:\n{log}");
+    assert!(log.contains("services: supervised background processes"), "{log}");
     assert!(log.contains("cluster is up"), "{log}");
-    let nodes = kubectl(&["get", "nodes", "--no-headers"]);
-    assert!(nodes.contains(" Ready"), "{nodes}");
+    // The time to a Ready node, as the script reports it.
+    let ready_line = log.lines().find(|l| l.contains(" s after init-cluster.sh started")).unwrap_or_default();
+    let ready_after: f64 = ready_line
+        .split(" Ready ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no time to Ready in the output:\n{log}"));
+    assert!(ready_after > 0.0 && ready_after < started.elapsed().as_secs_f64(), "{ready_line}");
+    eprintln!("init-cluster.sh: {ready_line} (whole run {:.1} s)", started.elapsed().as_secs_f64());
+    assert!(node_ready(), "node not Ready");
+
+    // Every service runs once, under its supervisor; the supervisors are the only script processes left.
+    let first = supervised();
+    for (s, sup, pid) in &first {
+        assert!(alive(*sup) && alive(*pid), "{s}: supervisor {sup} or process {pid} not running");
+        assert_eq!(service_processes(s), BTreeSet::from([*pid]), "{s}: not exactly its one process");
+    }
+    let supervisors: BTreeSet<u32> = first.iter().map(|(_, sup, _)| *sup).collect();
+    assert_eq!(script_processes(), supervisors, "init-cluster.sh processes other than the supervisors");
+
+    // A second run is safe: it keeps every unchanged service as it is (no restart, no duplicate).
+    let out = script(&["--no-systemd", "--bin-dir", &bin_dir]);
+    let log = text(&out);
+    assert!(out.status.success(), "second init-cluster.sh failed:\n{log}");
+    assert!(log.contains("cluster is up"), "{log}");
+    for s in SERVICES {
+        assert!(log.contains(&format!("{s} already running")), "{s} not kept:\n{log}");
+    }
+    assert_eq!(supervised(), first, "a second run changed the services' processes");
+    for (s, _, pid) in &first {
+        assert!(alive(*pid), "{s} ({pid}) died");
+        assert_eq!(service_processes(s), BTreeSet::from([*pid]), "{s}: duplicate after the second run");
+    }
+    assert_eq!(script_processes(), supervisors, "the second run left more supervisors");
+    assert!(node_ready(), "node not Ready after the second run");
 
     // Two tags of the local test image: a rollout and its undo switch between them.
     let tag = Command::new("ctr")
@@ -122,9 +296,28 @@ fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
     assert_eq!(hosts(5).len(), 5);
     kubectl(&["delete", "service", "web"]);
     kubectl(&["delete", "deployment", "web"]);
+    let start = Instant::now();
+    loop {
+        let left = kubectl(&["get", "pods", "-l", "app=web", "-o", "name"]);
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "web pods not gone: {left}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // What reset must remove is there now: the add-ons' pods' veths on rkbr0 and their mounts.
+    let veths = bridge_ports();
+    assert!(!veths.is_empty() && veths.iter().all(|v| v.starts_with("rkv")), "pod veths on rkbr0: {veths:?}");
+    assert!(!node_mounts().is_empty(), "no pod mounts under /run/containerd or /var/lib/kubelet");
+    let pids: Vec<u32> = first.iter().flat_map(|(_, sup, pid)| [*sup, *pid]).collect();
 
     let out = script(&["reset"]);
     assert!(out.status.success(), "reset failed:\n{}", text(&out));
+    assert_nothing_left(&pids);
+    for v in &veths {
+        assert!(!link_exists(v), "pod veth {v} left");
+    }
     let procs = Command::new("pgrep")
         .args([
             "-f",
@@ -133,10 +326,62 @@ fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&procs.stdout).trim().is_empty(), "left running: {}", text(&procs));
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    assert!(!mounts.contains("/var/lib/kubelet/"), "mounts left:\n{mounts}");
     let tables = Command::new("nft").args(["list", "tables"]).output().unwrap();
     let tables = String::from_utf8_lossy(&tables.stdout);
     assert!(!tables.lines().any(|l| l == "table ip kube-proxy" || l == "table ip rustkube-cni"), "{tables}");
-    assert!(!Command::new("ip").args(["link", "show", "rkbr0"]).output().unwrap().status.success(), "bridge left");
+    assert!(!link_exists("rkbr0"), "bridge left");
+}
+
+/// A `--bin-dir` of this build's binaries in which kube-apiserver exits at once.
+fn bin_dir_with_a_failing_apiserver(dir: &Path) {
+    let bin_dir = integration::bin_dir();
+    for b in ["kube-pki", "kube-scheduler", "kube-controller-manager", "kubelet", "kube-proxy", "rustkube-cni"] {
+        std::os::unix::fs::symlink(bin_dir.join(b), dir.join(b)).expect("symlink");
+    }
+    let apiserver = dir.join("kube-apiserver");
+    std::fs::write(&apiserver, "#!/bin/sh\necho 'fake kube-apiserver: refusing to start' >&2\nexit 1\n")
+        .expect("script");
+    let mut perms = std::fs::metadata(&apiserver).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&apiserver, perms).expect("chmod");
+}
+
+#[test]
+fn a_failing_step_names_itself_and_its_log_and_reset_cleans_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    bin_dir_with_a_failing_apiserver(dir.path());
+    let _cluster = Cluster;
+    let start = Instant::now();
+    let out = Command::new(repo().join("scripts/init-cluster.sh"))
+        .args(["--no-systemd", "--bin-dir", &dir.path().display().to_string()])
+        .env("READY_TIMEOUT", "10")
+        .output()
+        .expect("running init-cluster.sh");
+    let log = text(&out);
+    assert!(!out.status.success(), "init-cluster.sh succeeded with an apiserver that exits:\n{log}");
+    // etcd came up; the apiserver's step failed, said so with its log (and the log's end), and nothing ran after it.
+    assert!(log.contains("waiting for etcd") && log.contains("ready"), "{log}");
+    assert!(log.contains("FAILED: kube-apiserver did not become ready within 10s"), "{log}");
+    assert!(log.contains("in step: starting kube-apiserver"), "{log}");
+    assert!(log.contains("log: /var/log/kubernetes/kube-apiserver.log"), "{log}");
+    assert!(log.contains("| fake kube-apiserver: refusing to start"), "the log's end not shown:\n{log}");
+    assert!(!log.contains("starting kube-controller-manager"), "{log}");
+    assert!(start.elapsed() < Duration::from_secs(60), "READY_TIMEOUT not honoured: {:?}", start.elapsed());
+
+    // The supervisors of etcd and the apiserver run (the apiserver's restarting it); reset stops them all.
+    let mut pids = Vec::new();
+    for s in ["etcd", "kube-apiserver"] {
+        let sup = pid_file(&format!("{RUN_DIR}/supervisor-{s}.pid")).unwrap_or_else(|| panic!("no supervisor of {s}"));
+        assert!(alive(sup), "supervisor of {s} not running");
+        pids.push(sup);
+    }
+    let etcd = service_processes("etcd");
+    assert_eq!(etcd.len(), 1, "etcd processes: {etcd:?}");
+    pids.extend(etcd);
+    let out = script(&["reset"]);
+    assert!(out.status.success(), "reset failed:\n{}", text(&out));
+    assert_nothing_left(&pids);
+    for f in ["/etc/kubernetes/admin.conf", "/etc/kubernetes/pki/ca.key", "/var/lib/rustkube", RUN_DIR] {
+        assert!(!Path::new(f).exists(), "{f} left after reset");
+    }
 }
