@@ -2,7 +2,7 @@
 //! addresses a Service answers on, with which endpoints, under which
 //! traffic policies.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
@@ -14,7 +14,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const DEFAULT_AFFINITY_TIMEOUT: i32 = 10800;
 
 /// What the proxy knows of its own node.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeInfo {
     pub name: String,
     /// The addresses NodePorts are opened on.
@@ -50,139 +50,279 @@ fn usable(candidates: &[Candidate], local_only: bool) -> Vec<Backend> {
     }
 }
 
-/// The frontends of all `services`, and the endpoints on this node (for hairpin).
+/// A Service's namespace and name.
+pub type ServiceKey = (String, String);
+
+/// The Service an EndpointSlice belongs to (IPv4 slices only).
+fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
+    if slice.address_type != "IPv4" {
+        return None;
+    }
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((slice.metadata.namespace.clone().unwrap_or_default(), name.clone()))
+}
+
+/// The frontends of all `services`, and the endpoints on this node (for
+/// hairpin). Where two Services claim one address and port, the first by
+/// namespace and name has it.
 pub fn frontends(
     services: &[Service],
     slices: &[EndpointSlice],
     node: &NodeInfo,
 ) -> (Vec<Frontend>, BTreeSet<Ipv4Addr>) {
-    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
-    for slice in slices {
-        if slice.address_type != "IPv4" {
-            continue;
-        }
-        let Some(name) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else { continue };
-        let ns = slice.metadata.namespace.clone().unwrap_or_default();
-        by_service.entry((ns, name.clone())).or_default().push(slice);
+    let mut converter = Converter::default();
+    converter.update(services, slices, node);
+    (converter.frontends().cloned().collect(), converter.local_ips())
+}
+
+/// Converts one Service with its EndpointSlices: its frontends into `out`,
+/// its endpoints on this node into `local_ips`.
+fn convert_service(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    node: &NodeInfo,
+    out: &mut Vec<Frontend>,
+    local_ips: &mut BTreeSet<Ipv4Addr>,
+) {
+    let Some(spec) = &svc.spec else { return };
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if kind == "ExternalName" {
+        return;
     }
-    let mut out = Vec::new();
-    let mut local_ips = BTreeSet::new();
-    for svc in services {
-        let Some(spec) = &svc.spec else { continue };
-        let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
-        if kind == "ExternalName" {
-            continue;
-        }
-        let ns = svc.metadata.namespace.clone().unwrap_or_default();
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let cluster_ips: Vec<Ipv4Addr> = spec
-            .cluster_ips
-            .clone()
-            .or_else(|| spec.cluster_ip.clone().map(|ip| vec![ip]))
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|ip| ip.parse().ok())
-            .collect();
-        if cluster_ips.is_empty() {
-            continue; // headless or not yet allocated
-        }
-        let external_ips: Vec<Ipv4Addr> = spec.external_ips.iter().flatten().filter_map(|ip| ip.parse().ok()).collect();
-        let lb_ips: Vec<Ipv4Addr> = if kind == "LoadBalancer" {
-            svc.status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_ref()?.parse().ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
-        let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-        let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            spec.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
-                .max(1) as u32
-        });
-        let svc_slices = by_service.get(&(ns.clone(), name.clone()));
-        for port in spec.ports.iter().flatten() {
-            let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
-            let Ok(svc_port) = u16::try_from(port.port) else { continue };
-            let mut candidates = Vec::new();
-            for slice in svc_slices.into_iter().flatten() {
-                // The slice's port of the same name carries the resolved (possibly named) target port.
-                let Some(target) = slice.ports.iter().flatten().find(|p| {
-                    p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or("")
-                        && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
-                }) else {
-                    continue;
-                };
-                let Some(target) = target.port.and_then(|p| u16::try_from(p).ok()) else { continue };
-                for ep in &slice.endpoints {
-                    let c = ep.conditions.as_ref();
-                    let ready = c.and_then(|c| c.ready).unwrap_or(true);
-                    let local = ep.node_name.as_deref() == Some(node.name.as_str());
-                    for addr in &ep.addresses {
-                        let Ok(ip) = addr.parse::<Ipv4Addr>() else { continue };
-                        if local {
-                            local_ips.insert(ip);
-                        }
-                        candidates.push(Candidate {
-                            backend: Backend { ip, port: target },
-                            ready,
-                            serving: c.and_then(|c| c.serving).unwrap_or(ready),
-                            terminating: c.and_then(|c| c.terminating).unwrap_or(false),
-                            local,
-                        });
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let cluster_ips: Vec<Ipv4Addr> = spec
+        .cluster_ips
+        .clone()
+        .or_else(|| spec.cluster_ip.clone().map(|ip| vec![ip]))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    if cluster_ips.is_empty() {
+        return; // headless or not yet allocated
+    }
+    let external_ips: Vec<Ipv4Addr> = spec.external_ips.iter().flatten().filter_map(|ip| ip.parse().ok()).collect();
+    let lb_ips: Vec<Ipv4Addr> = if kind == "LoadBalancer" {
+        svc.status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_ref()?.parse().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+            .max(1) as u32
+    });
+    for port in spec.ports.iter().flatten() {
+        let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
+        let Ok(svc_port) = u16::try_from(port.port) else { continue };
+        let mut candidates = Vec::new();
+        for slice in slices {
+            // The slice's port of the same name carries the resolved (possibly named) target port.
+            let Some(target) = slice.ports.iter().flatten().find(|p| {
+                p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or("")
+                    && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
+            }) else {
+                continue;
+            };
+            let Some(target) = target.port.and_then(|p| u16::try_from(p).ok()) else { continue };
+            for ep in &slice.endpoints {
+                let c = ep.conditions.as_ref();
+                let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                let local = ep.node_name.as_deref() == Some(node.name.as_str());
+                for addr in &ep.addresses {
+                    let Ok(ip) = addr.parse::<Ipv4Addr>() else { continue };
+                    if local {
+                        local_ips.insert(ip);
                     }
-                }
-            }
-            let all = usable(&candidates, false);
-            let local = usable(&candidates, true);
-            let label = format!("{ns}/{name}:{}", port.name.as_deref().unwrap_or(""));
-            // No endpoint at all: refuse; endpoints elsewhere but none this policy may use: drop.
-            let empty = |_: &Vec<Backend>| if all.is_empty() { NoEndpoints::Reject } else { NoEndpoints::Drop };
-            let internal = if internal_local { local.clone() } else { all.clone() };
-            let external = if external_local { local.clone() } else { all.clone() };
-            // Local external policy: the node's and pods' own traffic still reaches every endpoint.
-            let short_circuit = if external_local { all.clone() } else { Vec::new() };
-            let mut push =
-                |ip: Ipv4Addr, port: u16, backends: &Vec<Backend>, masquerade: Masquerade, external: bool| {
-                    out.push(Frontend {
-                        key: FrontendKey { ip, protocol, port },
-                        backends: backends.clone(),
-                        masquerade,
-                        affinity_timeout: affinity,
-                        no_endpoints: empty(backends),
-                        cluster_backends: if external { short_circuit.clone() } else { Vec::new() },
-                        service: label.clone(),
+                    candidates.push(Candidate {
+                        backend: Backend { ip, port: target },
+                        ready,
+                        serving: c.and_then(|c| c.serving).unwrap_or(ready),
+                        terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+                        local,
                     });
-                };
-            for ip in &cluster_ips {
-                push(*ip, svc_port, &internal, Masquerade::OffCluster, false);
+                }
             }
-            let ext_masq = if external_local { Masquerade::Never } else { Masquerade::Always };
-            for ip in external_ips.iter().chain(&lb_ips) {
-                push(*ip, svc_port, &external, ext_masq, true);
-            }
-            if matches!(kind, "NodePort" | "LoadBalancer") {
-                if let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
-                    for ip in &node.nodeport_ips {
-                        push(*ip, node_port, &external, ext_masq, true);
-                    }
+        }
+        let all = usable(&candidates, false);
+        let local = usable(&candidates, true);
+        let label = format!("{ns}/{name}:{}", port.name.as_deref().unwrap_or(""));
+        // No endpoint at all: refuse; endpoints elsewhere but none this policy may use: drop.
+        let empty = |_: &Vec<Backend>| if all.is_empty() { NoEndpoints::Reject } else { NoEndpoints::Drop };
+        let internal = if internal_local { local.clone() } else { all.clone() };
+        let external = if external_local { local.clone() } else { all.clone() };
+        // Local external policy: the node's and pods' own traffic still reaches every endpoint.
+        let short_circuit = if external_local { all.clone() } else { Vec::new() };
+        let mut push = |ip: Ipv4Addr, port: u16, backends: &Vec<Backend>, masquerade: Masquerade, external: bool| {
+            out.push(Frontend {
+                key: FrontendKey { ip, protocol, port },
+                backends: backends.clone(),
+                masquerade,
+                affinity_timeout: affinity,
+                no_endpoints: empty(backends),
+                cluster_backends: if external { short_circuit.clone() } else { Vec::new() },
+                service: label.clone(),
+            });
+        };
+        for ip in &cluster_ips {
+            push(*ip, svc_port, &internal, Masquerade::OffCluster, false);
+        }
+        let ext_masq = if external_local { Masquerade::Never } else { Masquerade::Always };
+        for ip in external_ips.iter().chain(&lb_ips) {
+            push(*ip, svc_port, &external, ext_masq, true);
+        }
+        if matches!(kind, "NodePort" | "LoadBalancer") {
+            if let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
+                for ip in &node.nodeport_ips {
+                    push(*ip, node_port, &external, ext_masq, true);
                 }
             }
         }
     }
-    // The same address and port twice (two Services claiming one external IP): keep the first.
-    let mut seen = BTreeSet::new();
-    out.retain(|f| seen.insert(f.key));
-    (out, local_ips)
+}
+
+/// What a Service was converted from: its resourceVersion and its slices'
+/// names and resourceVersions (`None` when an object has none: never equal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    service: String,
+    slices: Vec<(String, String)>,
+}
+
+fn fingerprint(svc: &Service, slices: &[&EndpointSlice]) -> Option<Fingerprint> {
+    let service = svc.metadata.resource_version.clone()?;
+    let mut names = Vec::with_capacity(slices.len());
+    for s in slices {
+        names.push((s.metadata.name.clone().unwrap_or_default(), s.metadata.resource_version.clone()?));
+    }
+    names.sort();
+    Some(Fingerprint { service, slices: names })
+}
+
+#[derive(Debug, Default)]
+struct Converted {
+    fingerprint: Option<Fingerprint>,
+    keys: Vec<FrontendKey>,
+    local_ips: BTreeSet<Ipv4Addr>,
+}
+
+/// Frontend changes: the new frontend of each changed key, `None` for a removed one.
+pub type Changes = BTreeMap<FrontendKey, Option<Frontend>>;
+
+/// Converts incrementally: only the Services whose object or EndpointSlices
+/// changed (by resourceVersion) since the last [`Converter::update`] are
+/// converted again, so one change costs a scan of the versions rather than
+/// a conversion of every Service. Objects without a resourceVersion are
+/// converted every time.
+#[derive(Debug, Default)]
+pub struct Converter {
+    node: Option<NodeInfo>,
+    services: HashMap<ServiceKey, Converted>,
+    /// Every Service's claim on each frontend key; the first Service has it.
+    claims: BTreeMap<FrontendKey, BTreeMap<ServiceKey, Frontend>>,
+}
+
+impl Converter {
+    /// Converts what changed among `services` and `slices` (the whole
+    /// current state) and returns the frontends that changed.
+    pub fn update<'a, S, E>(&mut self, services: S, slices: E, node: &NodeInfo) -> Changes
+    where
+        S: IntoIterator<Item = &'a Service>,
+        E: IntoIterator<Item = &'a EndpointSlice>,
+    {
+        if self.node.as_ref() != Some(node) {
+            // NodePort addresses or the node's name changed: everything again.
+            for c in self.services.values_mut() {
+                c.fingerprint = None;
+            }
+            self.node = Some(node.clone());
+        }
+        let mut by_service: HashMap<ServiceKey, Vec<&EndpointSlice>> = HashMap::new();
+        for slice in slices {
+            if let Some(key) = slice_service(slice) {
+                by_service.entry(key).or_default().push(slice);
+            }
+        }
+        let mut touched: BTreeMap<FrontendKey, Option<Frontend>> = BTreeMap::new();
+        let mut seen: HashSet<ServiceKey> = HashSet::with_capacity(self.services.len());
+        for svc in services {
+            let key =
+                (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
+            let svc_slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let print = fingerprint(svc, svc_slices);
+            seen.insert(key.clone());
+            if print.is_some() && self.services.get(&key).and_then(|c| c.fingerprint.as_ref()) == print.as_ref() {
+                continue;
+            }
+            let mut out = Vec::new();
+            let mut local_ips = BTreeSet::new();
+            convert_service(svc, svc_slices, node, &mut out, &mut local_ips);
+            self.release(&key, &mut touched);
+            let mut keys = Vec::with_capacity(out.len());
+            for f in out {
+                let fk = f.key;
+                let claim = self.claims.entry(fk).or_default();
+                if claim.contains_key(&key) {
+                    continue; // the same key twice in one Service: the first
+                }
+                touched.entry(fk).or_insert_with(|| claim.values().next().cloned());
+                claim.insert(key.clone(), f);
+                keys.push(fk);
+            }
+            self.services.insert(key, Converted { fingerprint: print, keys, local_ips });
+        }
+        let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+        for key in gone {
+            self.release(&key, &mut touched);
+            self.services.remove(&key);
+        }
+        // `touched` holds each key's frontend before; keep those that changed, with their new value.
+        let mut changes = Changes::new();
+        for (fk, before) in touched {
+            let after = self.claims.get(&fk).and_then(|c| c.values().next());
+            if before.as_ref() != after {
+                changes.insert(fk, after.cloned());
+            }
+        }
+        changes
+    }
+
+    /// Withdraws a Service's claims, noting each key's frontend before.
+    fn release(&mut self, key: &ServiceKey, touched: &mut BTreeMap<FrontendKey, Option<Frontend>>) {
+        let Some(c) = self.services.get_mut(key) else { return };
+        for fk in std::mem::take(&mut c.keys) {
+            if let Some(claim) = self.claims.get_mut(&fk) {
+                touched.entry(fk).or_insert_with(|| claim.values().next().cloned());
+                claim.remove(key);
+                if claim.is_empty() {
+                    self.claims.remove(&fk);
+                }
+            }
+        }
+    }
+
+    /// Every current frontend, in key order.
+    pub fn frontends(&self) -> impl Iterator<Item = &Frontend> {
+        self.claims.values().filter_map(|c| c.values().next())
+    }
+
+    /// The endpoints on this node (for hairpin).
+    pub fn local_ips(&self) -> BTreeSet<Ipv4Addr> {
+        self.services.values().flat_map(|c| c.local_ips.iter().copied()).collect()
+    }
 }
 
 #[cfg(test)]
@@ -305,13 +445,81 @@ mod tests {
             keys,
             [
                 "10.96.0.10 . tcp . 80",
-                "203.0.113.5 . tcp . 80",
+                "192.168.1.10 . tcp . 30080",
                 "198.51.100.7 . tcp . 80",
-                "192.168.1.10 . tcp . 30080"
+                "203.0.113.5 . tcp . 80",
             ]
         );
         assert!(f.iter().all(|f| f.backends.is_empty() && f.no_endpoints == NoEndpoints::Reject));
         assert!(f.iter().all(|f| f.affinity_timeout == Some(60)));
+    }
+
+    fn versioned<T: serde::Serialize + serde::de::DeserializeOwned>(object: &T, version: &str) -> T {
+        let mut v = serde_json::to_value(object).unwrap();
+        v["metadata"]["resourceVersion"] = json!(version);
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_converter_reconverts_only_what_changed() {
+        let mut c = Converter::default();
+        let web1 = versioned(&web(json!({})), "1");
+        let mut other = web(json!({"clusterIP": "10.96.0.11", "clusterIPs": ["10.96.0.11"], "type": "ClusterIP"}));
+        other.metadata.name = Some("other".into());
+        let other = versioned(&other, "2");
+        let slice1 = versioned(&web_slice(), "3");
+        let changes = c.update([&web1, &other], [&slice1], &node());
+        assert_eq!(changes.len(), 3);
+        assert!(changes.values().all(Option::is_some));
+        // Nothing changed: nothing to do.
+        assert!(c.update([&web1, &other], [&slice1], &node()).is_empty());
+        // A slice update (new version): only that Service's frontends, with the new endpoints.
+        let mut slice2 = web_slice();
+        slice2.endpoints.truncate(1);
+        let slice2 = versioned(&slice2, "4");
+        let changes = c.update([&web1, &other], [&slice2], &node());
+        let keys: Vec<String> = changes.keys().map(ToString::to_string).collect();
+        assert_eq!(keys, ["10.96.0.10 . tcp . 80", "192.168.1.10 . tcp . 30080"]);
+        assert!(changes.values().all(|f| f.as_ref().is_some_and(|f| f.backends.len() == 1)));
+        // The same version again but different content is not looked at (versions decide).
+        let mut same_version = slice2.clone();
+        same_version.endpoints.clear();
+        assert!(c.update([&web1, &other], [&same_version], &node()).is_empty());
+        // A Service goes: its frontends are removed.
+        let changes = c.update([&web1], [&slice2], &node());
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes.get(&FrontendKey { ip: Ipv4Addr::new(10, 96, 0, 11), protocol: Protocol::Tcp, port: 80 }),
+            Some(&None)
+        );
+        // Another node address: the NodePort moves, the ClusterIP stays as it was.
+        let moved = NodeInfo { name: "n1".into(), nodeport_ips: vec![Ipv4Addr::new(192, 168, 1, 20)] };
+        let changes = c.update([&web1], [&slice2], &moved);
+        let keys: Vec<String> = changes.keys().map(ToString::to_string).collect();
+        assert_eq!(keys, ["192.168.1.10 . tcp . 30080", "192.168.1.20 . tcp . 30080"]);
+        assert_eq!(c.frontends().count(), 2);
+        assert_eq!(c.local_ips(), BTreeSet::from([Ipv4Addr::new(10, 244, 1, 2)]));
+    }
+
+    #[test]
+    fn an_address_two_services_claim_goes_to_the_first_and_then_to_the_other() {
+        let mut c = Converter::default();
+        let claim = |name: &str, ip: &str, version: &str| {
+            let mut s =
+                web(json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "externalIPs": ["203.0.113.5"]}));
+            s.metadata.name = Some(name.into());
+            versioned(&s, version)
+        };
+        let (a, b) = (claim("a", "10.96.0.1", "1"), claim("b", "10.96.0.2", "2"));
+        let external = FrontendKey { ip: Ipv4Addr::new(203, 0, 113, 5), protocol: Protocol::Tcp, port: 80 };
+        let changes = c.update([&b, &a], [], &node());
+        assert_eq!(changes[&external].as_ref().map(|f| f.service.as_str()), Some("default/a:http"));
+        // "a" goes: "b" has the address now.
+        let changes = c.update([&b], [], &node());
+        assert_eq!(changes[&external].as_ref().map(|f| f.service.as_str()), Some("default/b:http"));
+        let changes = c.update([], [], &node());
+        assert_eq!(changes[&external], None);
+        assert_eq!(c.frontends().count(), 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
-use crate::convert::{self, NodeInfo};
+use crate::convert::{Converter, NodeInfo};
 use crate::nft::Runner;
 use crate::options::{cidr_contains, Options, Settings};
 use crate::ruleset::{self, TableConfig};
@@ -108,6 +108,7 @@ pub async fn run(mut options: Options) -> anyhow::Result<()> {
 
     let cfg = TableConfig { name: options.table.clone(), cluster_cidrs: settings.cluster_cidrs.clone() };
     let mut syncer = Syncer::new(cfg, runner);
+    let mut converter = Converter::default();
     for (store, what) in [
         (services.clone().wait_until_ready().await.is_ok(), "services"),
         (slices.clone().wait_until_ready().await.is_ok(), "endpointslices"),
@@ -127,7 +128,7 @@ pub async fn run(mut options: Options) -> anyhow::Result<()> {
         if resync {
             last_full = Instant::now();
         }
-        sync_once(&mut syncer, &services, &slices, &nodes, &settings, resync, &metrics, &health).await;
+        sync_once(&mut syncer, &mut converter, &services, &slices, &nodes, &settings, resync, &metrics, &health).await;
         first = false;
         // Batch changes: at most one sync per --min-sync-period.
         let wait_min = settings.min_sync_period.saturating_sub(started.elapsed());
@@ -149,6 +150,7 @@ pub async fn run(mut options: Options) -> anyhow::Result<()> {
 #[allow(clippy::too_many_arguments)]
 async fn sync_once(
     syncer: &mut Syncer,
+    converter: &mut Converter,
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
     nodes: &Store<Node>,
@@ -158,10 +160,12 @@ async fn sync_once(
     health: &Mutex<Health>,
 ) {
     let node = node_info(nodes, settings).await;
-    let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
-    let sls: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
-    let (frontends, hairpin) = convert::frontends(&svcs, &sls, &node);
-    match syncer.sync(frontends, &hairpin, resync).await {
+    // Only the Services whose objects or slices changed are converted again.
+    let (svcs, sls) = (services.state(), slices.state());
+    let changes = converter.update(svcs.iter().map(|s| s.as_ref()), sls.iter().map(|s| s.as_ref()), &node);
+    drop((svcs, sls));
+    let hairpin = converter.local_ips();
+    match syncer.sync_changes(changes, &hairpin, resync).await {
         Ok(stats) => {
             metrics.sync_duration.observe(stats.duration.as_secs_f64());
             metrics.elements.set(stats.elements as i64);

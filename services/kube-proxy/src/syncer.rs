@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use crate::convert::Changes;
 use crate::model::{Backend, Frontend, FrontendKey, Protocol};
 use crate::nft::{NftError, Runner};
 use crate::ruleset::{self, Desired, TableConfig};
@@ -63,20 +64,45 @@ impl Syncer {
         &self.cfg
     }
 
-    /// Programs `frontends`; `resync` rewrites everything instead of applying the difference.
+    /// Programs `frontends` (all of them); `resync` rewrites everything instead of applying the difference.
     pub async fn sync(
         &mut self,
         frontends: Vec<Frontend>,
         hairpin: &BTreeSet<Ipv4Addr>,
         resync: bool,
     ) -> Result<SyncStats, NftError> {
+        let mut changes = Changes::new();
+        let mut new: BTreeMap<FrontendKey, Frontend> = frontends.into_iter().map(|f| (f.key, f)).collect();
+        for key in self.frontends.keys() {
+            if !new.contains_key(key) {
+                changes.insert(*key, None);
+            }
+        }
+        while let Some((key, f)) = new.pop_first() {
+            if self.frontends.get(&key) != Some(&f) {
+                changes.insert(key, Some(f));
+            }
+        }
+        self.sync_changes(changes, hairpin, resync).await
+    }
+
+    /// Programs the frontends as they were with `changes` applied (a new
+    /// frontend per changed key, `None` for a removed one): the cost of a
+    /// change follows the changed frontends, not all of them.
+    pub async fn sync_changes(
+        &mut self,
+        mut changes: Changes,
+        hairpin: &BTreeSet<Ipv4Addr>,
+        resync: bool,
+    ) -> Result<SyncStats, NftError> {
         let start = Instant::now();
-        let new: BTreeMap<FrontendKey, Frontend> = frontends.into_iter().map(|f| (f.key, f)).collect();
+        changes.retain(|key, f| self.frontends.get(key) != f.as_ref());
         if !resync {
             if let Some(applied) = self.applied.take() {
-                match self.incremental(applied, &new, hairpin).await {
+                match self.incremental(applied, &changes, hairpin).await {
                     Ok(Some((kind, script_bytes, desired))) => {
-                        self.clean_stale(&new).await;
+                        let previous = self.commit(changes, hairpin);
+                        self.clean_stale(&previous).await;
                         let stats = SyncStats {
                             kind,
                             duration: start.elapsed(),
@@ -85,8 +111,6 @@ impl Syncer {
                             script_bytes,
                         };
                         self.applied = Some(desired);
-                        self.frontends = new;
-                        self.hairpin = hairpin.clone();
                         return Ok(stats);
                     }
                     // The table must be recreated (more endpoint chains).
@@ -96,34 +120,31 @@ impl Syncer {
                 }
             }
         }
-        let desired = Desired::build(new.values(), hairpin);
-        let (kind, script) = match &self.applied {
+        let previous = self.commit(changes, hairpin);
+        let desired = Desired::build(self.frontends.values(), &self.hairpin);
+        let (mut kind, script) = match &self.applied {
             Some(old) if resync && !old.needs_recreate(&desired) => {
-                (SyncKind::Resync, Some(ruleset::resync_script(&self.cfg, old, &desired)))
+                (SyncKind::Resync, ruleset::resync_script(&self.cfg, old, &desired))
             }
-            _ => (SyncKind::Full, Some(ruleset::full_script(&self.cfg, &desired))),
+            _ => (SyncKind::Full, ruleset::full_script(&self.cfg, &desired)),
         };
-        let mut kind = kind;
-        let mut script_bytes = 0;
-        if let Some(script) = script {
-            script_bytes = script.len();
-            if let Err(e) = self.runner.apply(&script).await {
-                if kind == SyncKind::Full {
-                    self.applied = None;
-                    return Err(e);
-                }
-                // The kernel is not what we think (someone changed the table): start over.
-                tracing::warn!(error = %e, kind = kind.as_str(), "applying the change failed; recreating the table");
-                let full = ruleset::full_script(&self.cfg, &desired);
-                script_bytes = full.len();
-                if let Err(e) = self.runner.apply(&full).await {
-                    self.applied = None;
-                    return Err(e);
-                }
-                kind = SyncKind::Full;
+        let mut script_bytes = script.len();
+        if let Err(e) = self.runner.apply(&script).await {
+            if kind == SyncKind::Full {
+                self.applied = None;
+                return Err(e);
             }
+            // The kernel is not what we think (someone changed the table): start over.
+            tracing::warn!(error = %e, kind = kind.as_str(), "applying the change failed; recreating the table");
+            let full = ruleset::full_script(&self.cfg, &desired);
+            script_bytes = full.len();
+            if let Err(e) = self.runner.apply(&full).await {
+                self.applied = None;
+                return Err(e);
+            }
+            kind = SyncKind::Full;
         }
-        self.clean_stale(&new).await;
+        self.clean_stale(&previous).await;
         let stats = SyncStats {
             kind,
             duration: start.elapsed(),
@@ -132,30 +153,42 @@ impl Syncer {
             script_bytes,
         };
         self.applied = Some(desired);
-        self.frontends = new;
-        self.hairpin = hairpin.clone();
         Ok(stats)
     }
 
-    /// Applies only what changed between the applied frontends and `new`,
-    /// looking at the changed frontends alone (so one change costs the
-    /// same whatever the number of Services). `None` when the table must be
-    /// recreated instead; `applied` is returned updated.
+    /// Takes `changes` into the programmed frontends; returns what each changed key held before.
+    fn commit(&mut self, changes: Changes, hairpin: &BTreeSet<Ipv4Addr>) -> Changes {
+        let mut previous = Changes::new();
+        for (key, f) in changes {
+            let old = match f {
+                Some(f) => self.frontends.insert(key, f),
+                None => self.frontends.remove(&key),
+            };
+            previous.insert(key, old);
+        }
+        if self.hairpin != *hairpin {
+            self.hairpin = hairpin.clone();
+        }
+        previous
+    }
+
+    /// Applies only what `changes` change in the applied state, looking at
+    /// the changed frontends alone (so one change costs the same whatever
+    /// the number of Services). `None` when the table must be recreated
+    /// instead; `applied` is returned updated.
     async fn incremental(
         &self,
         mut applied: Desired,
-        new: &BTreeMap<FrontendKey, Frontend>,
+        changes: &Changes,
         hairpin: &BTreeSet<Ipv4Addr>,
     ) -> Result<Option<(SyncKind, usize, Desired)>, NftError> {
-        let old_changed: Vec<&Frontend> =
-            self.frontends.iter().filter(|(k, f)| new.get(*k) != Some(*f)).map(|(_, f)| f).collect();
-        let new_changed: Vec<&Frontend> =
-            new.iter().filter(|(k, f)| self.frontends.get(*k) != Some(*f)).map(|(_, f)| f).collect();
+        let old_changed: Vec<&Frontend> = changes.keys().filter_map(|k| self.frontends.get(k)).collect();
+        let new_changed: Vec<&Frontend> = changes.values().flatten().collect();
         let endpoint_chains = applied.chains.keys().filter(|c| c.starts_with("endpoints-")).count();
         if new_changed.iter().any(|f| f.largest() > endpoint_chains) {
             return Ok(None);
         }
-        if old_changed.is_empty() && new_changed.is_empty() && *hairpin == self.hairpin {
+        if changes.is_empty() && *hairpin == self.hairpin {
             return Ok(Some((SyncKind::Unchanged, 0, applied)));
         }
         // The shared chains of the whole table before and after.
@@ -165,7 +198,9 @@ impl Syncer {
             .filter(|(c, _)| c.starts_with("endpoints-"))
             .map(|(c, r)| (c.clone(), r.clone()))
             .collect();
-        let timeouts: BTreeSet<u32> = new.values().filter_map(|f| f.affinity_timeout).collect();
+        let unchanged = self.frontends.iter().filter(|(k, _)| !changes.contains_key(*k)).map(|(_, f)| f);
+        let timeouts: BTreeSet<u32> =
+            unchanged.chain(new_changed.iter().copied()).filter_map(|f| f.affinity_timeout).collect();
         new_chains.extend(timeouts.into_iter().map(ruleset::affinity_chain_entry));
         let mut before = Desired::elements(old_changed, &self.hairpin);
         before.chains = applied.chains.clone();
@@ -196,42 +231,36 @@ impl Syncer {
 
     /// UDP conntrack entries to removed endpoints (and to frontends that had
     /// none) would keep steering datagrams to nowhere; affinity records of
-    /// removed endpoints would keep clients on them.
-    async fn clean_stale(&self, new: &BTreeMap<FrontendKey, Frontend>) {
+    /// removed endpoints would keep clients on them. `previous` holds what
+    /// the changed frontends were before.
+    async fn clean_stale(&self, previous: &Changes) {
         let mut affinity_changed = false;
-        for (key, old) in &self.frontends {
-            let now = new.get(key);
-            if now == Some(old) {
-                continue;
-            }
-            let current: BTreeSet<&Backend> =
-                now.map(|f| f.backends.iter().chain(&f.cluster_backends).collect()).unwrap_or_default();
-            let gone: BTreeSet<&Backend> =
-                old.backends.iter().chain(&old.cluster_backends).filter(|b| !current.contains(b)).collect();
-            if gone.is_empty() {
-                continue;
-            }
-            if old.affinity_timeout.is_some() {
-                affinity_changed = true;
-            }
-            if key.protocol == Protocol::Udp {
-                for b in gone {
-                    tracing::debug!(frontend = %key, backend = %b, "flushing UDP conntrack entries");
-                    self.runner.conntrack_delete(Protocol::Udp, key.ip, key.port, Some(b.ip)).await;
+        for (key, old) in previous {
+            let now = self.frontends.get(key);
+            if let Some(old) = old {
+                let current: BTreeSet<&Backend> =
+                    now.map(|f| f.backends.iter().chain(&f.cluster_backends).collect()).unwrap_or_default();
+                let gone: BTreeSet<&Backend> =
+                    old.backends.iter().chain(&old.cluster_backends).filter(|b| !current.contains(b)).collect();
+                if !gone.is_empty() {
+                    if old.affinity_timeout.is_some() {
+                        affinity_changed = true;
+                    }
+                    if key.protocol == Protocol::Udp {
+                        for b in gone {
+                            tracing::debug!(frontend = %key, backend = %b, "flushing UDP conntrack entries");
+                            self.runner.conntrack_delete(Protocol::Udp, key.ip, key.port, Some(b.ip)).await;
+                        }
+                    }
                 }
             }
-        }
-        for (key, f) in new {
-            if key.protocol != Protocol::Udp {
-                continue;
-            }
-            let had = self.frontends.get(key).is_some_and(|o| !o.backends.is_empty());
-            if !f.backends.is_empty() && !had {
+            let had = old.as_ref().is_some_and(|o| !o.backends.is_empty());
+            if key.protocol == Protocol::Udp && now.is_some_and(|f| !f.backends.is_empty()) && !had {
                 self.runner.conntrack_delete(Protocol::Udp, key.ip, key.port, None).await;
             }
         }
         if affinity_changed {
-            if let Err(e) = self.prune_affinity(new).await {
+            if let Err(e) = self.prune_affinity(&self.frontends).await {
                 tracing::warn!(error = %e, "pruning session affinity records");
             }
         }
