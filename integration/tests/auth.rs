@@ -349,8 +349,6 @@ fn pods_on_two_nodes(api: &integration::ApiServer) {
 }
 
 #[test]
-#[ignore = "NodeRestriction does not check a kubelet's TokenRequest yet (admission/node_restriction.rs), nor does \
-            the token endpoint refuse a pod of another service account (endpoints/handlers.rs token_request)"]
 fn a_kubelet_gets_tokens_only_bound_to_its_own_pods() {
     let cp = ControlPlane::start().unwrap();
     let api = &cp.apiserver;
@@ -364,8 +362,13 @@ fn a_kubelet_gets_tokens_only_bound_to_its_own_pods() {
     assert!(out.contains("node requested token not bound to a pod"), "{out}");
     let out = fails(n1(&["create", "token", "sa1", "--bound-object-kind=Pod", "--bound-object-name=on-n1"]));
     assert!(out.contains("node requested token with a pod binding without a uid"), "{out}");
-    // And upstream's token endpoint: the pod must run as that service account.
-    let out = fails(n1(&["create", "token", "sa1", "--bound-object-kind=Pod", "--bound-object-name=on-n2"]));
+    let uid2 = ok(api.kubectl("1.33", &["get", "pod", "on-n2", "-o", "jsonpath={.metadata.uid}"]));
+    let uid2 = format!("--bound-object-uid={uid2}");
+    let out = fails(n1(&["create", "token", "sa1", "--bound-object-kind=Pod", "--bound-object-name=on-n2", &uid2]));
+    assert!(out.contains("node requested token bound to a pod scheduled on a different node"), "{out}");
+    // And upstream's token endpoint, for anyone: the pod must run as that service account.
+    let out =
+        fails(api.kubectl("1.33", &["create", "token", "sa1", "--bound-object-kind=Pod", "--bound-object-name=on-n2"]));
     assert!(out.contains("to pod running with different serviceaccount name"), "{out}");
 }
 
