@@ -138,7 +138,7 @@ impl Scheduler {
         let (pods_synced_tx, pods_synced) = tokio::sync::oneshot::channel();
         // Like upstream, no pod is scheduled before every informer has listed
         // (a budget missed at startup would let preemption ignore it).
-        let (mirrored_tx, mirrored): (Vec<_>, Vec<_>) = (0..4).map(|_| tokio::sync::oneshot::channel()).unzip();
+        let (mirrored_tx, mirrored): (Vec<_>, Vec<_>) = (0..5).map(|_| tokio::sync::oneshot::channel()).unzip();
         let mut mirrored_tx = mirrored_tx.into_iter().map(Some);
         let mut next = || mirrored_tx.next().flatten();
         let watches = futures::future::try_join5(
@@ -149,9 +149,7 @@ impl Scheduler {
             futures::future::try_join3(
                 self.clone().mirror::<PersistentVolume>(|c| &mut c.volumes.volumes, next()),
                 self.clone().mirror::<StorageClass>(|c| &mut c.volumes.classes, next()),
-                // Optional (not waited for): clusters without CSI, or an apiserver
-                // not serving CSINodes, have no volume limits.
-                self.clone().mirror::<CSINode>(|c| &mut c.volumes.csinodes, None),
+                self.clone().mirror::<CSINode>(|c| &mut c.volumes.csinodes, next()),
             ),
         );
         let scheduling = async {
@@ -308,8 +306,7 @@ impl Scheduler {
 
     /// Mirrors a kind into a map of the cache (keyed namespace/name) and
     /// retries unschedulable pods when it changes (a PDB, claim, volume, class or
-    /// CSINode). With `synced`, it signals the first complete list and watch
-    /// errors are fatal; without, they are logged and retried (an optional kind).
+    /// CSINode), signalling `synced` after the first complete list.
     async fn mirror<K>(
         self: Arc<Self>,
         field: fn(&mut Cache) -> &mut HashMap<String, Arc<K>>,
@@ -327,19 +324,9 @@ impl Scheduler {
         let api: Api<K> = Api::all(self.client.clone());
         let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
         let mut relisted: HashMap<String, Arc<K>> = HashMap::new();
-        let optional = synced.is_none();
-        while let Some(event) = stream.next().await {
-            let event = match event {
-                Ok(e) => e,
-                Err(e) if optional => {
-                    tracing::debug!(kind = %K::kind(&()), "watch: {e}");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
+        while let Some(event) = stream.try_next().await? {
             let key = |o: &K| object_key(o.meta());
-            // Only a change of the mirrored set retries pods: a relist that is
-            // still going (or failing, for an optional kind) changes nothing.
+            // Only a change of the mirrored set retries pods: a relist still going changes nothing.
             let changed = {
                 let mut cache = self.cache();
                 let map = field(&mut cache);
