@@ -2,7 +2,11 @@
 //! a PID + mount + UTS namespace, the script runs inside it, and the cluster's
 //! services are systemd units (installed from systemd/, flags in
 //! /etc/kubernetes/<service>.env) that systemd started and restarts. Stock
-//! kubectl 1.33 sees the node Ready; `reset` disables and removes the units.
+//! kubectl 1.33 sees the node Ready; the installed units pass `systemd-analyze
+//! verify`; a second run restarts nothing; `reset` disables and removes the units.
+//! Before that, `--no-systemd` under the same booted systemd runs supervised
+//! processes instead (checked cheaply: with an apiserver that exits at once, the
+//! run stops at that step having installed no unit).
 //!
 //! The namespace's systemd must not touch the shared machine: it gets its own
 //! /run, /tmp and /var/log/journal (tmpfs), an /etc/systemd/system of its own,
@@ -171,6 +175,16 @@ impl Systemd {
         self.inside(&all)
     }
 
+    /// The namespace's supervisor pid files (its own /run) and init-cluster.sh processes.
+    fn supervisors(&self) -> (String, String) {
+        let files = self.inside(&["sh", "-c", "ls /run/rustkube/ 2>/dev/null | grep '^supervisor-.*\\.pid$' || true"]);
+        let procs = self.inside(&["pgrep", "-af", "scripts/init-cluster\\.sh"]);
+        (
+            String::from_utf8_lossy(&files.stdout).trim().to_string(),
+            String::from_utf8_lossy(&procs.stdout).trim().to_string(),
+        )
+    }
+
     fn unit_state(&self, unit: &str) -> String {
         String::from_utf8_lossy(&self.inside(&["systemctl", "is-active", unit]).stdout).trim().to_string()
     }
@@ -201,11 +215,80 @@ fn kubectl(args: &[&str]) -> Output {
         .expect("kubectl")
 }
 
+/// This build's binaries as they are now, hard-linked (or copied) into a directory of the test's
+/// own under /var/tmp: other builds sharing the target dir replace the binaries there, and a
+/// rerun of init-cluster.sh rightly restarts a service whose binary changed.
+fn snapshot_bin_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("rk-bin-").tempdir_in("/var/tmp").expect("temp dir");
+    let bin_dir = integration::bin_dir();
+    for b in [
+        "kube-apiserver",
+        "kube-pki",
+        "kube-scheduler",
+        "kube-controller-manager",
+        "kubelet",
+        "kube-proxy",
+        "rustkube-cni",
+    ] {
+        let (from, to) = (bin_dir.join(b), dir.path().join(b));
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+        }
+    }
+    dir
+}
+
+/// A `--bin-dir` (under /var/tmp: the namespace has its own /tmp) of this build's binaries in
+/// which kube-apiserver exits at once.
+fn bin_dir_with_a_failing_apiserver() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("rk-bin-").tempdir_in("/var/tmp").expect("temp dir");
+    let bin_dir = integration::bin_dir();
+    for b in ["kube-pki", "kube-scheduler", "kube-controller-manager", "kubelet", "kube-proxy", "rustkube-cni"] {
+        std::os::unix::fs::symlink(bin_dir.join(b), dir.path().join(b)).expect("symlink");
+    }
+    let apiserver = dir.path().join("kube-apiserver");
+    std::fs::write(&apiserver, "#!/bin/sh\necho 'fake kube-apiserver: refusing to start' >&2\nexit 1\n")
+        .expect("script");
+    let mut perms = std::fs::metadata(&apiserver).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&apiserver, perms).expect("chmod");
+    dir
+}
+
 #[test]
 fn init_cluster_under_systemd_runs_every_service_as_a_unit() {
-    let bin_dir = integration::bin_dir();
+    let bins = snapshot_bin_dir();
+    let bin_dir = bins.path();
     let sd = Systemd::boot();
     let hostname = String::from_utf8_lossy(&sd.inside(&["hostname"]).stdout).trim().to_lowercase();
+
+    // --no-systemd where systemd is PID 1: supervised processes (pid files in the namespace's
+    // /run), no unit installed. An apiserver that exits keeps this short: etcd starts, the
+    // apiserver's step fails.
+    let fake = bin_dir_with_a_failing_apiserver();
+    let script = repo().join("scripts/init-cluster.sh").display().to_string();
+    let out = Command::new("nsenter")
+        .args(["-t", &sd.pid.to_string(), "-m", "-p", "-u", "--", &script, "--no-systemd", "--bin-dir"])
+        .arg(fake.path())
+        .env("READY_TIMEOUT", "10")
+        .output()
+        .expect("nsenter");
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("services: supervised background processes"), "{log}");
+    assert!(log.contains("FAILED: kube-apiserver did not become ready"), "{log}");
+    assert!(log.contains("log: /var/log/kubernetes/kube-apiserver.log"), "{log}");
+    let (files, procs) = sd.supervisors();
+    assert!(files.contains("supervisor-etcd.pid") && files.contains("supervisor-kube-apiserver.pid"), "{files}");
+    assert!(!procs.is_empty(), "no supervisor process in the namespace");
+    for unit in UNITS.iter().filter(|u| **u != "containerd.service") {
+        let listed = text(&sd.inside(&["ls", &format!("/etc/systemd/system/{unit}")]));
+        assert!(listed.contains("No such file"), "--no-systemd installed {unit}: {listed}");
+        assert_ne!(sd.unit_state(unit), "active", "{unit}");
+    }
+    let out = sd.script(&["reset"]);
+    assert!(out.status.success(), "reset failed:\n{}", text(&out));
+    assert_eq!(sd.supervisors(), (String::new(), String::new()), "supervisors left after reset");
 
     let out = sd.script(&["--bin-dir", &bin_dir.display().to_string()]);
     let log = text(&out);
@@ -232,12 +315,32 @@ fn init_cluster_under_systemd_runs_every_service_as_a_unit() {
     assert!(shown.contains("/usr/local/bin/kube-apiserver"), "{shown}");
     let dropin = text(&sd.inside(&["systemctl", "cat", "containerd.service"]));
     assert!(dropin.contains("--config /etc/kubernetes/containerd.toml"), "{dropin}");
-    // No background supervisor of the no-systemd mode.
-    assert!(!Path::new("/run/rustkube/supervisor-kube-apiserver.pid").exists());
+    // No background supervisor of the no-systemd mode: no pid file in the namespace's /run, no script process.
+    assert_eq!(sd.supervisors(), (String::new(), String::new()), "supervisors under systemd");
+    // The installed units (binaries in /usr/local/bin) pass systemd-analyze verify, with no warning.
+    let installed: Vec<String> =
+        UNITS.iter().filter(|u| **u != "containerd.service").map(|u| format!("/etc/systemd/system/{u}")).collect();
+    let mut verify = vec!["systemd-analyze", "verify"];
+    verify.extend(installed.iter().map(String::as_str));
+    let verified = sd.inside(&verify);
+    assert!(verified.status.success(), "systemd-analyze verify:\n{}", text(&verified));
+    assert_eq!(text(&verified).trim(), "", "systemd-analyze verify warned");
 
     let ready =
         kubectl(&["get", "node", &hostname, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#]);
     assert_eq!(String::from_utf8_lossy(&ready.stdout).trim(), "True", "{}", text(&ready));
+
+    // A second run restarts nothing: every unit keeps its main process.
+    let pids: Vec<String> = UNITS.iter().map(|u| sd.main_pid(u)).collect();
+    assert!(pids.iter().all(|p| p != "0" && !p.is_empty()), "{pids:?}");
+    let out = sd.script(&["--bin-dir", &bin_dir.display().to_string()]);
+    let log = text(&out);
+    assert!(out.status.success(), "second init-cluster.sh failed under systemd:\n{log}");
+    for unit in UNITS.iter().filter(|u| **u != "containerd.service") {
+        assert!(log.contains(&format!("{unit} already running")), "{unit} not kept:\n{log}");
+    }
+    let again: Vec<String> = UNITS.iter().map(|u| sd.main_pid(u)).collect();
+    assert_eq!(again, pids, "a second run restarted units ({UNITS:?})");
 
     // Restart=always: systemd brings a killed apiserver back, under a new PID.
     let before = sd.main_pid("kube-apiserver.service");
