@@ -340,29 +340,30 @@ start_service() {
     supervise "$name" "$program" "$@"
     return 0
   fi
-  local unit changed=0; unit="$(unit_of "$name")"
+  local unit changed=""; unit="$(unit_of "$name")"
   if [[ "$program" != /usr/bin/* ]]; then
     if ! cmp -s "$program" "$UNIT_BIN_DIR/$name"; then
       install -m 0755 "$program" "$UNIT_BIN_DIR/$name.new" && mv -f "$UNIT_BIN_DIR/$name.new" "$UNIT_BIN_DIR/$name" ||
         fail "installing $UNIT_BIN_DIR/$name"
-      changed=1
+      changed+=" binary"
     fi
     record "$UNIT_BIN_DIR/$name"
   fi
   local env="$CONF_DIR/$name.env"
   printf '# written by rustkube init-cluster.sh; read by %s.service\n%s="%s"\n' "$unit" "$(env_var_of "$name")" "$*" >"$env.new"
   chmod 0600 "$env.new"
-  if cmp -s "$env.new" "$env"; then rm -f "$env.new"; else mv -f "$env.new" "$env"; changed=1; fi
+  if cmp -s "$env.new" "$env"; then rm -f "$env.new"; else mv -f "$env.new" "$env"; changed+=" flags"; fi
   if ! cmp -s "$ROOT/systemd/$unit.service" "$UNIT_DIR/$unit.service"; then
     install -m 0644 "$ROOT/systemd/$unit.service" "$UNIT_DIR/$unit.service"
     systemctl daemon-reload
-    changed=1
+    changed+=" unit"
   fi
   record "$UNIT_DIR/$unit.service"
   record "$unit.service"
   systemctl enable "$unit.service" >/dev/null 2>&1 || fail "systemctl enable $unit.service"
   # A rerun restarts the unit only if its binary, flags or unit file changed (or it is not running).
-  if ((changed)) || ! systemctl is-active --quiet "$unit.service"; then
+  if [[ -n "$changed" ]] || ! systemctl is-active --quiet "$unit.service"; then
+    if systemctl is-active --quiet "$unit.service"; then echo "$unit.service: new${changed}; restarting it"; fi
     STEP_LOG="journalctl -u $unit"
     systemctl restart "$unit.service" || fail "systemctl restart $unit.service; see journalctl -u $unit"
   else

@@ -185,9 +185,9 @@ fn curl(url: &str) -> Option<String> {
 
 #[test]
 fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
-    let bin_dir = integration::bin_dir();
+    let bins = snapshot_bin_dir();
     let _cluster = Cluster;
-    let bin_dir = bin_dir.display().to_string();
+    let bin_dir = bins.path().display().to_string();
     let started = Instant::now();
     let out = script(&["--no-systemd", "--bin-dir", &bin_dir]);
     let log = text(&out);
@@ -330,6 +330,29 @@ fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
     let tables = String::from_utf8_lossy(&tables.stdout);
     assert!(!tables.lines().any(|l| l == "table ip kube-proxy" || l == "table ip rustkube-cni"), "{tables}");
     assert!(!link_exists("rkbr0"), "bridge left");
+}
+
+/// This build's binaries as they are now, hard-linked (or copied) into a directory of the test's
+/// own under /var/tmp: other builds sharing the target dir replace the binaries there, and a
+/// rerun of init-cluster.sh rightly restarts a service whose binary changed.
+fn snapshot_bin_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("rk-bin-").tempdir_in("/var/tmp").expect("temp dir");
+    let bin_dir = integration::bin_dir();
+    for b in [
+        "kube-apiserver",
+        "kube-pki",
+        "kube-scheduler",
+        "kube-controller-manager",
+        "kubelet",
+        "kube-proxy",
+        "rustkube-cni",
+    ] {
+        let (from, to) = (bin_dir.join(b), dir.path().join(b));
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+        }
+    }
+    dir
 }
 
 /// A `--bin-dir` of this build's binaries in which kube-apiserver exits at once.
