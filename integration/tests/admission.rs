@@ -259,6 +259,50 @@ fn node_restriction_gives_a_kubelet_tokens_only_for_pods_bound_to_it() {
         &format!("--bound-object-uid={uid2}"),
     ]));
     assert!(out.contains("node requested token bound to a pod scheduled on a different node"), "{out}");
-    // The admin is not a node: its token bound to any pod is issued.
+    // The admin is not a node: its token bound to a pod running as the account is issued; the
+    // token endpoint refuses a pod of another account.
     ok(api.kubectl(v, &["create", "token", "sa2", "--bound-object-kind=Pod", "--bound-object-name=on-n2"]));
+    let out =
+        fails(api.kubectl(v, &["create", "token", "sa1", "--bound-object-kind=Pod", "--bound-object-name=on-n2"]));
+    assert!(
+        out.contains("cannot bind token for serviceaccount \"sa1\" to pod running with different serviceaccount name."),
+        "{out}"
+    );
+}
+
+#[test]
+fn node_restriction_lets_a_kubelet_evict_only_pods_bound_to_it() {
+    let cp = ControlPlane::start().unwrap();
+    let api = &cp.apiserver;
+    let v = "1.33";
+    for n in ["1", "2"] {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: on-n{n}\nspec:\n  nodeName: n{n}\n  containers:\n  - name: c\n    image: busybox:1\n"
+        );
+        ok(api.kubectl_stdin(v, &["create", "-f", "-"], Some(&pod)));
+    }
+    let evict = |pod: &str| {
+        let body = format!(r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}"}}}}"#);
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-X", "POST", "-w", "\n%{http_code}"])
+            .args(["-H", "Authorization: Bearer node1-token", "-H", "Content-Type: application/json"])
+            .args(["--data", &body])
+            .arg(format!("{}/api/v1/namespaces/default/pods/{pod}/eviction", api.url()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or_default();
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = evict("on-n2");
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("node n1 can only evict pods with spec.nodeName set to itself"), "{body}");
+    ok(api.kubectl(v, &["get", "pod", "on-n2"]));
+    let (code, body) = evict("on-n1");
+    assert_eq!(code, "201", "{body}");
+    let gone = eventually(Duration::from_secs(10), || {
+        let out = api.kubectl(v, &["get", "pod", "on-n1"]);
+        (!out.status.success() || integration::stdout(&out).contains("Terminating")).then_some(())
+    });
+    assert!(gone.is_some());
 }

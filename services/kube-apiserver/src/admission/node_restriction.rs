@@ -1,6 +1,7 @@
 //! NodeRestriction: a kubelet writes only its own Node and Lease, and only
 //! pods bound to it (creating just mirror pods); it cannot set the
-//! `node-restriction.kubernetes.io/` labels.
+//! `node-restriction.kubernetes.io/` labels; it evicts, and gets tokens for,
+//! only pods bound to it.
 
 use apimachinery::status::ApiError;
 use serde_json::Value;
@@ -24,6 +25,10 @@ impl AdmissionPlugin for NodeRestriction {
             (Operation::Create, Some("token")) if a.is("", "serviceaccounts") => {
                 Box::pin(async move { check_token_request(server, node, a).await })
             }
+            // A kubelet evicts only pods bound to it.
+            (Operation::Create, Some("eviction")) if a.is("", "pods") => {
+                Box::pin(async move { check_eviction(server, node, a).await })
+            }
             // A kubelet deletes only pods bound to it.
             (Operation::Delete, None) if a.is("", "pods") => Box::pin(async move {
                 let current = match a.old_object {
@@ -32,13 +37,30 @@ impl AdmissionPlugin for NodeRestriction {
                 };
                 check_node_restriction(a.resource, a.user, a.namespace, &current, Some(&current))
             }),
-            (Operation::Create | Operation::Update, _) => done(match a.object() {
+            (Operation::Create | Operation::Update, None | Some("status")) => done(match a.object() {
                 Some(new) => check_node_restriction(a.resource, a.user, a.namespace, new, a.old_object),
                 None => Ok(()),
             }),
             _ => done(Ok(())),
         }
     }
+}
+
+/// Upstream's rule for a kubelet's Eviction: the pod (named on the URL, else
+/// in the Eviction) must be bound to the kubelet's node.
+async fn check_eviction(server: &ApiServer, node: &str, a: &Attributes<'_>) -> Result<(), ApiError> {
+    let name = a.name();
+    if name.is_empty() {
+        return Err(ApiError::forbidden("pods is forbidden: could not determine pod from request data"));
+    }
+    let pods = server.resources.lookup("", "v1", "pods").ok_or_else(|| ApiError::internal("pods are not served"))?;
+    let pod = server.store.get(pods, a.namespace, name).await?;
+    if pod["spec"]["nodeName"].as_str() != Some(node) {
+        return Err(ApiError::forbidden(format!(
+            "pods \"{name}\" is forbidden: node {node} can only evict pods with spec.nodeName set to itself"
+        )));
+    }
+    Ok(())
 }
 
 /// Upstream's rule for a kubelet's TokenRequest: bound to a pod (by name and

@@ -863,6 +863,12 @@ async fn bind(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, 
 async fn evict(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Response<Body>, ApiError> {
     let eviction = decode_body(&body)?;
     let name = ctx.info.name.clone().unwrap_or_default();
+    {
+        let mut a = attributes(ctx, ns, Operation::Create, dry_run(&ctx.query)?);
+        a.object = Some(Cow::Borrowed(&eviction));
+        ctx.server.admission.admit(&ctx.server, &mut a).await?;
+        ctx.server.admission.validate(&ctx.server, &mut a).await?;
+    }
     let pod = ctx.server.store.get(&ctx.d, ns, &name).await?;
     let labels: std::collections::BTreeMap<String, String> = pod["metadata"]["labels"]
         .as_object()
@@ -955,6 +961,12 @@ async fn token_request(ctx: &Ctx, ns: &str, body: RequestBody) -> Result<Respons
         let d =
             server.resources.lookup("", "v1", plural).cloned().ok_or_else(|| ApiError::internal("no such resource"))?;
         let obj = server.store.get(&d, ns, &obj_name).await?;
+        // Upstream's TokenRequest storage: a token is bound only to a pod running as its account.
+        if kind == "Pod" && obj["spec"]["serviceAccountName"].as_str().unwrap_or_default() != name {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token for serviceaccount \"{name}\" to pod running with different serviceaccount name."
+            )));
+        }
         let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
         if let Some(want) = r["uid"].as_str().filter(|u| !u.is_empty()) {
             if want != uid {
