@@ -2,7 +2,7 @@
 //! addresses a Service answers on, with which endpoints, under which
 //! traffic policies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
@@ -52,15 +52,6 @@ fn usable(candidates: &[Candidate], local_only: bool) -> Vec<Backend> {
 
 /// A Service's namespace and name.
 pub type ServiceKey = (String, String);
-
-/// The Service an EndpointSlice belongs to (IPv4 slices only).
-fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
-    if slice.address_type != "IPv4" {
-        return None;
-    }
-    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some((slice.metadata.namespace.clone().unwrap_or_default(), name.clone()))
-}
 
 /// The frontends of all `services`, and the endpoints on this node (for
 /// hairpin). Where two Services claim one address and port, the first by
@@ -195,21 +186,35 @@ fn convert_service(
 }
 
 /// What a Service was converted from: its resourceVersion and its slices'
-/// names and resourceVersions (`None` when an object has none: never equal).
+/// names and resourceVersions, sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint {
     service: String,
     slices: Vec<(String, String)>,
 }
 
-fn fingerprint(svc: &Service, slices: &[&EndpointSlice]) -> Option<Fingerprint> {
-    let service = svc.metadata.resource_version.clone()?;
-    let mut names = Vec::with_capacity(slices.len());
-    for s in slices {
-        names.push((s.metadata.name.clone().unwrap_or_default(), s.metadata.resource_version.clone()?));
+impl Fingerprint {
+    /// `None` when an object has no resourceVersion (then it is converted every time).
+    fn of(svc: &Service, slices: &[&EndpointSlice]) -> Option<Fingerprint> {
+        let service = svc.metadata.resource_version.clone()?;
+        let mut names = Vec::with_capacity(slices.len());
+        for s in slices {
+            names.push((s.metadata.name.clone().unwrap_or_default(), s.metadata.resource_version.clone()?));
+        }
+        names.sort();
+        Some(Fingerprint { service, slices: names })
     }
-    names.sort();
-    Some(Fingerprint { service, slices: names })
+
+    /// Whether `svc` and `slices` are what this was taken from (without allocating).
+    fn matches(&self, svc: &Service, slices: &[&EndpointSlice]) -> bool {
+        svc.metadata.resource_version.as_deref() == Some(self.service.as_str())
+            && slices.len() == self.slices.len()
+            && slices.iter().all(|s| {
+                let name = s.metadata.name.as_deref().unwrap_or_default();
+                let Some(version) = s.metadata.resource_version.as_deref() else { return false };
+                self.slices.binary_search_by(|(n, v)| (n.as_str(), v.as_str()).cmp(&(name, version))).is_ok()
+            })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -217,6 +222,8 @@ struct Converted {
     fingerprint: Option<Fingerprint>,
     keys: Vec<FrontendKey>,
     local_ips: BTreeSet<Ipv4Addr>,
+    /// The last [`Converter::update`] that saw the Service.
+    seen: u64,
 }
 
 /// Frontend changes: the new frontend of each changed key, `None` for a removed one.
@@ -224,15 +231,17 @@ pub type Changes = BTreeMap<FrontendKey, Option<Frontend>>;
 
 /// Converts incrementally: only the Services whose object or EndpointSlices
 /// changed (by resourceVersion) since the last [`Converter::update`] are
-/// converted again, so one change costs a scan of the versions rather than
-/// a conversion of every Service. Objects without a resourceVersion are
-/// converted every time.
+/// converted again, so one change costs a scan of the versions (no
+/// allocation per unchanged Service) rather than a conversion of every
+/// Service. Objects without a resourceVersion are converted every time.
 #[derive(Debug, Default)]
 pub struct Converter {
     node: Option<NodeInfo>,
-    services: HashMap<ServiceKey, Converted>,
+    /// Namespace → name → what the Service was converted to.
+    services: HashMap<String, HashMap<String, Converted>>,
     /// Every Service's claim on each frontend key; the first Service has it.
     claims: BTreeMap<FrontendKey, BTreeMap<ServiceKey, Frontend>>,
+    generation: u64,
 }
 
 impl Converter {
@@ -245,28 +254,34 @@ impl Converter {
     {
         if self.node.as_ref() != Some(node) {
             // NodePort addresses or the node's name changed: everything again.
-            for c in self.services.values_mut() {
+            for c in self.services.values_mut().flat_map(HashMap::values_mut) {
                 c.fingerprint = None;
             }
             self.node = Some(node.clone());
         }
-        let mut by_service: HashMap<ServiceKey, Vec<&EndpointSlice>> = HashMap::new();
+        self.generation += 1;
+        let generation = self.generation;
+        let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         for slice in slices {
-            if let Some(key) = slice_service(slice) {
-                by_service.entry(key).or_default().push(slice);
-            }
-        }
-        let mut touched: BTreeMap<FrontendKey, Option<Frontend>> = BTreeMap::new();
-        let mut seen: HashSet<ServiceKey> = HashSet::with_capacity(self.services.len());
-        for svc in services {
-            let key =
-                (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
-            let svc_slices = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let print = fingerprint(svc, svc_slices);
-            seen.insert(key.clone());
-            if print.is_some() && self.services.get(&key).and_then(|c| c.fingerprint.as_ref()) == print.as_ref() {
+            if slice.address_type != "IPv4" {
                 continue;
             }
+            let Some(name) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else { continue };
+            let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
+            by_service.entry((ns, name.as_str())).or_default().push(slice);
+        }
+        let mut touched: BTreeMap<FrontendKey, Option<Frontend>> = BTreeMap::new();
+        for svc in services {
+            let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+            let name = svc.metadata.name.as_deref().unwrap_or_default();
+            let svc_slices = by_service.get(&(ns, name)).map(Vec::as_slice).unwrap_or_default();
+            if let Some(c) = self.services.get_mut(ns).and_then(|n| n.get_mut(name)) {
+                c.seen = generation;
+                if c.fingerprint.as_ref().is_some_and(|f| f.matches(svc, svc_slices)) {
+                    continue;
+                }
+            }
+            let key: ServiceKey = (ns.to_string(), name.to_string());
             let mut out = Vec::new();
             let mut local_ips = BTreeSet::new();
             convert_service(svc, svc_slices, node, &mut out, &mut local_ips);
@@ -282,12 +297,25 @@ impl Converter {
                 claim.insert(key.clone(), f);
                 keys.push(fk);
             }
-            self.services.insert(key, Converted { fingerprint: print, keys, local_ips });
+            let converted =
+                Converted { fingerprint: Fingerprint::of(svc, svc_slices), keys, local_ips, seen: generation };
+            self.services.entry(key.0).or_default().insert(key.1, converted);
         }
-        let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+        let gone: Vec<ServiceKey> = self
+            .services
+            .iter()
+            .flat_map(|(ns, names)| names.iter().map(move |(name, c)| (ns, name, c)))
+            .filter(|(_, _, c)| c.seen != generation)
+            .map(|(ns, name, _)| (ns.clone(), name.clone()))
+            .collect();
         for key in gone {
             self.release(&key, &mut touched);
-            self.services.remove(&key);
+            if let Some(names) = self.services.get_mut(&key.0) {
+                names.remove(&key.1);
+                if names.is_empty() {
+                    self.services.remove(&key.0);
+                }
+            }
         }
         // `touched` holds each key's frontend before; keep those that changed, with their new value.
         let mut changes = Changes::new();
@@ -302,7 +330,7 @@ impl Converter {
 
     /// Withdraws a Service's claims, noting each key's frontend before.
     fn release(&mut self, key: &ServiceKey, touched: &mut BTreeMap<FrontendKey, Option<Frontend>>) {
-        let Some(c) = self.services.get_mut(key) else { return };
+        let Some(c) = self.services.get_mut(&key.0).and_then(|n| n.get_mut(&key.1)) else { return };
         for fk in std::mem::take(&mut c.keys) {
             if let Some(claim) = self.claims.get_mut(&fk) {
                 touched.entry(fk).or_insert_with(|| claim.values().next().cloned());
@@ -321,7 +349,7 @@ impl Converter {
 
     /// The endpoints on this node (for hairpin).
     pub fn local_ips(&self) -> BTreeSet<Ipv4Addr> {
-        self.services.values().flat_map(|c| c.local_ips.iter().copied()).collect()
+        self.services.values().flat_map(HashMap::values).flat_map(|c| c.local_ips.iter().copied()).collect()
     }
 }
 
