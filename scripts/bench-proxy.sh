@@ -1,7 +1,10 @@
 #!/bin/sh
-# kube-proxy's nftables sync benchmark: 10,000 Services x 5 endpoints loaded
-# into a private network namespace with the real nft, then single endpoint
-# changes. Needs root. Usage: scripts/bench-proxy.sh [services] [endpoints] [changes]
+# kube-proxy's nftables sync benchmark: 10,000 Services and their
+# EndpointSlices (API objects, 5 endpoints each) loaded into a private
+# network namespace with the real nft, then single endpoint changes timed
+# along the binary's whole per-change path (cache snapshot, incremental
+# conversion, diff, nft transaction). Needs root.
+# Usage: scripts/bench-proxy.sh [services] [endpoints] [changes]
 set -eu
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/rustkube-target}"
