@@ -98,7 +98,16 @@ fn service_account_tokens_are_issued_bound_and_revoked_with_their_objects() {
         assert_eq!(body["status"]["authenticated"], true, "{body}");
         // A token bound to a pod dies with the pod.
         let pod = format!("p{}", v.replace('.', ""));
-        ok(api.kubectl(v, &["run", &pod, "--image=busybox:1"]));
+        // It runs as the account: a token is bound only to a pod of its own service account.
+        let overrides = format!(r#"--overrides={{"apiVersion":"v1","spec":{{"serviceAccountName":"{sa}"}}}}"#);
+        ok(api.kubectl(v, &["run", &pod, "--image=busybox:1", &overrides]));
+        let other = format!("q{}", v.replace('.', ""));
+        ok(api.kubectl(v, &["run", &other, "--image=busybox:1"]));
+        let out = fails(api.kubectl(
+            v,
+            &["create", "token", &sa, "--bound-object-kind=Pod", &format!("--bound-object-name={other}")],
+        ));
+        assert!(out.contains("different serviceaccount name"), "{out}");
         let bound = ok(
             api.kubectl(v, &["create", "token", &sa, "--bound-object-kind=Pod", &format!("--bound-object-name={pod}")])
         )
