@@ -32,7 +32,11 @@ fn units_for(dir: &Path, bin_dir: &Path) -> Vec<PathBuf> {
 }
 
 fn verify(units: &[PathBuf]) -> Output {
-    Command::new("systemd-analyze").arg("verify").args(units).output().expect("systemd-analyze (apt-get install systemd)")
+    Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units)
+        .output()
+        .expect("systemd-analyze (apt-get install systemd)")
 }
 
 #[test]
