@@ -739,10 +739,25 @@ async fn node_ipam_gives_every_node_a_distinct_pod_cidr() {
     };
     nodes.create(&PostParams::default(), &node("pre", Some("10.100.0.0/24"))).await.unwrap();
     // Four /24 blocks in all: "pre" holds one.
-    let _kcm = kcm(&cp, &["--allocate-node-cidrs=true", "--cluster-cidr=10.100.0.0/22"]);
+    let kcm = kcm(&cp, &["--allocate-node-cidrs=true", "--cluster-cidr=10.100.0.0/22"]);
+    // Each new node is touched again at once (as a kubelet's first status updates do): the
+    // controller syncs it again before its cache holds its own patch, and must not allocate twice.
+    let toucher = {
+        let nodes = nodes.clone();
+        tokio::spawn(async move {
+            for j in 0..300 {
+                for i in 0..3 {
+                    let patch = json!({"metadata": {"labels": {"touch": j.to_string()}}});
+                    let _ = nodes.patch(&format!("n{i}"), &PatchParams::default(), &Patch::Merge(&patch)).await;
+                }
+            }
+        })
+    };
     for i in 0..3 {
         nodes.create(&PostParams::default(), &node(&format!("n{i}"), None)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    toucher.await.unwrap();
     let cidr_of = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
     let cidrs = until(Duration::from_secs(20), "pod CIDRs on every node", || async {
         let l = nodes.list(&ListParams::default()).await.unwrap().items;
@@ -755,6 +770,17 @@ async fn node_ipam_gives_every_node_a_distinct_pod_cidr() {
     assert!(cidrs.iter().all(|c| c.starts_with("10.100.") && c.ends_with(".0/24")), "{cidrs:?}");
     let pre = nodes.get("pre").await.unwrap();
     assert_eq!(pre.spec.unwrap().pod_cidr.as_deref(), Some("10.100.0.0/24"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let allocations = kcm.log().lines().filter(|l| l.contains("allocated pod CIDR")).count();
+    assert_eq!(allocations, 3, "{}", kcm.log());
+    assert!(!kcm.log().contains("setting the pod CIDR"), "a second block was tried:\n{}", kcm.log());
+    // A pod CIDR once set never changes (upstream's node validation).
+    let moved = json!({"spec": {"podCIDR": "10.100.3.0/24", "podCIDRs": ["10.100.3.0/24"]}});
+    let err = nodes.patch("pre", &PatchParams::default(), &Patch::Merge(&moved)).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("may not change podCIDR")),
+        "{err:?}"
+    );
     // The range is full: a fifth node waits until a deleted node releases its block.
     nodes.create(&PostParams::default(), &node("late", None)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;

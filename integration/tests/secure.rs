@@ -103,10 +103,11 @@ fn service_account_tokens_are_issued_bound_and_revoked_with_their_objects() {
         ok(api.kubectl(v, &["run", &pod, "--image=busybox:1", &overrides]));
         let other = format!("q{}", v.replace('.', ""));
         ok(api.kubectl(v, &["run", &other, "--image=busybox:1"]));
-        let out = fails(api.kubectl(
-            v,
-            &["create", "token", &sa, "--bound-object-kind=Pod", &format!("--bound-object-name={other}")],
-        ));
+        let out =
+            fails(api.kubectl(
+                v,
+                &["create", "token", &sa, "--bound-object-kind=Pod", &format!("--bound-object-name={other}")],
+            ));
         assert!(out.contains("different serviceaccount name"), "{out}");
         let bound = ok(
             api.kubectl(v, &["create", "token", &sa, "--bound-object-kind=Pod", &format!("--bound-object-name={pod}")])

@@ -1,6 +1,7 @@
 //! Node IPAM (the range allocator): gives every node a distinct
 //! `spec.podCIDR` of `--node-cidr-mask-size` carved from `--cluster-cidr`.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,6 +98,9 @@ pub struct NodeIpamController {
     client: kube::Client,
     nodes: Store<Node>,
     cidrs: Mutex<CidrSet>,
+    /// What this controller patched onto nodes whose cached copy may not show
+    /// it yet: a sync in that window must not allocate a second block.
+    assigned: Mutex<HashMap<String, String>>,
     queue: WorkQueue,
 }
 
@@ -107,12 +111,20 @@ fn pod_cidr(n: &Node) -> Option<String> {
 impl NodeIpamController {
     pub fn register(factory: &Factory, client: kube::Client, queue: WorkQueue, cidrs: CidrSet) -> Arc<Self> {
         let inf = factory.nodes();
-        let this = Arc::new(NodeIpamController { client, nodes: inf.store(), cidrs: Mutex::new(cidrs), queue });
+        let this = Arc::new(NodeIpamController {
+            client,
+            nodes: inf.store(),
+            cidrs: Mutex::new(cidrs),
+            assigned: Mutex::default(),
+            queue,
+        });
         let me = this.clone();
         inf.add_handler(move |c| match c {
             Change::Upsert { new, .. } => me.queue.add(util::key_of(&new.metadata)),
             Change::Deleted(old) => {
-                if let Some(c) = pod_cidr(old) {
+                let name = old.metadata.name.clone().unwrap_or_default();
+                let patched = me.assigned.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+                if let Some(c) = pod_cidr(old).or(patched) {
                     me.lock().release(&c);
                     // Nodes waiting on an exhausted range need not wait for their back-off.
                     for n in me.nodes.state().iter().filter(|n| pod_cidr(n).is_none()) {
@@ -144,19 +156,40 @@ impl NodeIpamController {
 
     async fn sync(&self, name: &str) -> Result<Option<Duration>, Error> {
         let Some(node) = self.nodes.get(&ObjectRef::new(name)) else { return Ok(None) };
+        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
         if let Some(c) = pod_cidr(&node) {
             self.lock().occupy(&c);
+            if assigned.is_some_and(|a| a != c) {
+                // Our patch lost to another writer: its block is free again.
+                if let Some(a) = self.assigned.lock().unwrap_or_else(|e| e.into_inner()).remove(name) {
+                    self.lock().release(&a);
+                }
+            } else {
+                self.assigned.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+            }
             return Ok(None);
         }
-        let cidr = self.lock().allocate().ok_or_else(|| Error::Exhausted(name.to_string()))?;
+        // Patched before, and the cache has not seen it yet: send the same block again
+        // (idempotent) rather than a second one.
+        let resend = assigned.is_some();
+        let cidr = match assigned.take() {
+            Some(c) => c,
+            None => self.lock().allocate().ok_or_else(|| Error::Exhausted(name.to_string()))?,
+        };
         let api: Api<Node> = Api::all(self.client.clone());
         let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
         match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(_) => {
-                tracing::info!(node = name, %cidr, "allocated pod CIDR");
+                if resend {
+                    tracing::debug!(node = name, %cidr, "pod CIDR sent again (not yet in the cache)");
+                } else {
+                    tracing::info!(node = name, %cidr, "allocated pod CIDR");
+                }
+                self.assigned.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), cidr);
                 Ok(None)
             }
             Err(source) => {
+                self.assigned.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
                 self.lock().release(&cidr);
                 if util::api_code(&source) == Some(404) {
                     return Ok(None);

@@ -454,6 +454,27 @@ impl KindStrategy for NodeStrategy {
     fn keeps_status_on_create(&self) -> bool {
         true
     }
+
+    /// A node's pod CIDRs are given once (by node IPAM) and never changed, as
+    /// upstream validates: two allocators racing cannot both win.
+    fn validate_update(&self, new: &Node, old: &Node) -> FieldErrors {
+        let cidrs = |n: &Node| -> Vec<String> {
+            let Some(spec) = &n.spec else { return Vec::new() };
+            match (&spec.pod_cidrs, &spec.pod_cidr) {
+                (Some(list), _) if !list.is_empty() => list.clone(),
+                (_, Some(one)) if !one.is_empty() => vec![one.clone()],
+                _ => Vec::new(),
+            }
+        };
+        let was = cidrs(old);
+        if !was.is_empty() && cidrs(new) != was {
+            return vec![FieldError::forbidden(
+                "spec.podCIDRs",
+                "node updates may not change podCIDR except from \"\" to valid",
+            )];
+        }
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
