@@ -613,7 +613,7 @@ start_control_plane() {
     --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
     --secure-port="$SECURE_PORT" --advertise-address="$ADVERTISE" --service-cluster-ip-range="$SERVICE_CIDR" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-    --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC \
+    --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
     --service-account-signing-key-file="$PKI/sa.key" --service-account-key-file="$PKI/sa.pub" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local

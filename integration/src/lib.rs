@@ -261,6 +261,7 @@ impl ApiServer {
             .arg(format!("--etcd-servers={}", self.etcd_url))
             .arg(format!("--token-auth-file={}", tokens.display()))
             .arg("--authorization-mode=Node,RBAC")
+            .arg("--enable-admission-plugins=NodeRestriction")
             .arg(format!("--secure-port={}", self.port))
             .arg(format!("--bind-address={}", self.bind_address))
             .arg(format!("--cert-dir={}", self.dir.path().join("certs").display()))

@@ -173,9 +173,8 @@ fn registry(c: &Config) -> Vec<(Enabled, Box<dyn AdmissionPlugin>)> {
         (Enabled::ByDefault, Box::new(lifecycle::NamespaceLifecycle)),
         (Enabled::ByDefault, Box::new(limit_ranger::LimitRanger)),
         (Enabled::ByDefault, Box::new(service_account::ServiceAccount)),
-        // Off by default upstream, where kubeadm enables it; on here because every
-        // deployment of this server (init-cluster.sh, the tests) relies on it.
-        (Enabled::ByDefault, Box::new(node_restriction::NodeRestriction)),
+        // Off by default, as upstream; init-cluster.sh enables it, as kubeadm does.
+        (Enabled::OnRequest, Box::new(node_restriction::NodeRestriction)),
         (Enabled::ByDefault, Box::new(pod_security::PodSecurity)),
         (Enabled::ByDefault, Box::new(priority::Priority)),
         (Enabled::ByDefault, Box::new(tolerations::DefaultTolerationSeconds::new(c))),
@@ -335,7 +334,6 @@ mod tests {
                 "NamespaceLifecycle",
                 "LimitRanger",
                 "ServiceAccount",
-                "NodeRestriction",
                 "PodSecurity",
                 "Priority",
                 "DefaultTolerationSeconds",
@@ -346,7 +344,7 @@ mod tests {
 
     #[test]
     fn disable_removes_and_flag_order_does_not_change_chain_order() {
-        let n = names(&["ResourceQuota", "NamespaceLifecycle"], &["DefaultTolerationSeconds", "LimitRanger"]).unwrap();
+        let n = names(&["ResourceQuota", "NodeRestriction"], &["DefaultTolerationSeconds", "LimitRanger"]).unwrap();
         assert_eq!(
             n,
             ["NamespaceLifecycle", "ServiceAccount", "NodeRestriction", "PodSecurity", "Priority", "ResourceQuota"]
@@ -362,6 +360,6 @@ mod tests {
         let e = names(&["Priority"], &["Priority"]).unwrap_err();
         assert_eq!(e, FlagError::Overlap(vec!["Priority".into()]));
         // Empty entries (a trailing comma) are ignored.
-        assert_eq!(names(&[""], &[""]).unwrap().len(), 8);
+        assert_eq!(names(&[""], &[""]).unwrap().len(), 7);
     }
 }
