@@ -579,6 +579,16 @@ apply_addons() {
 }
 
 # https://HOST:PORT from HOST[:PORT] or https://HOST[:PORT] (the port defaults to --secure-port).
+# The apiserver certificate's extra SANs: this host's names and global addresses
+# (not the cluster's own bridge and pod interfaces), comma-separated.
+host_sans() {
+  {
+    hostname
+    hostname -f 2>/dev/null || true
+    ip -o addr show scope global 2>/dev/null | awk '$2 !~ /^(rk|veth|cni)/ {split($4, a, "/"); print a[1]}'
+  } | tr '[:upper:]' '[:lower:]' | grep -E '^([a-z0-9]([-a-z0-9.]*[a-z0-9])?|[0-9a-f:.]+)$' | sort -u | paste -sd, -
+}
+
 cluster_url() {
   local e="${1#https://}"
   e="${e%/}"
@@ -719,7 +729,8 @@ join_control_plane() {
   step "issuing this node's certificates and kubeconfigs (kube-pki init; endpoint $CLUSTER_URL)"
   "$BIN_DIR/kube-pki" init --dir "$CONF_DIR" --apiserver-advertise-address "$ADVERTISE" \
     --apiserver-bind-port "$SECURE_PORT" --node-name "$NODE_NAME" --service-cidr "$SERVICE_CIDR" \
-    --service-dns-domain "$CLUSTER_DOMAIN" --control-plane-endpoint "$CLUSTER_URL" | sed 's/^/  /' ||
+    --service-dns-domain "$CLUSTER_DOMAIN" --control-plane-endpoint "$CLUSTER_URL" \
+    --apiserver-cert-extra-sans "$(host_sans)" | sed 's/^/  /' ||
     fail "kube-pki init"
 
   local external; external="$(sfield external-etcd || true)"
@@ -843,7 +854,7 @@ init() {
   step "generating the PKI and kubeconfigs in $CONF_DIR (advertise address $ADVERTISE, clients use $CLUSTER_URL)"
   "$BIN_DIR/kube-pki" init --dir "$CONF_DIR" --apiserver-advertise-address "$ADVERTISE" \
     --apiserver-bind-port "$SECURE_PORT" --node-name "$NODE_NAME" --service-cidr "$SERVICE_CIDR" \
-    --service-dns-domain "$CLUSTER_DOMAIN" \
+    --service-dns-domain "$CLUSTER_DOMAIN" --apiserver-cert-extra-sans "$(host_sans)" \
     --control-plane-endpoint "$CLUSTER_URL" | sed 's/^/  /' || fail "kube-pki init"
 
   if [[ -n "$ETCD_SERVERS" ]]; then

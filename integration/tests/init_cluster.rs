@@ -205,6 +205,28 @@ fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
     assert!(ready_after > 0.0 && ready_after < started.elapsed().as_secs_f64(), "{ready_line}");
     eprintln!("init-cluster.sh: {ready_line} (whole run {:.1} s)", started.elapsed().as_secs_f64());
     assert!(node_ready(), "node not Ready");
+    // The apiserver's certificate names this host: its hostname and each global address.
+    let sans = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in", "/etc/kubernetes/pki/apiserver.crt"])
+        .output()
+        .unwrap();
+    let sans = String::from_utf8_lossy(&sans.stdout).to_lowercase();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_lowercase();
+    assert!(sans.contains(&format!("dns:{host}")), "{host} not in {sans}");
+    // (The default route's interface: other tests add and remove interfaces of their own meanwhile.)
+    let route = std::process::Command::new("ip").args(["-4", "route", "show", "default"]).output().unwrap();
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    let dev = route.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or_default().to_string();
+    if !dev.is_empty() {
+        let addrs = std::process::Command::new("ip")
+            .args(["-o", "-4", "addr", "show", "dev", &dev, "scope", "global"])
+            .output()
+            .unwrap();
+        for line in String::from_utf8_lossy(&addrs.stdout).lines() {
+            let ip = line.split_whitespace().nth(3).and_then(|a| a.split('/').next()).unwrap_or_default();
+            assert!(sans.contains(&format!("ip address:{ip}")), "{dev} {ip} not in {sans}");
+        }
+    }
 
     // Every service runs once, under its supervisor; the supervisors are the only script processes left.
     let first = supervised();

@@ -85,6 +85,7 @@ impl InitOptions {
     pub(crate) fn extra_sans(&self) -> Result<Vec<San>, Error> {
         self.cert_extra_sans
             .iter()
+            .filter(|s| !s.trim().is_empty())
             .map(|s| match San::parse(s.trim()) {
                 San::Dns(name) => validate_dns_name(name.strip_prefix("*.").unwrap_or(&name))
                     .map(|()| San::Dns(name))
