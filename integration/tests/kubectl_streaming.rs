@@ -313,6 +313,8 @@ async fn exec_attach_cp_port_forward_and_rbac() {
         assert!(err(&o).contains("cannot get resource \"pods/log\""), "{}", err(&o));
         let o = n.cp.apiserver.kubectl_as(v, "alice-token", &["exec", "sh", "--", "true"]);
         assert!(err(&o).contains("cannot create resource \"pods/exec\""), "{}", err(&o));
+        let o = n.cp.apiserver.kubectl_as(v, "alice-token", &["attach", "sh"]);
+        assert!(err(&o).contains("cannot create resource \"pods/attach\""), "{}", err(&o));
         let o =
             n.cp.apiserver.kubectl_as(v, "alice-token", &["port-forward", "pod/web", &format!("{}:80", free_port())]);
         assert!(err(&o).contains("cannot create resource \"pods/portforward\""), "{}", err(&o));
