@@ -18,22 +18,25 @@
 //! proxy, `/healthz*` → healthz then proxy, `/configz` → configz then proxy,
 //! anything else → proxy. Decisions are cached for
 //! `--authorization-webhook-cache-(un)authorized-ttl`.
+//!
+//! The certificate, token and SubjectAccessReview machinery is component-base's
+//! (`delegated`), shared with the scheduler's and controller-manager's
+//! endpoints; what is here is the kubelet's own: its settings, its switches and
+//! its mapping of paths to node subresources.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use kube::api::{Api, PostParams};
-use rustls::pki_types::CertificateDer;
+use component_base::delegated::{Access, AccessReviewer, TokenAuthenticator};
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use serde::Deserialize;
 
-use crate::options::Options;
+/// The user a verified client certificate names: CN, and each O as a group.
+pub use component_base::delegated::certificate_subject as user_from_certificate;
+pub use component_base::delegated::{Refusal, User};
 
-/// Entries each cache holds at most (expired ones are dropped first, then all).
-const CACHE_LIMIT: usize = 4096;
+use crate::options::Options;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
@@ -43,22 +46,8 @@ pub enum AuthSetupError {
     Config { path: String, source: serde_yaml::Error },
     #[error("{field} {value:?}: {reason}")]
     Invalid { field: &'static str, value: String, reason: String },
-    #[error("no certificate in the client CA file {0}")]
-    NoCa(String),
-    #[error("client CA {path}: {source}")]
-    Ca { path: String, source: rustls::Error },
-    #[error("client certificate verifier: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
-    #[error("TLS: {0}")]
-    Tls(#[from] rustls::Error),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    #[error("{kind} to the apiserver: {source}")]
-    Api { kind: &'static str, source: kube::Error },
-    #[error("the TokenReview came back without a user")]
-    NoUser,
+    #[error(transparent)]
+    ClientCa(#[from] component_base::delegated::ClientCaError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,57 +211,7 @@ impl AuthSettings {
 /// The serving configuration with client certificates verified against `ca_file` and
 /// optional (bearer-token and anonymous callers still connect).
 pub fn with_client_ca(tls: &rustls::ServerConfig, ca_file: &str) -> Result<Arc<rustls::ServerConfig>, AuthSetupError> {
-    let pem = std::fs::read(ca_file).map_err(|source| AuthSetupError::Read {
-        what: "--client-ca-file",
-        path: ca_file.to_string(),
-        source,
-    })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|source| AuthSetupError::Read {
-            what: "--client-ca-file",
-            path: ca_file.to_string(),
-            source,
-        })?;
-        roots.add(cert).map_err(|source| AuthSetupError::Ca { path: ca_file.to_string(), source })?;
-    }
-    if roots.is_empty() {
-        return Err(AuthSetupError::NoCa(ca_file.to_string()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(tls.cert_resolver.clone());
-    config.alpn_protocols = tls.alpn_protocols.clone();
-    Ok(Arc::new(config))
-}
-
-/// Who is calling.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct User {
-    pub name: String,
-    pub uid: String,
-    pub groups: Vec<String>,
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
-impl User {
-    fn anonymous() -> User {
-        User { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()], ..Default::default() }
-    }
-}
-
-/// The user a verified client certificate names: CN, and each O as a group.
-pub fn user_from_certificate(cert: &CertificateDer<'_>) -> Option<User> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let subject = parsed.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(String::from).collect();
-    Some(User { name, groups, ..Default::default() })
+    Ok(component_base::delegated::with_client_ca(tls, Path::new(ca_file))?)
 }
 
 /// What a request asks of the node, as upstream's kubelet maps it.
@@ -326,121 +265,32 @@ pub fn request_attributes(method: &http::Method, path: &str) -> RequestAttribute
     RequestAttributes { verb, subresources }
 }
 
-/// Why a request is not served.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// 401.
-    Unauthorized,
-    /// 403 with upstream's message.
-    Forbidden(String),
-    /// 500: the apiserver could not be asked.
-    Error(String),
-}
-
-struct Cache<V> {
-    entries: Mutex<HashMap<Vec<u8>, (Instant, V)>>,
-}
-
-impl<V: Clone> Cache<V> {
-    fn new() -> Self {
-        Cache { entries: Mutex::new(HashMap::new()) }
-    }
-
-    fn get(&self, key: &[u8]) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(key).filter(|(until, _)| *until > Instant::now()).map(|(_, v)| v.clone())
-    }
-
-    fn put(&self, key: Vec<u8>, value: V, ttl: Duration) {
-        if ttl.is_zero() {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CACHE_LIMIT {
-            let now = Instant::now();
-            entries.retain(|_, (until, _)| *until > now);
-            if entries.len() >= CACHE_LIMIT {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (Instant::now() + ttl, value));
-    }
-}
-
 /// The kubelet API's authenticator and authorizer.
 pub struct KubeletAuth {
     pub settings: AuthSettings,
-    client: kube::Client,
+    authn: TokenAuthenticator,
+    authz: AccessReviewer,
     node_name: String,
-    tokens: Cache<User>,
-    decisions: Cache<bool>,
 }
 
 impl KubeletAuth {
     pub fn new(settings: AuthSettings, client: kube::Client, node_name: String) -> KubeletAuth {
-        KubeletAuth { settings, client, node_name, tokens: Cache::new(), decisions: Cache::new() }
+        // Bearer tokens are reviewed only with --authentication-token-webhook; refused ones are not cached.
+        let authn = TokenAuthenticator::new(
+            settings.token_webhook.then(|| client.clone()),
+            settings.token_cache_ttl,
+            Duration::ZERO,
+            settings.anonymous,
+        );
+        let authz = AccessReviewer::new(client, settings.authorized_ttl, settings.unauthorized_ttl);
+        KubeletAuth { settings, authn, authz, node_name }
     }
 
     /// Authenticates then authorizes a request; `peer` is the user of its verified client certificate.
     pub async fn check<B>(&self, req: &http::Request<B>, peer: Option<&User>) -> Result<User, Refusal> {
-        let user = self.authenticate(req.headers(), peer).await?;
+        let user = self.authn.authenticate(req.headers(), peer).await?;
         self.authorize(&user, req.method(), req.uri().path()).await?;
         Ok(user)
-    }
-
-    async fn authenticate(&self, headers: &http::HeaderMap, peer: Option<&User>) -> Result<User, Refusal> {
-        if let Some(user) = peer {
-            return Ok(user.clone());
-        }
-        if self.settings.token_webhook {
-            if let Some(token) = bearer_token(headers) {
-                return match self.review_token(token).await {
-                    Ok(Some(user)) => Ok(user),
-                    Ok(None) => Err(Refusal::Unauthorized),
-                    Err(e) => {
-                        tracing::warn!("authenticating a request to the kubelet API: {e}");
-                        Err(Refusal::Unauthorized)
-                    }
-                };
-            }
-        }
-        if self.settings.anonymous {
-            return Ok(User::anonymous());
-        }
-        Err(Refusal::Unauthorized)
-    }
-
-    /// The token's user by TokenReview (cached), or None when the apiserver does not know it.
-    async fn review_token(&self, token: &str) -> Result<Option<User>, ReviewError> {
-        // The cache is keyed by the token's digest: tokens are not kept in memory longer than needed.
-        let key = ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().to_vec();
-        if let Some(user) = self.tokens.get(&key) {
-            return Ok(Some(user));
-        }
-        let review = TokenReview {
-            spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None },
-            ..Default::default()
-        };
-        let api: Api<TokenReview> = Api::all(self.client.clone());
-        let answer = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|source| ReviewError::Api { kind: "TokenReview", source })?;
-        let Some(status) = answer.status.filter(|s| s.authenticated == Some(true)) else {
-            return Ok(None);
-        };
-        let info = status.user.ok_or(ReviewError::NoUser)?;
-        let user = User {
-            name: info.username.unwrap_or_default(),
-            uid: info.uid.unwrap_or_default(),
-            groups: info.groups.unwrap_or_default(),
-            extra: info.extra.unwrap_or_default(),
-        };
-        if user.name.is_empty() {
-            return Err(ReviewError::NoUser);
-        }
-        self.tokens.put(key, user.clone(), self.settings.token_cache_ttl);
-        Ok(Some(user))
     }
 
     async fn authorize(&self, user: &User, method: &http::Method, path: &str) -> Result<(), Refusal> {
@@ -449,7 +299,15 @@ impl KubeletAuth {
         }
         let attrs = request_attributes(method, path);
         for subresource in &attrs.subresources {
-            match self.review_access(user, attrs.verb, subresource).await {
+            let attributes = ResourceAttributes {
+                verb: Some(attrs.verb.to_string()),
+                version: Some("v1".into()),
+                resource: Some("nodes".into()),
+                subresource: Some(subresource.to_string()),
+                name: Some(self.node_name.clone()),
+                ..Default::default()
+            };
+            match self.authz.allowed(user, Access::Resource(&attributes)).await {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) => {
@@ -469,49 +327,6 @@ impl KubeletAuth {
             attrs.subresources.join(" ")
         )))
     }
-
-    /// Whether `user` may `verb` this node's `subresource`, by SubjectAccessReview (cached).
-    async fn review_access(&self, user: &User, verb: &str, subresource: &str) -> Result<bool, ReviewError> {
-        let key = serde_json::to_vec(&(user, verb, subresource)).unwrap_or_default();
-        if let Some(allowed) = self.decisions.get(&key) {
-            return Ok(allowed);
-        }
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(user.name.clone()),
-                uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
-                groups: Some(user.groups.clone()),
-                extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(verb.to_string()),
-                    version: Some("v1".into()),
-                    resource: Some("nodes".into()),
-                    subresource: Some(subresource.to_string()),
-                    name: Some(self.node_name.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
-        let answer = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|source| ReviewError::Api { kind: "SubjectAccessReview", source })?;
-        let allowed = answer.status.is_some_and(|s| s.allowed);
-        let ttl = if allowed { self.settings.authorized_ttl } else { self.settings.unauthorized_ttl };
-        self.decisions.put(key, allowed, ttl);
-        Ok(allowed)
-    }
-}
-
-/// `Authorization: Bearer <token>`, when present and not empty.
-fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -612,17 +427,5 @@ mod tests {
         assert!(!bare.anonymous && bare.token_webhook && bare.mode == AuthorizationMode::Webhook);
         let bad = Some((PathBuf::from("k.yaml"), "authorization:\n  mode: ABAC\n".to_string()));
         assert!(matches!(AuthSettings::resolve(&opts(&[]), bad), Err(AuthSetupError::Invalid { .. })));
-    }
-
-    #[test]
-    fn bearer_tokens_are_read_from_the_authorization_header() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(bearer_token(&h), None);
-        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer abc"));
-        assert_eq!(bearer_token(&h), Some("abc"));
-        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer_token(&h), None);
-        h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer "));
-        assert_eq!(bearer_token(&h), None);
     }
 }
