@@ -2,10 +2,13 @@
 # Brings up a cluster on this machine from what the project builds, adds
 # worker nodes to it, and takes either down again.
 #
-#   scripts/init-cluster.sh [--bin-dir DIR] [--etcd-servers URLS] [--secure-port N] [--node-name N] [--no-systemd]
+#   scripts/init-cluster.sh [--bin-dir DIR] [--etcd-servers URLS [--etcd-cafile F --etcd-certfile F --etcd-keyfile F]]
+#                           [--secure-port N] [--node-name N] [--no-systemd]
 #       A control plane and a node on this machine: the PKI and kubeconfigs (kube-pki) in
 #       /etc/kubernetes (admin.conf is kubectl's), etcd (Debian's package, TLS with client
-#       certificates) unless --etcd-servers names one, kube-apiserver, kube-controller-manager,
+#       certificates) unless --etcd-servers names one (an external cluster, reached with the
+#       apiserver's --etcd-cafile/--etcd-certfile/--etcd-keyfile when it has a CA of its own),
+#       kube-apiserver, kube-controller-manager,
 #       kube-scheduler, containerd configured for the CRI with the project's CNI plugin and the
 #       locally built images, the kubelet and kube-proxy; then every manifest under deploy/ (the
 #       add-ons). It ends when the node is Ready and the add-ons' Deployments are available.
@@ -87,6 +90,9 @@ esac
 PREFIX=""
 BIN_DIR=""
 ETCD_SERVERS=""
+ETCD_CAFILE=""
+ETCD_CERTFILE=""
+ETCD_KEYFILE=""
 SECURE_PORT=6443
 ETCD_PORT=2379
 ETCD_PEER_PORT=2380
@@ -139,6 +145,12 @@ while (($#)); do
     --bin-dir=*) BIN_DIR="${1#*=}"; shift ;;
     --etcd-servers) ETCD_SERVERS="$2"; shift 2 ;;
     --etcd-servers=*) ETCD_SERVERS="${1#*=}"; shift ;;
+    --etcd-cafile) ETCD_CAFILE="$2"; shift 2 ;;
+    --etcd-cafile=*) ETCD_CAFILE="${1#*=}"; shift ;;
+    --etcd-certfile) ETCD_CERTFILE="$2"; shift 2 ;;
+    --etcd-certfile=*) ETCD_CERTFILE="${1#*=}"; shift ;;
+    --etcd-keyfile) ETCD_KEYFILE="$2"; shift 2 ;;
+    --etcd-keyfile=*) ETCD_KEYFILE="${1#*=}"; shift ;;
     --secure-port) SECURE_PORT="$2"; shift 2 ;;
     --secure-port=*) SECURE_PORT="${1#*=}"; shift ;;
     --node-name) NODE_NAME="$2"; shift 2 ;;
@@ -619,8 +631,8 @@ start_etcd_member() {
 start_control_plane() {
   step "starting kube-apiserver (log $(log_of kube-apiserver))"
   start_service kube-apiserver "$BIN_DIR/kube-apiserver" --etcd-servers="$ETCD_SERVERS" \
-    --etcd-cafile="$PKI/etcd/ca.crt" --etcd-certfile="$PKI/apiserver-etcd-client.crt" \
-    --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
+    --etcd-cafile="${ETCD_CAFILE:-$PKI/etcd/ca.crt}" --etcd-certfile="${ETCD_CERTFILE:-$PKI/apiserver-etcd-client.crt}" \
+    --etcd-keyfile="${ETCD_KEYFILE:-$PKI/apiserver-etcd-client.key}" \
     --secure-port="$SECURE_PORT" --advertise-address="$ADVERTISE" --service-cluster-ip-range="$SERVICE_CIDR" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
@@ -859,6 +871,19 @@ init() {
 
   if [[ -n "$ETCD_SERVERS" ]]; then
     [[ -z "$CP_ENDPOINT" ]] || write_cluster_env "" "$ETCD_SERVERS"
+    # An external etcd with a CA of its own: its files are kept with the cluster's PKI
+    # (where a hardened unit can read them), and the apiserver uses those copies.
+    if [[ -n "$ETCD_CAFILE$ETCD_CERTFILE$ETCD_KEYFILE" ]]; then
+      [[ -n "$ETCD_CAFILE" && -n "$ETCD_CERTFILE" && -n "$ETCD_KEYFILE" ]] ||
+        fail "--etcd-cafile, --etcd-certfile and --etcd-keyfile go together"
+      step "using external etcd $ETCD_SERVERS with its own CA"
+      install -d -m 0755 "$PKI/external-etcd"
+      install -m 0644 "$ETCD_CAFILE" "$PKI/external-etcd/ca.crt" || fail "reading --etcd-cafile $ETCD_CAFILE"
+      install -m 0644 "$ETCD_CERTFILE" "$PKI/external-etcd/client.crt" || fail "reading --etcd-certfile $ETCD_CERTFILE"
+      install -m 0600 "$ETCD_KEYFILE" "$PKI/external-etcd/client.key" || fail "reading --etcd-keyfile $ETCD_KEYFILE"
+      ETCD_CAFILE="$PKI/external-etcd/ca.crt" ETCD_CERTFILE="$PKI/external-etcd/client.crt"
+      ETCD_KEYFILE="$PKI/external-etcd/client.key"
+    fi
   elif [[ -n "$CP_ENDPOINT" ]]; then
     write_cluster_env "$NODE_NAME" ""
     start_etcd_member "$NODE_NAME=https://$ADVERTISE:$ETCD_PEER_PORT" new

@@ -430,3 +430,66 @@ fn a_failing_step_names_itself_and_its_log_and_reset_cleans_up() {
         assert!(!Path::new(f).exists(), "{f} left after reset");
     }
 }
+
+#[test]
+fn an_external_etcd_with_its_own_ca_holds_the_cluster_and_outlives_reset() {
+    let bins = snapshot_bin_dir();
+    // An etcd cluster of the operator's, with a CA that is not the cluster's.
+    let outside = tempfile::tempdir().expect("temp dir");
+    integration::ApiServer::generate_pki(outside.path(), 6443).expect("external etcd PKI");
+    let etcd = integration::Etcd::start_tls(outside.path()).expect("external etcd");
+    let file = |p: &str| outside.path().join(p).display().to_string();
+    let (ca, cert, key) = (
+        file(kube_pki::paths::ETCD_CA.cert),
+        file(kube_pki::paths::APISERVER_ETCD_CLIENT.cert),
+        file(kube_pki::paths::APISERVER_ETCD_CLIENT.key),
+    );
+    let etcdctl = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                format!("--endpoints={}", etcd.client_url),
+                format!("--cacert={ca}"),
+                format!("--cert={cert}"),
+                format!("--key={key}"),
+            ])
+            .args(args)
+            .output()
+            .expect("etcdctl");
+        assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let _cluster = Cluster;
+    let bin_dir = bins.path().display().to_string();
+    let out = script(&[
+        "--no-systemd",
+        "--bin-dir",
+        &bin_dir,
+        "--etcd-servers",
+        &etcd.client_url,
+        "--etcd-cafile",
+        &ca,
+        "--etcd-certfile",
+        &cert,
+        "--etcd-keyfile",
+        &key,
+    ]);
+    let log = text(&out);
+    assert!(out.status.success(), "init-cluster.sh failed:\n{log}");
+    assert!(log.contains("using external etcd") && !log.contains("starting etcd"), "{log}");
+    assert!(node_ready(), "node not Ready");
+    // No etcd of the script's own; the cluster lives in the external one.
+    assert!(service_processes("etcd").is_empty(), "the script started an etcd: {:?}", service_processes("etcd"));
+    assert!(pid_file(&format!("{RUN_DIR}/supervisor-etcd.pid")).is_none());
+    kubectl(&["create", "configmap", "kept-outside", "--from-literal=k=v"]);
+    let keys = etcdctl(&["get", "/registry/configmaps/default/kept-outside", "--keys-only"]);
+    assert!(keys.contains("/registry/configmaps/default/kept-outside"), "{keys}");
+
+    // reset takes down what the script started, not the operator's etcd or its data.
+    let out = script(&["reset"]);
+    assert!(out.status.success(), "reset failed:\n{}", text(&out));
+    assert!(!Path::new("/etc/kubernetes/pki/external-etcd").exists(), "the copies of the etcd client files left");
+    let keys = etcdctl(&["get", "/registry/configmaps/default/kept-outside", "--keys-only"]);
+    assert!(keys.contains("kept-outside"), "reset touched the external etcd: {keys}");
+}
