@@ -32,9 +32,9 @@ use component_base::delegated::{Access, AccessReviewer, TokenAuthenticator};
 use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use serde::Deserialize;
 
-/// The user a verified client certificate names: CN, and each O as a group.
-pub use component_base::delegated::certificate_subject as user_from_certificate;
-pub use component_base::delegated::{Refusal, User};
+/// The user a verified client certificate names: CN, each O as a group, and
+/// `system:authenticated`, as upstream's delegating authenticator adds.
+pub use component_base::delegated::{user_from_certificate, Refusal, User};
 
 use crate::options::Options;
 
