@@ -47,6 +47,48 @@ pub fn bin_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
 }
 
+/// The binaries init-cluster.sh takes from its `--bin-dir`.
+const CLUSTER_BINARIES: [&str; 7] = [
+    "kube-apiserver",
+    "kube-pki",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kubelet",
+    "kube-proxy",
+    "rustkube-cni",
+];
+
+/// This build's binaries as they are now, hard-linked (or copied) into a directory of the caller's
+/// own under /var/tmp (a booted systemd's namespace has its own /tmp): other builds sharing the
+/// target dir replace the binaries there, and a rerun of init-cluster.sh rightly restarts a
+/// service whose binary changed.
+pub fn snapshot_bin_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("rk-bin-").tempdir_in("/var/tmp").expect("temp dir");
+    for b in CLUSTER_BINARIES {
+        let (from, to) = (binary(b), dir.path().join(b));
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+        }
+    }
+    dir
+}
+
+/// A `--bin-dir` (under /var/tmp) of this build's binaries in which kube-apiserver is a script
+/// that says `fake kube-apiserver: refusing to start` and exits 1.
+pub fn bin_dir_with_a_failing_apiserver() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("rk-bin-").tempdir_in("/var/tmp").expect("temp dir");
+    for b in CLUSTER_BINARIES.into_iter().filter(|b| *b != "kube-apiserver") {
+        std::os::unix::fs::symlink(binary(b), dir.path().join(b)).expect("symlink");
+    }
+    let apiserver = dir.path().join("kube-apiserver");
+    std::fs::write(&apiserver, "#!/bin/sh\necho 'fake kube-apiserver: refusing to start' >&2\nexit 1\n")
+        .expect("script");
+    let mut perms = std::fs::metadata(&apiserver).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&apiserver, perms).expect("chmod");
+    dir
+}
+
 pub fn binary(name: &str) -> PathBuf {
     bin_dir().join(name)
 }

@@ -185,7 +185,7 @@ fn curl(url: &str) -> Option<String> {
 
 #[test]
 fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
-    let bins = snapshot_bin_dir();
+    let bins = integration::snapshot_bin_dir();
     let _cluster = Cluster;
     let bin_dir = bins.path().display().to_string();
     let started = Instant::now();
@@ -354,47 +354,9 @@ fn init_cluster_serves_a_deployment_and_reset_leaves_nothing() {
     assert!(!link_exists("rkbr0"), "bridge left");
 }
 
-/// This build's binaries as they are now, hard-linked (or copied) into a directory of the test's
-/// own under /var/tmp: other builds sharing the target dir replace the binaries there, and a
-/// rerun of init-cluster.sh rightly restarts a service whose binary changed.
-fn snapshot_bin_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("rk-bin-").tempdir_in("/var/tmp").expect("temp dir");
-    let bin_dir = integration::bin_dir();
-    for b in [
-        "kube-apiserver",
-        "kube-pki",
-        "kube-scheduler",
-        "kube-controller-manager",
-        "kubelet",
-        "kube-proxy",
-        "rustkube-cni",
-    ] {
-        let (from, to) = (bin_dir.join(b), dir.path().join(b));
-        if std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
-        }
-    }
-    dir
-}
-
-/// A `--bin-dir` of this build's binaries in which kube-apiserver exits at once.
-fn bin_dir_with_a_failing_apiserver(dir: &Path) {
-    let bin_dir = integration::bin_dir();
-    for b in ["kube-pki", "kube-scheduler", "kube-controller-manager", "kubelet", "kube-proxy", "rustkube-cni"] {
-        std::os::unix::fs::symlink(bin_dir.join(b), dir.join(b)).expect("symlink");
-    }
-    let apiserver = dir.join("kube-apiserver");
-    std::fs::write(&apiserver, "#!/bin/sh\necho 'fake kube-apiserver: refusing to start' >&2\nexit 1\n")
-        .expect("script");
-    let mut perms = std::fs::metadata(&apiserver).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&apiserver, perms).expect("chmod");
-}
-
 #[test]
 fn a_failing_step_names_itself_and_its_log_and_reset_cleans_up() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    bin_dir_with_a_failing_apiserver(dir.path());
+    let dir = integration::bin_dir_with_a_failing_apiserver();
     let _cluster = Cluster;
     let start = Instant::now();
     let out = Command::new(repo().join("scripts/init-cluster.sh"))
@@ -433,7 +395,7 @@ fn a_failing_step_names_itself_and_its_log_and_reset_cleans_up() {
 
 #[test]
 fn an_external_etcd_with_its_own_ca_holds_the_cluster_and_outlives_reset() {
-    let bins = snapshot_bin_dir();
+    let bins = integration::snapshot_bin_dir();
     // An etcd cluster of the operator's, with a CA that is not the cluster's.
     let outside = tempfile::tempdir().expect("temp dir");
     integration::ApiServer::generate_pki(outside.path(), 6443).expect("external etcd PKI");

@@ -215,49 +215,9 @@ fn kubectl(args: &[&str]) -> Output {
         .expect("kubectl")
 }
 
-/// This build's binaries as they are now, hard-linked (or copied) into a directory of the test's
-/// own under /var/tmp: other builds sharing the target dir replace the binaries there, and a
-/// rerun of init-cluster.sh rightly restarts a service whose binary changed.
-fn snapshot_bin_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("rk-bin-").tempdir_in("/var/tmp").expect("temp dir");
-    let bin_dir = integration::bin_dir();
-    for b in [
-        "kube-apiserver",
-        "kube-pki",
-        "kube-scheduler",
-        "kube-controller-manager",
-        "kubelet",
-        "kube-proxy",
-        "rustkube-cni",
-    ] {
-        let (from, to) = (bin_dir.join(b), dir.path().join(b));
-        if std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
-        }
-    }
-    dir
-}
-
-/// A `--bin-dir` (under /var/tmp: the namespace has its own /tmp) of this build's binaries in
-/// which kube-apiserver exits at once.
-fn bin_dir_with_a_failing_apiserver() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("rk-bin-").tempdir_in("/var/tmp").expect("temp dir");
-    let bin_dir = integration::bin_dir();
-    for b in ["kube-pki", "kube-scheduler", "kube-controller-manager", "kubelet", "kube-proxy", "rustkube-cni"] {
-        std::os::unix::fs::symlink(bin_dir.join(b), dir.path().join(b)).expect("symlink");
-    }
-    let apiserver = dir.path().join("kube-apiserver");
-    std::fs::write(&apiserver, "#!/bin/sh\necho 'fake kube-apiserver: refusing to start' >&2\nexit 1\n")
-        .expect("script");
-    let mut perms = std::fs::metadata(&apiserver).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&apiserver, perms).expect("chmod");
-    dir
-}
-
 #[test]
 fn init_cluster_under_systemd_runs_every_service_as_a_unit() {
-    let bins = snapshot_bin_dir();
+    let bins = integration::snapshot_bin_dir();
     let bin_dir = bins.path();
     let sd = Systemd::boot();
     let hostname = String::from_utf8_lossy(&sd.inside(&["hostname"]).stdout).trim().to_lowercase();
@@ -265,7 +225,7 @@ fn init_cluster_under_systemd_runs_every_service_as_a_unit() {
     // --no-systemd where systemd is PID 1: supervised processes (pid files in the namespace's
     // /run), no unit installed. An apiserver that exits keeps this short: etcd starts, the
     // apiserver's step fails.
-    let fake = bin_dir_with_a_failing_apiserver();
+    let fake = integration::bin_dir_with_a_failing_apiserver();
     let script = repo().join("scripts/init-cluster.sh").display().to_string();
     let out = Command::new("nsenter")
         .args(["-t", &sd.pid.to_string(), "-m", "-p", "-u", "--", &script, "--no-systemd", "--bin-dir"])

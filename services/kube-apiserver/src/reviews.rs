@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::authn::Credentials;
 use crate::endpoints::ApiServer;
 use crate::registry::{ResourceDescriptor, ReviewKind};
-use crate::serviceaccount::{user_for, TokenVerifier, VerifiedToken};
+use crate::serviceaccount::{user_for, TokenVerifier};
 
 fn user_json(u: &UserInfo) -> Value {
     let mut v = json!({"username": u.name, "groups": u.groups});
@@ -66,25 +66,6 @@ fn access_status(server: &ApiServer, attrs: &Attributes) -> Value {
     status
 }
 
-/// Whether the service account (and the pod or secret a token is bound to) still exist with the token's uids.
-fn bound_objects_exist(server: &ApiServer, t: &VerifiedToken) -> bool {
-    let uid_of = |plural: &str, ns: &str, name: &str| -> Option<String> {
-        let d = server.resources.lookup("", "v1", plural)?;
-        let obj = server.store.cache(d).get(&d.key(&server.store.root, ns, name))?;
-        obj.value()["metadata"]["uid"].as_str().map(String::from)
-    };
-    if uid_of("serviceaccounts", &t.namespace, &t.name).as_deref() != Some(t.uid.as_str()) {
-        return false;
-    }
-    match &t.bound {
-        Some((kind, name, uid)) => {
-            let plural = if kind == "Pod" { "pods" } else { "secrets" };
-            uid_of(plural, &t.namespace, name).as_deref() == Some(uid.as_str())
-        }
-        None => true,
-    }
-}
-
 /// A TokenReview as upstream answers it: the token is authenticated for `spec.audiences`, or for the
 /// apiserver's own audiences when none are asked; `status.audiences` says which of them it is valid for.
 /// Service-account tokens must name one of those audiences; audience-agnostic (static) tokens are valid
@@ -104,7 +85,7 @@ fn token_review_status(server: &ApiServer, spec: &Value) -> Value {
     if TokenVerifier::looks_like_jwt(token) && !server.sa_verifier.is_empty() {
         let now = jiff::Timestamp::now().as_second();
         return match server.sa_verifier.verify_for(token, now, &audiences) {
-            Ok((t, matched)) if bound_objects_exist(server, &t) => {
+            Ok((t, matched)) if crate::endpoints::bound_objects_exist(server, &t) => {
                 json!({"authenticated": true, "user": user_json(&user_for(&t)), "audiences": matched})
             }
             Ok(_) => refused("invalid bearer token, service account token has been invalidated"),

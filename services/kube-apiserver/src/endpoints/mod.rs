@@ -156,7 +156,8 @@ pub fn authenticate(
     server.authenticator.authenticate(creds)
 }
 
-fn bound_objects_exist(server: &ApiServer, t: &crate::serviceaccount::VerifiedToken) -> bool {
+/// Whether the service account (and the pod or secret a token is bound to) still exist with the token's uids.
+pub(crate) fn bound_objects_exist(server: &ApiServer, t: &crate::serviceaccount::VerifiedToken) -> bool {
     let uid_of = |plural: &str, ns: &str, name: &str| -> Option<String> {
         let d = server.resources.lookup("", "v1", plural)?;
         let obj = server.store.cache(d).get(&d.key(&server.store.root, ns, name))?;
