@@ -200,7 +200,8 @@ impl<V: Clone> Cache<V> {
         if entries.len() >= CACHE_LIMIT {
             let now = Instant::now();
             entries.retain(|_, (until, _)| *until > now);
-            if entries.len() >= CACHE_LIMIT {
+            // Mostly live entries: start over rather than scan the whole map again a few inserts later.
+            if entries.len() >= CACHE_LIMIT * 3 / 4 {
                 entries.clear();
             }
         }
@@ -357,25 +358,30 @@ pub struct DelegatedAuth {
     always_allow_paths: Vec<String>,
 }
 
+/// The client a review flag names, or the component's own `default` without it.
 async fn client_from(
     flag: &'static str,
     path: Option<&PathBuf>,
     client: &ClientFlags,
+    default: &kube::Client,
 ) -> Result<kube::Client, SetupError> {
-    let flags = match path {
-        Some(p) => ClientFlags { kubeconfig: Some(p.clone()), master: None, ..client.clone() },
-        None => client.clone(),
-    };
-    let shown = path.or(client.kubeconfig.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
-    flags.client().await.map_err(|source| SetupError::Kubeconfig { flag, path: shown, source })
+    let Some(p) = path else { return Ok(default.clone()) };
+    let flags = ClientFlags { kubeconfig: Some(p.clone()), master: None, ..client.clone() };
+    flags.client().await.map_err(|source| SetupError::Kubeconfig { flag, path: p.display().to_string(), source })
 }
 
 impl DelegatedAuth {
-    /// Builds the review clients from the flags; each kubeconfig defaults to the component's own client flags.
-    pub async fn new(flags: &DelegatedAuthFlags, client: &ClientFlags) -> Result<DelegatedAuth, SetupError> {
-        let authn =
-            client_from("--authentication-kubeconfig", flags.authentication_kubeconfig.as_ref(), client).await?;
-        let authz = client_from("--authorization-kubeconfig", flags.authorization_kubeconfig.as_ref(), client).await?;
+    /// Builds the review clients from the flags; without its kubeconfig flag each is the
+    /// component's own `own_client` (built from `client`), not a second connection pool.
+    pub async fn new(
+        flags: &DelegatedAuthFlags,
+        client: &ClientFlags,
+        own_client: &kube::Client,
+    ) -> Result<DelegatedAuth, SetupError> {
+        let authn_path = flags.authentication_kubeconfig.as_ref();
+        let authn = client_from("--authentication-kubeconfig", authn_path, client, own_client).await?;
+        let authz_path = flags.authorization_kubeconfig.as_ref();
+        let authz = client_from("--authorization-kubeconfig", authz_path, client, own_client).await?;
         Ok(DelegatedAuth::with_clients(flags, authn, authz))
     }
 

@@ -50,7 +50,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     metrics.register(&mut registry);
     let registry = Arc::new(registry);
 
-    let auth = Arc::new(component_base::DelegatedAuth::new(&options.auth, &options.client).await?);
+    let auth = Arc::new(component_base::DelegatedAuth::new(&options.auth, &options.client, &client).await?);
     let serving = component_base::serving::serve_authorized(
         &options.serving,
         10257,

@@ -189,9 +189,16 @@ impl NodeIpamController {
                 Ok(None)
             }
             Err(source) => {
-                self.assigned.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-                self.lock().release(&cidr);
-                if util::api_code(&source) == Some(404) {
+                let gone = util::api_code(&source) == Some(404);
+                // A block an earlier patch already gave the node stays its own (and is
+                // sent again on the retry), unless the node is gone.
+                if !resend || gone {
+                    self.assigned.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+                    self.lock().release(&cidr);
+                } else {
+                    self.assigned.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), cidr);
+                }
+                if gone {
                     return Ok(None);
                 }
                 Err(Error::Api { node: name.to_string(), source })

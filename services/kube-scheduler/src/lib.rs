@@ -45,7 +45,7 @@ pub async fn run(mut options: Options) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
     let registry = Arc::new(registry);
     let serving = options.serving.clone();
-    let auth = Arc::new(component_base::DelegatedAuth::new(&options.auth, &options.client).await?);
+    let auth = Arc::new(component_base::DelegatedAuth::new(&options.auth, &options.client, &client).await?);
     let server = tokio::spawn(async move {
         component_base::serving::serve_authorized(&serving, 10259, "kube-scheduler", registry, Some(auth)).await
     });

@@ -275,11 +275,12 @@ pub struct KubeletAuth {
 
 impl KubeletAuth {
     pub fn new(settings: AuthSettings, client: kube::Client, node_name: String) -> KubeletAuth {
-        // Bearer tokens are reviewed only with --authentication-token-webhook; refused ones are not cached.
+        // Bearer tokens are reviewed only with --authentication-token-webhook; accepted and
+        // refused ones are both cached for its cache TTL, as upstream's kubelet does.
         let authn = TokenAuthenticator::new(
             settings.token_webhook.then(|| client.clone()),
             settings.token_cache_ttl,
-            Duration::ZERO,
+            settings.token_cache_ttl,
             settings.anonymous,
         );
         let authz = AccessReviewer::new(client, settings.authorized_ttl, settings.unauthorized_ttl);
