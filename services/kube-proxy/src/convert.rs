@@ -231,9 +231,10 @@ pub type Changes = BTreeMap<FrontendKey, Option<Frontend>>;
 
 /// Converts incrementally: only the Services whose object or EndpointSlices
 /// changed (by resourceVersion) since the last [`Converter::update`] are
-/// converted again, so one change costs a scan of the versions (no
-/// allocation per unchanged Service) rather than a conversion of every
-/// Service. Objects without a resourceVersion are converted every time.
+/// converted again, so one change costs a scan of every Service's and slice's
+/// version (grouping the slices by Service, and comparing each Service's
+/// versions in place) rather than a conversion of every Service. Objects
+/// without a resourceVersion are converted every time.
 #[derive(Debug, Default)]
 pub struct Converter {
     node: Option<NodeInfo>,

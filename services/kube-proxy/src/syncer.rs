@@ -254,8 +254,11 @@ impl Syncer {
                     }
                 }
             }
-            let had = old.as_ref().is_some_and(|o| !o.backends.is_empty());
-            if key.protocol == Protocol::Udp && now.is_some_and(|f| !f.backends.is_empty()) && !had {
+            // From no endpoint anywhere to some (upstream's rule): a Local frontend whose traffic from
+            // the node and pods already went to cluster-wide backends keeps those flows.
+            let serves = |f: &Frontend| !f.backends.is_empty() || !f.cluster_backends.is_empty();
+            let had = old.as_ref().is_some_and(serves);
+            if key.protocol == Protocol::Udp && now.is_some_and(serves) && !had {
                 self.runner.conntrack_delete(Protocol::Udp, key.ip, key.port, None).await;
             }
         }
