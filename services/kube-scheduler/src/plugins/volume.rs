@@ -147,6 +147,8 @@ impl Limits {
             .drivers
             .iter()
             .filter_map(|d| Some((d.name.as_str(), i64::from(d.allocatable.as_ref()?.count?))))
+            // Only the new pod's drivers can go over their limit.
+            .filter(|(driver, _)| self.new.values().any(|d| d == driver))
             .collect();
         if limits.is_empty() {
             return Ok(());
